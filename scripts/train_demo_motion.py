@@ -1,0 +1,120 @@
+"""Train the `demo-motion` model that ships inside vidcls (vidcls/assets/demo-motion).
+
+Reproduce the shipped weights with:
+
+    python scripts/train_demo_motion.py --out vidcls/assets/demo-motion
+
+The data is drawn by vidcls.synthetic: one shape moving left, right, up or down over a
+varied background. Every clip gets its own size (32-128 px, square or not), shape, colour,
+speed, length and noise level, then goes through the preprocessing of `vidcls predict`
+(segment sampling of 8 frames, the whole frame resized to 32x32: `aspect: squash`, since a
+square crop of a wide frame would cut off most of a horizontal path) with, per epoch, scale
+jitter and a random crop, so the model learns the direction of motion, not one rendering. The pool of clips is
+rendered once (rendering costs more than a training step on a CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import random
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from vidcls.models import build_model
+from vidcls.synthetic import DIRECTIONS, random_spec, render_clip
+from vidcls.transforms import eval_views, fit_frame, to_channels_first, train_view
+from vidcls.video import segment_indices
+from vidcls.zoo import InputSpec, ModelCard, save_model_dir
+
+ARCH = {"num_classes": len(DIRECTIONS), "num_frames": 8, "img_size": 32, "patch_size": 4,
+        "tubelet_size": 2, "embed_dim": 64, "depth": 4, "num_heads": 4, "mlp_ratio": 2.0}
+INPUT = InputSpec(frames=8, stride=1, sampling="segment", size=32, mean=(0.5, 0.5, 0.5),
+                  std=(0.5, 0.5, 0.5), clips=1, crops=1, aspect="squash")
+POOL_SIDE = 40  # training clips are stored at this side; scale jitter crops 32..40 px of it
+
+
+def rendered_clip(rng: random.Random) -> tuple[torch.Tensor, int]:
+    """One clip as predict decodes it (the 8 frames segment sampling picks), squashed to
+    POOL_SIDE x POOL_SIDE uint8 (T, H, W, 3) so per-epoch augmentation stays cheap."""
+    label = rng.randrange(len(DIRECTIONS))
+    spec = random_spec(rng, direction=DIRECTIONS[label], frames=rng.randint(8, 48))
+    frames = render_clip(spec)
+    frames = to_channels_first(frames[segment_indices(frames.shape[0], INPUT.frames)[0]])
+    squashed = fit_frame(frames, POOL_SIDE, INPUT.aspect)
+    return (squashed * 255).round().to(torch.uint8).permute(1, 2, 3, 0).contiguous(), label
+
+
+def render_pool(rng: random.Random, count: int) -> list[tuple[torch.Tensor, int]]:
+    return [rendered_clip(rng) for _ in range(count)]
+
+
+def batches(pool: list[tuple[torch.Tensor, int]], generator: torch.Generator, size: int):
+    """One epoch of augmented batches (scale jitter + random crop, never a flip) in random order."""
+    order = torch.randperm(len(pool), generator=generator).tolist()
+    for start in range(0, len(order) - size + 1, size):
+        chosen = [pool[i] for i in order[start:start + size]]
+        views = [train_view(frames, INPUT.size, INPUT.mean, INPUT.std, generator, resize=POOL_SIDE,
+                            scale=(INPUT.size / POOL_SIDE, 1.0), flip=False, aspect=INPUT.aspect)
+                 for frames, _ in chosen]
+        yield torch.stack(views), torch.tensor([label for _, label in chosen])
+
+
+def held_out_views(pool: list[tuple[torch.Tensor, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The predict-time view of every held-out clip."""
+    views = [eval_views(frames[None], INPUT.size, 1, INPUT.mean, INPUT.std, aspect=INPUT.aspect)[0]
+             for frames, _ in pool]
+    return torch.stack(views), torch.tensor([label for _, label in pool])
+
+
+def evaluate(model: torch.nn.Module, data: tuple[torch.Tensor, torch.Tensor]) -> float:
+    model.eval()
+    with torch.inference_mode():
+        accuracy = (model(data[0]).argmax(-1) == data[1]).float().mean().item()
+    model.train()
+    return accuracy
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=Path("vidcls/assets/demo-motion"))
+    parser.add_argument("--clips", type=int, default=4000, help="training clips rendered")
+    parser.add_argument("--epochs", type=int, default=30)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    torch.manual_seed(args.seed)
+    generator = torch.Generator().manual_seed(args.seed)
+    start = time.time()
+    pool = render_pool(random.Random(args.seed), args.clips)
+    held_out_pool = render_pool(random.Random(args.seed + 1), 256)
+    held_out = held_out_views(held_out_pool)
+    print(f"rendered {len(pool)} + {len(held_out_pool)} clips in {time.time() - start:.0f}s", flush=True)
+    model = build_model("joint", ARCH)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=0.05)
+    steps = args.epochs * (len(pool) // args.batch_size)
+    warmup = max(1, steps // 20)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * s / steps)))
+    for epoch in range(1, args.epochs + 1):
+        for clips, labels in batches(pool, generator, args.batch_size):
+            loss = F.cross_entropy(model(clips), labels, label_smoothing=0.05)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+        print(f"epoch {epoch:3d}  loss {loss.item():.3f}  held-out acc {evaluate(model, held_out):.3f}  "
+              f"{time.time() - start:.0f}s", flush=True)
+    card = ModelCard(name="demo-motion", family="joint", arch=ARCH, input=INPUT, labels=list(DIRECTIONS))
+    save_model_dir(args.out, card, model.eval())
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

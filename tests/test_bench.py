@@ -1,0 +1,246 @@
+"""The cost report: FLOP counts against hand formulas and the papers, memory, scaling, outputs."""
+
+import json
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+from typer.testing import CliRunner
+
+from vidcls import bench
+from vidcls.bench import (BenchModel, BenchPoint, BenchReport, Measurement, PeakMemory, RunSettings,
+                          UncountedAttentionError, count_macs, model_cost, resolve_models)
+from vidcls.cli import app
+from vidcls.models import build_model
+from vidcls.synthetic import make_sample_clip
+from vidcls.zoo import InputSpec, ModelCard, save_model_dir
+
+runner = CliRunner()
+CLI_FIELDS = {"model", "frames", "size", "batch_size", "device", "precision", "params", "gmacs", "gflops",
+              "peak_memory_mib", "latency_ms", "clips_per_s"}
+TINY_JOINT = dict(num_classes=5, num_frames=8, img_size=32, patch_size=8, tubelet_size=2, embed_dim=32,
+                  depth=2, num_heads=2, mlp_ratio=4.0)
+
+
+def cost_by_hand(c: dict) -> tuple[int, int]:
+    """(total, attention) multiply-accumulates of a joint ViT with a CLS token, written out."""
+    dim, hidden = c["embed_dim"], int(c["embed_dim"] * c["mlp_ratio"])
+    patches = (c["num_frames"] // c["tubelet_size"]) * (c["img_size"] // c["patch_size"]) ** 2
+    tokens = patches + 1
+    patch_embed = patches * dim * 3 * c["tubelet_size"] * c["patch_size"] ** 2
+    projections = tokens * dim * 3 * dim + tokens * dim * dim  # qkv, then the output projection
+    attention = tokens * tokens * dim + tokens * tokens * dim  # q k^T over all heads, then attn v
+    mlp = 2 * tokens * dim * hidden
+    per_block = projections + attention + mlp
+    return patch_embed + c["depth"] * per_block + dim * c["num_classes"], c["depth"] * attention
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_flop_count_equals_hand_formula_with_attention(device):
+    with torch.device(device):
+        model = build_model("joint", TINY_JOINT).eval()
+        count = count_macs(model, torch.zeros(1, 3, 8, 32, 32))
+    total, attention = cost_by_hand(TINY_JOINT)
+    assert count.macs == total
+    assert count.attention_macs == attention
+    if device == "cpu":  # the CPU SDPA kernel torch itself counts as 0
+        assert count.by_op["aten._scaled_dot_product_flash_attention_for_cpu"] == attention
+
+
+def test_sdpa_counted_for_any_leading_axes():
+    class Attend(nn.Module):
+        def forward(self, q):
+            return F.scaled_dot_product_attention(q, q, q)
+
+    q5 = torch.randn(2, 3, 4, 10, 8)  # (B, T, H, N, d): CPU takes SDPA's math path
+    q4 = q5.flatten(0, 1)  # (B*T, H, N, d): CPU takes the fused kernel
+    expected = 2 * 3 * 4 * 10 * 10 * (8 + 8)
+    assert count_macs(Attend(), q5).macs == count_macs(Attend(), q4).macs == expected
+    assert bench.sdpa_macs((2, 3, 4, 10, 8), (4, 7, 8), (4, 7, 6)) == 2 * 3 * 4 * 10 * 7 * 14
+
+
+def test_attention_counted_as_zero_fails_loudly(monkeypatch):
+    monkeypatch.setattr(bench, "ATTENTION_FORMULAS", {})
+    model = build_model("joint", TINY_JOINT).eval()
+    with pytest.raises(UncountedAttentionError, match="flash_attention_for_cpu"):
+        count_macs(model, torch.zeros(1, 3, 8, 32, 32))
+
+
+def test_linear_attention_cost_is_linear_in_frames():
+    model = resolve_models(["linear-tiny"])[0]
+    short, long = (model_cost(model, t, 32).flops for t in (4, 8))
+    assert long.attention_macs == 2 * short.attention_macs
+    assert long.macs <= 2 * short.macs  # only the head stays constant
+    cfg = model.arch_at(4, 32)
+    heads, d = cfg["num_heads"], cfg["embed_dim"] // cfg["num_heads"]
+    grid_h, grid_w = model.build(4, 32).token_grid(32, 32)
+    tokens = 4 * grid_h * grid_w
+    # temporal and spatial attention in every layer: k^T v and q (k^T v), 2 d^2 per token and head
+    assert short.attention_macs >= cfg["depth"] * 2 * tokens * heads * 2 * d * d > 0
+
+
+def test_scaling_exponent():
+    frames = [8, 16, 32, 64]
+    assert bench.scaling_exponent(frames, [3 * t**1.5 for t in frames]) == pytest.approx(1.5)
+    assert bench.scaling_exponent([8], [1.0]) is None
+
+
+def paper_shape(name: str, **arch) -> BenchModel:
+    base = resolve_models([name])[0]
+    return BenchModel(base.name, base.family, {**base.arch, **arch}, base.frames, base.size)
+
+
+@pytest.mark.parametrize("model, frames, paper", [
+    (paper_shape("xvit"), 8, 142), (paper_shape("xvit"), 16, 283), (paper_shape("divided"), 8, 196),
+    (paper_shape("joint", tubelet_size=2, cls_token=False, pool="mean", pos_embed="sinusoidal"), 16, 180),
+    (paper_shape("ff-linear-ssv2"), 16, 254),  # one gate per attention, as the 254 counted from the code
+    (paper_shape("ff-linear"), 16, 265),  # a q gate and a k gate: the spec's count
+])
+def test_gmacs_at_the_papers_shapes(model, frames, paper):
+    assert model_cost(model, frames, 224).flops.gmacs == pytest.approx(paper, rel=0.03)
+
+
+def test_full_size_scaling_linear_vs_joint():
+    """Counted on the meta device at 224 x 224, T = 8 and 64 (scripts/cost_report.py does 8..64)."""
+    frames = [8, 64]
+    models = resolve_models(["ff-linear", "linear", "joint"])
+    gmacs = {m.name: [model_cost(m, t, 224).flops.gmacs for t in frames] for m in models}
+    assert bench.scaling_exponent(frames, gmacs["ff-linear"]) <= 1.05
+    assert bench.scaling_exponent(frames, gmacs["linear"]) <= 1.05
+    assert gmacs["joint"][1] >= 1.5 * 8 * gmacs["joint"][0]
+
+
+def test_peak_memory_is_not_fooled_by_freed_heap_memory():
+    if not bench._proc_status_kib("VmHWM"):
+        pytest.skip("needs Linux /proc")
+    freed = [torch.ones(64, 128) for _ in range(2048)]  # 64 MiB in 32 KiB heap blocks...
+    del freed  # ...that malloc keeps for reuse
+    with PeakMemory(torch.device("cpu")) as peak:
+        again = [torch.ones(64, 128) for _ in range(1024)]  # 32 MiB that could reuse them unseen
+    del again
+    assert 30 < peak.mib < 40
+
+
+def test_isolated_measurement_and_out_of_memory():
+    model = resolve_models(["joint-tiny"])[0]
+    settings = RunSettings(warmup=1, repeats=2)
+    fresh = bench.measure_isolated(model, 4, 32, settings)
+    assert len(fresh.latencies_ms) == len(fresh.cpu_times_ms) == 2
+    assert fresh.peak_memory_mib > 0 and fresh.error is None
+    too_big = bench.measure_isolated(model, 64, 224, settings, memory_limit_mib=40)
+    assert too_big == Measurement(error="out of memory at T=64")
+
+
+def test_sweep_goes_on_after_out_of_memory(monkeypatch):
+    def fake(model, frames, size, settings):
+        if frames == 8:
+            return Measurement(error="out of memory at T=8")
+        return bench.measure(model, frames, size, settings)
+
+    monkeypatch.setattr(bench, "measure_isolated", fake)
+    report = bench.benchmark(resolve_models(["joint-tiny"]), [4, 8, 16], settings=RunSettings(warmup=0, repeats=1),
+                             isolate=True)
+    assert [p.frames for p in report.points] == [4, 8, 16]
+    assert report.points[1].error == "out of memory at T=8" and report.points[1].latency_ms is None
+    assert report.points[1].gmacs > 0  # counted even where it could not run
+    assert report.points[2].latency_ms > 0 and report.points[2].error is None
+
+
+def test_precision_warning_names_the_reason():
+    cpu = torch.device("cpu")
+    message = bench.precision_warning(cpu, "bf16", rate=0.3, fp32_rate=137.0)
+    assert "bf16" in message and "457x slower" in message and "fp32" in message
+    assert bench.precision_warning(cpu, "bf16", rate=400.0, fp32_rate=137.0) is None
+    assert bench.precision_warning(torch.device("cpu"), "fp32", rate=137.0, fp32_rate=137.0) is None
+
+
+def test_benchmark_json_matches_cli_md():
+    threads = torch.get_num_threads()
+    result = runner.invoke(app, ["benchmark", "--model", "joint-tiny", "--frames", "4,8", "--repeats", "2",
+                                 "--warmup", "1", "--in-process", "--threads", "1", "--json"])
+    assert result.exit_code == 0, result.output
+    assert torch.get_num_threads() == threads  # --threads 1 applied to the measurement only
+    rows = json.loads(result.stdout)
+    assert [(r["model"], r["frames"]) for r in rows] == [("joint-tiny", 4), ("joint-tiny", 8)]
+    model = resolve_models(["joint-tiny"])[0]
+    for row in rows:
+        assert CLI_FIELDS <= set(row) and row["error"] is None
+        assert (row["size"], row["batch_size"], row["device"], row["precision"]) == (32, 1, "cpu", "fp32")
+        assert row["gmacs"] == pytest.approx(model_cost(model, row["frames"], 32).flops.gmacs, rel=1e-5)
+        assert row["gflops"] == pytest.approx(2 * row["gmacs"], rel=1e-5)
+        assert row["params"] == sum(p.numel() for p in model.build(row["frames"], 32).parameters())
+        assert row["peak_memory_mib"] > 0
+        assert row["clips_per_s"] == pytest.approx(1e3 / row["latency_ms"], rel=1e-3)
+        assert row["latency_min_ms"] <= row["latency_ms"] <= row["latency_max_ms"] and row["cpu_time_ms"] > 0
+        achieved = 2 * row["gmacs"] * row["clips_per_s"]
+        assert row["achieved_gflops_per_s"] == pytest.approx(achieved, rel=0.01)
+        assert row["mfu"] == pytest.approx(achieved / row["matmul_gflops_per_s"], rel=0.01)
+
+
+def test_benchmark_plot_csv_and_tables(tmp_path):
+    image = pytest.importorskip("matplotlib.image")
+    png, table = tmp_path / "scaling.png", tmp_path / "points.csv"
+    result = runner.invoke(app, ["benchmark", "--model", "joint-tiny,linear-tiny", "--frames", "4,8", "--repeats",
+                                 "1", "--warmup", "0", "--in-process", "--plot", str(png), "--csv", str(table)])
+    assert result.exit_code == 0, result.output
+    assert "exponent" in result.stdout and "linear-tiny" in result.stdout
+    assert png.stat().st_size > 10_000
+    assert image.imread(png).shape[:2] == (420, 1300)
+    lines = table.read_text().splitlines()
+    assert len(lines) == 5 and lines[0].startswith("model,frames,size")
+    assert sorted(f.name for f in tmp_path.iterdir()) == ["points.csv", "scaling.png"]  # no temporary left
+
+
+def test_benchmark_bad_arguments_are_one_line_errors():
+    for args, needle in ((["--model", "joint-tiny", "--frames", "8,x"], "--frames"),
+                         (["--model", "no-such-model"], "unknown model"),
+                         (["--model", "joint-tiny", "--precision", "fp8"], "precision")):
+        result = runner.invoke(app, ["benchmark", *args])
+        assert result.exit_code == 2 and needle in result.output and "Traceback" not in result.output
+
+
+def test_report_exponents_skip_missing_points():
+    def point(frames, gmacs, memory):
+        return BenchPoint(model="m", frames=frames, size=32, batch_size=1, device="cpu", precision="fp32",
+                          params=1, trainable_params=1, gmacs=gmacs, gflops=2 * gmacs, views=1,
+                          attention_share=0.0, peak_memory_mib=memory, latency_ms=None, latency_min_ms=None,
+                          latency_max_ms=None, cpu_time_ms=None, clips_per_s=None, achieved_gflops_per_s=None,
+                          matmul_gflops_per_s=1.0, mfu=None, compiled=False)
+
+    report = BenchReport([point(8, 1.0, 10.0), point(16, 4.0, 20.0), point(32, 16.0, None)], 1.0)
+    assert report.exponents("m") == {"gmacs": pytest.approx(2.0), "peak_memory_mib": pytest.approx(1.0),
+                                     "latency_ms": None, "cpu_time_ms": None}
+
+
+def test_predict_reports_the_runs_cost(tmp_path):
+    arch = {**TINY_JOINT, "num_classes": 4}
+    card = ModelCard(name="tiny", family="joint", arch=arch, labels=["left", "right", "up", "down"],
+                     input=InputSpec(frames=8, size=32, mean=(0.5,) * 3, std=(0.5,) * 3, crops=3))
+    save_model_dir(tmp_path / "tiny", card, build_model("joint", arch))
+    clip = make_sample_clip(tmp_path / "clip.mp4", direction="left", frames=16, height=48, width=64, seed=0)
+    result = runner.invoke(app, ["predict", str(clip), "--model", str(tmp_path / "tiny"), "--json"])
+    assert result.exit_code == 0, result.output
+    [row] = json.loads(result.stdout)
+    assert row["gmacs"] == pytest.approx(cost_by_hand(arch)[0] / 1e9, rel=1e-5)
+    assert row["views"] == 3 and row["peak_memory_mib"] >= 0
+    assert set(row["timing_ms"]) == {"decode", "preprocess", "model"}
+    table = runner.invoke(app, ["predict", str(clip), "--model", str(tmp_path / "tiny"), "--clips", "2"])
+    assert table.exit_code == 0 and "GMACs per view x 6 views" in table.stdout
+
+
+def test_plot_without_matplotlib_fails_before_the_sweep(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what a missing package looks like to import
+    monkeypatch.setattr(bench, "benchmark", lambda *a, **k: pytest.fail("the sweep ran"))
+    result = runner.invoke(app, ["benchmark", "--model", "joint-tiny", "--plot", str(tmp_path / "p.png")])
+    assert result.exit_code == 1 and "pip install matplotlib" in result.output
+
+
+def test_threads_setting_covers_the_timed_passes(monkeypatch):
+    timed, real = [], bench._wall_and_cpu_ms
+    monkeypatch.setattr(bench, "_wall_and_cpu_ms", lambda step, device: (timed.append(torch.get_num_threads()),
+                                                                          real(step, device))[1])
+    before = torch.get_num_threads()
+    bench.measure(resolve_models(["joint-tiny"])[0], 4, 32, RunSettings(warmup=0, repeats=2, threads=1))
+    assert timed == [1, 1] and torch.get_num_threads() == before

@@ -1,0 +1,161 @@
+"""Hub models: hf:// refs through huggingface_hub's cache, offline; sha256 checks and the lock file."""
+
+import json
+
+import pytest
+import torch
+from hub_helpers import add_to_hub_cache, flip_byte, hub_cache, save_transformers, tiny_transformers_model  # noqa: F401
+from typer.testing import CliRunner
+
+from vidcls import hub
+from vidcls.cli import app
+from vidcls.errors import UsageError, VidclsError
+from vidcls.models import build_model
+from vidcls.zoo import ModelCard, load_model, save_model_dir
+
+pytest.importorskip("transformers")
+runner = CliRunner()
+
+
+@pytest.fixture
+def vivit_repo(hub_cache, tmp_path):
+    """A tiny ViViT in transformers format, cached as hf://someone/tiny-vivit (main)."""
+    reference = tiny_transformers_model("vivit", labels=["run", "jump", "swim"])
+    source = save_transformers(reference, tmp_path / "src", preprocessor={
+        "image_mean": [0.5] * 3, "image_std": [0.5] * 3, "rescale_factor": 1 / 127.5, "offset": True,
+        "size": {"shortest_edge": 36}, "crop_size": {"height": 32, "width": 32}})
+    snapshot = add_to_hub_cache(hub_cache, "someone/tiny-vivit", source)
+    return reference, snapshot
+
+
+def lock_entries():
+    return json.loads(hub.lock_path().read_text())["files"]
+
+
+def test_transformers_repo_loads_from_the_hub_cache_offline(vivit_repo):
+    reference, snapshot = vivit_repo
+    loaded = load_model("hf://someone/tiny-vivit")
+    video = torch.randn(1, 8, 3, 32, 32)
+    with torch.no_grad():
+        gap = (reference(pixel_values=video).logits - loaded.module(video.transpose(1, 2))).abs().max().item()
+    assert gap <= 1e-4
+    assert loaded.labels == ["run", "jump", "swim"]
+    assert loaded.card.input.size == 32 and loaded.card.input.resize == 36
+    assert loaded.card.input.mean == pytest.approx((0.75,) * 3)  # [-1, 1] rescale, then 0.5 / 0.5
+    assert loaded.weights == str(snapshot / "model.safetensors")
+
+
+def test_first_verified_load_records_the_digest_in_the_lock_file(vivit_repo):
+    _, snapshot = vivit_repo
+    load_model("hf://someone/tiny-vivit")
+    blob = (snapshot / "model.safetensors").resolve()
+    assert lock_entries() == {f"someone/tiny-vivit@{snapshot.name}/model.safetensors": blob.name}
+    assert hub.lock_path().parent.name == "vidcls"
+
+
+def test_vidcls_format_repo_at_a_revision(hub_cache, tmp_path):
+    arch = {"num_classes": 2, "num_frames": 4, "img_size": 16, "patch_size": 8, "tubelet_size": 2,
+            "embed_dim": 32, "depth": 1, "num_heads": 2}
+    module = build_model("joint", arch)
+    source = save_model_dir(tmp_path / "src", ModelCard("tiny", "joint", arch, labels=["x", "y"]), module)
+    add_to_hub_cache(hub_cache, "someone/tiny-joint", source, revision="refs/pr/7")
+    loaded = load_model("hf://someone/tiny-joint@refs/pr/7")
+    video = torch.randn(1, 3, 4, 16, 16)
+    with torch.no_grad():
+        assert torch.equal(loaded.module(video), module.eval()(video))
+    with pytest.raises(VidclsError, match="not in the local Hub cache"):
+        load_model("hf://someone/tiny-joint")  # main was never cached
+
+
+def test_flipped_byte_is_refused_and_removed_from_the_cache(vivit_repo):
+    _, snapshot = vivit_repo
+    weights = snapshot / "model.safetensors"
+    blob = weights.resolve()
+    flip_byte(weights)
+    result = runner.invoke(app, ["predict", "clip.mp4", "--model", "hf://someone/tiny-vivit"])
+    assert result.exit_code == 1
+    message = " ".join(result.output.split())
+    assert "fails its checksum" in message and "the Hub's LFS checksum" in message
+    assert "vidcls download hf://someone/tiny-vivit" in message
+    assert "Traceback" not in result.output
+    assert not blob.exists() and not weights.is_symlink()  # not left looking valid
+    assert not hub.lock_path().exists()  # nothing recorded for a bad file
+    with pytest.raises(VidclsError, match="not in the local Hub cache"):
+        load_model("hf://someone/tiny-vivit")
+
+
+def test_corruption_after_first_use_is_caught_by_the_lock_file(vivit_repo, tmp_path):
+    """A blob not named by its sha256 (no LFS checksum to compare) is still checked once recorded."""
+    _, snapshot = vivit_repo
+    weights = snapshot / "model.safetensors"
+    renamed = weights.resolve().with_name("not-a-sha256-etag")
+    weights.resolve().rename(renamed)
+    weights.unlink()
+    weights.symlink_to(renamed)
+    load_model("hf://someone/tiny-vivit")
+    flip_byte(weights)
+    with pytest.raises(VidclsError, match=r"fails its checksum.*recorded in .*lock.json"):
+        load_model("hf://someone/tiny-vivit")
+
+
+def test_pinned_digest_wins(vivit_repo, monkeypatch):
+    from vidcls import zoo
+
+    entries = dict(zoo.zoo_entries())
+    entries["pinned"] = {"family": "joint", "attention": "quadratic",
+                         "weights": {"repo": "someone/tiny-vivit", "filename": "model.safetensors",
+                                     "sha256": "0" * 64}}
+    monkeypatch.setattr(zoo, "zoo_entries", lambda: entries)
+    with pytest.raises(VidclsError, match="pinned in models.yaml.*vidcls download pinned"):
+        load_model("pinned")
+
+
+def test_missing_weights_offline_say_how_to_fetch_them(hub_cache):
+    result = runner.invoke(app, ["predict", "clip.mp4", "--model", "timesformer-k400"])
+    assert result.exit_code == 1
+    message = " ".join(result.output.split())
+    assert "files are not in the local Hub cache" in message and "HF_HUB_OFFLINE=1" in message
+    assert "fetch the weights with `vidcls download timesformer-k400`" in message
+
+
+def test_pickle_only_repo_points_to_convert(hub_cache, tmp_path):
+    reference = tiny_transformers_model("videomae")
+    source = save_transformers(reference, tmp_path / "src")
+    (source / "model.safetensors").unlink()
+    torch.save(reference.state_dict(), source / "pytorch_model.bin")
+    add_to_hub_cache(hub_cache, "someone/pickled", source)
+    # offline, the cache cannot say the safetensors file does not exist upstream: mark it
+    # the way huggingface_hub does after a 404
+    snapshot = next((hub_cache / "models--someone--pickled" / "snapshots").iterdir())
+    no_exist = hub_cache / "models--someone--pickled" / ".no_exist" / snapshot.name / "model.safetensors"
+    no_exist.parent.mkdir(parents=True)
+    no_exist.touch()
+    with pytest.raises(VidclsError, match="has no model.safetensors.*vidcls convert hf://someone/pickled"):
+        load_model("hf://someone/pickled")
+
+
+def test_download_command_verifies_and_prints_the_snapshot(vivit_repo):
+    _, snapshot = vivit_repo
+    result = runner.invoke(app, ["download", "hf://someone/tiny-vivit"])
+    assert result.exit_code == 0, result.output
+    assert str(snapshot) in result.output.replace("\n", "")
+    assert "recorded in" in result.output
+    assert runner.invoke(app, ["download", "hf://someone/tiny-vivit"]).exit_code == 0
+
+
+def test_download_of_a_model_without_hub_weights_is_a_usage_error():
+    result = runner.invoke(app, ["download", "joint-tiny"])
+    assert result.exit_code == 2 and "no weights on the Hub" in result.output
+
+
+def test_damaged_lock_file_is_an_error_not_a_fresh_start(vivit_repo):
+    hub.lock_path().parent.mkdir(parents=True)
+    hub.lock_path().write_text("{not json")
+    with pytest.raises(VidclsError, match="lock file .* is unreadable"):
+        load_model("hf://someone/tiny-vivit")
+
+
+@pytest.mark.parametrize("ref", ["hf://noslash", "hf://a/b/c", "hf:///repo"])
+def test_bad_hub_refs_are_usage_errors(ref):
+    with pytest.raises(UsageError, match="hf://OWNER/REPO"):
+        hub.parse_hf_ref(ref)

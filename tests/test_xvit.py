@@ -1,0 +1,143 @@
+"""X-ViT: space-time mixing against explicit channel concatenation and per-frame attention loops."""
+
+import warnings
+
+import pytest
+import torch
+
+from vidcls.models import build_model
+from vidcls.models.xvit import SpaceTimeMixingAttention
+from vidcls.zoo import load_model
+
+ARCH = {"num_classes": 4, "num_frames": 8, "img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 4,
+        "num_heads": 4, "head_hidden": 32, "head_dropout": 0.0}
+
+
+def mix_by_hand(x, fold_div):
+    """Frame t of x (B, T, N, C) rebuilt as [t+1 | t-1 | t] channel slices, zeros off the clip."""
+    fold, frames = x.shape[-1] // fold_div, x.shape[1]
+    zeros = torch.zeros_like(x[:, 0])
+    mixed = []
+    for t in range(frames):
+        later = x[:, t + 1] if t + 1 < frames else zeros
+        earlier = x[:, t - 1] if t > 0 else zeros
+        mixed.append(torch.cat([later[..., :fold], earlier[..., fold:2 * fold], x[:, t, ..., 2 * fold:]], dim=-1))
+    return torch.stack(mixed, dim=1)
+
+
+def mixing_attention_by_hand(attn, x, attend, summary):
+    """Per clip and frame: queries of frame t against mixed keys / values (plus every frame's summary)."""
+    q, k, v = attn.qkv(x).chunk(3, dim=-1)  # (B, T, N, C) each
+    mixed_k, mixed_v = mix_by_hand(k, attn.shift_div), mix_by_hand(v, attn.shift_div)
+    out = torch.empty_like(x)
+    for b in range(x.shape[0]):
+        for t in range(x.shape[1]):
+            keys, values = mixed_k[b, t], mixed_v[b, t]
+            if summary:
+                keys = torch.cat([keys] + [k[b, s, 1:].mean(dim=0, keepdim=True) for s in range(x.shape[1])])
+                values = torch.cat([values] + [v[b, s, 1:].mean(dim=0, keepdim=True) for s in range(x.shape[1])])
+            out[b, t] = attend(attn, q[b, t], keys, values)
+    return out
+
+
+@pytest.mark.parametrize("fold_div", [8, 4])
+def test_mixed_keys_and_values_are_channel_slices_of_neighbour_frames(fold_div):
+    torch.manual_seed(0)
+    attn = SpaceTimeMixingAttention(32, 4, True, 0.0, fold_div, summary_tokens=False)
+    x = torch.randn(2, 5, 7, 32)
+    _, k, _ = attn.heads_qkv(x)  # (B, T, H, N, d)
+    plain_k = attn.qkv(x).chunk(3, dim=-1)[1]  # (B, T, N, C)
+    expected = mix_by_hand(plain_k, fold_div).unflatten(-1, (4, 8)).transpose(2, 3)
+    assert torch.allclose(attn.mix(k), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("summary", [False, True])
+def test_mixing_attention_matches_per_frame_loops(summary, attend_by_hand):
+    torch.manual_seed(0)
+    attn = SpaceTimeMixingAttention(32, 4, True, 0.0, 4, summary_tokens=summary).eval()
+    x = torch.randn(2, 5, 7, 32)
+    with torch.no_grad():
+        assert torch.allclose(attn(x), mixing_attention_by_hand(attn, x, attend_by_hand, summary), atol=1e-5)
+
+
+def changed_frames_per_layer(options):
+    """Perturb frame 3 of an 8-frame clip; per layer, the frames whose tokens change at all.
+
+    A frame out of reach is computed from the very same numbers, so it stays bitwise equal;
+    one in reach may change by as little as 1e-7 a few layers away, so no tolerance is used.
+    """
+    torch.manual_seed(0)
+    model = build_model("xvit", {**ARCH, **options}).eval()
+    video = torch.randn(1, 3, 8, 16, 16)
+    moved = video.clone()
+    moved[:, :, 3] += 1.0
+    changed = []
+    with torch.no_grad():
+        a, b = model.embed(video), model.embed(moved)
+        for block in model.blocks:
+            a, b = block(a), block(b)
+            changed.append([t for t in range(8) if not torch.equal(a[:, t], b[:, t])])
+    return changed
+
+
+def test_without_mixing_frames_are_independent():
+    assert changed_frames_per_layer({"shift_div": 0}) == [[3]] * 4
+
+
+def test_mixing_reaches_one_more_frame_each_layer():
+    assert changed_frames_per_layer({"shift_div": 8}) == [[2, 3, 4], [1, 2, 3, 4, 5], [0, 1, 2, 3, 4, 5, 6],
+                                                          list(range(8))]
+
+
+def test_summary_tokens_connect_all_frames_in_one_layer():
+    assert changed_frames_per_layer({"shift_div": 0, "summary_tokens": True})[0] == list(range(8))
+
+
+def test_temporal_attention_head_reads_the_learnable_token():
+    torch.manual_seed(0)
+    model = build_model("xvit", ARCH).eval()
+    head, frame_tokens = model.head, torch.randn(2, 8, 32)
+    with torch.no_grad():
+        sequence = torch.cat([head.token.expand(2, -1, -1), frame_tokens], dim=1)
+        clip = head.block(sequence)[:, 0]
+        expected = head.fc2(torch.nn.functional.gelu(head.fc1(head.norm(clip))))
+        assert torch.allclose(head(frame_tokens), expected, atol=1e-6)
+
+
+def test_mean_head_and_config_checks():
+    model = build_model("xvit", {**ARCH, "head": "mean"})
+    assert model(torch.randn(2, 3, 8, 16, 16)).shape == (2, 4)
+    with pytest.raises(ValueError, match="shift_div"):
+        build_model("xvit", {**ARCH, "shift_div": 1})
+    with pytest.raises(ValueError, match="head"):
+        build_model("xvit", {**ARCH, "head": "max"})
+
+
+def test_tiny_model_overfits_and_every_parameter_learns(overfit):
+    torch.manual_seed(0)
+    model = load_model("xvit-tiny").module
+    assert overfit(model) == 1.0
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+def test_other_frame_counts_interpolate_with_warning():
+    model = load_model("xvit-tiny").module.eval()
+    with pytest.warns(UserWarning, match="interpolating"):
+        assert model(torch.randn(1, 3, 16, 32, 32)).shape == (1, 4)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model(torch.randn(1, 3, 8, 32, 32))
+
+
+def test_bf16_autocast_forward_and_backward():
+    torch.manual_seed(0)
+    model = build_model("xvit", {**ARCH, "summary_tokens": True})
+    video = torch.randn(2, 3, 8, 16, 16)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(video)
+    assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+    logits.float().sum().backward()
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    with torch.no_grad():
+        assert torch.allclose(logits.float(), model.eval()(video), atol=0.1)

@@ -1,0 +1,416 @@
+"""The `vidcls` command line: argument parsing, rich output and exit codes, nothing else.
+
+Exit codes (../shared/spec/cli.md): 0 all done, 1 some input failed (the others were
+processed), 2 the command line itself is wrong. No traceback unless --debug.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from . import __version__
+from .errors import UsageError, VidclsError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="Classify videos with linear and quadratic video transformers.")
+out = Console()
+err = Console(stderr=True)
+_state = {"debug": False}
+
+
+def fail(message: str, code: int) -> typer.Exit:
+    """Print a one-line error to stderr and return the Exit to raise."""
+    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def guarded(command: Callable) -> Callable:
+    """Turn library errors into one-line messages and exit codes (tracebacks only with --debug)."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort):
+            raise
+        except VidclsError as exc:
+            if _state["debug"]:
+                raise
+            raise fail(str(exc), exc.exit_code) from None
+        except KeyboardInterrupt:
+            raise fail("interrupted", 130) from None
+        except Exception as exc:  # noqa: BLE001 - the contract is one line, not a traceback
+            if _state["debug"]:
+                raise
+            raise fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
+                       1) from None
+
+    return wrapper
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"vidcls {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show Python tracebacks on errors.")] = False,
+) -> None:
+    """vidcls: video classification with a model zoo of video transformers."""
+    _state["debug"] = debug
+
+
+@app.command("models")
+@guarded
+def models_command(
+    as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array instead of a table.")] = False,
+) -> None:
+    """List the zoo: every model name usable with --model."""
+    from .zoo import zoo_entries, zoo_summary
+
+    rows = [zoo_summary(name) for name in zoo_entries()]
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return
+    table = Table(title="vidcls model zoo")
+    table.add_column("name", no_wrap=True)
+    for column in ("family", "attention", "frames x stride", "size", "views"):
+        table.add_column(column)
+    table.add_column("weights", overflow="fold")
+    table.add_column("labels", overflow="fold")
+    for row in rows:
+        table.add_row(row["name"], row["family"], row["attention"], f"{row['frames']}x{row['stride']}",
+                      str(row["size"]), str(row["views"]), row["weights"] or "none (architecture only)",
+                      row["labels"] or "-")
+    out.print(table)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True)
+
+
+def _prediction_table(results: list) -> Table:
+    table = Table(title="predictions")
+    for column, justify in (("video", "left"), ("#", "right"), ("label", "left"), ("score", "right")):
+        table.add_column(column, justify=justify)
+    for result in results:
+        if result.error:
+            continue
+        for rank, item in enumerate(result.top_k, 1):
+            table.add_row(result.video if rank == 1 else "", str(rank), item["label"],
+                          f"{item['score']:.3f}", end_section=rank == len(result.top_k))
+    return table
+
+
+@app.command("predict")
+@guarded
+def predict_command(
+    videos: Annotated[list[Path], typer.Argument(help="Video files or directories (searched for videos).")],
+    model: Annotated[str, typer.Option("--model", "-m", help="Zoo name, hf://OWNER/REPO[@REV] or a model directory.")],
+    top_k: Annotated[int, typer.Option("--top-k", min=1, help="How many labels to show per video.")] = 5,
+    clips: Annotated[Optional[int], typer.Option("--clips", min=1, help="Temporal clips per video (default: the model's recipe).")] = None,
+    crops: Annotated[Optional[int], typer.Option("--crops", min=1, max=3, help="Spatial crops per clip, 1 or 3 (default: the model's recipe).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA if available), cpu or cuda[:N].")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (bf16/fp16 via autocast; fp32 is right on CPUs).")] = "fp32",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Views per forward pass.")] = 8,
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="Local safetensors file replacing the model's weights.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array (cli.md schema) to stdout.")] = False,
+) -> None:
+    """Classify videos and print the top-k labels of each.
+
+    The softmax is averaged over clips x crops views. A video that cannot be decoded is
+    reported on stderr (exit code 1) and the others are still classified.
+    """
+    from .bench import PeakMemory, cost_line, run_cost
+    from .inference import autocast_context, find_videos, predict_video, resolve_device
+    from .zoo import load_model
+
+    if crops == 2:
+        raise UsageError("--crops must be 1 (centre) or 3 (left/centre/right)")
+    target = resolve_device(device)
+    autocast_context(target, precision)  # validates --precision before any work
+    loaded = load_model(model, weights=weights, device=target, require_weights=True)
+    paths = find_videos(videos)
+    if not paths:
+        raise UsageError("no video files found in the given paths")
+    options = dict(top_k=top_k, clips=clips, crops=crops, device=target, precision=precision,
+                   batch_size=batch_size)
+    results = []
+    with _progress() as progress, PeakMemory(target) as peak:
+        task = progress.add_task("classifying", total=len(paths), visible=len(paths) > 1)
+        for path in paths:
+            progress.update(task, description=f"classifying {path.name}")
+            results.append(predict_video(path, loaded, **options))
+            progress.advance(task)
+    cost = run_cost(loaded.card, clips, crops, peak.mib)
+    for result in results:
+        if result.error:
+            err.print(f"[bold red]error:[/] {result.video}: {result.error}", highlight=False, soft_wrap=True)
+    if as_json:
+        print(json.dumps([{**r.to_json(), **cost.to_json()} for r in results], indent=2))
+    elif any(not r.error for r in results):
+        out.print(_prediction_table(results))
+        out.print(cost_line(cost, [r.timing_ms for r in results]), highlight=False)
+    if any(r.error for r in results):
+        raise typer.Exit(1)
+
+
+@app.command("sample-clip")
+@guarded
+def sample_clip_command(
+    output: Annotated[Path, typer.Argument(help="Where to write the .mp4 clip.")],
+    direction: Annotated[str, typer.Option("--direction", help="left, right, up or down.")] = "left",
+    frames: Annotated[int, typer.Option("--frames", min=2, help="Number of frames.")] = 16,
+    width: Annotated[int, typer.Option("--width", min=16, help="Frame width in pixels.")] = 128,
+    height: Annotated[int, typer.Option("--height", min=16, help="Frame height in pixels.")] = 96,
+    seed: Annotated[int, typer.Option("--seed", help="Random seed for shape, colour and position.")] = 0,
+) -> None:
+    """Write a synthetic clip of a shape moving in one direction (input for demo-motion)."""
+    from .synthetic import DIRECTIONS, make_sample_clip
+
+    if direction not in DIRECTIONS:
+        raise UsageError(f"bad direction {direction!r}; choose from {', '.join(DIRECTIONS)}")
+    path = make_sample_clip(output, direction=direction, frames=frames, height=height, width=width,
+                            seed=seed)
+    err.print(f"wrote {path} ({frames} frames, {width}x{height}, moving {direction})")
+
+
+def _int_list(text: str, option: str) -> list[int]:
+    """'8,16,32' -> [8, 16, 32]; anything else is a usage error naming the option."""
+    try:
+        values = [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise UsageError(f"{option} must be a comma-separated list of positive integers, got {text!r}")
+    return values
+
+
+def _benchmark_tables(report) -> tuple[Table, Table]:
+    def num(value: Any, spec: str = ".4g") -> str:
+        return "-" if value is None else format(value, spec)
+
+    points = Table(title=f"cost per point (device matmul rate {report.matmul_gflops_per_s:.1f} GFLOP/s)")
+    for column in ("model", "T", "size", "params M", "GMACs/view", "attn %", "peak MiB", "latency ms",
+                   "min-max ms", "CPU ms", "clips/s", "MFU"):
+        points.add_column(column, justify="left" if column == "model" else "right")
+    for p in report.points:
+        spread = "-" if p.latency_ms is None else f"{p.latency_min_ms:.4g}-{p.latency_max_ms:.4g}"
+        points.add_row(p.model, str(p.frames), str(p.size), f"{p.params / 1e6:.2f}", f"{p.gmacs:.4g} x{p.views}",
+                       f"{100 * p.attention_share:.0f}", num(p.peak_memory_mib), p.error or num(p.latency_ms),
+                       spread, num(p.cpu_time_ms), num(p.clips_per_s, ".3g"), num(p.mfu, ".1%"))
+    scaling = Table(title="cost ~ T^k: exponent k (1 linear, 2 quadratic)")
+    for column in ("model", "GMACs", "peak memory", "latency", "CPU time"):
+        scaling.add_column(column, justify="left" if column == "model" else "right")
+    for name in report.models():
+        scaling.add_row(name, *(num(value, ".2f") for value in report.exponents(name).values()))
+    return points, scaling
+
+
+@app.command("benchmark")
+@guarded
+def benchmark_command(
+    model: Annotated[str, typer.Option("--model", "-m", help="REF[,REF...]: zoo names, hf:// refs or model directories, measured side by side.")],
+    frames: Annotated[str, typer.Option("--frames", help="Comma-separated frame counts to sweep.")] = "8,16,32",
+    size: Annotated[Optional[int], typer.Option("--size", min=16, help="Frame size in pixels (default: each model's input size, 224 for the paper models).")] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Clips per forward pass.")] = 1,
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA if available), cpu or cuda[:N].")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (autocast); fp32 is the CPU default, and a CPU without native support for the others is warned about.")] = "fp32",
+    warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed forward passes before timing.")] = 2,
+    repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timed forward passes; the median is reported.")] = 5,
+    compile_model: Annotated[bool, typer.Option("--compile", help="Run the model through torch.compile (warm-up includes compilation).")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array (cli.md schema), one object per (model, frames) point.")] = False,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG of GMACs, peak memory and latency vs frames (needs vidcls[plot]).")] = None,
+    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write the points as CSV.")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for the timed passes and the matmul rate (default: torch's, one per core); 1 gives steadier numbers on a busy machine.")] = None,
+    in_process: Annotated[bool, typer.Option("--in-process", help="On CPU, measure in this process instead of a fresh one per point: quicker, but an out-of-memory point can end the run.")] = False,
+) -> None:
+    """Measure how cost grows with the number of frames, for every model side by side.
+
+    GMACs (multiply-accumulates, the papers' "GFLOPs"; gflops = 2 x gmacs) are counted for
+    one view with torch's FlopCounterMode, attention included. Latency: median of the
+    repeats under torch.inference_mode; clips/s = batch / median; CPU ms = the process's
+    CPU time per forward (steadier than latency on a busy machine, with --threads 1).
+    MFU = achieved FLOP/s over the device's matmul rate, measured once per run.
+
+    Peak memory is what the forward pass allocates above the weights and input: on CUDA
+    the allocator's max_memory_allocated after a reset; on CPU each point runs in a fresh
+    process and reports the rise of its peak resident set (Linux VmHWM, reset before the
+    timed passes, after malloc_trim returns freed memory). A point that does not fit in
+    memory is reported as "out of memory at T=..." and the sweep goes on.
+    """
+    from .bench import RunSettings, benchmark, require_matplotlib, resolve_models, write_csv, write_plot
+
+    if plot is not None:
+        require_matplotlib()  # before the sweep, not after it
+    refs = [ref.strip() for ref in model.split(",") if ref.strip()]
+    sweep = _int_list(frames, "--frames")
+    models = resolve_models(refs)
+    settings = RunSettings(batch_size=batch_size, device=device, precision=precision, warmup=warmup,
+                           repeats=repeats, compile=compile_model, threads=threads)
+
+    def warn(message: str) -> None:
+        err.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+    with _progress() as progress:
+        task = progress.add_task("benchmarking", total=len(models) * len(sweep))
+
+        def done(point) -> None:
+            progress.update(task, advance=1, description=f"benchmarked {point.model} T={point.frames}")
+
+        report = benchmark(models, sweep, size, settings, isolate=False if in_process else None,
+                           on_point=done, on_warning=warn)
+    for point in report.points:
+        if point.error:
+            err.print(f"{point.model}: {point.error}", highlight=False)
+    if plot is not None:
+        err.print(f"wrote {write_plot(report, plot)}")
+    if csv_path is not None:
+        err.print(f"wrote {write_csv(report, csv_path)}")
+    if as_json:
+        print(json.dumps([p.to_json() for p in report.points], indent=2))
+        return
+    for table in _benchmark_tables(report):
+        out.print(table)
+
+
+@app.command("download")
+@guarded
+def download_command(
+    ref: Annotated[str, typer.Argument(help="Zoo name with Hub weights, or hf://OWNER/REPO (optionally @REVISION).")],
+) -> None:
+    """Prefetch a model's config and weights into the Hugging Face cache and verify their sha256.
+
+    Uses huggingface_hub's cache and settings: HF_HOME / HF_HUB_CACHE, HF_TOKEN, HF_HUB_OFFLINE.
+    A first download of a file without a pinned digest records it in the lock file
+    ($VIDCLS_HOME/lock.json, default ~/.cache/vidcls/lock.json); later loads are checked against it.
+    """
+    from .hub import lock_path
+    from .zoo import download
+
+    verified = download(ref)
+    how = f"recorded in {lock_path()}" if verified.recorded else "verified"
+    err.print(f"{ref}: commit {verified.commit[:12]}, {verified.path.name} sha256 {verified.sha256[:16]}... "
+              f"{how}", highlight=False, soft_wrap=True)
+    out.print(str(verified.path.parent), highlight=False, soft_wrap=True)
+
+
+def _arch_options(items: list[str]) -> dict[str, Any]:
+    """['num_heads=12', 'shift_div=4'] -> {'num_heads': 12, 'shift_div': 4} (values read as JSON)."""
+    arch = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise UsageError(f"bad --arch {item!r}; expected KEY=VALUE")
+        try:
+            arch[key] = json.loads(value)
+        except json.JSONDecodeError:
+            arch[key] = value
+    return arch
+
+
+@app.command("convert")
+@guarded
+def convert_command(
+    src: Annotated[str, typer.Argument(help="Checkpoint file (.safetensors/.bin/.pth/.pt), a directory holding one, or hf://OWNER/REPO (optionally @REVISION).")],
+    family: Annotated[str, typer.Option("--family", help="Target model family (divided, joint, xvit, vidtr, ...).")],
+    output: Annotated[Path, typer.Option("--out", help="Model directory to write (config.json + model.safetensors).")],
+    allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Write even if some weights are missing (they keep their initialisation).")] = False,
+    arch: Annotated[Optional[list[str]], typer.Option("--arch", help="KEY=VALUE hyper-parameter the checkpoint cannot tell (e.g. num_heads=12); repeatable.")] = None,
+    labels: Annotated[Optional[Path], typer.Option("--labels", help="Text file with one class name per line, in index order.")] = None,
+) -> None:
+    """Convert a foreign checkpoint into a vidcls model directory.
+
+    Layouts: transformers TimeSformer / VideoMAE / ViViT (config.json beside the weights)
+    and the X-ViT authors' released checkpoints; the VidTr authors' layout is recognised
+    and refused (its attention block is not the vidtr family's). Pickle files are read
+    with torch.load(weights_only=True) only. Prints the missing / unexpected keys; refuses
+    to write a model with missing weights unless --allow-missing.
+    """
+    from .convert import convert_checkpoint
+
+    names = None
+    if labels is not None:
+        try:
+            names = [line.strip() for line in labels.read_text().splitlines() if line.strip()]
+        except OSError as exc:
+            raise UsageError(f"cannot read --labels {labels}: {exc.strerror}") from None
+    report = convert_checkpoint(src, family, output, allow_missing=allow_missing,
+                                arch=_arch_options(arch or []), labels=names)
+    for what, keys in (("missing (initialised)", report.missing), ("unexpected (ignored)", report.unexpected)):
+        if keys:
+            err.print(f"{what}: {len(keys)}: {', '.join(keys)}", highlight=False, soft_wrap=True)
+    err.print(f"converted {report.loaded} tensors ({report.layout} layout) into {report.family}: "
+              f"wrote {report.out}", highlight=False, soft_wrap=True)
+
+
+@app.command("train")
+@guarded
+def train_command(
+    model: Annotated[str, typer.Option("--model", "-m", help="Architecture to fine-tune: zoo name, hf://OWNER/REPO or hf://OWNER/REPO@REV, or a model directory.")],
+    train_data: Annotated[Path, typer.Option("--train", help="Training data: a folder with one sub-folder per class, or a list file ('path label' lines, or a CSV with path and label columns).")],
+    val_data: Annotated[Path, typer.Option("--val", help="Validation data, same formats; only the training classes may appear.")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Run directory: best model (config.json + model.safetensors), last/, metrics.jsonl, train.log.")],
+    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 10,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Clips per step and process (effective batch: x processes x --accumulate).")] = 8,
+    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default: 3e-4 for adamw, 0.01 for sgd).")] = None,
+    optimizer: Annotated[str, typer.Option("--optimizer", help="adamw or sgd (momentum 0.9, Nesterov).")] = "adamw",
+    weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="On Linear/conv weights only, never on norms, biases or embeddings (default: 0.05 adamw, 1e-4 sgd).")] = None,
+    warmup_epochs: Annotated[float, typer.Option("--warmup-epochs", min=0, help="Linear warm-up length (at most half the run), then cosine decay to zero.")] = 1.0,
+    label_smoothing: Annotated[float, typer.Option("--label-smoothing", min=0, max=0.99)] = 0.1,
+    clip_grad: Annotated[float, typer.Option("--clip-grad", min=0, help="Max gradient norm (0: no clipping).")] = 1.0,
+    accumulate: Annotated[int, typer.Option("--accumulate", min=1, help="Batches per optimizer step (gradient accumulation).")] = 1,
+    precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (autocast; fp16 with a gradient scaler).")] = "fp32",
+    compile_model: Annotated[bool, typer.Option("--compile", help="Train through torch.compile.")] = False,
+    init: Annotated[Optional[str], typer.Option("--init", help="none (random), imagenet, or a model REF whose weights to start from (a head for another class count is replaced); default: --model's own weights if it has any, else none.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output from its last checkpoint (same options).")] = False,
+    workers: Annotated[int, typer.Option("--workers", min=0, help="DataLoader worker processes decoding videos (0: decode in the training process).")] = 4,
+    device: Annotated[str, typer.Option("--device", help="auto (CUDA if available), cpu or cuda[:N]; under torchrun each process takes cuda:LOCAL_RANK.")] = "auto",
+    seed: Annotated[int, typer.Option("--seed", help="Seeds initialisation, data order and augmentation; same seed, same run.")] = 0,
+    flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flips; turn off when labels name a direction (Something-Something).")] = True,
+    max_bad_fraction: Annotated[float, typer.Option("--max-bad-fraction", min=0, max=1, help="Stop when more than this share of a split cannot be decoded (each bad video is skipped and listed in train.log).")] = 0.05,
+    shuffle_frames: Annotated[bool, typer.Option("--shuffle-frames", hidden=True, help="Control experiment: frames of every clip in random order.")] = False,
+) -> None:
+    """Fine-tune a model on a video dataset; the output directory is a model for `vidcls predict`.
+
+    Every epoch appends train loss, val loss, top-1, top-5, time and clips/s to
+    OUTPUT/metrics.jsonl, keeps the best weights (by val top-1) in OUTPUT and the resumable
+    state in OUTPUT/last. Ctrl-C or SIGTERM checkpoints and stops; --resume continues.
+    Distributed: torchrun --nproc-per-node N -m vidcls train ...
+    """
+    import signal
+
+    from .train import TrainConfig, train
+
+    config = TrainConfig(model=model, train=train_data, val=val_data, output=output, epochs=epochs,
+                         batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
+                         warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, clip_grad=clip_grad,
+                         accumulate=accumulate, precision=precision, compile=compile_model, init=init,
+                         resume=resume, workers=workers, device=device, seed=seed, flip=flip,
+                         shuffle_frames=shuffle_frames, max_bad_fraction=max_bad_fraction)
+    result = train(config)
+    if result.interrupted:
+        raise typer.Exit(128 + signal.Signals[result.interrupted].value)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app(prog_name="vidcls")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""Flow 1, a video becomes labels: decode -> views -> model -> softmax averaged over views -> top-k.
+
+Every per-video failure is caught here and recorded on that video's Prediction, so one bad
+file never costs the results of the others.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .errors import UsageError, VidclsError
+from .transforms import eval_views
+from .video import load_clips
+from .zoo import LoadedModel
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg",
+                              ".wmv", ".flv", ".ts", ".3gp", ".ogv"})
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass
+class Prediction:
+    """The result for one input video, in the JSON schema of `predict --json`."""
+
+    video: str
+    model: str
+    top_k: list[dict[str, Any]] = field(default_factory=list)
+    frames_used: int = 0
+    seconds: float = 0.0
+    error: str | None = None
+    timing_ms: dict[str, float] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def one_line(text: str) -> str:
+    """First line of a message, for one-line error reports."""
+    return text.strip().splitlines()[0] if text.strip() else ""
+
+
+def find_videos(inputs: Iterable[str | Path]) -> list[Path]:
+    """Expand directories into the video files below them (sorted); keep file paths as given.
+
+    A path that does not exist is kept so it is reported as a failed input, not dropped.
+    """
+    found: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            found.extend(sorted(p for p in item.rglob("*")
+                                if p.is_file() and p.suffix.lower() in VIDEO_EXTENSIONS))
+        else:
+            found.append(item)
+    return found
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; an unavailable CUDA request is a usage error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"bad device {name!r}; use auto, cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} asked for, but CUDA is not available here")
+    return device
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for bf16/fp16; fp32 runs without autocast."""
+    if precision not in PRECISIONS:
+        raise UsageError(f"bad precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=PRECISIONS[precision])
+
+
+@torch.inference_mode()
+def view_probabilities(model: LoadedModel, views: torch.Tensor, device: torch.device,
+                       precision: str = "fp32", batch_size: int = 8) -> torch.Tensor:
+    """Softmax over classes averaged over all views (views, 3, T, H, W) -> (classes,)."""
+    probs = []
+    with autocast_context(device, precision):
+        for chunk in views.split(batch_size):
+            logits = model.module(chunk.to(device, non_blocking=True))
+            probs.append(logits.float().softmax(dim=-1).cpu())
+    return torch.cat(probs).mean(dim=0)
+
+
+def top_k_labels(probs: torch.Tensor, labels: Sequence[str], k: int) -> list[dict[str, Any]]:
+    """The k most probable classes, most probable first."""
+    scores, indices = probs.topk(min(k, probs.numel()))
+    return [{"label": labels[i], "index": i, "score": round(s, 6)}
+            for s, i in zip(scores.tolist(), indices.tolist())]
+
+
+def predict_video(path: str | Path, model: LoadedModel, *, top_k: int = 5, clips: int | None = None,
+                  crops: int | None = None, device: torch.device = torch.device("cpu"),
+                  precision: str = "fp32", batch_size: int = 8) -> Prediction:
+    """Classify one video; a decoding failure becomes the Prediction's error, never an exception."""
+    spec = model.card.input
+    result = Prediction(video=str(path), model=model.name)
+    start = time.perf_counter()
+    try:
+        decoded, _ = load_clips(path, frames=spec.frames, stride=spec.stride,
+                                clips=clips or spec.clips, sampling=spec.sampling)
+    except VidclsError as exc:
+        result.error = str(exc)
+    except Exception as exc:  # noqa: BLE001 - a decoder bug on one file must not lose the others
+        result.error = f"could not decode ({type(exc).__name__}: {one_line(str(exc))})"
+    else:
+        t_decode = time.perf_counter()
+        views = eval_views(decoded, spec.size, crops or spec.crops, spec.mean, spec.std, spec.resize,
+                           spec.aspect)
+        t_pre = time.perf_counter()
+        probs = view_probabilities(model, views, device, precision, batch_size)
+        t_model = time.perf_counter()
+        result.top_k = top_k_labels(probs, model.labels, top_k)
+        result.frames_used = int(decoded.shape[0] * decoded.shape[1])
+        result.timing_ms = {"decode": round(1e3 * (t_decode - start), 2),
+                            "preprocess": round(1e3 * (t_pre - t_decode), 2),
+                            "model": round(1e3 * (t_model - t_pre), 2)}
+    result.seconds = round(time.perf_counter() - start, 4)
+    return result
+
+
+def predict(videos: Iterable[str | Path], model: LoadedModel, *,
+            on_result: Callable[[Prediction], None] | None = None, **options: Any) -> list[Prediction]:
+    """Classify every video (directories expanded), in input order.
+
+    options are those of predict_video; on_result is called after each video (progress bars).
+    """
+    results = []
+    for path in find_videos(videos):
+        results.append(predict_video(path, model, **options))
+        if on_result is not None:
+            on_result(results[-1])
+    return results

@@ -1,0 +1,229 @@
+"""LVT: the Linear Video Transformer with Feature Fixation (Lu et al., 2022), and its plain baseline.
+
+Every attention is kernelised linear attention, phi(z) = ReLU(z) + 1/sqrt(d), so the cost
+grows linearly with the number of frames and patches. The paper's two additions, both
+switchable so that the same module is also the plain `linear` baseline:
+
+* feature fixation: per token, head and channel, a sigmoid gate computed from
+  [phi(q); phi(k); v] rescales phi(q) and phi(k) before they are combined, letting linear
+  attention concentrate on the features that matter (one gate for q and one for k, or a
+  single shared gate);
+* neighbourhood association: zero-cost channel shifts of K and V. Spatial attention gets
+  channels from the previous and next frame, temporal attention from the 8 grid neighbours.
+
+The shape (conv patch embedding with overlapping 16/14 patches and no spatial position
+embedding, temporal-then-spatial blocks, depthwise-conv MLP, two-layer head) follows the
+authors' code as summarised in spec/models.md section 1; the paper itself does not give it.
+Unconfirmed against the authors' code, so kept as config options: the LayerNorm epsilon
+(1e-6), the bias of the qkv projection (on), and the linear-attention epsilon (1e-6).
+No video checkpoint has been published, so the zoo entries are architectures only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from . import register
+from .layers import (
+    ConvMlp,
+    DropPath,
+    drop_path_rates,
+    init_vit_weights,
+    linear_attention,
+    neighbour_shift_2d,
+    relu_feature_map,
+    resize_grid_embedding,
+    temporal_channel_shift,
+)
+
+
+@dataclass
+class FFLinearConfig:
+    """Hyper-parameters of LVT (defaults: the Kinetics-400 model, 16 frames x 224)."""
+
+    num_classes: int = 400
+    num_frames: int = 16  # length of the learned temporal embedding; other lengths interpolate it
+    img_size: int = 224  # nominal frame size; any size runs (no spatial position embedding)
+    in_chans: int = 3
+    patch_kernel: int = 16
+    patch_stride: int = 14
+    patch_padding: int = 8
+    embed_dim: int = 512
+    depth: int = 12
+    num_heads: int = 8
+    mlp_hidden: int = 2048
+    mlp_activation: str = "gelu"
+    qkv_bias: bool = True  # (unconfirmed)
+    fixation: bool = True  # feature-fixation gates on phi(q), phi(k)
+    shared_gate: bool = False  # one gate for q and k (the K600 / SSv2 configs) instead of two
+    neighbourhood: bool = True  # channel shifts of K and V across frames / grid neighbours
+    shift_div: int = 8  # C // shift_div channels come from each of t+1 and t-1 (8 Kinetics, 4 SSv2)
+    attn_eps: float = 1e-6  # added to the linear-attention normaliser
+    layer_norm_eps: float = 1e-6  # (unconfirmed)
+    head_hidden: int = 768
+    drop_path: float = 0.0
+    dropout: float = 0.0  # after the attention projections and inside the MLP
+    head_dropout: float = 0.5  # on the tokens before pooling and inside the head
+
+
+class ConvPatchEmbed(nn.Module):
+    """Per-frame overlapping conv patch embedding, then LayerNorm: (B, C, T, H, W) -> (B, T, S, C).
+
+    LVT's kernel 16 / stride 14 / padding 8 turns a 224 frame into a 17 x 17 grid whose
+    patches overlap, instead of ViT's 14 x 14 disjoint ones.
+    """
+
+    def __init__(self, in_chans: int, dim: int, kernel: int, stride: int, padding: int, eps: float) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_chans, dim, kernel, stride, padding)
+        self.norm = nn.LayerNorm(dim, eps=eps)
+
+    def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+        """Tokens (B, T, h*w, C) and the token grid (h, w)."""
+        maps = self.proj(rearrange(video, "b c t h w -> (b t) c h w"))
+        grid = (maps.shape[-2], maps.shape[-1])
+        tokens = rearrange(maps, "(b t) c h w -> b t (h w) c", b=video.shape[0])
+        return self.norm(tokens), grid
+
+
+class FeatureFixation(nn.Module):
+    """The fixation gate g = sigmoid(W_g [phi(q); phi(k); v] + b), W_g: 3d -> d shared by all heads.
+
+    Returns (g_q * phi(q), g_k * phi(k)). The gate reads the query, key and value of the
+    same token together, so it can damp channels that all three agree are uninformative.
+    """
+
+    def __init__(self, head_dim: int, shared: bool) -> None:
+        super().__init__()
+        self.gate_q = nn.Linear(3 * head_dim, head_dim)
+        self.gate_k = None if shared else nn.Linear(3 * head_dim, head_dim)
+
+    def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """q, k: phi-mapped heads (..., H, N, d); v: (..., H, N, d)."""
+        context = torch.cat([q, k, v], dim=-1)
+        gate_q = torch.sigmoid(self.gate_q(context))
+        gate_k = gate_q if self.gate_k is None else torch.sigmoid(self.gate_k(context))
+        return gate_q * q, gate_k * k
+
+
+class FixationLinearAttention(nn.Module):
+    """Multi-head linear attention along one axis of (B, T, S, C) tokens, with optional fixation.
+
+    The other axes are a batch of independent sequences: axis 1 is temporal attention (the
+    T frames of each spatial position), axis 2 spatial attention (the S tokens of a frame).
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, fixation: bool, shared_gate: bool,
+                 eps: float, proj_drop: float) -> None:
+        super().__init__()
+        if dim % num_heads:
+            raise ValueError(f"width {dim} is not divisible by {num_heads} heads")
+        self.num_heads = num_heads
+        self.eps = eps
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        self.fixation = FeatureFixation(dim // num_heads, shared_gate) if fixation else None
+        self.proj = nn.Linear(dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop)
+
+    def forward(self, x: torch.Tensor, axis: int,
+                shift_kv: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        """Attend along `axis` of x (B, T, S, C).
+
+        shift_kv (neighbourhood association) edits K and V after the projection and before
+        phi and the gate, in the unfolded (B, T, S, C) layout: that is what lets it bring in
+        tokens from the sequences the attention itself keeps apart.
+        """
+        q, k, v = self.qkv(x).chunk(3, dim=-1)
+        if shift_kv is not None:
+            k, v = shift_kv(k), shift_kv(v)
+        q, k, v = (rearrange(t.movedim(axis, -2), "... n (h d) -> ... h n d", h=self.num_heads)
+                   for t in (q, k, v))
+        q, k = relu_feature_map(q), relu_feature_map(k)
+        if self.fixation is not None:
+            q, k = self.fixation(q, k, v)
+        out = rearrange(linear_attention(q, k, v, self.eps), "... h n d -> ... n (h d)").movedim(-2, axis)
+        return self.proj_drop(self.proj(out))
+
+
+class FFLinearBlock(nn.Module):
+    """Pre-LN block of three residual branches: temporal attention, spatial attention, conv MLP."""
+
+    def __init__(self, c: FFLinearConfig, drop_path: float) -> None:
+        super().__init__()
+        norm = partial(nn.LayerNorm, c.embed_dim, eps=c.layer_norm_eps)
+        attention = partial(FixationLinearAttention, c.embed_dim, c.num_heads, c.qkv_bias, c.fixation,
+                            c.shared_gate, c.attn_eps, c.dropout)
+        self.temporal_norm, self.temporal_attn = norm(), attention()
+        self.spatial_norm, self.spatial_attn = norm(), attention()
+        self.mlp_norm = norm()
+        self.mlp = ConvMlp(c.embed_dim, c.mlp_hidden, c.mlp_activation, c.dropout)
+        self.drop_path = DropPath(drop_path)
+        self.neighbourhood = c.neighbourhood
+        self.shift_div = c.shift_div
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """x: (B, T, S, C) tokens on a per-frame (h, w) grid."""
+        from_grid = partial(neighbour_shift_2d, grid=grid) if self.neighbourhood else None
+        from_frames = (partial(temporal_channel_shift, fold_div=self.shift_div, dim=1)
+                       if self.neighbourhood else None)
+        x = x + self.drop_path(self.temporal_attn(self.temporal_norm(x), axis=1, shift_kv=from_grid))
+        x = x + self.drop_path(self.spatial_attn(self.spatial_norm(x), axis=2, shift_kv=from_frames))
+        return x + self.drop_path(self.mlp(self.mlp_norm(x), grid))
+
+
+@register("ff-linear")
+class FFLinearTransformer(nn.Module):
+    """LVT video classifier: video (B, C, T, H, W) -> logits (B, num_classes)."""
+
+    Config = FFLinearConfig
+
+    def __init__(self, config: FFLinearConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        if c.neighbourhood and c.shift_div < 2:
+            raise ValueError(f"shift_div must be >= 2; got {c.shift_div}")
+        if self.token_grid(c.img_size, c.img_size)[0] < 1:
+            raise ValueError(f"patch kernel {c.patch_kernel} / padding {c.patch_padding} does not fit "
+                             f"a {c.img_size} px frame")
+        self.patch_embed = ConvPatchEmbed(c.in_chans, c.embed_dim, c.patch_kernel, c.patch_stride,
+                                          c.patch_padding, c.layer_norm_eps)
+        self.time_embed = nn.Parameter(torch.zeros(1, c.num_frames, 1, c.embed_dim))
+        self.blocks = nn.ModuleList(FFLinearBlock(c, rate) for rate in drop_path_rates(c.drop_path, c.depth))
+        self.token_drop = nn.Dropout(c.head_dropout)
+        self.fc_norm = nn.LayerNorm(c.embed_dim, eps=c.layer_norm_eps)
+        self.pre_logits = nn.Sequential(nn.Linear(c.embed_dim, c.head_hidden), nn.GELU(),
+                                        nn.Dropout(c.head_dropout))
+        self.head = nn.Linear(c.head_hidden, c.num_classes)
+        self.apply(init_vit_weights)
+        nn.init.trunc_normal_(self.time_embed, std=0.02)
+
+    def token_grid(self, height: int, width: int) -> tuple[int, int]:
+        """The (h, w) patch grid the conv patch embedding makes of a height x width frame."""
+        c = self.config
+        return tuple((size + 2 * c.patch_padding - c.patch_kernel) // c.patch_stride + 1
+                     for size in (height, width))
+
+    def time_embedding(self, frames: int) -> torch.Tensor:
+        """The (1, frames, 1, C) temporal embedding, interpolated (with a warning) off num_frames."""
+        table = resize_grid_embedding(self.time_embed.flatten(1, 2), (self.config.num_frames,), (frames,),
+                                      "ff-linear temporal embedding")
+        return table.unsqueeze(2)
+
+    def forward_features(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) normalised video -> pooled clip feature (B, C) after the final LayerNorm."""
+        if video.ndim != 5 or video.shape[1] != self.config.in_chans:
+            raise ValueError(f"expected a video (B, {self.config.in_chans}, T, H, W); got {tuple(video.shape)}")
+        tokens, grid = self.patch_embed(video)
+        tokens = tokens + self.time_embedding(tokens.shape[1]).to(tokens.dtype)
+        for block in self.blocks:
+            tokens = block(tokens, grid)
+        return self.fc_norm(self.token_drop(tokens).mean(dim=(1, 2)))
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pre_logits(self.forward_features(video)))

@@ -1,0 +1,208 @@
+"""VidTr: separable space-time attention on a (T+1) x (S+1) token grid, with topK_std pooling.
+
+The clip is a grid of tokens: row 0 holds temporal class tokens, column 0 of rows 1..T the
+spatial class tokens, and the classifier reads token (0, 0). Each block attends along
+time inside every column (S+1 sequences of T+1), then along space inside every row
+(T+1 sequences of S+1), so attention memory grows with T^2 + S^2 rather than (T S)^2.
+
+C-VidTr shortens the clip inside the network (topK_std pooling): at chosen layers the
+temporal attention keeps, per head and per spatial column, the class row plus the tau
+rows whose attention over the keys is the least uniform (largest standard deviation),
+in temporal order; later layers run on tau + 1 rows.
+
+Choices not fixed by the paper or checked against the authors' code (the first two are
+config options):
+- (unconfirmed) one residual around both attentions, x + MSA_s(MSA_t(LN(x))), as in a
+  DETR-style encoder layer; `separate_residuals` gives temporal attention its own LN and
+  residual instead.
+- (unconfirmed) how the residual is pooled when heads keep different rows
+  (`residual_pool`): "head" (default) gives each head's d-channel slice of the residual
+  the rows that head kept, matching the channel slice its attention output occupies before
+  the output projection mixes heads; "mean" averages, over heads, the residual rows the
+  heads kept.
+- (unconfirmed) temporal and spatial attention have their own qkv / proj weights (both can
+  be inflated from the image ViT's attention). This gives VidTr-S 114 M parameters and
+  208 GMACs per 8 x 224 view; one qkv / proj per block, applied once as in a ViT block,
+  would give a ViT-B's 86 M and about 150 GMACs, the direct count quoted in the spec.
+- (unconfirmed) one learned class token fills all class positions; the position and time
+  embeddings, added over the whole grid, tell the class positions apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from . import register
+from .layers import (Attention, DropPath, Mlp, TubeletEmbed, drop_path_rates, init_vit_weights,
+                     resize_cls_grid_embedding)
+
+RESIDUAL_POOLS = ("head", "mean")
+
+
+@dataclass
+class VidTrConfig:
+    """Hyper-parameters of VidTr (defaults: VidTr-S, ViT-B body, 8 frames x 224, no pooling)."""
+
+    num_classes: int = 400
+    num_frames: int = 8
+    img_size: int = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    mlp_activation: str = "relu"  # the authors' code uses ReLU
+    layer_norm_eps: float = 1e-6
+    drop_path: float = 0.0
+    dropout: float = 0.0
+    head_dropout: float = 0.5
+    pool_layers: tuple[int, ...] = ()  # 0-indexed blocks with topK_std pooling (C-VidTr)
+    pool_tau: tuple[int, ...] = ()  # frames kept by each of those blocks
+    residual_pool: str = "head"  # (unconfirmed) see the module docstring
+    separate_residuals: bool = False  # (unconfirmed) see the module docstring
+
+
+def gather_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """x (..., N, d), rows (..., K) integer indices -> x[..., rows, :] of shape (..., K, d)."""
+    return x.gather(-2, rows[..., None].expand(*rows.shape, x.shape[-1]))
+
+
+def topk_std_rows(q: torch.Tensor, k: torch.Tensor, tau: int) -> torch.Tensor:
+    """Rows kept by topK_std pooling: row 0 plus the tau most selective of rows 1..N-1.
+
+    q, k: (..., H, N, d) with row 0 the class row. A row whose attention over the keys has a
+    large standard deviation attends to a few frames in particular, so it carries temporal
+    structure; a nearly uniform row is an average of the clip and is dropped. Returns
+    (..., H, tau + 1) indices in temporal order, chosen per head and per leading index.
+    """
+    affinity = torch.softmax((q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5, dim=-1)
+    spread = affinity[..., 1:, :].std(dim=-1)  # (..., H, N - 1)
+    kept = spread.topk(tau, dim=-1).indices.sort(dim=-1).values + 1
+    return torch.cat([torch.zeros_like(kept[..., :1]), kept], dim=-1)
+
+
+def pool_residual(x: torch.Tensor, rows: torch.Tensor, mode: str) -> torch.Tensor:
+    """Keep the rows `rows` (B, S, H, K) of the residual x (B, S, N, C) -> (B, S, K, C).
+
+    Heads may keep different rows; `mode` says how the residual follows them (module docstring).
+    """
+    heads = rows.shape[-2]
+    if mode == "head":
+        per_head = rearrange(x, "b s n (h d) -> b s h n d", h=heads)
+        return rearrange(gather_rows(per_head, rows), "b s h k d -> b s k (h d)")
+    return gather_rows(x[:, :, None].expand(-1, -1, heads, -1, -1), rows).mean(dim=2)
+
+
+class SeparableBlock(nn.Module):
+    """Temporal attention per column, spatial attention per row, MLP; optionally topK_std pooling.
+
+    Tokens are (B, T+1, S+1, C); with pooling to tau the block returns (B, tau+1, S+1, C).
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, act: str,
+                 drop_path: float, dropout: float, eps: float, tau: int | None, residual_pool: str,
+                 separate_residuals: bool) -> None:
+        super().__init__()
+        self.tau = tau
+        self.residual_pool = residual_pool
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.temporal_attn = Attention(dim, num_heads, qkv_bias, proj_drop=dropout)
+        self.temporal_norm = nn.LayerNorm(dim, eps=eps) if separate_residuals else None
+        self.attn = Attention(dim, num_heads, qkv_bias, proj_drop=dropout)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act, dropout)
+        self.drop_path = DropPath(drop_path)
+
+    def temporal(self, columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attention along each column (B, S, N, C) -> (B, S, K, C) and the kept rows (or None).
+
+        With pooling only the kept rows' queries are attended with, over all N keys: the
+        output of a dropped row is never computed.
+        """
+        q, k, v = self.temporal_attn.heads_qkv(columns)  # (B, S, H, N, d)
+        rows = None
+        if self.tau is not None and self.tau < q.shape[-2] - 1:
+            rows = topk_std_rows(q, k, self.tau)
+            q = gather_rows(q, rows)
+        return self.temporal_attn.attend(q, k, v), rows
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        columns = rearrange(x, "b t s c -> b s t c")
+        norm = self.norm1 if self.temporal_norm is None else self.temporal_norm
+        mixed, rows = self.temporal(norm(columns))
+        if rows is not None:
+            columns = pool_residual(columns, rows, self.residual_pool)
+        x, mixed = rearrange(columns, "b s t c -> b t s c"), rearrange(mixed, "b s t c -> b t s c")
+        if self.temporal_norm is not None:  # separate residuals: time first, then space from LN(x)
+            x = x + self.drop_path(mixed)
+            mixed = self.norm1(x)
+        x = x + self.drop_path(self.attn(mixed))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
+@register("vidtr")
+class VidTr(nn.Module):
+    """Video transformer with separable attention on a (T+1) x (S+1) grid; C-VidTr with pooling."""
+
+    Config = VidTrConfig
+
+    def __init__(self, config: VidTrConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        taus = self._pool_schedule()
+        self.patch_embed = TubeletEmbed(c.in_chans, c.embed_dim, c.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + (c.img_size // c.patch_size) ** 2, c.embed_dim))
+        self.time_embed = nn.Parameter(torch.zeros(1, 1 + c.num_frames, c.embed_dim))
+        self.embed_drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(
+            SeparableBlock(c.embed_dim, c.num_heads, c.mlp_ratio, c.qkv_bias, c.mlp_activation, rate, c.dropout,
+                           c.layer_norm_eps, taus.get(i), c.residual_pool, c.separate_residuals)
+            for i, rate in enumerate(drop_path_rates(c.drop_path, c.depth)))
+        self.norm = nn.LayerNorm(c.embed_dim, eps=c.layer_norm_eps)
+        self.head_drop = nn.Dropout(c.head_dropout)
+        self.head = nn.Linear(c.embed_dim, c.num_classes)
+        self.apply(init_vit_weights)
+        for table in (self.cls_token, self.pos_embed, self.time_embed):
+            nn.init.trunc_normal_(table, std=0.02)
+
+    def _pool_schedule(self) -> dict[int, int]:
+        """Block index -> frames kept; a tau not below the frames present at run time keeps them all."""
+        c = self.config
+        if c.residual_pool not in RESIDUAL_POOLS:
+            raise ValueError(f"residual_pool must be one of {RESIDUAL_POOLS}, got {c.residual_pool!r}")
+        schedule = dict(zip(c.pool_layers, c.pool_tau))
+        if len(c.pool_layers) != len(c.pool_tau) or len(schedule) != len(c.pool_layers):
+            raise ValueError("pool_layers and pool_tau must pair up, one distinct layer per tau")
+        if any(not 0 <= layer < c.depth for layer in schedule) or any(tau < 1 for tau in schedule.values()):
+            raise ValueError(f"pool layers must lie in 0..{c.depth - 1} and pool_tau be >= 1")
+        return schedule
+
+    def embed(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> the token grid (B, T+1, S+1, C) with class tokens and embeddings."""
+        c = self.config
+        patches = self.patch_embed(video)  # (B, T, S, C)
+        batch, frames = patches.shape[:2]
+        size, grid = c.img_size // c.patch_size, (video.shape[3] // c.patch_size, video.shape[4] // c.patch_size)
+        cls = self.cls_token.to(patches.dtype)
+        grid_tokens = torch.cat([cls[:, None].expand(batch, frames, -1, -1), patches], dim=2)
+        grid_tokens = torch.cat([cls[:, None].expand(batch, -1, grid_tokens.shape[2], -1), grid_tokens], dim=1)
+        pos = resize_cls_grid_embedding(self.pos_embed, (size, size), grid, "vidtr").to(patches.dtype)
+        time = resize_cls_grid_embedding(self.time_embed, (c.num_frames,), (frames,), "vidtr").to(patches.dtype)
+        return self.embed_drop(grid_tokens + pos[:, None] + time[:, :, None])
+
+    def forward_features(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) normalised video -> the normalised token (0, 0), (B, C)."""
+        tokens = self.embed(video)
+        for block in self.blocks:
+            tokens = block(tokens)
+        return self.norm(tokens[:, 0, 0])
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        return self.head(self.head_drop(self.forward_features(video)))

@@ -1,0 +1,190 @@
+"""X-ViT: space-time mixing attention, a video ViT at the cost of an image ViT, O(T S^2).
+
+Every frame is its own (S+1)-token sequence with its own class token, and attention stays
+inside the frame. Time enters through the keys and values: in every layer the K and V of
+frame t are rebuilt from channel slices of frames t+1, t and t-1 at the same spatial
+position (a temporal channel shift, zero at the clip ends, class tokens shifted too), so
+each query of frame t sees its neighbours at no extra multiply-add. A Temporal Attention
+(TA) head, one transformer layer over the T per-frame class tokens plus a learnable token,
+turns the frames into a clip prediction.
+
+Choices not fixed by the paper, each a config option:
+- (unconfirmed) summary tokens (`summary_tokens`): a frame's summary is the mean of its
+  patch tokens' (unshifted) keys and values, class token excluded; equal to projecting the
+  mean of the layer-normed patch tokens, because the projection is linear.
+- (unconfirmed) the backbone's final LayerNorm (`norm`) is applied to the per-frame class
+  tokens before the head, as in the image ViT the backbone starts from.
+
+Parameter names follow timm's ViT (patch_embed.proj, cls_token, pos_embed, blocks.N.{norm1,
+attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}, norm) plus time_embed and head.*.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from . import register
+from .layers import (Attention, Block, TubeletEmbed, activation, drop_path_rates, init_vit_weights,
+                     resize_cls_grid_embedding, resize_grid_embedding, temporal_channel_shift)
+
+HEADS = ("ta", "mean")
+
+
+@dataclass
+class XViTConfig:
+    """Hyper-parameters of X-ViT (defaults: ViT-B/16, 8 frames x 224, Kinetics shift_div 8, TA head)."""
+
+    num_classes: int = 400
+    num_frames: int = 8
+    img_size: int = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    shift_div: int = 8  # C // shift_div channels come from each neighbour; 0 turns mixing off
+    summary_tokens: bool = False  # (unconfirmed) see the module docstring
+    head: str = "ta"  # "ta": Temporal Attention head; "mean": temporal mean of the class tokens
+    head_hidden: int = 768
+    mlp_activation: str = "gelu"
+    layer_norm_eps: float = 1e-6
+    drop_path: float = 0.0
+    dropout: float = 0.0
+    head_dropout: float = 0.5
+
+
+class SpaceTimeMixingAttention(Attention):
+    """Attention inside each frame whose keys and values are mixed with the neighbouring frames.
+
+    Input (B, T, N, C): token 0 of every frame is that frame's class token. Same parameters
+    as `Attention`; only K and V change between projection and attention, so an image
+    ViT's weights drop straight in.
+    """
+
+    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, proj_drop: float, shift_div: int,
+                 summary_tokens: bool) -> None:
+        super().__init__(dim, num_heads, qkv_bias, proj_drop=proj_drop)
+        self.shift_div = shift_div
+        self.summary_tokens = summary_tokens
+
+    def mix(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-head keys or values (B, T, H, N, d) -> the same with channels from frames t+1 and t-1.
+
+        The channel slices are counted over the full width C across heads, as in the paper.
+        """
+        if not self.shift_div:
+            return x
+        heads = x.shape[2]
+        shifted = temporal_channel_shift(rearrange(x, "b t h n d -> b t n (h d)"), self.shift_div, dim=1)
+        return rearrange(shifted, "b t n (h d) -> b t h n d", h=heads)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q, k, v = self.heads_qkv(x)  # (B, T, H, N, d)
+        mixed_k, mixed_v = self.mix(k), self.mix(v)
+        if self.summary_tokens:
+            mixed_k, mixed_v = append_summaries(mixed_k, k), append_summaries(mixed_v, v)
+        return self.attend(q, mixed_k, mixed_v)
+
+
+def append_summaries(mixed: torch.Tensor, plain: torch.Tensor) -> torch.Tensor:
+    """Append every frame's summary (mean over its patch tokens) to the keys or values of every frame.
+
+    mixed, plain: (B, T, H, N, d) -> (B, T, H, N + T, d); each frame's attention then also
+    reads a one-token digest of every frame of the clip, at O(T) extra keys per frame.
+    """
+    summaries = rearrange(plain[..., 1:, :].mean(dim=-2), "b t h d -> b h t d")
+    return torch.cat([mixed, summaries[:, None].expand(-1, mixed.shape[1], -1, -1, -1)], dim=-2)
+
+
+class TemporalAttentionHead(nn.Module):
+    """X-ViT's TA head: a learnable token attends with the T frame class tokens through one layer.
+
+    The token's output goes through LayerNorm, Linear, GELU, dropout and the classifier.
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, act: str, eps: float,
+                 hidden: int, num_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.token = nn.Parameter(torch.zeros(1, 1, dim))
+        self.block = Block(dim, num_heads, mlp_ratio, qkv_bias, act, eps=eps)
+        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = activation("gelu")
+        self.drop = nn.Dropout(dropout)
+        self.fc2 = nn.Linear(hidden, num_classes)
+
+    def forward(self, frame_tokens: torch.Tensor) -> torch.Tensor:
+        """(B, T, C) per-frame class tokens -> logits (B, classes)."""
+        token = self.token.to(frame_tokens.dtype).expand(frame_tokens.shape[0], -1, -1)
+        clip = self.block(torch.cat([token, frame_tokens], dim=1))[:, 0]
+        return self.fc2(self.drop(self.act(self.fc1(self.norm(clip)))))
+
+
+@register("xvit")
+class XViT(nn.Module):
+    """Video ViT with space-time mixing attention and a Temporal Attention head (X-ViT)."""
+
+    Config = XViTConfig
+
+    def __init__(self, config: XViTConfig) -> None:
+        super().__init__()
+        self.config = c = config
+        if c.head not in HEADS:
+            raise ValueError(f"head must be one of {HEADS}, got {c.head!r}")
+        if c.shift_div and not 2 <= c.shift_div <= c.embed_dim:
+            raise ValueError(f"shift_div must be 0 (no mixing) or 2..{c.embed_dim}, got {c.shift_div}")
+        self.patch_embed = TubeletEmbed(c.in_chans, c.embed_dim, c.patch_size)
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
+        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + (c.img_size // c.patch_size) ** 2, c.embed_dim))
+        self.time_embed = nn.Parameter(torch.zeros(1, c.num_frames, 1, c.embed_dim))
+        self.embed_drop = nn.Dropout(c.dropout)
+        self.blocks = nn.ModuleList(
+            Block(c.embed_dim, c.num_heads, c.mlp_ratio, c.qkv_bias, c.mlp_activation, rate, c.dropout,
+                  c.layer_norm_eps,
+                  attn=SpaceTimeMixingAttention(c.embed_dim, c.num_heads, c.qkv_bias, c.dropout, c.shift_div,
+                                                c.summary_tokens))
+            for rate in drop_path_rates(c.drop_path, c.depth))
+        self.norm = nn.LayerNorm(c.embed_dim, eps=c.layer_norm_eps)
+        if c.head == "ta":
+            self.head = TemporalAttentionHead(c.embed_dim, c.num_heads, c.mlp_ratio, c.qkv_bias, c.mlp_activation,
+                                              c.layer_norm_eps, c.head_hidden, c.num_classes, c.head_dropout)
+        else:
+            self.head_drop = nn.Dropout(c.head_dropout)
+            self.head = nn.Linear(c.embed_dim, c.num_classes)
+        self.apply(init_vit_weights)
+        nn.init.trunc_normal_(self.cls_token, std=0.02)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if c.head == "ta":
+            nn.init.trunc_normal_(self.head.token, std=0.02)
+        # time_embed stays zero: at the start the model is the image ViT it is initialised from.
+
+    def embed(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) -> per-frame sequences (B, T, S+1, C) with class tokens and embeddings."""
+        c = self.config
+        patches = self.patch_embed(video)  # (B, T, S, C)
+        batch, frames = patches.shape[:2]
+        size, grid = c.img_size // c.patch_size, (video.shape[3] // c.patch_size, video.shape[4] // c.patch_size)
+        cls = self.cls_token.to(patches.dtype)[:, None].expand(batch, frames, -1, -1)
+        pos = resize_cls_grid_embedding(self.pos_embed, (size, size), grid, "xvit").to(patches.dtype)
+        time = resize_grid_embedding(self.time_embed.flatten(1, 2), (c.num_frames,), (frames,), "xvit")
+        tokens = torch.cat([cls, patches], dim=2) + pos[:, None] + time[:, :, None].to(patches.dtype)
+        return self.embed_drop(tokens)
+
+    def forward_features(self, video: torch.Tensor) -> torch.Tensor:
+        """(B, C, T, H, W) normalised video -> normalised per-frame class tokens (B, T, C)."""
+        tokens = self.embed(video)
+        for block in self.blocks:
+            tokens = block(tokens)
+        return self.norm(tokens[:, :, 0])
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        frame_tokens = self.forward_features(video)
+        if self.config.head == "ta":
+            return self.head(frame_tokens)
+        return self.head(self.head_drop(frame_tokens.mean(dim=1)))

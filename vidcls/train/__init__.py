@@ -1,0 +1,14 @@
+"""Fine-tuning: `vidcls train` as a library call.
+
+    >>> from vidcls.train import TrainConfig, train
+    >>> result = train(TrainConfig(model="xvit-tiny", train="data/train", val="data/val", output="runs/x"))
+    >>> result.best_top1, result.output   # runs/x is a model directory: vidcls.load_model("runs/x")
+
+Modules, in the order a run uses them: data (samples, Dataset, loaders), weights (the
+starting model), distributed (torchrun / DDP), loop (optimise, evaluate, resume, signals),
+checkpoint (what DIR holds), log (console, train.log, metrics.jsonl).
+"""
+
+from .loop import TrainConfig, TrainResult, train
+
+__all__ = ["TrainConfig", "TrainResult", "train"]

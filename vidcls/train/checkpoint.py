@@ -1,0 +1,92 @@
+"""What a training run keeps in its output directory, written so that a crash never loses it.
+
+    DIR/config.json, DIR/model.safetensors   the best weights so far (by val top-1): DIR is a
+                                            vidcls model directory, `vidcls predict --model DIR`
+    DIR/last/                               the latest state, replaced as a whole: config.json and
+                                            model.safetensors (itself loadable) + trainer_state.pt
+    DIR/metrics.jsonl, DIR/train.log        written by RunLog
+
+trainer_state.pt holds only tensors, numbers, strings and containers of them (optimizer,
+scheduler and grad-scaler state, RNG state, epoch and step), read back with
+torch.load(weights_only=True): nothing in it is ever unpickled as code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..errors import UsageError, VidclsError
+from ..modeldir import CONFIG_NAME, WEIGHTS_NAME, ModelCard, atomic_directory, read_vidcls_card
+from .log import METRICS_NAME
+
+LAST = "last"
+STATE_NAME = "trainer_state.pt"
+
+
+def replace_atomically(target: Path, write: Callable[[Path], object]) -> None:
+    """Write through `write(tmp)` to a temporary sibling, then rename it onto `target`."""
+    tmp = target.with_name(f".{target.name}.tmp")
+    try:
+        write(tmp)
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_model_files(directory: Path, card: ModelCard, module: nn.Module) -> None:
+    """config.json + model.safetensors into an existing directory, each file replaced atomically.
+
+    Unlike zoo.save_model_dir this leaves the rest of the directory alone (the run's logs
+    and `last/` live next to the best weights).
+    """
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    replace_atomically(directory / CONFIG_NAME,
+                       lambda tmp: tmp.write_text(json.dumps(card.to_config(), indent=2) + "\n"))
+    replace_atomically(directory / WEIGHTS_NAME,
+                       lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+
+
+def save_last(output: Path, card: ModelCard, module: nn.Module, state: dict[str, Any]) -> None:
+    """Replace DIR/last as a whole: weights and trainer state always belong to the same step."""
+    with atomic_directory(output / LAST) as tmp:
+        write_model_files(tmp, card, module)
+        torch.save(state, tmp / STATE_NAME)
+
+
+def run_files(output: Path) -> list[str]:
+    """What a previous run (or another model) left in `output` that a new run would overwrite.
+
+    Anything else, such as the train.log of a run that stopped before its first epoch, may stay.
+    """
+    return [name for name in (CONFIG_NAME, WEIGHTS_NAME, LAST, METRICS_NAME) if (output / name).exists()]
+
+
+def last_directory(output: Path) -> Path | None:
+    """DIR/last, or the previous one that atomic_directory set aside if a crash hit between its renames."""
+    for candidate in (output / LAST, output / f".{LAST}.old"):
+        if (candidate / STATE_NAME).is_file():
+            return candidate
+    return None
+
+
+def load_last(output: Path) -> tuple[ModelCard, dict[str, torch.Tensor], dict[str, Any]]:
+    """(card, weights, trainer state) of the checkpoint to resume from."""
+    directory = last_directory(output)
+    if directory is None:
+        raise UsageError(f"nothing to resume: {output} has no {LAST}/{STATE_NAME} "
+                         f"(start a new run without --resume)")
+    try:
+        weights = load_file(str(directory / WEIGHTS_NAME))
+        state = torch.load(directory / STATE_NAME, map_location="cpu", weights_only=True)
+    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
+        raise VidclsError(f"{directory}: unreadable checkpoint ({str(exc).splitlines()[0]})") from None
+    return read_vidcls_card(directory), weights, state

@@ -1,0 +1,81 @@
+"""torchrun / DistributedDataParallel helpers: the only place that knows about process groups.
+
+`torchrun --nproc-per-node N -m vidcls train ...` starts N copies of the command with RANK,
+WORLD_SIZE and LOCAL_RANK in the environment. Without them every helper here is a no-op
+for a single process, so the training loop has one code path.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from ..inference import resolve_device
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Where this process sits in the run, and the device it trains on."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone writes checkpoints, logs and metrics."""
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def setup(device: str) -> Dist:
+    """Join the process group when launched by torchrun: nccl on CUDA (one GPU per local rank), else gloo."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    target = resolve_device(device)
+    if world_size == 1:
+        return Dist(device=target)
+    if target.type == "cuda":
+        target = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(target)
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if target.type == "cuda" else "gloo")
+    return Dist(rank=dist.get_rank(), world_size=dist.get_world_size(), device=target)
+
+
+def teardown(info: Dist) -> None:
+    if info.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def wrap(module: nn.Module, info: Dist) -> nn.Module:
+    """DDP around the module when distributed (it averages gradients in backward), else the module."""
+    if not info.enabled:
+        return module
+    return DistributedDataParallel(module, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+
+
+def sum_across(values: torch.Tensor, info: Dist) -> torch.Tensor:
+    """Element-wise sum over all processes (metric counters); a copy, on the input's device."""
+    if not info.enabled:
+        return values.clone()
+    reduced = values.to(info.device, torch.float64)
+    dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+    return reduced.to(values.device, values.dtype)
+
+
+def merge_dicts(local: dict[str, Any], info: Dist) -> dict[str, Any]:
+    """The union of one small dict per process (the undecodable videos each rank met)."""
+    if not info.enabled:
+        return dict(local)
+    gathered: list[dict[str, Any] | None] = [None] * info.world_size
+    dist.all_gather_object(gathered, local)
+    return {key: value for part in gathered for key, value in (part or {}).items()}

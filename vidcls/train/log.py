@@ -1,0 +1,102 @@
+"""Where a training run reports: console lines, live progress bars, DIR/train.log and DIR/metrics.jsonl.
+
+Only the main process (rank 0) reports; on the other ranks every method is a no-op, so the
+loop calls them unconditionally.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterator
+
+from rich.console import Console
+from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+
+LOG_NAME = "train.log"
+METRICS_NAME = "metrics.jsonl"
+
+
+class RunLog:
+    """Console + log file + metrics file of one run (see the module docstring)."""
+
+    def __init__(self, output: Path, enabled: bool = True, progress: bool = True,
+                 console: Console | None = None) -> None:
+        self.output, self.enabled, self.show_progress = Path(output), enabled, progress
+        self.console = console or Console(stderr=True)
+
+    # ---------------------------------------------------------------- messages
+
+    def info(self, message: str) -> None:
+        self._emit("INFO", message, message)
+
+    def warn(self, message: str) -> None:
+        self._emit("WARNING", message, f"[yellow]warning:[/] {message}")
+
+    def _emit(self, level: str, message: str, styled: str) -> None:
+        if not self.enabled:
+            return
+        self.console.print(styled, highlight=False, soft_wrap=True)
+        self.output.mkdir(parents=True, exist_ok=True)
+        with open(self.output / LOG_NAME, "a", encoding="utf-8") as log:
+            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {level} {message}\n")
+
+    # ---------------------------------------------------------------- metrics.jsonl
+
+    def add_metrics(self, row: dict[str, Any]) -> None:
+        """Append one epoch's row (flushed at once, so a killed run keeps its curve)."""
+        if self.enabled:
+            with open(self.output / METRICS_NAME, "a", encoding="utf-8") as metrics:
+                metrics.write(json.dumps(row) + "\n")
+
+    def read_metrics(self) -> list[dict[str, Any]]:
+        path = self.output / METRICS_NAME
+        if not path.is_file():
+            return []
+        return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    def keep_metrics_until(self, epochs_done: int) -> list[dict[str, Any]]:
+        """On resume, drop rows of epochs after the checkpoint (they will be run again); return the rest."""
+        rows = [row for row in self.read_metrics() if row["epoch"] <= epochs_done]
+        if self.enabled:
+            tmp = self.output / f".{METRICS_NAME}.tmp"
+            tmp.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+            tmp.replace(self.output / METRICS_NAME)
+        return rows
+
+    # ---------------------------------------------------------------- progress
+
+    @contextmanager
+    def progress(self) -> Iterator[Bars]:
+        """Live bars: one per epoch (step, loss, lr, clips/s), one transient for validation."""
+        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[status]}"), TimeElapsedColumn(), TimeRemainingColumn())
+        bars = Progress(*columns, console=self.console, disable=not (self.enabled and self.show_progress))
+        with bars:
+            yield Bars(bars)
+
+
+class Bars:
+    """The handles the loop updates while it runs."""
+
+    def __init__(self, progress: Progress) -> None:
+        self.progress = progress
+        self.task: TaskID | None = None
+        self.transient = False
+
+    def start(self, description: str, total: int, done: int = 0, transient: bool = False) -> None:
+        self.finish()
+        self.task = self.progress.add_task(description, total=total, completed=done, status="")
+        self.transient = transient
+
+    def update(self, done: int, status: str = "") -> None:
+        if self.task is not None:
+            self.progress.update(self.task, completed=done, status=status)
+
+    def finish(self) -> None:
+        if self.task is not None and self.transient:
+            self.progress.remove_task(self.task)
+        self.task = None

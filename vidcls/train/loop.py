@@ -1,0 +1,496 @@
+"""The training loop: fine-tune a model on videos, evaluate, checkpoint, resume exactly, stop on signals.
+
+train(TrainConfig(...)) is what `vidcls train` runs. Per epoch: train on random clips
+(one optimizer step per `accumulate` batches, cosine schedule with linear warm-up), then
+evaluate with the model's test-time views, append a metrics row, keep the best weights by
+val top-1 and replace DIR/last. Everything random is derived from (seed, epoch, sample) or
+saved in DIR/last, so a run resumed from DIR/last ends with the same weights as one that
+never stopped (on CPU, where the kernels are deterministic).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+import random
+import signal
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..errors import UsageError, VidclsError
+from ..inference import PRECISIONS, autocast_context
+from ..models import build_model
+from . import distributed
+from .checkpoint import load_last, run_files, save_last, write_model_files
+from .data import (Batch, EpochSampler, VideoClipDataset, class_list, derive_seed, label_indices, make_loader,
+                   read_samples)
+from .distributed import Dist
+from .log import Bars, RunLog
+from .weights import starting_model
+
+OPTIMIZERS = {"adamw": (3e-4, 0.05), "sgd": (0.01, 1e-4)}  # name -> default (lr, weight decay)
+# Options that may change between a run and its --resume without changing the result.
+RESUME_MAY_CHANGE = frozenset({"resume", "workers", "device", "compile", "progress", "init"})
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run depends on (the options of `vidcls train`)."""
+
+    model: str
+    train: Path
+    val: Path
+    output: Path
+    epochs: int = 10
+    batch_size: int = 8  # clips per process and step; the effective batch is x processes x accumulate
+    lr: float | None = None  # None: the optimizer's default (OPTIMIZERS)
+    optimizer: str = "adamw"
+    weight_decay: float | None = None  # None: the optimizer's default
+    momentum: float = 0.9  # SGD only
+    warmup_epochs: float = 1.0  # at most half the run
+    label_smoothing: float = 0.1
+    clip_grad: float = 1.0  # max gradient norm; 0 turns clipping off
+    accumulate: int = 1
+    precision: str = "fp32"
+    compile: bool = False
+    init: str | None = None  # None: --model's own weights if it has any; "none"; "imagenet"; a REF
+    resume: bool = False
+    workers: int = 4
+    device: str = "auto"
+    seed: int = 0
+    flip: bool = True
+    shuffle_frames: bool = False
+    scale: tuple[float, float] = (1.0, 1.25)
+    max_bad_fraction: float = 0.05
+    progress: bool = True
+
+    def __post_init__(self) -> None:
+        self.train, self.val, self.output = Path(self.train), Path(self.val), Path(self.output)
+        self.scale = tuple(self.scale)
+        checks = [(self.epochs >= 1, "--epochs must be >= 1"), (self.batch_size >= 1, "--batch-size must be >= 1"),
+                  (self.accumulate >= 1, "--accumulate must be >= 1"), (self.workers >= 0, "--workers must be >= 0"),
+                  (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
+                  (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
+                  (self.lr is None or self.lr > 0, "--lr must be > 0"),
+                  (self.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
+                  (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
+                  (self.clip_grad >= 0, "--clip-grad must be >= 0"),
+                  (0 <= self.max_bad_fraction <= 1, "--max-bad-fraction must be in [0, 1]"),
+                  (0 < self.scale[0] <= self.scale[1], "scale jitter must be 0 < low <= high")]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+
+    @property
+    def learning_rate(self) -> float:
+        return self.lr if self.lr is not None else OPTIMIZERS[self.optimizer][0]
+
+    @property
+    def decay(self) -> float:
+        return self.weight_decay if self.weight_decay is not None else OPTIMIZERS[self.optimizer][1]
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain values (paths made absolute) for the checkpoint and the --resume comparison."""
+        values = dataclasses.asdict(self)
+        for key in ("train", "val", "output"):
+            values[key] = str(Path(values[key]).expanduser().resolve())
+        values["scale"] = list(values["scale"])
+        return values
+
+
+@dataclass
+class TrainResult:
+    """How a run ended: the metrics curve, the best epoch, and what was skipped."""
+
+    output: Path
+    classes: list[str]
+    history: list[dict[str, Any]]
+    best_top1: float
+    best_epoch: int
+    skipped: dict[str, str]  # undecodable video -> reason (train and val)
+    seconds: float
+    interrupted: str | None = None  # signal name when stopped by SIGINT / SIGTERM
+
+
+# ----------------------------------------------------------------------------- pure pieces
+
+
+def lr_factor(step: int, warmup: int, total: int) -> float:
+    """Multiplier of the base learning rate at optimizer step `step` (0-based).
+
+    Linear warm-up over `warmup` steps (avoids large early updates that wreck pretrained
+    weights), then a cosine decay to zero at `total`.
+    """
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Weight decay only on the weight matrices of Linear and convolution layers.
+
+    Norm scales, biases, position / time embeddings and learned tokens get none: shrinking
+    them toward zero regularises nothing and hurts transformers. Deciding by layer type
+    rather than by name works for every family without knowing its parameter names.
+    """
+    decayed = {id(m.weight) for m in module.modules()
+               if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))}
+    params = [p for p in module.parameters() if p.requires_grad]
+    return [{"params": [p for p in params if id(p) in decayed], "weight_decay": weight_decay},
+            {"params": [p for p in params if id(p) not in decayed], "weight_decay": 0.0}]
+
+
+def make_optimizer(config: TrainConfig, module: nn.Module) -> torch.optim.Optimizer:
+    groups = parameter_groups(module, config.decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.learning_rate, momentum=config.momentum, nesterov=True)
+    return torch.optim.AdamW(groups, lr=config.learning_rate)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed torch (CPU and CUDA), NumPy and `random` (user code and libraries may draw from them)."""
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def changed_options(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """Options that differ from the checkpointed run's and would change the result."""
+    return [f"--{key.replace('_', '-')} (was {saved.get(key)!r}, now {value!r})" for key, value in current.items()
+            if key not in RESUME_MAY_CHANGE and saved.get(key) != value]
+
+
+class GracefulStop:
+    """SIGINT / SIGTERM ask the loop to stop at its next safe point and checkpoint.
+
+    The loop checks `requested` after each optimizer step and each validation batch; a
+    second signal interrupts at once. Handlers can only be installed from the main thread;
+    elsewhere (a notebook's worker thread) signals keep their default behaviour.
+    """
+
+    def __init__(self) -> None:
+        self.requested: str | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> GracefulStop:
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested is not None:
+            raise KeyboardInterrupt
+        self.requested = signal.Signals(signum).name
+
+
+# ----------------------------------------------------------------------------- the trainer
+
+
+class Trainer:
+    """One run's model, optimizer, data and progress; `run()` trains to the end or to a signal."""
+
+    def __init__(self, config: TrainConfig, info: Dist, log: RunLog) -> None:
+        self.config, self.info, self.log = config, info, log
+        c = config
+        train_samples = read_samples(c.train)
+        classes = class_list(s.label for s in train_samples)
+        if len(classes) < 2:
+            raise VidclsError(f"{c.train}: training data needs at least 2 classes, found {classes}")
+        val_samples = read_samples(c.val)
+        val_labels = label_indices(val_samples, classes, "--val")
+        seed_everything(c.seed)  # the new head's (or the whole model's) initialisation
+        resume_state = self.start_run(classes)
+
+        spec = self.card.input
+        options = dict(seed=c.seed, flip=c.flip, shuffle_frames=c.shuffle_frames, scale=c.scale)
+        train_labels = label_indices(train_samples, classes, "--train")
+        self.train_set = VideoClipDataset([s.path for s in train_samples], train_labels, spec, train=True, **options)
+        self.val_set = VideoClipDataset([s.path for s in val_samples], val_labels, spec, train=False, **options)
+        self.sampler = EpochSampler(len(self.train_set), info.rank, info.world_size, c.seed)
+        pin = info.device.type == "cuda"
+        self.train_loader = make_loader(self.train_set, c.batch_size, self.sampler, c.workers, pin)
+        val_share = range(info.rank, len(self.val_set), info.world_size)  # no padding: exact metrics
+        self.val_loader = make_loader(self.val_set, c.batch_size, val_share, c.workers, pin)
+        self.steps_per_epoch = math.ceil(len(self.sampler.inner) / c.batch_size)
+        updates_per_epoch = math.ceil(self.steps_per_epoch / c.accumulate)
+        total = c.epochs * updates_per_epoch
+        warmup = min(round(c.warmup_epochs * updates_per_epoch), total // 2)  # a short run still decays
+
+        self.net.to(info.device)
+        self.model = distributed.wrap(self.net, info)
+        if c.compile:
+            self.model = torch.compile(self.model)
+        self.optimizer = make_optimizer(c, self.net)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, warmup, total))
+        self.scaler = torch.amp.GradScaler(info.device.type, enabled=c.precision == "fp16")
+        self.placeholder = torch.zeros(1, 3, spec.frames, spec.size, spec.size)
+        self.epoch, self.step = 0, 0
+        self.train_sums = torch.zeros(2, dtype=torch.float64)  # loss x clips, clips of this epoch
+        self.best_top1, self.best_epoch = -1.0, 0
+        self.skipped: dict[str, dict[str, str]] = {"train": {}, "val": {}}
+        self.seconds, self.train_seconds = 0.0, 0.0  # whole run; training part of this epoch
+        self.stop = GracefulStop()
+        self.history: list[dict[str, Any]] = []
+        if resume_state is not None:
+            self.restore(resume_state)
+
+    # ---------------------------------------------------------------- setup
+
+    def start_run(self, classes: list[str]) -> dict[str, Any] | None:
+        """Build the model: from DIR/last on --resume (returning its trainer state), else from --model and --init."""
+        c = self.config
+        if c.resume:
+            self.card, weights, state = load_last(c.output)
+            if self.card.labels != classes:
+                raise VidclsError(f"--resume: the training data's classes {classes} differ from the "
+                                  f"checkpoint's {self.card.labels}")
+            changed = changed_options(state["config"], c.to_dict())
+            if changed:
+                raise UsageError(f"--resume with different options: {', '.join(changed)}; "
+                                 f"rerun with the original ones")
+            self.net = build_model(self.card.family, self.card.arch)
+            self.net.load_state_dict(weights, strict=True)
+            return state
+        existing = run_files(c.output) if self.info.is_main else []
+        if existing:
+            raise UsageError(f"{c.output} already holds a run or a model ({', '.join(existing)}); pass --resume "
+                             f"to continue the run in it, or choose a new --output")
+        start = starting_model(c.model, c.init, classes, name=c.output.name)
+        self.card, self.net = start.card, start.module
+        self.log.info(f"training {start.card.family} model {c.model!r} on {len(classes)} classes "
+                      f"from {start.origin}")
+        return None
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.epoch, self.step = state["epoch"], state["step"]
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        self.train_sums = torch.tensor(state["train_sums"], dtype=torch.float64)
+        self.best_top1, self.best_epoch = state["best_top1"], state["best_epoch"]
+        self.skipped, self.seconds = state["skipped"], state["seconds"]
+        if self.step:  # mid-epoch: continue the interrupted random stream (epoch starts reseed)
+            torch.set_rng_state(state["rng"])
+            if self.info.device.type == "cuda" and state["cuda_rng"] is not None:
+                torch.cuda.set_rng_state(state["cuda_rng"], self.info.device)
+        self.history = self.log.keep_metrics_until(self.epoch)
+        self.log.info(f"resumed from {self.config.output / 'last'} at epoch {self.epoch + 1}, "
+                      f"step {self.step}/{self.steps_per_epoch}")
+
+    def state(self) -> dict[str, Any]:
+        cuda = self.info.device.type == "cuda"
+        return {"epoch": self.epoch, "step": self.step, "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+                "rng": torch.get_rng_state(),
+                "cuda_rng": torch.cuda.get_rng_state(self.info.device) if cuda else None,
+                "train_sums": self.train_sums.tolist(), "best_top1": self.best_top1,
+                "best_epoch": self.best_epoch, "skipped": self.skipped, "seconds": self.seconds,
+                "config": self.config.to_dict()}
+
+    def save(self) -> None:
+        if self.info.is_main:
+            save_last(self.config.output, self.card, self.net, self.state())
+
+    # ---------------------------------------------------------------- the run
+
+    def run(self) -> TrainResult:
+        c = self.config
+        if self.info.is_main:
+            c.output.mkdir(parents=True, exist_ok=True)
+        with self.stop, self.log.progress() as bars:
+            while self.epoch < c.epochs:
+                began = time.perf_counter()
+                if self.step < self.steps_per_epoch:
+                    self.train_epoch(bars)
+                metrics = None if self.stop.requested else self.evaluate(bars)
+                self.seconds += time.perf_counter() - began
+                if self.stop.requested:
+                    self.save()
+                    self.log.info(f"stopped by {self.stop.requested}: saved {c.output / 'last'} "
+                                  f"(epoch {self.epoch + 1}, step {self.step}/{self.steps_per_epoch}); "
+                                  f"continue with --resume")
+                    return self.result()
+                self.end_epoch(metrics, time.perf_counter() - began)
+        return self.result()
+
+    def train_epoch(self, bars: Bars) -> None:
+        """Train from self.step to the end of the epoch, or to a stop request after an optimizer step."""
+        c, epoch = self.config, self.epoch
+        if self.step == 0:
+            seed_everything(derive_seed(c.seed, epoch, self.info.rank, 1))
+            self.train_sums.zero_()
+            self.train_seconds = 0.0
+        self.sampler.set_position(epoch, self.step * c.batch_size)
+        self.train_set.set_epoch(epoch)
+        self.model.train()
+        bars.start(f"epoch {epoch + 1}/{c.epochs}", self.steps_per_epoch, self.step)
+        began, clips = time.perf_counter(), 0
+        for step, batch in enumerate(self.train_loader, start=self.step):
+            self.note_failures(self.train_set, "train", batch.failures)
+            loss, n = self.train_step(batch, step)
+            self.train_sums += torch.tensor([loss * n, n], dtype=torch.float64)
+            self.step, clips = step + 1, clips + n
+            speed = clips / max(1e-9, time.perf_counter() - began)
+            bars.update(self.step, f"loss {self.train_sums[0] / max(1, self.train_sums[1]):.4f}  "
+                                   f"lr {self.scheduler.get_last_lr()[0]:.2e}  {speed:.1f} clips/s")
+            if self.stop.requested and self.updated_at(self.step):
+                break
+        self.train_seconds += time.perf_counter() - began
+
+    def updated_at(self, step: int) -> bool:
+        """Whether an optimizer step happened after `step` batches of the epoch."""
+        return step % self.config.accumulate == 0 or step == self.steps_per_epoch
+
+    def train_step(self, batch: Batch, step: int) -> tuple[float, int]:
+        """Forward and backward one batch; an optimizer step at the end of each accumulation group.
+
+        A batch whose every video failed still runs, on a dummy clip with zero loss weight:
+        under DDP all processes must take part in every gradient all-reduce.
+        """
+        c, device = self.config, self.info.device
+        first = step - step % c.accumulate
+        group = min(c.accumulate, self.steps_per_epoch - first)  # the last group may be short
+        videos, labels, weight = batch.videos, batch.labels, 1.0
+        if videos is None:
+            videos, labels, weight = self.placeholder, torch.zeros(1, dtype=torch.long), 0.0
+        sync = self.updated_at(step + 1) or not self.info.enabled
+        with contextlib.nullcontext() if sync else self.model.no_sync():
+            with autocast_context(device, c.precision):
+                logits = self.model(videos.to(device, non_blocking=True))
+            loss = F.cross_entropy(logits.float(), labels.to(device), label_smoothing=c.label_smoothing)
+            self.scaler.scale(loss * (weight / group)).backward()
+        if self.updated_at(step + 1):
+            self.optimizer_step()
+        return loss.item(), int(weight) * len(labels)
+
+    def optimizer_step(self) -> None:
+        if self.config.clip_grad > 0:
+            self.scaler.unscale_(self.optimizer)
+            nn.utils.clip_grad_norm_(self.net.parameters(), self.config.clip_grad)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scheduler.step()
+
+    @torch.no_grad()
+    def evaluate(self, bars: Bars) -> dict[str, float] | None:
+        """Val loss, top-1 and top-5 of the softmax averaged over each video's test views.
+
+        None when a stop was requested part-way (the run resumes at this evaluation).
+        """
+        device, classes = self.info.device, len(self.card.labels)
+        self.net.eval()
+        sums = torch.zeros(4, dtype=torch.float64)  # loss, top-1 hits, top-5 hits, videos
+        bars.start("validating", len(self.val_loader), transient=True)
+        for done, batch in enumerate(self.val_loader, 1):
+            self.note_failures(self.val_set, "val", batch.failures)
+            if batch.videos is not None:
+                videos, labels = batch.videos.to(device), batch.labels.to(device)
+                with autocast_context(device, self.config.precision):
+                    logits = self.net(videos.flatten(0, 1))
+                probs = logits.float().softmax(-1).unflatten(0, videos.shape[:2]).mean(1)
+                top = probs.topk(min(5, classes), dim=-1).indices
+                sums += torch.tensor([F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum").item(),
+                                      (top[:, 0] == labels).sum().item(),
+                                      (top == labels[:, None]).any(-1).sum().item(), len(labels)],
+                                     dtype=torch.float64)
+            bars.update(done)
+            if self.stop.requested:
+                break
+        bars.finish()
+        self.net.train()
+        if self.stop.requested:
+            return None
+        loss, top1, top5, videos = distributed.sum_across(sums, self.info).tolist()
+        train_loss, train_clips = distributed.sum_across(self.train_sums, self.info).tolist()
+        videos = max(1.0, videos)
+        return {"train_loss": train_loss / max(1.0, train_clips), "val_loss": loss / videos,
+                "val_top1": top1 / videos, "val_top5": top5 / videos, "train_clips": train_clips}
+
+    def end_epoch(self, metrics: dict[str, float], seconds: float) -> None:
+        """Record the epoch: metrics row, best weights if top-1 improved, then DIR/last."""
+        for dataset, split in ((self.train_set, "train"), (self.val_set, "val")):
+            self.note_failures(dataset, split, distributed.merge_dicts(self.skipped[split], self.info).items())
+        row = {"epoch": self.epoch + 1, "train_loss": round(metrics["train_loss"], 6),
+               "val_loss": round(metrics["val_loss"], 6), "val_top1": round(metrics["val_top1"], 6),
+               "val_top5": round(metrics["val_top5"], 6), "lr": self.scheduler.get_last_lr()[0],
+               "seconds": round(seconds, 3),
+               "clips_per_s": round(metrics["train_clips"] / max(1e-9, self.train_seconds), 2),
+               "skipped": sum(len(paths) for paths in self.skipped.values())}
+        self.history.append(row)
+        self.log.add_metrics(row)
+        self.log.info(f"epoch {row['epoch']}/{self.config.epochs}: train loss {row['train_loss']:.4f}, "
+                      f"val loss {row['val_loss']:.4f}, top-1 {100 * row['val_top1']:.1f}%, "
+                      f"top-5 {100 * row['val_top5']:.1f}%, {seconds:.1f}s")
+        if row["val_top1"] > self.best_top1:
+            self.best_top1, self.best_epoch = row["val_top1"], row["epoch"]
+            if self.info.is_main:
+                write_model_files(self.config.output, self.card, self.net)
+        self.epoch, self.step = self.epoch + 1, 0
+        self.save()
+
+    # ---------------------------------------------------------------- undecodable videos
+
+    def note_failures(self, dataset: VideoClipDataset, split: str, failures: Iterable[tuple[str, str]]) -> None:
+        """Record (path, reason) failures; warn once per video; stop past the limit.
+
+        The limit is checked against the whole dataset, so it trips as soon as the share of
+        bad videos is certain to exceed --max-bad-fraction, usually early in the first epoch.
+        """
+        known = self.skipped[split]
+        for path, reason in failures:
+            if path not in known:
+                known[path] = reason
+                self.log.warn(f"skipped {path}: {reason}")
+        limit = self.config.max_bad_fraction * len(dataset)
+        if len(known) > limit:
+            examples = "; ".join(f"{p}: {r}" for p, r in list(known.items())[:3])
+            raise VidclsError(f"{len(known)} of {len(dataset)} {split} videos could not be decoded, more than "
+                              f"--max-bad-fraction {self.config.max_bad_fraction:g} allows ({examples}"
+                              f"{' ...' if len(known) > 3 else ''}); fix the data or raise the limit")
+
+    def result(self) -> TrainResult:
+        skipped = {**self.skipped["train"], **self.skipped["val"]}
+        return TrainResult(output=self.config.output, classes=list(self.card.labels), history=self.history,
+                           best_top1=self.best_top1, best_epoch=self.best_epoch, skipped=skipped,
+                           seconds=self.seconds, interrupted=self.stop.requested)
+
+
+def train(config: TrainConfig) -> TrainResult:
+    """Train as `config` says; returns when done or when SIGINT / SIGTERM stopped it (checkpointed).
+
+    Launched by torchrun, each process runs this; rank 0 alone writes DIR.
+    """
+    info = distributed.setup(config.device)
+    try:
+        log = RunLog(config.output, enabled=info.is_main, progress=config.progress)
+        trainer = Trainer(config, info, log)
+        result = trainer.run()
+        if info.is_main and not result.interrupted:
+            log.info(summary_line(result))
+        return result
+    finally:
+        distributed.teardown(info)
+
+
+def summary_line(result: TrainResult) -> str:
+    skipped = f"; {len(result.skipped)} undecodable video(s) skipped, listed in {result.output / 'train.log'}" \
+        if result.skipped else ""
+    return (f"done in {result.seconds:.0f}s: best val top-1 {100 * result.best_top1:.1f}% at epoch "
+            f"{result.best_epoch}, saved in {result.output}{skipped}")

@@ -1,0 +1,82 @@
+"""The model a fine-tuning run starts from: architecture of --model, classes of the data, weights of --init.
+
+--init none      random initialisation
+--init REF       the weights of any model REF (zoo name, hf://, directory; foreign key layouts
+                 are translated); a classifier sized for another class count is replaced
+--init imagenet  ImageNet image-model weights (not available yet)
+default          the weights of --model itself when it has any, else random
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from ..convert import to_vidcls
+from ..errors import UsageError, VidclsError
+from ..modeldir import ModelCard, describe_keys, read_safetensors, state_mismatch
+from ..models import build_model, make_config
+from ..zoo import resolve
+
+
+@dataclass
+class StartingModel:
+    """A freshly built training model, and one line saying where its weights came from."""
+
+    card: ModelCard
+    module: nn.Module
+    origin: str
+
+
+def starting_model(ref: str, init: str | None, classes: list[str], name: str) -> StartingModel:
+    """Build --model's architecture with a head for `classes`, initialised as --init says."""
+    source_card, source_weights = resolve(ref)
+    card = replace(source_card, name=name, arch={**source_card.arch, "num_classes": len(classes)},
+                   labels=list(classes))
+    module = build_model(card.family, card.arch)
+    if init == "none" or (init is None and source_weights is None):
+        return StartingModel(card, module, f"random initialisation of {ref!r}")
+    if init == "imagenet":
+        raise VidclsError("--init imagenet is not available yet; use --init none or --init REF")
+    init_ref, init_card, init_weights = ref, source_card, source_weights
+    if init is not None:
+        init_ref = init
+        init_card, init_weights = resolve(init)
+        if init_weights is None:
+            raise UsageError(f"--init {init}: that model has no weights (an architecture only)")
+        if init_card.family != card.family:
+            raise UsageError(f"--init {init} is a {init_card.family!r} model but --model {ref} is "
+                             f"{card.family!r}; the weights cannot fit")
+    state, _, _ = to_vidcls(read_safetensors(init_weights))
+    old_classes = make_config(init_card.family, init_card.arch).num_classes
+    replaced = load_with_new_head(module, state, old_classes, len(classes), init_ref)
+    origin = f"weights of {init_ref!r}"
+    if replaced:
+        origin += (f"; its {old_classes}-class head replaced by a new {len(classes)}-class head "
+                   f"({', '.join(replaced)})")
+    return StartingModel(card, module, origin)
+
+
+def load_with_new_head(module: nn.Module, state: dict[str, torch.Tensor], old_classes: int,
+                       new_classes: int, source: str | Path) -> list[str]:
+    """Load `state` strictly except for classifier tensors sized for another class count.
+
+    A tensor counts as classifier when its shape differs from the model's only in a leading
+    dimension of old_classes -> new_classes (the last Linear's weight and bias, whatever the
+    family names them). Those keep the module's fresh initialisation; their keys are returned.
+    Any other difference means the architectures differ, which is an error.
+    """
+    expected = module.state_dict()
+    mismatch = state_mismatch(expected, state)
+    head = [key for key in mismatch["wrong shape"]
+            if state[key].shape[0] == old_classes and expected[key].shape[0] == new_classes
+            and state[key].shape[1:] == expected[key].shape[1:]]
+    mismatch["wrong shape"] = [key for key in mismatch["wrong shape"] if key not in head]
+    problems = [describe_keys(what, keys) for what, keys in mismatch.items() if keys]
+    if problems:
+        raise VidclsError(f"{source}: weights do not fit the model: {'; '.join(problems)}")
+    module.load_state_dict({**state, **{key: expected[key] for key in head}}, strict=True)
+    return head

@@ -1,0 +1,476 @@
+"""Decode just the frames a model needs from a video file, with PyAV.
+
+Frame index i means "the frame on screen at time i / fps" (fps = the stream's average rate,
+counted from the stream's first timestamp). For constant-frame-rate video that is exactly the
+i-th frame; for variable frame rate it is a uniform resampling in time, which is what clip
+sampling wants anyway. Decoding seeks to the keyframe before each far-away wanted frame and
+stops just past the last one, so a 16-frame clip from a long video costs a few GOPs, not the video.
+
+Every failure of the container, the demuxer or the decoder becomes a VideoDecodeError with a
+one-line reason, so one bad file in a batch is reported instead of crashing the run.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import deque
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+import numpy as np
+import torch
+from av.container import InputContainer
+from av.video.reformatter import VideoReformatter
+from av.video.stream import VideoStream
+
+from .errors import VidclsError
+
+SAMPLINGS = ("segment", "dense")
+
+# Demuxers that read a single still picture: "image2" plus the "<codec>_pipe" family
+# (png_pipe, jpeg_pipe, webp_pipe, bmp_pipe, ...).
+_STILL_IMAGE_FORMATS = ("image2", "image2pipe")
+# ffmpeg's "tty" demuxer renders .txt/.nfo/.ans files as ANSI-art video; never what a user means.
+_TEXT_FORMATS = ("tty",)
+# Without a keyframe index, seek only when the next wanted frame is this many seconds ahead;
+# the guess grows when a seek shows keyframes are further apart.
+_DEFAULT_SEEK_GAP_S = 2.0
+_DEFAULT_FPS = Fraction(25)  # ffmpeg's own fallback when a stream states no rate at all
+
+
+class VideoDecodeError(VidclsError):
+    """A video file cannot be read; the message is a one-line reason (the caller adds the path)."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What probe() learns about a video.
+
+    width/height are the display size (after rotation); rotation is the clockwise turn, in
+    degrees, applied to decoded frames to show them upright (the "rotate" tag of phone videos);
+    num_frames is the container's count when it has one, else round(duration_s * fps).
+    """
+
+    path: str
+    width: int
+    height: int
+    fps: float
+    num_frames: int
+    duration_s: float
+    rotation: int
+    codec: str
+
+
+@dataclass
+class DecodeStats:
+    """Counters filled in by read_frames/load_clips, to check that decoding stays sparse."""
+
+    frames_decoded: int = 0
+    seeks: int = 0
+
+
+@dataclass(frozen=True)
+class _Clock:
+    """Converts between frame indices and stream timestamps (exact rational arithmetic).
+
+    start_pts is the timestamp of frame 0.
+    """
+
+    fps: Fraction
+    time_base: Fraction
+    start_pts: int
+
+    def index(self, pts: int) -> int:
+        return round((pts - self.start_pts) * self.time_base * self.fps)
+
+    def pts(self, index: int) -> int:
+        """The latest timestamp still rounding to `index`, so a backward seek lands on or before it."""
+        return self.start_pts + math.ceil((index + Fraction(1, 2)) / (self.fps * self.time_base)) - 1
+
+
+# ----------------------------------------------------------------------------- index sampling
+
+
+def _check_counts(num_frames: int, frames: int, clips: int, stride: int = 1) -> None:
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+    if frames < 1 or clips < 1 or stride < 1:
+        raise ValueError(f"frames, clips and stride must be >= 1, got {frames}, {clips}, {stride}")
+
+
+def segment_indices(num_frames: int, frames: int, clips: int = 1) -> list[list[int]]:
+    """TSN test-time sampling: split the video into `frames` equal segments, take one frame each.
+
+    Clip c takes the point (c + 0.5) / clips of the way through every segment, so one clip is
+    the segment middles and several clips interleave evenly. Short videos repeat frames.
+    """
+    _check_counts(num_frames, frames, clips)
+    seg = Fraction(num_frames, frames)
+    return [[min(num_frames - 1, math.floor(seg * (k + Fraction(2 * c + 1, 2 * clips))))
+             for k in range(frames)] for c in range(clips)]
+
+
+def dense_indices(num_frames: int, frames: int, stride: int, clips: int = 1) -> list[list[int]]:
+    """`frames` frames `stride` apart (8x8, 16x4, 32x2 recipes); clip i centred at (i + 0.5) / clips.
+
+    A clip longer than the video starts at 0 and repeats the last frame.
+    """
+    _check_counts(num_frames, frames, clips, stride)
+    span = (frames - 1) * stride + 1
+    latest_start = max(0, num_frames - span)
+    out = []
+    for c in range(clips):
+        centre = Fraction(num_frames * (2 * c + 1), 2 * clips)
+        start = min(latest_start, max(0, round(centre - Fraction(span, 2))))
+        out.append([min(num_frames - 1, start + k * stride) for k in range(frames)])
+    return out
+
+
+def sample_indices(num_frames: int, frames: int, stride: int, clips: int,
+                   sampling: str) -> list[list[int]]:
+    """Deterministic test-time clips; `stride` only matters for dense sampling."""
+    if sampling == "segment":
+        return segment_indices(num_frames, frames, clips)
+    if sampling == "dense":
+        return dense_indices(num_frames, frames, stride, clips)
+    raise ValueError(f"unknown sampling {sampling!r}; choose from {', '.join(SAMPLINGS)}")
+
+
+def random_clip_indices(num_frames: int, frames: int, stride: int, sampling: str,
+                        generator: torch.Generator) -> list[int]:
+    """One training clip: a random frame per segment, or a dense clip at a random start."""
+    _check_counts(num_frames, frames, 1, stride)
+    if sampling == "segment":
+        seg = num_frames / frames
+        jitter = torch.rand(frames, generator=generator).tolist()
+        return [min(num_frames - 1, math.floor(seg * (k + u))) for k, u in enumerate(jitter)]
+    if sampling == "dense":
+        latest_start = max(0, num_frames - ((frames - 1) * stride + 1))
+        start = int(torch.randint(latest_start + 1, (1,), generator=generator))
+        return [min(num_frames - 1, start + k * stride) for k in range(frames)]
+    raise ValueError(f"unknown sampling {sampling!r}; choose from {', '.join(SAMPLINGS)}")
+
+
+# ----------------------------------------------------------------------------- opening files
+
+
+def _unparsable(path: Path) -> str:
+    """Why ffmpeg finds no usable container: name the common cut-off MP4 (it starts with 'ftyp')."""
+    with path.open("rb") as f:
+        head = f.read(12)
+    if head[4:8] == b"ftyp":
+        return "incomplete MP4 (index missing or cut off: truncated download or unfinished recording?)"
+    return "not a video file or unsupported format"
+
+
+def _open_failure(err: Exception, path: Path) -> str:
+    """A one-line reason for av.open() failing on an existing, non-empty file."""
+    if isinstance(err, PermissionError):
+        return "permission denied"
+    if isinstance(err, (av.error.InvalidDataError, av.error.EOFError)):
+        return _unparsable(path)
+    if isinstance(err, av.error.FFmpegError):
+        return f"cannot open: {err.strerror}"
+    return f"cannot read file: {getattr(err, 'strerror', None) or err}"
+
+
+def _video_stream(container: InputContainer, path: Path) -> VideoStream:
+    """The first real video stream; cover art (attached pictures), still images and text are refused."""
+    fmt = container.format.name
+    if fmt in _TEXT_FORMATS:
+        raise VideoDecodeError("not a video file (looks like text)")
+    if fmt in _STILL_IMAGE_FORMATS or fmt.endswith("_pipe"):
+        raise VideoDecodeError("still image, not a video")
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    if container.streams.audio:
+        raise VideoDecodeError("no video stream (audio-only file?)")
+    raise VideoDecodeError(_unparsable(path))  # subtitles, data, or a header cut short
+
+
+@contextmanager
+def _open_video(path: str | Path) -> Iterator[tuple[InputContainer, VideoStream]]:
+    """Open `path` and its video stream, turning every PyAV/OS failure inside into VideoDecodeError."""
+    path = Path(path)
+    if not path.exists():
+        raise VideoDecodeError("file not found")
+    if path.is_dir():
+        raise VideoDecodeError("is a directory, not a video file")
+    if path.stat().st_size == 0:
+        raise VideoDecodeError("file is empty (0 bytes)")
+    try:
+        container = av.open(str(path), metadata_errors="ignore")
+    except (av.error.FFmpegError, OSError, ValueError) as err:
+        raise VideoDecodeError(_open_failure(err, path)) from err
+    with container:
+        try:
+            stream = _video_stream(container, path)
+            stream.thread_type = "AUTO"
+            yield container, stream
+        except VideoDecodeError:
+            raise
+        except (av.error.FFmpegError, OSError, ValueError, IndexError) as err:
+            reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+            raise VideoDecodeError(f"decoding failed: {' '.join(reason.split())}") from err
+
+
+def _frames(container: InputContainer, stream: VideoStream,
+            stats: DecodeStats) -> Iterator[av.VideoFrame]:
+    """Decode from the current position to the end, skipping corrupt packets like ffmpeg does.
+
+    A demuxer error (cut-off file) ends the stream after draining the frames still buffered.
+    """
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets, None)
+        except av.error.FFmpegError:
+            packet = None
+        try:
+            decoded = stream.decode(packet)
+        except (av.error.InvalidDataError, av.error.EOFError):
+            decoded = []
+        for frame in decoded:
+            stats.frames_decoded += 1
+            yield frame
+        if packet is None:
+            return
+
+
+def _rate(stream: VideoStream) -> Fraction:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            return Fraction(rate)
+    return _DEFAULT_FPS
+
+
+def _clock(stream: VideoStream, first: av.VideoFrame) -> _Clock:
+    start = first.pts if first.pts is not None else stream.start_time or 0
+    return _Clock(fps=_rate(stream), time_base=Fraction(stream.time_base or Fraction(1, 1)), start_pts=start)
+
+
+# ----------------------------------------------------------------------------- rotation
+
+
+def _rotation_cw(frame: av.VideoFrame, stream: VideoStream) -> int:
+    """Clockwise display rotation in {0, 90, 180, 270}.
+
+    The display matrix arrives on every decoded frame (VideoFrame.rotation, counter-clockwise);
+    old muxers/PyAV versions expose the legacy clockwise "rotate" stream tag instead.
+    """
+    ccw = getattr(frame, "rotation", 0) or 0
+    legacy = stream.metadata.get("rotate")
+    clockwise = -ccw if ccw else float(legacy or 0)
+    return round(clockwise / 90) % 4 * 90
+
+
+def rotate_frames(frames: torch.Tensor, rotation: int) -> torch.Tensor:
+    """Turn (..., H, W, C) frames `rotation` degrees clockwise (a multiple of 90)."""
+    return torch.rot90(frames, k=(-rotation // 90) % 4, dims=(-3, -2)) if rotation % 360 else frames
+
+
+# ----------------------------------------------------------------------------- probing
+
+
+def _count_packets(path: str | Path) -> int:
+    """Frame count of a stream whose container states neither count nor duration (raw streams)."""
+    with _open_video(path) as (container, stream):
+        return sum(1 for packet in container.demux(stream) if packet.size)
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Read the header and decode the first frame (proves the file decodes, gives the rotation)."""
+    with _open_video(path) as (container, stream):
+        first = next(_frames(container, stream, DecodeStats()), None)
+        if first is None:
+            raise VideoDecodeError("no frames could be decoded (truncated or corrupt?)")
+        clock = _clock(stream, first)
+        rotation = _rotation_cw(first, stream)
+        if stream.duration:
+            duration = float(stream.duration * clock.time_base)
+        elif container.duration:
+            duration = container.duration / av.time_base
+        else:
+            duration = 0.0
+        num_frames = stream.frames or round(duration * clock.fps)
+        codec = stream.codec_context.name
+    if not num_frames:
+        num_frames = _count_packets(path)
+        duration = float(num_frames / clock.fps)
+    width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
+    return VideoInfo(path=str(path), width=width, height=height, fps=float(clock.fps),
+                     num_frames=max(1, num_frames), duration_s=duration, rotation=rotation, codec=codec)
+
+
+# ----------------------------------------------------------------------------- reading frames
+
+
+@dataclass
+class _SeekPolicy:
+    """Decides whether seeking beats decoding forward to the next wanted frame.
+
+    With a complete keyframe index (MP4/MOV) the answer is exact: seek when the keyframe
+    before the target lies past the current position. Otherwise seek when the target is more
+    than `gap` frames ahead, widening `gap` whenever a seek lands further back than that.
+    """
+
+    clock: _Clock
+    stream: VideoStream
+    gap: int
+
+    def worth_it(self, current: int, target: int) -> bool:
+        if target <= current + 1:
+            return False
+        keyframe = self._keyframe_before(target)
+        if keyframe is not None:
+            return keyframe > current + 1
+        return target - current > self.gap
+
+    def landed(self, target: int, first_index: int) -> None:
+        self.gap = max(self.gap, target - first_index)
+
+    def _keyframe_before(self, target: int) -> int | None:
+        entries = self.stream.index_entries
+        if not 0 < self.stream.frames <= len(entries):
+            return None
+        i = entries.search_timestamp(self.clock.pts(target), backward=True)
+        return self.clock.index(entries[i].timestamp) if i >= 0 else None
+
+
+def _to_rgb(picked: dict[int, av.VideoFrame], indices: Sequence[int]) -> torch.Tensor:
+    """uint8 (len(indices), H, W, 3): each distinct frame converted once, copied to its rows.
+
+    Plain numpy copies into one preallocated array (no torch.stack: its thread pool stalls on
+    busy machines), through one shared reformatter (to_ndarray would build a scaler, and its
+    thread pool, per frame). Frames that change size mid-stream are scaled to the first one's.
+    """
+    rows: dict[int, list[int]] = {}
+    for row, index in enumerate(indices):
+        rows.setdefault(index, []).append(row)
+    first = picked[indices[0]]
+    out = np.empty((len(indices), first.height, first.width, 3), dtype=np.uint8)
+    scaler = VideoReformatter()
+    for index, where in rows.items():
+        out[where] = scaler.reformat(picked[index], first.width, first.height, format="rgb24").to_ndarray()
+    return torch.from_numpy(out)
+
+
+class _FramePicker:
+    """Maps wanted indices (sorted, unique) to the frame on screen at each index's time.
+
+    Decodes forward, seeking ahead when worth it, and stops one frame past the last wanted
+    index (with variable frame rate several frames can round to one index; the latest wins).
+    A seek that lands past its target (B-frame reordering, VFR) is retried from further back.
+    Indices past the real end get the last decodable frame; after a seek into a cut-off tail,
+    decoding restarts from the beginning, without seeking, to find that frame.
+    """
+
+    def __init__(self, container: InputContainer, stream: VideoStream, stats: DecodeStats) -> None:
+        self.container, self.stream, self.stats = container, stream, stats
+        self.frames = _frames(container, stream, stats)
+        first = next(self.frames, None)
+        if first is None:
+            raise VideoDecodeError("no frames could be decoded (truncated or corrupt?)")
+        self.frames = itertools.chain([first], self.frames)
+        # Frame 0 is the first frame decoded, not stream.start_time: AVI with B-frames and some
+        # edit lists put the first picture a tick after the stream's nominal start.
+        self.clock = _clock(stream, first)
+        self.policy = _SeekPolicy(self.clock, stream,
+                                  gap=max(1, round(_DEFAULT_SEEK_GAP_S * self.clock.fps)))
+        self.last: av.VideoFrame | None = None  # the most recent frame, None right after a seek
+        self.last_index = -1
+        self.seek_target: int | None = None  # set by a seek until its first frame arrives
+        self.can_seek = first.pts is not None  # without timestamps a seek loses track of the position
+
+    def seek(self, index: int) -> None:
+        """Seek to the keyframe before `index`.
+
+        A failed seek may leave the demuxer anywhere (ffmpeg's generic seek reads ahead), so it
+        is an error rather than a silent fallback.
+        """
+        try:
+            self.container.seek(self.clock.pts(index), backward=True, any_frame=False,
+                                stream=self.stream)
+        except av.error.FFmpegError as err:
+            raise VideoDecodeError(f"seeking failed ({err.strerror}); the file may be damaged") from err
+        self.stats.seeks += 1
+        self.frames = _frames(self.container, self.stream, self.stats)
+        self.last, self.last_index, self.seek_target = None, -1, index
+
+    def pick(self, wanted: list[int]) -> dict[int, av.VideoFrame]:
+        """{index: frame} for every index in `wanted` (sorted, unique)."""
+        pending = deque(wanted)
+        picked: dict[int, av.VideoFrame] = {}
+        backoff = 0
+        no_seek_until = -1  # after an overshoot, decode forward until this index is served
+        while pending:
+            target = pending[0]
+            if (self.can_seek and self.seek_target is None and target > no_seek_until
+                    and self.policy.worth_it(self.last_index, target)):
+                self.seek(target)
+            frame = next(self.frames, None)
+            if frame is None:
+                if self.last is None and self.can_seek:  # sought into a cut-off tail
+                    self.can_seek = False  # find the real last frame, decoding from frame 0
+                    self.seek(0)
+                    self.seek_target = None
+                    continue
+                if self.last is None:
+                    raise VideoDecodeError("no frames could be decoded (truncated or corrupt?)")
+                picked.update((i, self.last) for i in pending)
+                return picked
+            index = self.last_index + 1 if frame.pts is None else self.clock.index(frame.pts)
+            if self.seek_target is not None:
+                self.policy.landed(self.seek_target, index)
+                overshot = index > target and self.seek_target > 0
+                self.seek_target = None
+                if not overshot:
+                    backoff = 0
+                else:
+                    backoff = max(2 * backoff, 1)
+                    no_seek_until = target
+                    self.seek(max(0, target - backoff * self.policy.gap))
+                    continue
+            while pending and pending[0] < index:  # `last` was on screen until this frame
+                # with no last frame (just sought, or at the start) the wanted index precedes this one
+                picked[pending.popleft()] = frame if self.last is None else self.last
+            self.last, self.last_index = frame, index
+        return picked
+
+
+def read_frames(path: str | Path, indices: Sequence[int],
+                stats: DecodeStats | None = None) -> torch.Tensor:
+    """Frames at `indices` (any order, repeats allowed) as uint8 (len(indices), H, W, 3) RGB, upright.
+
+    Each distinct frame is decoded once; indices past the end of a shorter-than-announced
+    video get its last frame.
+    """
+    if not indices:
+        raise ValueError("no frame indices given")
+    if min(indices) < 0:
+        raise ValueError(f"frame indices must be >= 0, got {min(indices)}")
+    wanted = sorted(set(indices))
+    with _open_video(path) as (container, stream):
+        picked = _FramePicker(container, stream, stats or DecodeStats()).pick(wanted)
+        rotation = _rotation_cw(picked[wanted[0]], stream)
+        frames = _to_rgb(picked, indices)
+    return rotate_frames(frames, rotation)
+
+
+def load_clips(path: str | Path, frames: int, stride: int = 1, clips: int = 1, sampling: str = "segment",
+               stats: DecodeStats | None = None) -> tuple[torch.Tensor, VideoInfo]:
+    """Test-time clips of a video: uint8 (clips, frames, H, W, 3) and its VideoInfo.
+
+    Frames shared between overlapping clips are decoded once.
+    """
+    info = probe(path)
+    clip_indices = sample_indices(info.num_frames, frames, stride, clips, sampling)
+    flat = read_frames(path, [i for clip in clip_indices for i in clip], stats)
+    return flat.reshape(clips, frames, *flat.shape[1:]), info

@@ -1,0 +1,293 @@
+"""From a model reference to a ready model: models.yaml, the Hub, model directories, weights.
+
+A REF is a zoo name from models.yaml, `hf://OWNER/REPO[@REVISION]`, or a local directory,
+each in vidcls format (config.json + model.safetensors) or in the `transformers` format of
+TimeSformer, VideoMAE or ViViT (config.json [+ preprocessor_config.json] +
+model.safetensors). Every path ends in a `ModelCard` (what to build and how to feed it)
+plus, when weights exist, a safetensors file; foreign key names are translated on load.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from . import hub
+from .convert import PICKLE_NAME, PREPROCESSOR_NAME, to_vidcls
+from .convert import transformers as hf_format
+from .errors import UsageError, VidclsError
+from .modeldir import (CONFIG_NAME, WEIGHTS_NAME, InputSpec, ModelCard, atomic_directory,  # noqa: F401 (re-exported)
+                       describe_keys, read_json, read_safetensors, save_model_dir, state_mismatch)
+from .models import build_model, make_config
+
+
+@dataclass
+class LoadedModel:
+    """A ready model with what is needed to feed it and name its outputs."""
+
+    card: ModelCard
+    module: nn.Module
+    weights: str | None  # where the weights came from; None = random initialisation
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def labels(self) -> list[str]:
+        """Class names; placeholders when the model has no labelled head."""
+        if self.card.labels is not None:
+            return self.card.labels
+        return [f"class_{i}" for i in range(self.card.arch.get("num_classes", 0))]
+
+
+# ---------------------------------------------------------------- models.yaml
+
+
+@cache
+def zoo_entries() -> dict[str, dict[str, Any]]:
+    """The entries of the packaged models.yaml, by name."""
+    text = resources.files("vidcls").joinpath("models.yaml").read_text()
+    return yaml.safe_load(text)["models"]
+
+
+def _entry(name: str) -> dict[str, Any]:
+    return zoo_entries()[name]
+
+
+def hub_weights(name: str) -> dict[str, Any] | None:
+    """A zoo entry's Hub pin {repo, revision, filename, sha256}, or None if it has no Hub weights."""
+    weights = _entry(name).get("weights") or {}
+    return weights if "repo" in weights else None
+
+
+def zoo_card(name: str) -> ModelCard:
+    """The card of a zoo entry, without touching the network.
+
+    Entries that ship weights are read from their directory; Hub entries are described by
+    models.yaml alone (their downloaded config.json is the authority once fetched).
+    """
+    entry = _entry(name)
+    directory = entry_directory(name)
+    if directory is not None:
+        return read_card(directory)
+    return ModelCard(name=name, family=entry["family"], arch=dict(entry.get("arch", {})),
+                     input=InputSpec.from_dict(entry.get("input", {})), labels=entry.get("labels"))
+
+
+def entry_directory(name: str) -> Path | None:
+    """The local directory holding a zoo entry's config and weights, or None if it has none."""
+    weights = _entry(name).get("weights") or {}
+    if "package" in weights:
+        return Path(str(resources.files("vidcls").joinpath("assets", weights["package"])))
+    return None
+
+
+def weights_source(name: str) -> str | None:
+    """Human-readable origin of a zoo entry's weights, or None for an architecture only."""
+    weights = _entry(name).get("weights") or {}
+    if "package" in weights:
+        return f"package:{weights['package']}"
+    if "repo" in weights:
+        return f"hf://{weights['repo']}@{weights.get('revision', 'main')}"
+    return None
+
+
+def zoo_summary(name: str) -> dict[str, Any]:
+    """One row of `vidcls models`: what a user needs to pick a model."""
+    entry = _entry(name)
+    card = zoo_card(name)
+    published = entry.get("published") or {}
+    return {"name": name, "family": card.family, "attention": entry["attention"],
+            "frames": card.input.frames, "stride": card.input.stride, "size": card.input.size,
+            "views": card.input.clips * card.input.crops, "weights": weights_source(name),
+            "labels": entry.get("dataset"), "top1": published.get("top1"), "gmacs": published.get("gmacs"),
+            "verified": entry.get("verified"), "description": entry.get("description", "")}
+
+
+# ---------------------------------------------------------------- model directories
+
+
+def read_card(directory: Path, recipe: dict[str, Any] | None = None) -> ModelCard:
+    """The ModelCard of a model directory in vidcls or transformers format.
+
+    recipe: models.yaml input options (frames, stride, views) for a transformers repository,
+    whose config does not record how its clips were sampled.
+    """
+    directory = Path(directory)
+    path = directory / CONFIG_NAME
+    if not path.is_file():
+        raise VidclsError(f"{directory}: no {CONFIG_NAME} (not a vidcls or transformers model directory)")
+    config = read_json(path)
+    if not hf_format.is_transformers_config(config):
+        return ModelCard.from_config(config, default_name=directory.name)
+    pre_path = directory / PREPROCESSOR_NAME
+    preprocessor = read_json(pre_path) if pre_path.is_file() else None
+    return hf_format.card_from_config(config, preprocessor, directory.name, recipe)
+
+
+def weights_in(directory: Path, ref: str) -> Path:
+    """The safetensors file of a model directory; a pickle-only one is refused with the fix."""
+    path = Path(directory) / WEIGHTS_NAME
+    if not path.is_file() and (Path(directory) / PICKLE_NAME).is_file():
+        raise VidclsError(_pickle_only(ref))
+    return path
+
+
+def _pickle_only(ref: str) -> str:
+    return (f"{ref} has no {WEIGHTS_NAME}; a pickle checkpoint ({PICKLE_NAME}) is never unpickled "
+            f"implicitly: convert it once with `vidcls convert {ref} --family FAMILY --out DIR` "
+            f"and use --model DIR")
+
+
+def load_weights(module: nn.Module, path: Path) -> None:
+    """Load a safetensors file strictly (foreign key names translated); one-line errors."""
+    state, unused, _ = to_vidcls(read_safetensors(path))
+    mismatch = state_mismatch(module.state_dict(), state)
+    mismatch["unexpected"] = sorted(mismatch["unexpected"] + unused)
+    problems = [describe_keys(what, keys) for what, keys in mismatch.items() if keys]
+    if problems:
+        raise VidclsError(f"{path}: weights do not fit the model: {'; '.join(problems)}")
+    module.load_state_dict(state, strict=True)
+
+
+# ---------------------------------------------------------------- the Hub
+
+
+@dataclass(frozen=True)
+class HubFiles:
+    """A Hub model fetched and verified: its card, and its weights in the Hub cache."""
+
+    card: ModelCard
+    weights: hub.VerifiedFile
+
+
+def is_hub(ref: str) -> bool:
+    """Whether a REF's weights come from the Hub (hf://, or a zoo entry pinned to a repository)."""
+    return ref.startswith("hf://") or (ref in zoo_entries() and hub_weights(ref) is not None)
+
+
+def _hub_pin(ref: str) -> tuple[hub.HubRef, str, str | None, str]:
+    """REF (zoo name or hf://) -> (Hub ref, weights file, pinned sha256, the command that fetches it)."""
+    how = f"vidcls download {ref}"
+    pin = hub_weights(ref) if ref in zoo_entries() else None
+    if pin is None:
+        return hub.parse_hf_ref(ref), WEIGHTS_NAME, None, how
+    return hub.HubRef(pin["repo"], pin.get("revision")), pin.get("filename", WEIGHTS_NAME), pin.get("sha256"), how
+
+
+def fetch_hub_card(ref: str) -> ModelCard:
+    """The card of a Hub model from its config.json (and preprocessor_config.json), no weights.
+
+    The card is named by the REF (the cache directory is a commit hash); a zoo entry adds
+    the frame count / stride / views of models.yaml, which a transformers config does not record.
+    """
+    hub_ref, _, _, how = _hub_pin(ref)
+    config = hub.download(hub_ref, CONFIG_NAME, how_to_fetch=how)
+    hub.download_optional(hub_ref, PREPROCESSOR_NAME, how_to_fetch=how)
+    card = read_card(config.parent, recipe=_entry(ref).get("input") if ref in zoo_entries() else None)
+    card.name = ref
+    return card
+
+
+def _fetch_weights(ref: str) -> hub.VerifiedFile:
+    hub_ref, filename, sha256, how = _hub_pin(ref)
+    try:
+        return hub.fetch_verified(hub_ref, filename, sha256=sha256, how_to_fetch=how)
+    except hub.FileNotOnHub:
+        raise VidclsError(_pickle_only(str(hub_ref))) from None
+
+
+def fetch_hub(ref: str) -> HubFiles:
+    """Download (or find in the Hub cache) a Hub model's files; the weights are verified first."""
+    return HubFiles(fetch_hub_card(ref), _fetch_weights(ref))
+
+
+def download(ref: str) -> hub.VerifiedFile:
+    """`vidcls download`: prefetch a zoo entry's or hf:// repository's files into the Hub cache.
+
+    The config and preprocessing files come along when the repository has them, so any
+    repository with a model.safetensors can be prefetched, including the timm ImageNet
+    weights that `--init imagenet` reads.
+    """
+    if not is_hub(ref):
+        what = f"zoo model {ref!r} has no weights on the Hub" if ref in zoo_entries() else \
+            f"{ref!r} is neither a zoo name nor hf://OWNER/REPO"
+        raise UsageError(f"{what}; nothing to download")
+    hub_ref, _, _, how = _hub_pin(ref)
+    for name in (CONFIG_NAME, PREPROCESSOR_NAME):
+        hub.download_optional(hub_ref, name, how_to_fetch=how)
+    return _fetch_weights(ref)
+
+
+# ---------------------------------------------------------------- REF resolution
+
+
+def resolve(ref: str) -> tuple[ModelCard, Path | None]:
+    """A REF -> (card, weights file or None for a randomly initialised architecture).
+
+    Hub models are downloaded (or found in the cache) and their weights verified.
+    """
+    if is_hub(ref):
+        files = fetch_hub(ref)
+        return files.card, files.weights.path
+    if ref in zoo_entries():
+        directory = entry_directory(ref)
+        return zoo_card(ref), (directory / WEIGHTS_NAME if directory else None)
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return read_card(path), weights_in(path, ref)
+    raise UsageError(f"unknown model {ref!r}; known zoo models: {', '.join(sorted(zoo_entries()))} "
+                     f"(or hf://OWNER/REPO, or a model directory)")
+
+
+def resolve_card(ref: str) -> ModelCard:
+    """The card alone, without reading or downloading weights (benchmarks build the architecture).
+
+    Zoo entries are described offline by models.yaml; hf:// fetches just the config.
+    """
+    if ref in zoo_entries():
+        return zoo_card(ref)
+    if ref.startswith("hf://"):
+        return fetch_hub_card(ref)
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return read_card(path)
+    return resolve(ref)[0]  # raises the unknown-model error
+
+
+def check_labels(card: ModelCard) -> None:
+    """The head size must match the label list, or predictions would be mislabelled."""
+    config = make_config(card.family, card.arch)
+    if card.labels is not None and len(card.labels) != config.num_classes:
+        raise VidclsError(f"model {card.name!r} has {len(card.labels)} labels but a head of "
+                          f"{config.num_classes} classes")
+
+
+def load_model(ref: str, weights: str | Path | None = None, device: str | torch.device = "cpu",
+               require_weights: bool = False) -> LoadedModel:
+    """Build the model a REF names and load its weights (or `weights`, a safetensors file).
+
+    require_weights: refuse an architecture without trained weights (predicting with a
+    random head would print confident-looking nonsense).
+    """
+    if weights is None:
+        card, weights_path = resolve(ref)
+    else:  # the REF's own weights are not needed, so not downloaded
+        card, weights_path = (fetch_hub_card(ref) if is_hub(ref) else resolve_card(ref)), Path(weights)
+    check_labels(card)
+    module = build_model(card.family, card.arch)
+    if weights_path is not None:
+        load_weights(module, weights_path)
+    elif require_weights:
+        raise UsageError(f"model {ref!r} is an architecture without published weights; "
+                         f"pass --weights FILE or train it with `vidcls train`")
+    module.eval().to(device)
+    return LoadedModel(card=card, module=module, weights=str(weights_path) if weights_path else None)
