@@ -33,7 +33,8 @@ from vidcls.train import TrainConfig, train
 from vidcls.train.data import (EpochSampler, VideoClipDataset, class_list, collate, folder_samples, label_indices,
                                list_samples, read_samples)
 from vidcls.train.loop import lr_factor, parameter_groups
-from vidcls.train.weights import load_with_new_head
+from vidcls.convert.timm import InitReport
+from vidcls.train.weights import load_with_new_head, starting_model
 from vidcls.transforms import random_crop, train_view
 from vidcls.zoo import InputSpec, load_model
 
@@ -248,6 +249,19 @@ def test_new_head_replaces_only_the_classifier():
         load_with_new_head(target, wider.state_dict(), 4, 4, "src")
 
 
+def test_init_imagenet_uses_the_image_model_loader(monkeypatch):
+    calls = []
+
+    def fake_loader(module):
+        calls.append(module)
+        return InitReport(source="hf://timm/x", loaded=["a", "b"], kept=["head.weight"])
+
+    monkeypatch.setattr("vidcls.train.weights.init_from_imagenet", fake_loader)
+    start = starting_model("xvit-tiny", "imagenet", ["a", "b", "c"], name="run")
+    assert calls == [start.module] and start.card.labels == ["a", "b", "c"]
+    assert start.card.arch["num_classes"] == 3 and "hf://timm/x (2 tensors; 1 video-only" in start.origin
+
+
 def test_config_rejects_bad_values(tmp_path):
     with pytest.raises(UsageError, match="--optimizer"):
         TrainConfig(model="joint-tiny", train=tmp_path, val=tmp_path, output=tmp_path, optimizer="lamb")
@@ -270,8 +284,8 @@ def cli_args(motion: Path, output: Path, *extra: str, train: Path | None = None,
 
 
 def test_cli_refuses_bad_runs_before_training(motion, tmp_path):
-    code, output = run_cli(*cli_args(motion, tmp_path / "r", "--init", "imagenet"))
-    assert code == 1 and "--init imagenet is not available yet" in output
+    code, output = run_cli(*cli_args(motion, tmp_path / "r", "--init", "imagenet", "--model", "ff-linear-tiny"))
+    assert code == 2 and "no ImageNet initialisation for family 'ff-linear'" in output
     code, output = run_cli(*cli_args(motion, tmp_path / "r", "--resume"))
     assert code == 2 and "nothing to resume" in output
     (tmp_path / "used").mkdir()

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
@@ -31,10 +32,10 @@ class RunLog:
     # ---------------------------------------------------------------- messages
 
     def info(self, message: str) -> None:
-        self._emit("INFO", message, message)
+        self._emit("INFO", message, escape(message))
 
     def warn(self, message: str) -> None:
-        self._emit("WARNING", message, f"[yellow]warning:[/] {message}")
+        self._emit("WARNING", message, f"[yellow]warning:[/] {escape(message)}")
 
     def _emit(self, level: str, message: str, styled: str) -> None:
         if not self.enabled:

@@ -482,7 +482,7 @@ def train(config: TrainConfig) -> TrainResult:
         log = RunLog(config.output, enabled=info.is_main, progress=config.progress)
         trainer = Trainer(config, info, log)
         result = trainer.run()
-        if info.is_main and not result.interrupted:
+        if not result.interrupted:
             log.info(summary_line(result))
         return result
     finally:

@@ -3,7 +3,7 @@
 --init none      random initialisation
 --init REF       the weights of any model REF (zoo name, hf://, directory; foreign key layouts
                  are translated); a classifier sized for another class count is replaced
---init imagenet  ImageNet image-model weights (not available yet)
+--init imagenet  ImageNet-21k ViT-B/16 weights inflated to video (vidcls.convert.timm)
 default          the weights of --model itself when it has any, else random
 """
 
@@ -16,10 +16,12 @@ import torch
 from torch import nn
 
 from ..convert import to_vidcls
+from ..convert.timm import FAMILIES as IMAGENET_FAMILIES
+from ..convert.timm import init_from_imagenet
 from ..errors import UsageError, VidclsError
 from ..modeldir import ModelCard, describe_keys, read_safetensors, state_mismatch
 from ..models import build_model, make_config
-from ..zoo import resolve
+from ..zoo import resolve, resolve_card
 
 
 @dataclass
@@ -33,14 +35,23 @@ class StartingModel:
 
 def starting_model(ref: str, init: str | None, classes: list[str], name: str) -> StartingModel:
     """Build --model's architecture with a head for `classes`, initialised as --init says."""
-    source_card, source_weights = resolve(ref)
+    if init is None:  # the model's own weights, if it has any
+        source_card, source_weights = resolve(ref)
+    else:  # only the architecture: nothing is downloaded that would not be used
+        source_card, source_weights = resolve_card(ref), None
     card = replace(source_card, name=name, arch={**source_card.arch, "num_classes": len(classes)},
                    labels=list(classes))
     module = build_model(card.family, card.arch)
+    if init == "imagenet":
+        if card.family not in IMAGENET_FAMILIES:  # before a download that could not be used
+            raise UsageError(f"--init imagenet: no ImageNet initialisation for family {card.family!r}; "
+                             f"supported: {', '.join(IMAGENET_FAMILIES)}")
+        report = init_from_imagenet(module)
+        return StartingModel(card, module, f"the ImageNet image model {report.source} ({len(report.loaded)} "
+                                           f"tensors; {len(report.kept)} video-only tensors and the head keep "
+                                           f"their initialisation)")
     if init == "none" or (init is None and source_weights is None):
         return StartingModel(card, module, f"random initialisation of {ref!r}")
-    if init == "imagenet":
-        raise VidclsError("--init imagenet is not available yet; use --init none or --init REF")
     init_ref, init_card, init_weights = ref, source_card, source_weights
     if init is not None:
         init_ref = init
