@@ -163,6 +163,17 @@ def test_seeks_landing_past_the_target_are_retried_earlier(make_video, frame_ind
     assert stats.seeks > 4  # each far target needed a second, earlier seek
 
 
+def test_a_seek_that_lands_early_is_not_repeated(make_video, frame_index, monkeypatch):
+    """A policy that misjudges keyframes (MP4 index timestamps are decode times, so with B-frames
+    it can think a keyframe lies just before the target) must not seek to the same keyframe forever."""
+    path = make_video("gop10.mp4", 120)
+    monkeypatch.setattr(vidcls.video._SeekPolicy, "worth_it", lambda policy, current, target: target > current + 1)
+    indices = [6, 18, 30, 42, 54, 66, 78, 90, 119]
+    stats = DecodeStats()
+    assert [frame_index(f) for f in read_frames(path, indices, stats)] == indices
+    assert stats.seeks <= 2 * len(indices)
+
+
 def test_one_frame_video(make_video, frame_index):
     path = make_video("one.mp4", 1)
     assert probe(path).num_frames == 1

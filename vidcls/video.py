@@ -431,11 +431,12 @@ class _FramePicker:
                 self.policy.landed(self.seek_target, index)
                 overshot = index > target and self.seek_target > 0
                 self.seek_target = None
+                # Seeking again for this target would land on the same keyframe: decode forward.
+                no_seek_until = target
                 if not overshot:
                     backoff = 0
                 else:
                     backoff = max(2 * backoff, 1)
-                    no_seek_until = target
                     self.seek(max(0, target - backoff * self.policy.gap))
                     continue
             while pending and pending[0] < index:  # `last` was on screen until this frame
