@@ -38,6 +38,7 @@ from .layers import (
     linear_attention,
     neighbour_shift_2d,
     relu_feature_map,
+    reset_to_default_init,
     resize_grid_embedding,
     temporal_channel_shift,
 )
@@ -201,6 +202,7 @@ class FFLinearTransformer(nn.Module):
                                         nn.Dropout(c.head_dropout))
         self.head = nn.Linear(c.head_hidden, c.num_classes)
         self.apply(init_vit_weights)
+        reset_to_default_init(self.pre_logits, self.head)
         nn.init.trunc_normal_(self.time_embed, std=0.02)
 
     def token_grid(self, height: int, width: int) -> tuple[int, int]:

@@ -200,6 +200,19 @@ def resize_cls_grid_embedding(embed: torch.Tensor, grid: tuple[int, ...], new_gr
     return torch.cat([embed[:, :1], resize_grid_embedding(embed[:, 1:], grid, new_grid, what)], dim=1)
 
 
+def reset_to_default_init(*modules: nn.Module) -> None:
+    """PyTorch's default fan-in scaled init for the Linear layers of a multi-layer classifier head.
+
+    Two stacked std-0.02 layers (init_vit_weights) shrink the gradient reaching the
+    backbone about 100-fold at initialisation, which leaves training from scratch on a long
+    plateau at chance; a fan-in scaled init keeps that gradient of order one.
+    """
+    for module in modules:
+        for layer in module.modules():
+            if isinstance(layer, nn.Linear):
+                layer.reset_parameters()
+
+
 def init_vit_weights(module: nn.Module) -> None:
     """Truncated-normal linear weights, zero biases, unit LayerNorms (the ViT initialisation)."""
     if isinstance(module, nn.Linear):

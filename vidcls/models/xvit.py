@@ -29,7 +29,8 @@ from torch import nn
 
 from . import register
 from .layers import (Attention, Block, TubeletEmbed, activation, drop_path_rates, init_vit_weights,
-                     resize_cls_grid_embedding, resize_grid_embedding, temporal_channel_shift)
+                     reset_to_default_init, resize_cls_grid_embedding, resize_grid_embedding,
+                     temporal_channel_shift)
 
 HEADS = ("ta", "mean")
 
@@ -162,6 +163,7 @@ class XViT(nn.Module):
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
         if c.head == "ta":
             nn.init.trunc_normal_(self.head.token, std=0.02)
+            reset_to_default_init(self.head.fc1, self.head.fc2)
         # time_embed stays zero: at the start the model is the image ViT it is initialised from.
 
     def embed(self, video: torch.Tensor) -> torch.Tensor:
