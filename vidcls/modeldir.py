@@ -151,12 +151,22 @@ class _AtomicDirectory:
             shutil.rmtree(old, ignore_errors=True)
 
 
+def write_config(path: Path, card: ModelCard) -> None:
+    """A model directory's config.json."""
+    Path(path).write_text(json.dumps(card.to_config(), indent=2) + "\n")
+
+
+def write_weights(path: Path, module: nn.Module) -> None:
+    """A model's state dict as safetensors (CPU, contiguous: safetensors stores plain buffers)."""
+    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
+    save_file(state, str(path), metadata={"format": "pt"})
+
+
 def save_model_dir(directory: Path, card: ModelCard, module: nn.Module) -> Path:
     """Write a vidcls model directory (config.json + model.safetensors) atomically."""
-    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
     with atomic_directory(Path(directory)) as tmp:
-        (tmp / CONFIG_NAME).write_text(json.dumps(card.to_config(), indent=2) + "\n")
-        save_file(state, str(tmp / WEIGHTS_NAME), metadata={"format": "pt"})
+        write_config(tmp / CONFIG_NAME, card)
+        write_weights(tmp / WEIGHTS_NAME, module)
     return Path(directory)
 
 

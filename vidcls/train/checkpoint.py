@@ -13,7 +13,6 @@ torch.load(weights_only=True): nothing in it is ever unpickled as code.
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -21,11 +20,12 @@ from typing import Any
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import UsageError, VidclsError
-from ..modeldir import CONFIG_NAME, WEIGHTS_NAME, ModelCard, atomic_directory, read_vidcls_card
+from ..modeldir import (CONFIG_NAME, WEIGHTS_NAME, ModelCard, atomic_directory, read_vidcls_card,
+                        write_config, write_weights)
 from .log import METRICS_NAME
 
 LAST = "last"
@@ -48,11 +48,8 @@ def write_model_files(directory: Path, card: ModelCard, module: nn.Module) -> No
     Unlike zoo.save_model_dir this leaves the rest of the directory alone (the run's logs
     and `last/` live next to the best weights).
     """
-    state = {k: v.detach().contiguous().cpu() for k, v in module.state_dict().items()}
-    replace_atomically(directory / CONFIG_NAME,
-                       lambda tmp: tmp.write_text(json.dumps(card.to_config(), indent=2) + "\n"))
-    replace_atomically(directory / WEIGHTS_NAME,
-                       lambda tmp: save_file(state, str(tmp), metadata={"format": "pt"}))
+    replace_atomically(directory / CONFIG_NAME, lambda tmp: write_config(tmp, card))
+    replace_atomically(directory / WEIGHTS_NAME, lambda tmp: write_weights(tmp, module))
 
 
 def save_last(output: Path, card: ModelCard, module: nn.Module, state: dict[str, Any]) -> None:
