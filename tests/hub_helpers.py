@@ -1,4 +1,4 @@
-"""Shared by the zoo / Hub / convert tests: tiny transformers models and an offline Hub cache.
+"""Shared by the zoo / Hub / convert / train tests: tiny transformers and timm models, an offline Hub cache.
 
 The cache is laid out as huggingface_hub lays it out (models--OWNER--REPO/{blobs, snapshots/
 COMMIT, refs/REVISION}, blobs named by their sha256 like LFS files), so vidcls reads it through
@@ -98,3 +98,25 @@ def flip_byte(path: Path, offset: int = -100) -> None:
     data = bytearray(Path(path).read_bytes())
     data[offset] ^= 0xFF
     Path(path).write_bytes(bytes(data))
+
+
+def timm_vit_state(seed: int = 0, side: int = 4, width: int = 32, depth: int = 2, patch: int = 8
+                   ) -> dict[str, torch.Tensor]:
+    """A random image ViT in timm's layout (side x side patches), with a 21k-class head that must not be used."""
+    g = torch.Generator().manual_seed(seed)
+
+    def rand(*shape, scale=0.2, offset=0.0):
+        return offset + scale * torch.randn(*shape, generator=g)
+
+    state = {"patch_embed.proj.weight": rand(width, 3, patch, patch), "patch_embed.proj.bias": rand(width),
+             "cls_token": rand(1, 1, width), "pos_embed": rand(1, 1 + side * side, width),
+             "norm.weight": rand(width, offset=1.0), "norm.bias": rand(width),
+             "head.weight": rand(21843, width), "head.bias": rand(21843)}
+    for i in range(depth):
+        state |= {f"blocks.{i}.norm1.weight": rand(width, offset=1.0), f"blocks.{i}.norm1.bias": rand(width),
+                  f"blocks.{i}.attn.qkv.weight": rand(3 * width, width), f"blocks.{i}.attn.qkv.bias": rand(3 * width),
+                  f"blocks.{i}.attn.proj.weight": rand(width, width), f"blocks.{i}.attn.proj.bias": rand(width),
+                  f"blocks.{i}.norm2.weight": rand(width, offset=1.0), f"blocks.{i}.norm2.bias": rand(width),
+                  f"blocks.{i}.mlp.fc1.weight": rand(4 * width, width), f"blocks.{i}.mlp.fc1.bias": rand(4 * width),
+                  f"blocks.{i}.mlp.fc2.weight": rand(width, 4 * width), f"blocks.{i}.mlp.fc2.bias": rand(width)}
+    return state

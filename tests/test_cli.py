@@ -145,3 +145,10 @@ def test_sample_clip_command(tmp_path):
     result = invoke("sample-clip", tmp_path / "clip.mp4", "--direction", "down")
     assert result.exit_code == 0 and (tmp_path / "clip.mp4").stat().st_size > 0
     assert invoke("sample-clip", tmp_path / "x.mp4", "--direction", "sideways").exit_code == 2
+
+
+def test_error_lines_keep_square_brackets(tmp_path):
+    """File names are printed verbatim, not read as rich markup."""
+    missing = tmp_path / "[red]clip.mp4"
+    result = invoke("predict", missing, "--model", "demo-motion")
+    assert result.exit_code == 1 and "[red]clip.mp4" in result.stderr

@@ -11,6 +11,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from hub_helpers import timm_vit_state
+
 from vidcls.convert.timm import init_from_image_state, inflate_patch
 from vidcls.errors import UsageError, VidclsError
 from vidcls.models import build_model
@@ -19,27 +21,6 @@ WIDTH, DEPTH, HEADS, PATCH, SIZE = 32, 2, 4, 8, 32
 EPS = 1e-6
 SMALL = {"img_size": SIZE, "patch_size": PATCH, "embed_dim": WIDTH, "depth": DEPTH, "num_heads": HEADS,
          "num_classes": 5}
-
-
-def timm_vit_state(seed: int = 0, side: int = SIZE // PATCH) -> dict[str, torch.Tensor]:
-    """A random ViT in timm's layout, with a 21k-class head that must not be used."""
-    g = torch.Generator().manual_seed(seed)
-
-    def rand(*shape, scale=0.2, offset=0.0):
-        return offset + scale * torch.randn(*shape, generator=g)
-
-    state = {"patch_embed.proj.weight": rand(WIDTH, 3, PATCH, PATCH), "patch_embed.proj.bias": rand(WIDTH),
-             "cls_token": rand(1, 1, WIDTH), "pos_embed": rand(1, 1 + side * side, WIDTH),
-             "norm.weight": rand(WIDTH, offset=1.0), "norm.bias": rand(WIDTH),
-             "head.weight": rand(21843, WIDTH), "head.bias": rand(21843)}
-    for i in range(DEPTH):
-        state |= {f"blocks.{i}.norm1.weight": rand(WIDTH, offset=1.0), f"blocks.{i}.norm1.bias": rand(WIDTH),
-                  f"blocks.{i}.attn.qkv.weight": rand(3 * WIDTH, WIDTH), f"blocks.{i}.attn.qkv.bias": rand(3 * WIDTH),
-                  f"blocks.{i}.attn.proj.weight": rand(WIDTH, WIDTH), f"blocks.{i}.attn.proj.bias": rand(WIDTH),
-                  f"blocks.{i}.norm2.weight": rand(WIDTH, offset=1.0), f"blocks.{i}.norm2.bias": rand(WIDTH),
-                  f"blocks.{i}.mlp.fc1.weight": rand(4 * WIDTH, WIDTH), f"blocks.{i}.mlp.fc1.bias": rand(4 * WIDTH),
-                  f"blocks.{i}.mlp.fc2.weight": rand(WIDTH, 4 * WIDTH), f"blocks.{i}.mlp.fc2.bias": rand(WIDTH)}
-    return state
 
 
 def image_vit_features(s: dict[str, torch.Tensor], image: torch.Tensor) -> torch.Tensor:

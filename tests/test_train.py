@@ -21,7 +21,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from hub_helpers import add_to_hub_cache, flip_byte, hub_cache, timm_vit_state  # noqa: F401
+from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from vidcls.cli import app
@@ -33,7 +34,8 @@ from vidcls.train import TrainConfig, train
 from vidcls.train.data import (EpochSampler, VideoClipDataset, class_list, collate, folder_samples, label_indices,
                                list_samples, read_samples)
 from vidcls.train.loop import lr_factor, parameter_groups
-from vidcls.convert.timm import InitReport
+from vidcls.convert.timm import IMAGENET_REF
+from vidcls.hub import lock_path
 from vidcls.train.weights import load_with_new_head, starting_model
 from vidcls.transforms import random_crop, train_view
 from vidcls.zoo import InputSpec, load_model
@@ -249,17 +251,29 @@ def test_new_head_replaces_only_the_classifier():
         load_with_new_head(target, wider.state_dict(), 4, 4, "src")
 
 
-def test_init_imagenet_uses_the_image_model_loader(monkeypatch):
-    calls = []
+def test_init_imagenet_reads_timm_weights_from_the_hub_cache(hub_cache, tmp_path):
+    """--init imagenet goes through the real download path (offline cache, LFS checksum, lock file)."""
+    image = timm_vit_state(width=64, depth=2, patch=8, side=4)  # joint-tiny's shape, not ViT-B
+    (tmp_path / "timm").mkdir()
+    save_file(image, tmp_path / "timm" / "model.safetensors")
+    add_to_hub_cache(hub_cache, IMAGENET_REF.removeprefix("hf://"), tmp_path / "timm")
+    start = starting_model("joint-tiny", "imagenet", ["a", "b", "c"], name="run", inflate="average")
+    state = start.module.state_dict()
+    assert torch.equal(state["blocks.1.attn.qkv.weight"], image["blocks.1.attn.qkv.weight"])
+    assert torch.allclose(state["patch_embed.proj.weight"], image["patch_embed.proj.weight"][:, :, None] / 2)
+    assert state["head.weight"].shape == (3, 64) and start.card.labels == ["a", "b", "c"]
+    assert IMAGENET_REF in start.origin and "video-only tensors and the head keep" in start.origin
+    assert any(key.startswith("timm/vit_base_patch16_224") for key in json.loads(lock_path().read_text())["files"])
 
-    def fake_loader(module):
-        calls.append(module)
-        return InitReport(source="hf://timm/x", loaded=["a", "b"], kept=["head.weight"])
 
-    monkeypatch.setattr("vidcls.train.weights.init_from_imagenet", fake_loader)
-    start = starting_model("xvit-tiny", "imagenet", ["a", "b", "c"], name="run")
-    assert calls == [start.module] and start.card.labels == ["a", "b", "c"]
-    assert start.card.arch["num_classes"] == 3 and "hf://timm/x (2 tensors; 1 video-only" in start.origin
+def test_init_imagenet_refuses_a_corrupted_cached_file(hub_cache, tmp_path):
+    (tmp_path / "timm").mkdir()
+    save_file(timm_vit_state(width=64), tmp_path / "timm" / "model.safetensors")
+    snapshot = add_to_hub_cache(hub_cache, IMAGENET_REF.removeprefix("hf://"), tmp_path / "timm")
+    flip_byte((snapshot / "model.safetensors").resolve())
+    with pytest.raises(VidclsError, match="fails its checksum"):
+        starting_model("joint-tiny", "imagenet", ["a", "b"], name="run")
+    assert not (snapshot / "model.safetensors").exists()
 
 
 def test_config_rejects_bad_values(tmp_path):

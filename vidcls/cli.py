@@ -14,6 +14,7 @@ from typing import Annotated, Any, Callable, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -29,7 +30,7 @@ _state = {"debug": False}
 
 def fail(message: str, code: int) -> typer.Exit:
     """Print a one-line error to stderr and return the Exit to raise."""
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -159,7 +160,8 @@ def predict_command(
     cost = run_cost(loaded.card, clips, crops, peak.mib)
     for result in results:
         if result.error:
-            err.print(f"[bold red]error:[/] {result.video}: {result.error}", highlight=False, soft_wrap=True)
+            err.print(f"[bold red]error:[/] {escape(f'{result.video}: {result.error}')}", highlight=False,
+                      soft_wrap=True)
     if as_json:
         print(json.dumps([{**r.to_json(), **cost.to_json()} for r in results], indent=2))
     elif any(not r.error for r in results):
@@ -234,7 +236,7 @@ def benchmark_command(
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timed forward passes; the median is reported.")] = 5,
     compile_model: Annotated[bool, typer.Option("--compile", help="Run the model through torch.compile (warm-up includes compilation).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array (cli.md schema), one object per (model, frames) point.")] = False,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG of GMACs, peak memory and latency vs frames (needs vidcls[plot]).")] = None,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG of GMACs, peak memory and latency vs frames (needs matplotlib, the plot extra).")] = None,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write the points as CSV.")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for the timed passes and the matmul rate (default: torch's, one per core); 1 gives steadier numbers on a busy machine.")] = None,
     in_process: Annotated[bool, typer.Option("--in-process", help="On CPU, measure in this process instead of a fresh one per point: quicker, but an out-of-memory point can end the run.")] = False,
@@ -377,6 +379,7 @@ def train_command(
     precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (autocast; fp16 with a gradient scaler).")] = "fp32",
     compile_model: Annotated[bool, typer.Option("--compile", help="Train through torch.compile.")] = False,
     init: Annotated[Optional[str], typer.Option("--init", help="none (random), imagenet, or a model REF whose weights to start from (a head for another class count is replaced); default: --model's own weights if it has any, else none.")] = None,
+    inflate: Annotated[str, typer.Option("--inflate", help="With --init imagenet: put the image patch kernel on the central frame of each tubelet (central) or spread it evenly over the tubelet (average).")] = "central",
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output from its last checkpoint (same options).")] = False,
     workers: Annotated[int, typer.Option("--workers", min=0, help="DataLoader worker processes decoding videos (0: decode in the training process).")] = 4,
     device: Annotated[str, typer.Option("--device", help="auto (CUDA if available), cpu or cuda[:N]; under torchrun each process takes cuda:LOCAL_RANK.")] = "auto",
@@ -399,7 +402,7 @@ def train_command(
     config = TrainConfig(model=model, train=train_data, val=val_data, output=output, epochs=epochs,
                          batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,
                          warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, clip_grad=clip_grad,
-                         accumulate=accumulate, precision=precision, compile=compile_model, init=init,
+                         accumulate=accumulate, precision=precision, compile=compile_model, init=init, inflate=inflate,
                          resume=resume, workers=workers, device=device, seed=seed, flip=flip,
                          shuffle_frames=shuffle_frames, max_bad_fraction=max_bad_fraction)
     result = train(config)

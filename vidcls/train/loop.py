@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..convert.timm import INFLATIONS
 from ..errors import UsageError, VidclsError
 from ..inference import PRECISIONS, autocast_context
 from ..models import build_model
@@ -40,7 +41,7 @@ from .weights import starting_model
 
 OPTIMIZERS = {"adamw": (3e-4, 0.05), "sgd": (0.01, 1e-4)}  # name -> default (lr, weight decay)
 # Options that may change between a run and its --resume without changing the result.
-RESUME_MAY_CHANGE = frozenset({"resume", "workers", "device", "compile", "progress", "init"})
+RESUME_MAY_CHANGE = frozenset({"resume", "workers", "device", "compile", "progress", "init", "inflate"})
 
 
 @dataclass
@@ -64,6 +65,7 @@ class TrainConfig:
     precision: str = "fp32"
     compile: bool = False
     init: str | None = None  # None: --model's own weights if it has any; "none"; "imagenet"; a REF
+    inflate: str = "central"  # --init imagenet: patch kernel on the central frame, or averaged over the tubelet
     resume: bool = False
     workers: int = 4
     device: str = "auto"
@@ -80,6 +82,7 @@ class TrainConfig:
         checks = [(self.epochs >= 1, "--epochs must be >= 1"), (self.batch_size >= 1, "--batch-size must be >= 1"),
                   (self.accumulate >= 1, "--accumulate must be >= 1"), (self.workers >= 0, "--workers must be >= 0"),
                   (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
+                  (self.inflate in INFLATIONS, f"--inflate must be one of {', '.join(INFLATIONS)}"),
                   (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
                   (self.lr is None or self.lr > 0, "--lr must be > 0"),
                   (self.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
@@ -271,7 +274,7 @@ class Trainer:
         if existing:
             raise UsageError(f"{c.output} already holds a run or a model ({', '.join(existing)}); pass --resume "
                              f"to continue the run in it, or choose a new --output")
-        start = starting_model(c.model, c.init, classes, name=c.output.name)
+        start = starting_model(c.model, c.init, classes, name=c.output.name, inflate=c.inflate)
         self.card, self.net = start.card, start.module
         self.log.info(f"training {start.card.family} model {c.model!r} on {len(classes)} classes "
                       f"from {start.origin}")

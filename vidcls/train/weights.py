@@ -33,8 +33,12 @@ class StartingModel:
     origin: str
 
 
-def starting_model(ref: str, init: str | None, classes: list[str], name: str) -> StartingModel:
-    """Build --model's architecture with a head for `classes`, initialised as --init says."""
+def starting_model(ref: str, init: str | None, classes: list[str], name: str,
+                   inflate: str = "central") -> StartingModel:
+    """Build --model's architecture with a head for `classes`, initialised as --init says.
+
+    inflate: how --init imagenet spreads the image patch kernel over a tubelet (central | average).
+    """
     if init is None:  # the model's own weights, if it has any
         source_card, source_weights = resolve(ref)
     else:  # only the architecture: nothing is downloaded that would not be used
@@ -46,7 +50,7 @@ def starting_model(ref: str, init: str | None, classes: list[str], name: str) ->
         if card.family not in IMAGENET_FAMILIES:  # before a download that could not be used
             raise UsageError(f"--init imagenet: no ImageNet initialisation for family {card.family!r}; "
                              f"supported: {', '.join(IMAGENET_FAMILIES)}")
-        report = init_from_imagenet(module)
+        report = init_from_imagenet(module, inflate)
         return StartingModel(card, module, f"the ImageNet image model {report.source} ({len(report.loaded)} "
                                            f"tensors; {len(report.kept)} video-only tensors and the head keep "
                                            f"their initialisation)")
