@@ -4,13 +4,14 @@ import json
 
 import pytest
 import torch
-from hub_helpers import add_to_hub_cache, hub_cache, save_transformers, tiny_transformers_model  # noqa: F401
+from hub_helpers import add_to_hub_cache, flip_byte, hub_cache, save_transformers, tiny_transformers_model  # noqa: F401
 from typer.testing import CliRunner
 
 from vidcls.cli import app
 from vidcls.convert.transformers import arch_from_config
 from vidcls.synthetic import make_sample_clip
-from vidcls.zoo import load_model, resolve_card, zoo_card, zoo_entries
+from vidcls.hub import lock_path
+from vidcls.zoo import converted_path, load_model, resolve_card, zoo_card, zoo_entries
 
 pytest.importorskip("transformers")
 runner = CliRunner()
@@ -86,3 +87,61 @@ def test_zoo_entry_takes_recipe_from_yaml_and_preprocessing_from_the_repo(timesf
 
 def test_every_published_entry_is_in_the_zoo():
     assert set(PUBLISHED) <= set(zoo_entries())
+
+
+@pytest.fixture
+def timesformer_main_only(hub_cache, tmp_path):
+    """facebook/timesformer-base-finetuned-k400 as main holds it: config + pytorch_model.bin only."""
+    model = tiny_transformers_model("timesformer", labels=K400_HEAD)
+    model.save_pretrained(tmp_path / "bin")
+    (tmp_path / "bin" / "model.safetensors").unlink()
+    torch.save(model.state_dict(), tmp_path / "bin" / "pytorch_model.bin")  # the legacy format
+    assert {p.name for p in (tmp_path / "bin").iterdir()} == {"config.json", "pytorch_model.bin"}
+    return model, add_to_hub_cache(hub_cache, PUBLISHED["timesformer-k400"][0], tmp_path / "bin", revision="main")
+
+
+def logits_gap(reference, loaded) -> float:
+    video = torch.randn(1, 8, 3, 32, 32)
+    with torch.no_grad():
+        return (reference(pixel_values=video).logits - loaded.module(video.transpose(1, 2))).abs().max().item()
+
+
+def test_pinned_safetensors_absent_falls_back_to_converting_the_pickle(timesformer_main_only):
+    """Offline, refs/pr/5 is not cached but main's .bin is: it is verified, converted once, cached."""
+    reference, snapshot = timesformer_main_only
+    loaded = load_model("timesformer-k400")
+    assert logits_gap(reference, loaded) <= 1e-4
+    assert loaded.labels == K400_HEAD and loaded.card.input.frames == 8
+    digest = (snapshot / "pytorch_model.bin").resolve().name
+    assert loaded.weights == str(converted_path(digest))
+    locked = json.loads(lock_path().read_text())["files"]
+    assert locked == {f"{PUBLISHED['timesformer-k400'][0]}@{snapshot.name}/pytorch_model.bin": digest}
+    download = runner.invoke(app, ["download", "timesformer-k400"])
+    assert download.exit_code == 0, download.output
+
+
+def test_revision_known_to_lack_the_file_falls_back_too(timesformer_main_only, hub_cache, tmp_path):
+    """The cache remembers that refs/pr/5 has no model.safetensors (a 404 seen earlier)."""
+    reference, _ = timesformer_main_only
+    (tmp_path / "pr").mkdir()
+    reference.config.to_json_file(tmp_path / "pr" / "config.json")
+    pr = add_to_hub_cache(hub_cache, PUBLISHED["timesformer-k400"][0], tmp_path / "pr", revision="refs/pr/5")
+    missing = pr.parents[1] / ".no_exist" / pr.name / "model.safetensors"
+    missing.parent.mkdir(parents=True)
+    missing.touch()
+    assert logits_gap(reference, load_model("timesformer-k400")) <= 1e-4
+
+
+def test_corrupt_fallback_pickle_is_refused(timesformer_main_only):
+    _, snapshot = timesformer_main_only
+    flip_byte((snapshot / "pytorch_model.bin").resolve())
+    result = runner.invoke(app, ["predict", "nothing.mp4", "--model", "timesformer-k400"])
+    assert result.exit_code == 1 and "fails its checksum" in result.output
+    assert not (snapshot / "pytorch_model.bin").exists()
+
+
+def test_nothing_cached_names_the_pinned_revision(hub_cache):
+    result = runner.invoke(app, ["download", "timesformer-k400"])
+    assert result.exit_code == 1
+    assert "refs/pr/5" in result.output and "HF_HUB_OFFLINE=1" in result.output
+    assert "Traceback" not in result.output

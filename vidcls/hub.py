@@ -78,7 +78,11 @@ def _offline() -> bool:
 
 
 class FileNotOnHub(VidclsError):
-    """The repository exists but does not hold the file (callers may fall back to another one)."""
+    """The repository exists but does not hold the file or the revision (callers may fall back)."""
+
+
+class NotCached(VidclsError):
+    """The file is not in the local Hub cache and the Hub cannot or may not be asked for it."""
 
 
 def download(ref: HubRef, filename: str, *, how_to_fetch: str) -> Path:
@@ -98,11 +102,11 @@ def download(ref: HubRef, filename: str, *, how_to_fetch: str) -> Path:
         return Path(hf_hub_download(ref.repo, filename, revision=ref.revision))
     except LocalEntryNotFoundError:
         if _offline():
-            raise VidclsError(f"{ref}: the model's files are not in the local Hub cache ({filename} missing "
+            raise NotCached(f"{ref}: the model's files are not in the local Hub cache ({filename} missing "
                               f"from {_hub_cache()}) and HF_HUB_OFFLINE=1 forbids downloading them; fetch the "
                               f"weights with `{how_to_fetch}` where the Hub is reachable (HF_HUB_OFFLINE unset), "
                               f"or set HF_HOME to a cache that has them") from None
-        raise VidclsError(f"{ref}: the model's files are not in the local Hub cache ({filename} missing) and "
+        raise NotCached(f"{ref}: the model's files are not in the local Hub cache ({filename} missing) and "
                           f"the Hub cannot be reached; check the network, or fetch the weights with "
                           f"`{how_to_fetch}` where the Hub is reachable") from None
     except GatedRepoError:
@@ -111,7 +115,7 @@ def download(ref: HubRef, filename: str, *, how_to_fetch: str) -> Path:
     except RepositoryNotFoundError:
         raise VidclsError(f"{ref}: no such repository on the Hub (or it is private: set HF_TOKEN)") from None
     except RevisionNotFoundError:
-        raise VidclsError(f"{ref}: the repository has no revision {ref.revision!r}") from None
+        raise FileNotOnHub(f"{ref}: the repository has no revision {ref.revision!r}") from None
     except EntryNotFoundError:
         raise FileNotOnHub(f"{ref}: the repository has no file {filename}") from None
     except (HfHubHTTPError, OSError) as exc:

@@ -20,11 +20,12 @@ import yaml
 from torch import nn
 
 from . import hub
-from .convert import PICKLE_NAME, PREPROCESSOR_NAME, to_vidcls
+from .convert import PICKLE_NAME, PREPROCESSOR_NAME, read_checkpoint, to_vidcls
 from .convert import transformers as hf_format
 from .errors import UsageError, VidclsError
 from .modeldir import (CONFIG_NAME, WEIGHTS_NAME, InputSpec, ModelCard, atomic_directory,  # noqa: F401 (re-exported)
-                       describe_keys, read_json, read_safetensors, save_model_dir, state_mismatch)
+                       describe_keys, read_json, read_safetensors, replace_atomically, save_model_dir,
+                       state_mismatch)
 from .models import build_model, make_config
 
 
@@ -199,15 +200,64 @@ def fetch_hub_card(ref: str) -> ModelCard:
 
 def _fetch_weights(ref: str) -> hub.VerifiedFile:
     hub_ref, filename, sha256, how = _hub_pin(ref)
-    try:
-        return hub.fetch_verified(hub_ref, filename, sha256=sha256, how_to_fetch=how)
-    except hub.FileNotOnHub:
-        raise VidclsError(_pickle_only(str(hub_ref))) from None
+    return hub.fetch_verified(hub_ref, filename, sha256=sha256, how_to_fetch=how)
+
+
+def _fallback_pin(ref: str) -> dict[str, Any] | None:
+    """A zoo entry's `fallback` {revision, filename, sha256}: a pickle checkpoint to convert
+    when the pinned safetensors file (often on a PR ref) is absent."""
+    pin = hub_weights(ref) if ref in zoo_entries() else None
+    return (pin or {}).get("fallback")
+
+
+def converted_path(sha256: str) -> Path:
+    """Where the safetensors conversion of a verified pickle checkpoint is kept (by its digest)."""
+    return hub.lock_path().parent / "converted" / f"{sha256}.safetensors"
+
+
+def _fetch_converted(ref: str, fallback: dict[str, Any]) -> HubFiles:
+    """The fallback pickle checkpoint, verified, converted once to safetensors and cached.
+
+    It is read with torch.load(weights_only=True) only; the conversion is keyed by the
+    pickle's sha256, so a changed upstream file is never mistaken for the old conversion.
+    """
+    from safetensors.torch import save_file
+
+
+    pin = hub_weights(ref)
+    hub_ref, how = hub.HubRef(pin["repo"], fallback.get("revision")), f"vidcls download {ref}"
+    config = hub.download(hub_ref, CONFIG_NAME, how_to_fetch=how)
+    hub.download_optional(hub_ref, PREPROCESSOR_NAME, how_to_fetch=how)
+    pickle = hub.fetch_verified(hub_ref, fallback.get("filename", PICKLE_NAME), sha256=fallback.get("sha256"),
+                                how_to_fetch=how)
+    target = converted_path(pickle.sha256)
+    if not target.is_file():
+        state, _, _ = to_vidcls(read_checkpoint(pickle.path))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        replace_atomically(target, lambda tmp: save_file({k: v.contiguous() for k, v in state.items()}, str(tmp)))
+    card = read_card(config.parent, recipe=_entry(ref).get("input"))
+    card.name = ref
+    return HubFiles(card, hub.VerifiedFile(target, pickle.commit, pickle.sha256, pickle.recorded))
 
 
 def fetch_hub(ref: str) -> HubFiles:
-    """Download (or find in the Hub cache) a Hub model's files; the weights are verified first."""
-    return HubFiles(fetch_hub_card(ref), _fetch_weights(ref))
+    """Download (or find in the Hub cache) a Hub model's files; the weights are verified first.
+
+    A zoo entry with a `fallback` uses it when its pinned safetensors file is absent from the
+    Hub (or, offline, from the cache while the fallback is cached).
+    """
+    try:
+        return HubFiles(fetch_hub_card(ref), _fetch_weights(ref))
+    except (hub.FileNotOnHub, hub.NotCached) as primary:
+        fallback = _fallback_pin(ref)
+        if fallback is None:
+            if isinstance(primary, hub.NotCached):
+                raise
+            raise VidclsError(_pickle_only(str(_hub_pin(ref)[0]))) from None
+        try:
+            return _fetch_converted(ref, fallback)
+        except hub.NotCached:
+            raise primary from None
 
 
 def download(ref: str) -> hub.VerifiedFile:
@@ -221,10 +271,15 @@ def download(ref: str) -> hub.VerifiedFile:
         what = f"zoo model {ref!r} has no weights on the Hub" if ref in zoo_entries() else \
             f"{ref!r} is neither a zoo name nor hf://OWNER/REPO"
         raise UsageError(f"{what}; nothing to download")
+    if ref in zoo_entries():
+        return fetch_hub(ref).weights
     hub_ref, _, _, how = _hub_pin(ref)
     for name in (CONFIG_NAME, PREPROCESSOR_NAME):
         hub.download_optional(hub_ref, name, how_to_fetch=how)
-    return _fetch_weights(ref)
+    try:
+        return _fetch_weights(ref)
+    except hub.FileNotOnHub:
+        raise VidclsError(_pickle_only(str(hub_ref))) from None
 
 
 # ---------------------------------------------------------------- REF resolution

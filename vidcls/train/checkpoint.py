@@ -13,8 +13,6 @@ torch.load(weights_only=True): nothing in it is ever unpickled as code.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +23,11 @@ from torch import nn
 
 from ..errors import UsageError, VidclsError
 from ..modeldir import (CONFIG_NAME, WEIGHTS_NAME, ModelCard, atomic_directory, read_vidcls_card,
-                        write_config, write_weights)
+                        replace_atomically, write_config, write_weights)
 from .log import METRICS_NAME
 
 LAST = "last"
 STATE_NAME = "trainer_state.pt"
-
-
-def replace_atomically(target: Path, write: Callable[[Path], object]) -> None:
-    """Write through `write(tmp)` to a temporary sibling, then rename it onto `target`."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def write_model_files(directory: Path, card: ModelCard, module: nn.Module) -> None:
