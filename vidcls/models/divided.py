@@ -19,29 +19,14 @@ from einops import rearrange
 from torch import nn
 
 from . import register
-from .layers import (Attention, DropPath, Mlp, TubeletEmbed, drop_path_rates, init_vit_weights,
+from .layers import (Attention, DropPath, Mlp, TubeletEmbed, ViTConfig, drop_path_rates, init_vit_weights,
                      resize_cls_grid_embedding, resize_grid_embedding)
 
 
 @dataclass
-class DividedConfig:
+class DividedConfig(ViTConfig):
     """Hyper-parameters of the divided space-time ViT (defaults: TimeSformer ViT-B/16, 8 x 224)."""
 
-    num_classes: int = 400
-    num_frames: int = 8
-    img_size: int = 224
-    patch_size: int = 16
-    in_chans: int = 3
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    mlp_activation: str = "gelu"
-    layer_norm_eps: float = 1e-6
-    drop_path: float = 0.0
-    dropout: float = 0.0
-    head_dropout: float = 0.0
     # TimeSformer zero-initialises temporal_fc in every block but the first, so a model
     # initialised from an image ViT starts out computing exactly that image ViT per frame.
     zero_init_temporal_fc: bool = True

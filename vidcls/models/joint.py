@@ -13,34 +13,21 @@ import torch
 from torch import nn
 
 from . import register
-from .layers import (Block, TubeletEmbed, drop_path_rates, init_vit_weights, resize_cls_grid_embedding,
-                     resize_grid_embedding, sinusoid_table)
+from .layers import (Block, TubeletEmbed, ViTConfig, drop_path_rates, init_vit_weights,
+                     resize_cls_grid_embedding, resize_grid_embedding, sinusoid_table)
 
 
 @dataclass
-class JointConfig:
+class JointConfig(ViTConfig):
     """Hyper-parameters of the joint space-time ViT (defaults: ViT-B/16, 8 frames x 224)."""
 
-    num_classes: int = 400
-    num_frames: int = 8
-    img_size: int = 224
-    patch_size: int = 16
     tubelet_size: int = 1
-    in_chans: int = 3
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
     qkv_bias: bool | str = True  # "qv": q and v biases only (VideoMAE)
     cls_token: bool = True
     pos_embed: str = "learned"  # "learned" (ViViT) or "sinusoidal" (VideoMAE, fixed, not stored)
     pool: str = "cls"  # "cls" (ViViT) or "mean" over tokens followed by fc_norm (VideoMAE)
     mlp_activation: str = "gelu"  # "gelu_tanh" for ViViT checkpoints
-    layer_norm_eps: float = 1e-6
     fc_norm_eps: float | None = None  # None: layer_norm_eps (VideoMAE's fc_norm uses 1e-5, its blocks 1e-12)
-    drop_path: float = 0.0
-    dropout: float = 0.0
-    head_dropout: float = 0.0
 
 
 @register("joint")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -57,6 +58,30 @@ class Mlp(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+
+@dataclass
+class ViTConfig:
+    """Hyper-parameters shared by the families built on a ViT body (defaults: ViT-B/16, 8 x 224).
+
+    Each family's config extends it, overriding a default where its paper differs.
+    """
+
+    num_classes: int = 400
+    num_frames: int = 8
+    img_size: int = 224
+    patch_size: int = 16
+    in_chans: int = 3
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_ratio: float = 4.0
+    qkv_bias: bool = True
+    mlp_activation: str = "gelu"
+    layer_norm_eps: float = 1e-6
+    drop_path: float = 0.0
+    dropout: float = 0.0
+    head_dropout: float = 0.0
 
 
 class Attention(nn.Module):

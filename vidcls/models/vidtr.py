@@ -37,30 +37,17 @@ from einops import rearrange
 from torch import nn
 
 from . import register
-from .layers import (Attention, DropPath, Mlp, TubeletEmbed, drop_path_rates, init_vit_weights,
+from .layers import (Attention, DropPath, Mlp, TubeletEmbed, ViTConfig, drop_path_rates, init_vit_weights,
                      resize_cls_grid_embedding)
 
 RESIDUAL_POOLS = ("head", "mean")
 
 
 @dataclass
-class VidTrConfig:
+class VidTrConfig(ViTConfig):
     """Hyper-parameters of VidTr (defaults: VidTr-S, ViT-B body, 8 frames x 224, no pooling)."""
 
-    num_classes: int = 400
-    num_frames: int = 8
-    img_size: int = 224
-    patch_size: int = 16
-    in_chans: int = 3
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
     mlp_activation: str = "relu"  # the authors' code uses ReLU
-    layer_norm_eps: float = 1e-6
-    drop_path: float = 0.0
-    dropout: float = 0.0
     head_dropout: float = 0.5
     pool_layers: tuple[int, ...] = ()  # 0-indexed blocks with topK_std pooling (C-VidTr)
     pool_tau: tuple[int, ...] = ()  # frames kept by each of those blocks

@@ -28,7 +28,7 @@ from einops import rearrange
 from torch import nn
 
 from . import register
-from .layers import (Attention, Block, TubeletEmbed, activation, drop_path_rates, init_vit_weights,
+from .layers import (Attention, Block, TubeletEmbed, ViTConfig, activation, drop_path_rates, init_vit_weights,
                      reset_to_default_init, resize_cls_grid_embedding, resize_grid_embedding,
                      temporal_channel_shift)
 
@@ -36,27 +36,13 @@ HEADS = ("ta", "mean")
 
 
 @dataclass
-class XViTConfig:
+class XViTConfig(ViTConfig):
     """Hyper-parameters of X-ViT (defaults: ViT-B/16, 8 frames x 224, Kinetics shift_div 8, TA head)."""
 
-    num_classes: int = 400
-    num_frames: int = 8
-    img_size: int = 224
-    patch_size: int = 16
-    in_chans: int = 3
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
     shift_div: int = 8  # C // shift_div channels come from each neighbour; 0 turns mixing off
     summary_tokens: bool = False  # (unconfirmed) see the module docstring
     head: str = "ta"  # "ta": Temporal Attention head; "mean": temporal mean of the class tokens
     head_hidden: int = 768
-    mlp_activation: str = "gelu"
-    layer_norm_eps: float = 1e-6
-    drop_path: float = 0.0
-    dropout: float = 0.0
     head_dropout: float = 0.5
 
 
