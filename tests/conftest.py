@@ -126,3 +126,20 @@ def overfit() -> Callable[..., float]:
         return accuracy
 
     return fit
+
+
+@pytest.fixture
+def bf16_autocast_check() -> Callable[[torch.nn.Module, torch.Tensor], None]:
+    """check(model, video): under CPU bf16 autocast the forward gives finite bf16 logits, the
+    backward finite gradients for every parameter, and the logits stay within 0.1 of fp32."""
+
+    def check(model: torch.nn.Module, video: torch.Tensor) -> None:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(video)
+        assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
+        logits.float().sum().backward()
+        assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+        with torch.no_grad():
+            assert torch.allclose(logits.float(), model.eval()(video), atol=0.1)
+
+    return check
