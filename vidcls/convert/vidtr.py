@@ -8,8 +8,9 @@ family computes, so no renaming can give their logits:
 - one q/k/v projection serves both attentions: spatial attention takes its queries and
   keys from the block input and its values from the temporal attention's output, with a
   single output projection; ours projects the temporal output again (own q, k, v, proj);
-- the position table is added to queries and keys only (not values), in the first layer
-  only (every layer for 16-frame models), DETR-style; ours is added to the tokens once;
+- the position table is added to the normalised input of the attention (which projects
+  q, k and v all from it: the `value` argument is unused), never to the residual tokens, in
+  the first layer only (every layer for 16-frame models); ours is added to the tokens once;
 - separate temporal and spatial class tokens, and LayerNorm eps 1e-5.
 
 Converting anyway would write a model that loads but predicts nonsense. This module
@@ -31,5 +32,5 @@ def matches(state: dict[str, torch.Tensor]) -> bool:
 
 def to_vidcls_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     raise VidclsError("this is a VidTr checkpoint in the authors' layout (gluonmm), whose attention block "
-                      "(q/k/v shared by temporal and spatial attention, positions added to q and k only) "
+                      "(q/k/v shared by temporal and spatial attention, positions added to the attention input, not the tokens) "
                       "the vidcls vidtr family does not compute, so it cannot be converted exactly")
