@@ -148,3 +148,74 @@ def test_bf16_autocast_forward_and_backward(bf16_autocast_check):
     model = load_model("c-vidtr-tiny").module.train()
     video = torch.randn(2, 3, 8, 32, 32)
     bf16_autocast_check(model, video)
+
+
+SHARED = {**ARCH, "attention": "shared", "embedding": "attention_input"}
+
+
+def shared_block_by_hand(block, grid, pos):
+    """The authors' block on a (B, T+1, S+1, C) grid: one q/k/v from LN(x) + pos; per head, attention
+    in every column, then in every row with the same q, k and the column outputs as values."""
+    heads = block.attn.num_heads
+    outputs = []
+    for clip in grid:
+        h = block.norm1(clip) + (0 if pos is None else pos[0])
+        q, k, v = block.attn.qkv(h).chunk(3, dim=-1)
+        width = q.shape[-1] // heads
+        merged = torch.zeros_like(clip)
+        for head in range(heads):
+            cols = slice(head * width, (head + 1) * width)
+            temporal = torch.zeros(clip.shape[0], clip.shape[1], width)
+            for s in range(clip.shape[1]):
+                affinity = torch.softmax(q[:, s, cols] @ k[:, s, cols].T / width ** 0.5, dim=-1)
+                temporal[:, s] = affinity @ v[:, s, cols]
+            for t in range(clip.shape[0]):
+                affinity = torch.softmax(q[t, :, cols] @ k[t, :, cols].T / width ** 0.5, dim=-1)
+                merged[t, :, cols] = affinity @ temporal[t]
+        x = clip + block.attn.proj(merged)
+        outputs.append(x + block.mlp(block.norm2(x)))
+    return torch.stack(outputs)
+
+
+@pytest.mark.parametrize("options", [{}, {"pos_every_layer": True}, {"embedding": "tokens"}])
+def test_shared_attention_blocks_match_loops(options):
+    torch.manual_seed(0)
+    model = build_model("vidtr", {**SHARED, **options}).eval()
+    assert not any("temporal_attn" in name for name, _ in model.named_parameters())
+    video = torch.randn(2, 3, 6, 12, 12)
+    with torch.no_grad():
+        if model.config.embedding == "tokens":
+            grid, pos = model.embed(video), None
+        else:
+            grid, pos = model.embed_attention_input(video)
+            assert pos.shape == (1, 7, 10, 32)
+            assert torch.allclose(grid[:, 0], model.cls_t.expand(2, -1, -1))  # row 0: temporal class tokens
+            assert torch.allclose(grid[:, 1:, 0], model.cls_s[:, 0].expand(2, -1, -1))  # column 0: spatial
+        assert grid.shape == (2, 7, 10, 32)
+        for i, block in enumerate(model.blocks):
+            block_pos = pos if i == 0 or options.get("pos_every_layer") else None
+            expected = shared_block_by_hand(block, grid, block_pos)
+            grid = block(grid, block_pos)
+            assert torch.allclose(grid, expected, atol=1e-5)
+        assert torch.allclose(model(video), model.head(model.norm(expected[:, 0, 0])), atol=1e-5)
+
+
+def test_shared_attention_options_are_checked():
+    with pytest.raises(ValueError, match="pooling"):
+        build_model("vidtr", {**SHARED, "pool_layers": [0], "pool_tau": [2]})
+    with pytest.raises(ValueError, match="needs attention='shared'"):
+        build_model("vidtr", {**ARCH, "embedding": "attention_input"})
+    with pytest.raises(ValueError, match="pos_every_layer"):
+        build_model("vidtr", {**ARCH, "pos_every_layer": True})
+    with pytest.raises(ValueError, match="attention must be"):
+        build_model("vidtr", {**ARCH, "attention": "joint"})
+    with pytest.raises(ValueError, match="runs on 6 frames"):
+        build_model("vidtr", SHARED)(torch.randn(1, 3, 4, 12, 12))
+
+
+def test_shared_attention_model_trains(overfit):
+    torch.manual_seed(0)
+    model = build_model("vidtr", {**SHARED, "num_frames": 4, "img_size": 32, "patch_size": 8, "depth": 1})
+    assert overfit(model, frames=4) == 1.0
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []

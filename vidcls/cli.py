@@ -338,8 +338,7 @@ def convert_command(
     """Convert a foreign checkpoint into a vidcls model directory.
 
     Layouts: transformers TimeSformer / VideoMAE / ViViT (config.json beside the weights)
-    and the X-ViT authors' released checkpoints; the VidTr authors' layout is recognised
-    and refused (its attention block is not the vidtr family's). Pickle files are read
+    and the X-ViT and VidTr (non-compact) authors' released checkpoints. Pickle files are read
     with torch.load(weights_only=True) only. Prints the missing / unexpected keys; refuses
     to write a model with missing weights unless --allow-missing.
     """

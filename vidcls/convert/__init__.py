@@ -3,8 +3,8 @@
 One module per source layout, each a pure state-dict translation:
   transformers.py  TimeSformer / VideoMAE / ViViT as saved by the `transformers` package
   xvit.py          the X-ViT authors' released checkpoints
-  vidtr.py         the VidTr authors' released checkpoints: recognised, refused (their
-                   attention block is not the one our vidtr family computes)
+  vidtr.py         the VidTr authors' released (non-compact) checkpoints, into the vidtr
+                   family's authors-compatible mode (shared attention, positions on its input)
   timm.py          timm's image ViT-B/16 (ImageNet initialisation of the video families)
 
 A pickle checkpoint (.bin / .pth / .pt) is only ever read here, by an explicit
@@ -125,7 +125,13 @@ def infer_arch(state: dict[str, torch.Tensor], family: str) -> dict[str, Any]:
         arch["num_classes"] = int(state["head.fc2.weight"].shape[0])
     elif "head.weight" in state and "head" in fields:
         arch["head"] = "mean"
-    if "pos_embed" in state:
+    if "cls_s" in state and "cls_t" in state and family == "vidtr":  # VidTr's authors' embedding
+        arch["num_frames"] = int(state["cls_s"].shape[0])
+        arch["img_size"] = int(round((state["cls_t"].shape[1] - 1) ** 0.5)) * int(patch)
+        arch["embedding"] = "attention_input"
+        if not any(k.startswith("blocks.0.temporal_attn.") for k in state):
+            arch["attention"] = "shared"
+    elif "pos_embed" in state:
         positions = state["pos_embed"].shape[-2] - (1 if "cls_token" in state else 0)
         arch["img_size"] = int(round(positions ** 0.5)) * int(patch)
     if tubelet != 1:
@@ -204,7 +210,11 @@ def _card_for(source: _Source, family: str, state: dict[str, torch.Tensor], layo
                              f"--family {card.family}, not {family}")
         card.arch |= arch_overrides
     else:
-        arch = infer_arch(state, family) | arch_overrides
+        arch = infer_arch(state, family)
+        hints = getattr(AUTHOR_LAYOUTS.get(layout), "arch_hints", None)
+        if hints is not None:
+            arch |= hints(state)
+        arch |= arch_overrides
         size = arch.get("img_size", 224)
         card = ModelCard(name=source.name, family=family, arch=arch,
                          input=InputSpec(frames=arch.get("num_frames", 8), size=size))
@@ -229,6 +239,9 @@ def convert_checkpoint(src: str | Path, family: str, out: str | Path | None, all
         raise UsageError(f"unknown model family {family!r}; known: {', '.join(sorted(families()))}")
     source = _hub_source(str(src)) if str(src).startswith("hf://") else _local_source(Path(src).expanduser())
     state, unused, layout = to_vidcls(source.state)
+    if layout in AUTHOR_LAYOUTS and layout != family:
+        raise UsageError(f"this is a checkpoint in the {layout} authors' layout, which converts to "
+                         f"--family {layout}, not {family}")
     card = _card_for(source, family, state, layout, arch or {}, labels)
     if card.labels is not None and len(card.labels) != card.arch.get("num_classes", len(card.labels)):
         raise VidclsError(f"{len(card.labels)} labels for a head of {card.arch['num_classes']} classes")

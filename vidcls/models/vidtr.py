@@ -23,9 +23,24 @@ config options):
 - (unconfirmed) temporal and spatial attention have their own qkv / proj weights (both can
   be inflated from the image ViT's attention). This gives VidTr-S 114 M parameters and
   208 GMACs per 8 x 224 view; one qkv / proj per block, applied once as in a ViT block,
-  would give a ViT-B's 86 M and about 150 GMACs, the direct count quoted in the spec.
+  would give a ViT-B's 86 M and about 150 GMACs, the direct count quoted in the spec. The
+  authors' code does the latter: `attention="shared"` below (86.1 M parameters, 87.5 M with
+  their full-grid position table; 158 GMACs by vidcls.bench.count_macs).
 - (unconfirmed) one learned class token fills all class positions; the position and time
   embeddings, added over the whole grid, tell the class positions apart.
+
+The authors' released (non-compact) model, amazon-science/gluonmm `vidtr_split.py`, is
+available as options (`vidcls convert` sets them for their checkpoints):
+- `attention="shared"`: one q/k/v projection and one output projection per block
+  (`blocks.N.attn.qkv` / `.proj`). Temporal attention runs in every column with those q, k,
+  v; spatial attention runs in every row with the same q, k and, as values, the temporal
+  attention's output; heads are merged and projected once. No pooling.
+- `embedding="attention_input"`: separate temporal (`cls_t`, row 0, one per column) and
+  spatial (`cls_s`, column 0 of rows 1..T) class tokens, and one position table over the
+  whole (T+1) x (S+1) grid (`pos_embed`, (1, (T+1)(S+1), C), row-major) added to the
+  normalised block input before the q/k/v projection (so to v too), never to the residual
+  tokens: in the first block only, or in every block with `pos_every_layer` (their 16-frame
+  models). Such a model runs at its configured frame count and size only.
 """
 
 from __future__ import annotations
@@ -33,6 +48,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
@@ -41,6 +57,8 @@ from .layers import (Attention, DropPath, Mlp, TubeletEmbed, ViTConfig, drop_pat
                      resize_cls_grid_embedding)
 
 RESIDUAL_POOLS = ("head", "mean")
+ATTENTIONS = ("separate", "shared")
+EMBEDDINGS = ("tokens", "attention_input")
 
 
 @dataclass
@@ -53,6 +71,9 @@ class VidTrConfig(ViTConfig):
     pool_tau: tuple[int, ...] = ()  # frames kept by each of those blocks
     residual_pool: str = "head"  # (unconfirmed) see the module docstring
     separate_residuals: bool = False  # (unconfirmed) see the module docstring
+    attention: str = "separate"  # "separate": own temporal qkv / proj; "shared": the authors' block
+    embedding: str = "tokens"  # "tokens": added to the grid once; "attention_input": the authors'
+    pos_every_layer: bool = False  # with embedding="attention_input": positions in every block
 
 
 def gather_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -133,6 +154,42 @@ class SeparableBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
+def grid_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float) -> torch.Tensor:
+    """SDPA over (..., H, N, d) heads, the leading axes folded into one batch axis (fused kernels)."""
+    lead = q.shape[:-3]
+    out = F.scaled_dot_product_attention(*(t.flatten(0, -4) for t in (q, k, v)), dropout_p=dropout)
+    return out.unflatten(0, lead)
+
+
+class SharedSeparableBlock(nn.Module):
+    """The authors' block: one q/k/v projection for temporal and spatial attention, one output projection.
+
+    x + proj(spatial(q, k, temporal(q, k, v))) with q, k, v from LN(x) (+ positions), then the
+    MLP. Tokens are (B, T+1, S+1, C).
+    """
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, act: str,
+                 drop_path: float, dropout: float, eps: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = Attention(dim, num_heads, qkv_bias, proj_drop=dropout)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        self.mlp = Mlp(dim, int(dim * mlp_ratio), act, dropout)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
+        """x (B, T+1, S+1, C); pos (1, T+1, S+1, C) is added to LN(x) before the projection."""
+        h = self.norm1(x)
+        if pos is not None:
+            h = h + pos
+        q, k, v = self.attn.heads_qkv(h)  # (B, T+1, H, S+1, d): rows
+        drop = self.attn.attn_drop if self.training else 0.0
+        by_column = [rearrange(t, "b t h s d -> b s h t d") for t in (q, k, v)]
+        temporal = rearrange(grid_attention(*by_column, drop), "b s h t d -> b t h s d")
+        x = x + self.drop_path(self.attn.attend(q, k, temporal))
+        return x + self.drop_path(self.mlp(self.norm2(x)))
+
+
 @register("vidtr")
 class VidTr(nn.Module):
     """Video transformer with separable attention on a (T+1) x (S+1) grid; C-VidTr with pooling."""
@@ -143,21 +200,51 @@ class VidTr(nn.Module):
         super().__init__()
         self.config = c = config
         taus = self._pool_schedule()
+        self._check_variant()
+        patches = (c.img_size // c.patch_size) ** 2
         self.patch_embed = TubeletEmbed(c.in_chans, c.embed_dim, c.patch_size)
-        self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
-        self.pos_embed = nn.Parameter(torch.zeros(1, 1 + (c.img_size // c.patch_size) ** 2, c.embed_dim))
-        self.time_embed = nn.Parameter(torch.zeros(1, 1 + c.num_frames, c.embed_dim))
+        if c.embedding == "tokens":
+            self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
+            self.pos_embed = nn.Parameter(torch.zeros(1, 1 + patches, c.embed_dim))
+            self.time_embed = nn.Parameter(torch.zeros(1, 1 + c.num_frames, c.embed_dim))
+            tables = (self.cls_token, self.pos_embed, self.time_embed)
+        else:  # the authors' layout and shapes
+            self.cls_t = nn.Parameter(torch.zeros(1, 1 + patches, c.embed_dim))
+            self.cls_s = nn.Parameter(torch.zeros(c.num_frames, 1, c.embed_dim))
+            self.pos_embed = nn.Parameter(torch.zeros(1, (1 + c.num_frames) * (1 + patches), c.embed_dim))
+            tables = (self.cls_t, self.cls_s, self.pos_embed)
         self.embed_drop = nn.Dropout(c.dropout)
-        self.blocks = nn.ModuleList(
-            SeparableBlock(c.embed_dim, c.num_heads, c.mlp_ratio, c.qkv_bias, c.mlp_activation, rate, c.dropout,
-                           c.layer_norm_eps, taus.get(i), c.residual_pool, c.separate_residuals)
-            for i, rate in enumerate(drop_path_rates(c.drop_path, c.depth)))
+        rates = drop_path_rates(c.drop_path, c.depth)
+        if c.attention == "shared":
+            self.blocks = nn.ModuleList(
+                SharedSeparableBlock(c.embed_dim, c.num_heads, c.mlp_ratio, c.qkv_bias, c.mlp_activation, rate,
+                                     c.dropout, c.layer_norm_eps) for rate in rates)
+        else:
+            self.blocks = nn.ModuleList(
+                SeparableBlock(c.embed_dim, c.num_heads, c.mlp_ratio, c.qkv_bias, c.mlp_activation, rate, c.dropout,
+                               c.layer_norm_eps, taus.get(i), c.residual_pool, c.separate_residuals)
+                for i, rate in enumerate(rates))
         self.norm = nn.LayerNorm(c.embed_dim, eps=c.layer_norm_eps)
         self.head_drop = nn.Dropout(c.head_dropout)
         self.head = nn.Linear(c.embed_dim, c.num_classes)
         self.apply(init_vit_weights)
-        for table in (self.cls_token, self.pos_embed, self.time_embed):
+        for table in tables:
             nn.init.trunc_normal_(table, std=0.02)
+
+    def _check_variant(self) -> None:
+        """The attention / embedding combinations that are defined (module docstring)."""
+        c = self.config
+        if c.attention not in ATTENTIONS:
+            raise ValueError(f"attention must be one of {ATTENTIONS}, got {c.attention!r}")
+        if c.embedding not in EMBEDDINGS:
+            raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {c.embedding!r}")
+        if c.attention == "shared" and (c.pool_layers or c.separate_residuals):
+            raise ValueError("attention='shared' (the authors' VidTr block) supports neither pooling "
+                             "(pool_layers; their compact model is another module) nor separate_residuals")
+        if c.embedding == "attention_input" and c.attention != "shared":
+            raise ValueError("embedding='attention_input' needs attention='shared' (the authors' block)")
+        if c.pos_every_layer and c.embedding != "attention_input":
+            raise ValueError("pos_every_layer needs embedding='attention_input'")
 
     def _pool_schedule(self) -> dict[int, int]:
         """Block index -> frames kept; a tau not below the frames present at run time keeps them all."""
@@ -184,11 +271,31 @@ class VidTr(nn.Module):
         time = resize_cls_grid_embedding(self.time_embed, (c.num_frames,), (frames,), "vidtr").to(patches.dtype)
         return self.embed_drop(grid_tokens + pos[:, None] + time[:, :, None])
 
+    def embed_attention_input(self, video: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The authors' embedding: (B, C, T, H, W) -> the grid (B, T+1, S+1, C) with class tokens
+        cls_t (row 0) and cls_s (column 0 of rows 1..T), and the positions (1, T+1, S+1, C)."""
+        c = self.config
+        patches = self.patch_embed(video)  # (B, T, S, C)
+        batch, frames, spatial = patches.shape[:3]
+        if frames != c.num_frames or spatial != self.cls_t.shape[1] - 1:
+            raise ValueError(f"this VidTr (embedding='attention_input') runs on {c.num_frames} frames of "
+                             f"{c.img_size} px only, got {frames} frames of {spatial} patches")
+        cls_s = self.cls_s.to(patches.dtype)[None].expand(batch, -1, -1, -1)
+        cls_t = self.cls_t.to(patches.dtype)[None].expand(batch, -1, -1, -1)
+        grid = torch.cat([cls_t, torch.cat([cls_s, patches], dim=2)], dim=1)
+        pos = self.pos_embed.to(patches.dtype).reshape(1, frames + 1, spatial + 1, -1)
+        return self.embed_drop(grid), pos
+
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) normalised video -> the normalised token (0, 0), (B, C)."""
-        tokens = self.embed(video)
-        for block in self.blocks:
-            tokens = block(tokens)
+        if self.config.embedding == "attention_input":
+            tokens, pos = self.embed_attention_input(video)
+            for i, block in enumerate(self.blocks):
+                tokens = block(tokens, pos if i == 0 or self.config.pos_every_layer else None)
+        else:
+            tokens = self.embed(video)
+            for block in self.blocks:
+                tokens = block(tokens)
         return self.norm(tokens[:, 0, 0])
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
