@@ -19,6 +19,7 @@ import torch
 
 from ..errors import VidclsError
 from ..modeldir import InputSpec, ModelCard, labels_from_id2label
+from .keys import compile_rules, rename_key
 
 FAMILY_OF = {"timesformer": "divided", "videomae": "joint", "vivit": "joint"}
 PREFIXES = tuple(f"{model_type}." for model_type in FAMILY_OF)
@@ -162,7 +163,7 @@ def card_from_config(config: dict[str, Any], preprocessor: dict[str, Any] | None
 # Whole-key renames, applied in order; the first rule that matches a key wins. Block
 # entries name q / k / v separately where the source does; `_fuse_qkv` joins them.
 _BLOCK = r"(?:encoder\.layer|layers)\.(\d+)\."
-_RULES = [(re.compile(pattern), target) for pattern, target in [
+_RULES = compile_rules([
     (r"^(?:timesformer|videomae|vivit)\.embeddings\.cls_token$", "cls_token"),
     (r"^(?:timesformer|vivit)\.embeddings\.position_embeddings$", "pos_embed"),
     (r"^timesformer\.embeddings\.time_embeddings$", "time_embed"),
@@ -185,15 +186,12 @@ _RULES = [(re.compile(pattern), target) for pattern, target in [
     (r"^(?:timesformer|vivit)\.layernorm\.", "norm."),
     (r"^fc_norm\.", "fc_norm."),
     (r"^classifier\.", "head."),
-]]
+])
 
 
 def rename(key: str) -> str | None:
     """A transformers key -> ours (q / k / v still separate), or None for one we do not use."""
-    for pattern, target in _RULES:
-        if pattern.match(key):
-            return pattern.sub(target, key)
-    return None
+    return rename_key(key, _RULES)
 
 
 def _fuse_qkv(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

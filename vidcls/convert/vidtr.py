@@ -24,14 +24,15 @@ that layout built in the tests, not on the released files.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import torch
 
+from .keys import compile_rules, rename_state
+
 SIGNATURE = ("conv_stem.weight", "cls_s", "cls_t", "pos_embedding")
 
-_RULES = [(re.compile(pattern), target) for pattern, target in [
+_RULES = compile_rules([
     (r"^conv_stem\.", "patch_embed.proj."),
     (r"^cls_s$", "cls_s"),
     (r"^cls_t$", "cls_t"),
@@ -44,7 +45,7 @@ _RULES = [(re.compile(pattern), target) for pattern, target in [
     (r"^encoder\.layers\.(\d+)\.norm([12])\.", r"blocks.\1.norm\2."),
     (r"^encoder\.norm\.", "norm."),
     (r"^fc\.", "head."),
-]]
+])
 
 
 def matches(state: dict[str, torch.Tensor]) -> bool:
@@ -53,14 +54,7 @@ def matches(state: dict[str, torch.Tensor]) -> bool:
 
 def to_vidcls_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """The authors' state dict -> (ours, their keys we have no place for)."""
-    out, unused = {}, []
-    for key, tensor in state.items():
-        rule = next((rule for rule in _RULES if rule[0].match(key)), None)
-        if rule is None:
-            unused.append(key)
-        else:
-            out[rule[0].sub(rule[1], key)] = tensor
-    return out, sorted(unused)
+    return rename_state(state, _RULES)
 
 
 def arch_hints(state: dict[str, torch.Tensor]) -> dict[str, Any]:

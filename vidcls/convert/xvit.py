@@ -17,11 +17,12 @@ that layout built in the tests, not on the released files.
 
 from __future__ import annotations
 
-import re
 
 import torch
 
-_RULES = [(re.compile(pattern), target) for pattern, target in [
+from .keys import compile_rules, rename_state
+
+_RULES = compile_rules([
     (r"^base_model\.patch_embed\.proj\.", "patch_embed.proj."),
     (r"^base_model\.cls_token$", "cls_token"),
     (r"^base_model\.pos_embed$", "pos_embed"),
@@ -34,7 +35,7 @@ _RULES = [(re.compile(pattern), target) for pattern, target in [
     (r"^consensus\.mlp_head\.0\.", "head.norm."),
     (r"^consensus\.mlp_head\.1\.", "head.fc1."),
     (r"^consensus\.mlp_head\.4\.", "head.fc2."),
-]]
+])
 
 
 def matches(state: dict[str, torch.Tensor]) -> bool:
@@ -43,16 +44,10 @@ def matches(state: dict[str, torch.Tensor]) -> bool:
 
 def to_vidcls_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str]]:
     """The authors' state dict -> (ours, their keys we have no place for)."""
-    out, unused = {}, []
-    for key, tensor in state.items():
-        rule = next((rule for rule in _RULES if rule[0].match(key)), None)
-        if rule is None:
-            unused.append(key)
-        else:
-            out[rule[0].sub(rule[1], key)] = tensor
+    out, unused = rename_state(state, _RULES)
     if out.get("patch_embed.proj.weight") is not None and out["patch_embed.proj.weight"].ndim == 4:
         out["patch_embed.proj.weight"] = out["patch_embed.proj.weight"].unsqueeze(2)  # Conv2d -> time axis 1
     qkv = out.get("head.block.attn.qkv.weight")
     if qkv is not None and "head.block.attn.qkv.bias" not in out:
         out["head.block.attn.qkv.bias"] = qkv.new_zeros(qkv.shape[0])
-    return out, sorted(unused)
+    return out, unused
