@@ -60,6 +60,19 @@ class Mlp(nn.Module):
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
 
 
+def folded_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float = 0.0) -> torch.Tensor:
+    """Softmax attention of (..., H, N, d) heads through SDPA.
+
+    SDPA's fused kernels take (batch, heads, tokens, d): with more leading axes it falls back
+    to its unfused math path (3-4x slower on CPU), so shared leading axes are folded into one.
+    """
+    lead = q.shape[:-3]
+    if len(lead) <= 1 or not k.shape[:-3] == v.shape[:-3] == lead:
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
+    out = F.scaled_dot_product_attention(*(t.flatten(0, -4) for t in (q, k, v)), dropout_p=dropout)
+    return out.unflatten(0, lead)
+
+
 @dataclass
 class ViTConfig:
     """Hyper-parameters shared by the families built on a ViT body (defaults: ViT-B/16, 8 x 224).
@@ -123,16 +136,7 @@ class Attention(nn.Module):
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Softmax attention of (..., H, N, d) heads, merged and projected back to (..., N, C)."""
-        drop = self.attn_drop if self.training else 0.0
-        lead = q.shape[:-3]
-        # SDPA's fused kernels take (batch, heads, tokens, d): with more leading axes it falls
-        # back to its unfused math path (3-4x slower on CPU), so fold them into one.
-        fold = len(lead) > 1 and k.shape[:-3] == v.shape[:-3] == lead
-        if fold:
-            q, k, v = (t.flatten(0, -4) for t in (q, k, v))
-        out = F.scaled_dot_product_attention(q, k, v, dropout_p=drop)
-        if fold:
-            out = out.unflatten(0, lead)
+        out = folded_sdpa(q, k, v, self.attn_drop if self.training else 0.0)
         return self.proj_drop(self.proj(rearrange(out, "... h n d -> ... n (h d)")))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

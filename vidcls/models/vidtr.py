@@ -48,13 +48,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
 from . import register
-from .layers import (Attention, DropPath, Mlp, TubeletEmbed, ViTConfig, drop_path_rates, init_vit_weights,
-                     resize_cls_grid_embedding)
+from .layers import (Attention, DropPath, Mlp, TubeletEmbed, ViTConfig, drop_path_rates, folded_sdpa,
+                     init_vit_weights, resize_cls_grid_embedding)
 
 RESIDUAL_POOLS = ("head", "mean")
 ATTENTIONS = ("separate", "shared")
@@ -154,13 +153,6 @@ class SeparableBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-def grid_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: float) -> torch.Tensor:
-    """SDPA over (..., H, N, d) heads, the leading axes folded into one batch axis (fused kernels)."""
-    lead = q.shape[:-3]
-    out = F.scaled_dot_product_attention(*(t.flatten(0, -4) for t in (q, k, v)), dropout_p=dropout)
-    return out.unflatten(0, lead)
-
-
 class SharedSeparableBlock(nn.Module):
     """The authors' block: one q/k/v projection for temporal and spatial attention, one output projection.
 
@@ -185,7 +177,7 @@ class SharedSeparableBlock(nn.Module):
         q, k, v = self.attn.heads_qkv(h)  # (B, T+1, H, S+1, d): rows
         drop = self.attn.attn_drop if self.training else 0.0
         by_column = [rearrange(t, "b t h s d -> b s h t d") for t in (q, k, v)]
-        temporal = rearrange(grid_attention(*by_column, drop), "b s h t d -> b t h s d")
+        temporal = rearrange(folded_sdpa(*by_column, drop), "b s h t d -> b t h s d")
         x = x + self.drop_path(self.attn.attend(q, k, temporal))
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
