@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from vidcls.convert import convert_checkpoint, detect_layout, read_checkpoint
-from vidcls.errors import UsageError
+from vidcls.errors import UsageError, VidclsError
 from vidcls.models import build_model
 from vidcls.zoo import load_model
 
@@ -167,4 +167,115 @@ def test_vidtr_authors_checkpoint_refuses_another_family(tmp_path):
     assert detect_layout(read_checkpoint(tmp_path / "vidtr_s.pth")) == "vidtr"
     with pytest.raises(UsageError, match="--family vidtr"):
         convert_checkpoint(tmp_path / "vidtr_s.pth", "xvit", tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def compact_authors_state(c: int, depth: int, frames: int, patches: int, patch: int, classes: int) -> dict:
+    """A random state dict with the key names and shapes of the authors' C-VidTr (vidtr_compact.py)."""
+    split = vidtr_authors_state(c, depth, frames, patches, patch, classes)
+    g = torch.Generator().manual_seed(2)
+    state = {k: v for k, v in split.items() if k not in ("cls_s", "cls_t", "pos_embedding")}
+    return state | {"cls": torch.randn(1, 1, c, generator=g) * 0.2,
+                    "pos_embedding": torch.randn(1, 1 + frames * patches, c, generator=g) * 0.2}
+
+
+def compact_authors_forward(state: dict, video: torch.Tensor, heads: int, pool: dict[int, int]) -> torch.Tensor:
+    """The authors' C-VidTr forward written out plainly, one clip, head, column and frame at a time.
+
+    pool: layer -> frames kept there. Layers up to the last pooling one are separable (the
+    class token skips their attention), later ones attend jointly over every token.
+    """
+    import torch.nn.functional as F
+
+    def norm(x, name):
+        return F.layer_norm(x, x.shape[-1:], state[name + ".weight"], state[name + ".bias"], eps=1e-5)
+
+    def softmax_rows(scores):
+        e = torch.exp(scores - scores.max(dim=-1, keepdim=True).values)
+        return e / e.sum(dim=-1, keepdim=True)
+
+    def row_std(a):  # unbiased, as torch.std
+        return (((a - a.mean(dim=-1, keepdim=True)) ** 2).sum(dim=-1) / (a.shape[-1] - 1)).sqrt()
+
+    stem = state["conv_stem.weight"]
+    grid = F.conv3d(video, stem, state["conv_stem.bias"], stride=stem.shape[2:])  # (B, C, T, h, w)
+    c = grid.shape[1]
+    d = c // heads
+    depth = 1 + max(int(k.split(".")[2]) for k in state if k.startswith("encoder.layers."))
+    logits = []
+    for b in range(len(video)):
+        frames, patches = grid.shape[2], grid.shape[3] * grid.shape[4]
+        seq = torch.cat([state["cls"][0], grid[b].flatten(1).T])  # (1 + T S, C), frame-major
+        for i in range(depth):
+            layer = f"encoder.layers.{i}."
+            h = norm(seq, layer + "norm1")
+            if i == 0:
+                h = h + state["pos_embedding"][0]
+            qkv = h @ state[layer + "self_attn.in_proj_weight"].T + state[layer + "self_attn.in_proj_bias"]
+            if i <= max(pool):
+                q, k, v = (qkv[1:, j * c:(j + 1) * c].reshape(frames, patches, c) for j in range(3))
+                kept = pool.get(i, frames)
+                merged = torch.empty(kept, patches, c)
+                residual = torch.empty(kept, patches, c)
+                old = seq[1:].reshape(frames, patches, c)
+                for head in range(heads):
+                    sl = slice(head * d, (head + 1) * d)
+                    temporal, qs, ks = (torch.empty(kept, patches, d) for _ in range(3))
+                    for s in range(patches):
+                        a = softmax_rows(q[:, s, sl] @ k[:, s, sl].T / d ** 0.5)
+                        rows = sorted(row_std(a).argsort(descending=True)[:kept].tolist()) if i in pool \
+                            else list(range(frames))
+                        weights = softmax_rows(a[rows]) if i in pool else a
+                        temporal[:, s] = weights @ v[:, s, sl]
+                        qs[:, s], ks[:, s], residual[:, s, sl] = q[rows, s, sl], k[rows, s, sl], old[rows, s, sl]
+                    for t in range(kept):
+                        merged[t, :, sl] = softmax_rows(qs[t] @ ks[t].T / d ** 0.5) @ temporal[t]
+                out = merged.reshape(-1, c) @ state[layer + "self_attn.out_proj.weight"].T
+                out = out + state[layer + "self_attn.out_proj.bias"]
+                seq = torch.cat([seq[:1] + h[:1], residual.reshape(-1, c) + out])
+                frames = kept
+            else:
+                q, k, v = qkv[:, :c], qkv[:, c:2 * c], qkv[:, 2 * c:]
+                merged = torch.cat([softmax_rows(q[:, sl] @ k[:, sl].T / d ** 0.5) @ v[:, sl]
+                                    for sl in (slice(j * d, (j + 1) * d) for j in range(heads))], dim=1)
+                seq = seq + merged @ state[layer + "self_attn.out_proj.weight"].T + state[layer + "self_attn.out_proj.bias"]
+            hidden = torch.relu(norm(seq, layer + "norm2") @ state[layer + "linear1.weight"].T + state[layer + "linear1.bias"])
+            seq = seq + hidden @ state[layer + "linear2.weight"].T + state[layer + "linear2.bias"]
+        logits.append(norm(seq, "encoder.norm")[0] @ state["fc.weight"].T + state["fc.bias"])
+    return torch.stack(logits)
+
+
+@pytest.mark.parametrize("frames, depth, arch, pool", [
+    (8, 7, {}, {1: 6, 3: 4, 5: 2}),  # C-VidTr-S's schedule, one joint layer after it
+    (16, 6, {}, {1: 8, 2: 4, 4: 2}),  # C-VidTr-M's
+    (4, 3, {"pool_layers": [0, 1], "pool_tau": [3, 1]}, {0: 3, 1: 1}),  # another, given with --arch
+])
+def test_compact_vidtr_authors_checkpoint_converts_to_identical_logits(frames, depth, arch, pool, tmp_path):
+    c, heads, patch, size = 32, 4, 16, 32
+    state = compact_authors_state(c, depth, frames, patches=(size // patch) ** 2, patch=patch, classes=5)
+    torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, tmp_path / "cvidtr.pth")
+    report = convert_checkpoint(tmp_path / "cvidtr.pth", "vidtr-compact", tmp_path / "out",
+                                arch={"num_heads": heads, "img_size": size} | arch)
+    assert report.layout == "vidtr-compact" and not report.missing and not report.unexpected
+    loaded = load_model(str(tmp_path / "out"))
+    assert {k: loaded.card.arch[k] for k in ("num_frames", "img_size", "depth", "pool_layers", "pool_tau")} == \
+        {"num_frames": frames, "img_size": size, "depth": depth, "pool_layers": list(pool), "pool_tau": list(pool.values())}
+    torch.manual_seed(0)
+    video = torch.randn(2, 3, frames, size, size)
+    with torch.no_grad():
+        expected = compact_authors_forward(state, video, heads, pool)
+        gap = (loaded.module.eval()(video) - expected).abs().max().item()
+    assert gap <= 1e-4, gap
+
+
+def test_compact_vidtr_checkpoint_needs_its_schedule_and_family(tmp_path):
+    state = compact_authors_state(32, depth=3, frames=4, patches=4, patch=16, classes=5)
+    torch.save(state, tmp_path / "cvidtr.pth")
+    assert detect_layout(read_checkpoint(tmp_path / "cvidtr.pth")) == "vidtr-compact"
+    with pytest.raises(UsageError, match="--family vidtr-compact"):
+        convert_checkpoint(tmp_path / "cvidtr.pth", "vidtr", tmp_path / "out")
+    with pytest.raises(VidclsError, match="pool_layers"):  # 4 frames: neither C-VidTr-S nor -M
+        convert_checkpoint(tmp_path / "cvidtr.pth", "vidtr-compact", tmp_path / "out", arch={"img_size": 32})
+    with pytest.raises(VidclsError, match="img_size"):  # 16 positions are no whole number of 224 px frames
+        convert_checkpoint(tmp_path / "cvidtr.pth", "vidtr-compact", tmp_path / "out")
     assert not (tmp_path / "out").exists()

@@ -99,6 +99,16 @@ def test_joint_position_table_is_tiled_over_time(image_state):
     assert all(torch.equal(table[1 + t * 16:1 + (t + 1) * 16], image_state["pos_embed"][0, 1:]) for t in range(4))
 
 
+def test_vidtr_compact_takes_every_block_and_a_position_table_tiled_over_time(image_state):
+    model = build_model("vidtr-compact", SMALL | {"num_frames": 4, "pool_layers": [0], "pool_tau": [2]})
+    report = init_from_image_state(model, image_state)
+    assert report.kept == ["head.bias", "head.weight"]
+    assert torch.equal(model.blocks[1].attn.qkv.weight, image_state["blocks.1.attn.qkv.weight"])  # a joint block
+    table = model.pos_embed[0]
+    assert torch.equal(table[0], image_state["pos_embed"][0, 0])
+    assert all(torch.equal(table[1 + t * 16:1 + (t + 1) * 16], image_state["pos_embed"][0, 1:]) for t in range(4))
+
+
 def test_position_table_is_resized_to_another_frame_size():
     model = build_model("xvit", SMALL | {"img_size": 48, "num_frames": 4})
     with pytest.warns(UserWarning, match="interpolating"):

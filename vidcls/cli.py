@@ -329,7 +329,7 @@ def _arch_options(items: list[str]) -> dict[str, Any]:
 @guarded
 def convert_command(
     src: Annotated[str, typer.Argument(help="Checkpoint file (.safetensors/.bin/.pth/.pt), a directory holding one, or hf://OWNER/REPO (optionally @REVISION).")],
-    family: Annotated[str, typer.Option("--family", help="Target model family (divided, joint, xvit, vidtr, ...).")],
+    family: Annotated[str, typer.Option("--family", help="Target model family (divided, joint, xvit, vidtr, vidtr-compact, ...).")],
     output: Annotated[Path, typer.Option("--out", help="Model directory to write (config.json + model.safetensors).")],
     allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Write even if some weights are missing (they keep their initialisation).")] = False,
     arch: Annotated[Optional[list[str]], typer.Option("--arch", help="KEY=VALUE hyper-parameter the checkpoint cannot tell (e.g. num_heads=12); repeatable.")] = None,
@@ -338,7 +338,8 @@ def convert_command(
     """Convert a foreign checkpoint into a vidcls model directory.
 
     Layouts: transformers TimeSformer / VideoMAE / ViViT (config.json beside the weights)
-    and the X-ViT and VidTr (non-compact) authors' released checkpoints. Pickle files are read
+    and the X-ViT and VidTr authors' released checkpoints (VidTr-S/M/L into vidtr, C-VidTr-S/M
+    into vidtr-compact). Pickle files are read
     with torch.load(weights_only=True) only. Prints the missing / unexpected keys; refuses
     to write a model with missing weights unless --allow-missing.
     """

@@ -5,6 +5,7 @@ One module per source layout, each a pure state-dict translation:
   xvit.py          the X-ViT authors' released checkpoints
   vidtr.py         the VidTr authors' released (non-compact) checkpoints, into the vidtr
                    family's authors-compatible mode (shared attention, positions on its input)
+  vidtr_compact.py the VidTr authors' compact (C-VidTr) checkpoints, into vidtr-compact
   timm.py          timm's image ViT-B/16 (ImageNet initialisation of the video families)
 
 A pickle checkpoint (.bin / .pth / .pt) is only ever read here, by an explicit
@@ -26,19 +27,20 @@ from ..modeldir import (CONFIG_NAME, WEIGHTS_NAME, InputSpec, ModelCard, describ
                         read_safetensors, save_model_dir, state_mismatch)
 from ..models import build_model, make_config
 from . import transformers as hf_format
-from . import vidtr, xvit
+from . import vidtr, vidtr_compact, xvit
 
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt")
 PICKLE_NAME = "pytorch_model.bin"
 PREPROCESSOR_NAME = "preprocessor_config.json"
 
-# Source layouts other than transformers (whose config.json gives the arch): how to
-# recognise each, translate its keys, and which family it feeds.
-AUTHOR_LAYOUTS = {"xvit": xvit, "vidtr": vidtr}
+# Source layouts other than transformers (whose config.json gives the arch): each module
+# says how to recognise it (matches), translate its keys (to_vidcls_state), which family it
+# feeds (FAMILY) and, optionally, what its authors' code fixes beyond the shapes (arch_hints).
+AUTHOR_LAYOUTS = {"xvit": xvit, "vidtr": vidtr, "vidtr-compact": vidtr_compact}
 
 
 def detect_layout(state: dict[str, torch.Tensor]) -> str:
-    """'transformers', 'xvit', 'vidtr' or 'vidcls' (already ours), from the key names alone."""
+    """'transformers', one of AUTHOR_LAYOUTS or 'vidcls' (already ours), from the key names alone."""
     if hf_format.matches(state):
         return "transformers"
     for name, layout in AUTHOR_LAYOUTS.items():
@@ -213,7 +215,7 @@ def _card_for(source: _Source, family: str, state: dict[str, torch.Tensor], layo
         arch = infer_arch(state, family)
         hints = getattr(AUTHOR_LAYOUTS.get(layout), "arch_hints", None)
         if hints is not None:
-            arch |= hints(state)
+            arch |= hints(state, arch_overrides)
         arch |= arch_overrides
         size = arch.get("img_size", 224)
         card = ModelCard(name=source.name, family=family, arch=arch,
@@ -239,9 +241,9 @@ def convert_checkpoint(src: str | Path, family: str, out: str | Path | None, all
         raise UsageError(f"unknown model family {family!r}; known: {', '.join(sorted(families()))}")
     source = _hub_source(str(src)) if str(src).startswith("hf://") else _local_source(Path(src).expanduser())
     state, unused, layout = to_vidcls(source.state)
-    if layout in AUTHOR_LAYOUTS and layout != family:
+    if layout in AUTHOR_LAYOUTS and AUTHOR_LAYOUTS[layout].FAMILY != family:
         raise UsageError(f"this is a checkpoint in the {layout} authors' layout, which converts to "
-                         f"--family {layout}, not {family}")
+                         f"--family {AUTHOR_LAYOUTS[layout].FAMILY}, not {family}")
     card = _card_for(source, family, state, layout, arch or {}, labels)
     if card.labels is not None and len(card.labels) != card.arch.get("num_classes", len(card.labels)):
         raise VidclsError(f"{len(card.labels)} labels for a head of {card.arch['num_classes']} classes")

@@ -1,6 +1,6 @@
 """ImageNet initialisation of the video families from timm's image ViT weights, without timm.
 
-`vidcls train --init imagenet` starts joint, divided, xvit and vidtr from the ImageNet-21k
+`vidcls train --init imagenet` starts joint, divided, xvit, vidtr and vidtr-compact from the ImageNet-21k
 ViT-B/16 of timm (hf://timm/vit_base_patch16_224.augreg_in21k, a safetensors file read
 with our own key mapping). Our families already use timm's block names (blocks.N.norm1,
 attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2), so the mapping is mostly the identity;
@@ -10,7 +10,8 @@ frame by frame:
 - patch embedding: a Conv2d kernel inflated over the tubelet's time axis, either all on
   the central frame (ViViT's "central frame" init) or split evenly over the frames
   (I3D's average inflation; a static clip then gives the image model's tokens);
-- position table: resized to the model's grid, then tiled over time for joint attention;
+- position table: resized to the model's grid, then tiled over time where the model keeps
+  one entry per (time, space) token (joint attention, the VidTr authors' compact model);
   time embeddings start at zero;
 - temporal attention (divided, vidtr) starts as a copy of the block's spatial attention
   and its LayerNorm; TimeSformer's temporal projection (temporal_fc) starts at zero in
@@ -31,7 +32,7 @@ from ..models.layers import resize_cls_grid_embedding
 
 IMAGENET_REF = "hf://timm/vit_base_patch16_224.augreg_in21k"
 INFLATIONS = ("central", "average")
-FAMILIES = ("joint", "divided", "xvit", "vidtr")
+FAMILIES = ("joint", "divided", "xvit", "vidtr", "vidtr-compact")
 
 
 @dataclass
@@ -61,15 +62,17 @@ def _source_key(key: str) -> str:
     return key.replace("temporal_attn.", "attn.").replace("temporal_norm.", "norm1.").replace("fc_norm.", "norm.")
 
 
-def _position_table(image_pos: torch.Tensor, module: nn.Module) -> torch.Tensor:
-    """timm's (1, 1 + S0, C) table -> the model's: resized to its grid, tiled over time for joint."""
+def _position_table(image_pos: torch.Tensor, module: nn.Module, target: torch.Tensor) -> torch.Tensor:
+    """timm's (1, 1 + S0, C) table -> the model's `target` table: resized to its grid, and tiled
+    over time where the model has one entry per (time, space) token (joint, vidtr-compact)."""
     config = module.config
     side0, side = int(round((image_pos.shape[1] - 1) ** 0.5)), config.img_size // config.patch_size
     table = resize_cls_grid_embedding(image_pos, (side0, side0), (side, side), "imagenet init")
-    if module.family != "joint":
+    if target.shape[1] == table.shape[1]:
         return table
-    patch_pos = table[:, 1:].repeat(1, config.num_frames // config.tubelet_size, 1)  # one per (time, space) token
-    return torch.cat([table[:, :1], patch_pos], dim=1) if config.cls_token else patch_pos
+    times, with_cls = divmod(target.shape[1], side * side)
+    patch_pos = table[:, 1:].repeat(1, times, 1)
+    return torch.cat([table[:, :1], patch_pos], dim=1) if with_cls else patch_pos
 
 
 def map_image_state(image: dict[str, torch.Tensor], module: nn.Module, inflate: str = "central"
@@ -97,7 +100,7 @@ def map_image_state(image: dict[str, torch.Tensor], module: nn.Module, inflate: 
         elif key == "patch_embed.proj.weight":
             mapped[key] = inflate_patch(image[source], target.shape[2], inflate)
         elif key == "pos_embed":
-            mapped[key] = _position_table(image[source], module)
+            mapped[key] = _position_table(image[source], module, target)
         elif source in image:
             mapped[key] = image[source]
     wrong = sorted(k for k, v in mapped.items() if v.shape != expected[k].shape)

@@ -15,8 +15,8 @@ vidtr family with `attention="shared"` and `embedding="attention_input"`:
 
 The head count leaves no trace in the shapes: pass `--arch num_heads=12` for their
 ViT-B models when the 64-channels-per-head default does not fit. Their compact model
-(C-VidTr, `MultiHeadSequentialPoolAttention...`) and the `merge_later` variant are other
-modules and are not converted.
+(C-VidTr) converts into the vidtr-compact family (vidtr_compact.py here); their
+`merge_later` variant is another module and is not converted.
 
 Mapped from the key names of the authors' public code and tested on a checkpoint with
 that layout built in the tests, not on the released files.
@@ -30,12 +30,13 @@ import torch
 
 from .keys import compile_rules, rename_state
 
+FAMILY = "vidtr"
 SIGNATURE = ("conv_stem.weight", "cls_s", "cls_t", "pos_embedding")
 
-_RULES = compile_rules([
+# The stem, blocks and head, named alike in their split and compact models (the compact
+# model's late nn.MultiheadAttention layers use the same in_proj / out_proj names).
+SHARED_RULES = [
     (r"^conv_stem\.", "patch_embed.proj."),
-    (r"^cls_s$", "cls_s"),
-    (r"^cls_t$", "cls_t"),
     (r"^pos_embedding$", "pos_embed"),
     (r"^encoder\.layers\.(\d+)\.self_attn\.in_proj_weight$", r"blocks.\1.attn.qkv.weight"),
     (r"^encoder\.layers\.(\d+)\.self_attn\.in_proj_bias$", r"blocks.\1.attn.qkv.bias"),
@@ -45,7 +46,8 @@ _RULES = compile_rules([
     (r"^encoder\.layers\.(\d+)\.norm([12])\.", r"blocks.\1.norm\2."),
     (r"^encoder\.norm\.", "norm."),
     (r"^fc\.", "head."),
-])
+]
+_RULES = compile_rules([(r"^cls_s$", "cls_s"), (r"^cls_t$", "cls_t"), *SHARED_RULES])
 
 
 def matches(state: dict[str, torch.Tensor]) -> bool:
@@ -57,8 +59,9 @@ def to_vidcls_state(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Ten
     return rename_state(state, _RULES)
 
 
-def arch_hints(state: dict[str, torch.Tensor]) -> dict[str, Any]:
-    """What their code fixes rather than their tensors' shapes, given the converted state dict.
+def arch_hints(state: dict[str, torch.Tensor], given: dict[str, Any]) -> dict[str, Any]:
+    """What their code fixes rather than their tensors' shapes, given the converted state dict
+    (and the user's --arch, which this layout does not need).
 
     (Frames and image size are read off cls_s / cls_t by `infer_arch`.)
     """

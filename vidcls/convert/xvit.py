@@ -17,11 +17,11 @@ that layout built in the tests, not on the released files.
 
 from __future__ import annotations
 
-
 import torch
 
 from .keys import compile_rules, rename_state
 
+FAMILY = "xvit"
 _RULES = compile_rules([
     (r"^base_model\.patch_embed\.proj\.", "patch_embed.proj."),
     (r"^base_model\.cls_token$", "cls_token"),

@@ -80,17 +80,28 @@ def gather_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
     return x.gather(-2, rows[..., None].expand(*rows.shape, x.shape[-1]))
 
 
+def temporal_affinity(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) of (..., N, d) queries and keys -> (..., N, N)."""
+    return torch.softmax((q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5, dim=-1)
+
+
+def most_selective_rows(affinity: torch.Tensor, keep: int) -> torch.Tensor:
+    """The `keep` rows of an attention matrix (..., N, N) with the largest standard deviation
+    over the keys, as (..., keep) indices in temporal order.
+
+    A row with a large deviation attends to a few frames in particular, so it carries
+    temporal structure; a nearly uniform row is an average of the clip and can be dropped.
+    """
+    return affinity.std(dim=-1).topk(keep, dim=-1).indices.sort(dim=-1).values
+
+
 def topk_std_rows(q: torch.Tensor, k: torch.Tensor, tau: int) -> torch.Tensor:
     """Rows kept by topK_std pooling: row 0 plus the tau most selective of rows 1..N-1.
 
-    q, k: (..., H, N, d) with row 0 the class row. A row whose attention over the keys has a
-    large standard deviation attends to a few frames in particular, so it carries temporal
-    structure; a nearly uniform row is an average of the clip and is dropped. Returns
-    (..., H, tau + 1) indices in temporal order, chosen per head and per leading index.
+    q, k: (..., H, N, d) with row 0 the class row. Returns (..., H, tau + 1) indices in
+    temporal order, chosen per head and per leading index.
     """
-    affinity = torch.softmax((q @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5, dim=-1)
-    spread = affinity[..., 1:, :].std(dim=-1)  # (..., H, N - 1)
-    kept = spread.topk(tau, dim=-1).indices.sort(dim=-1).values + 1
+    kept = most_selective_rows(temporal_affinity(q, k)[..., 1:, :], tau) + 1
     return torch.cat([torch.zeros_like(kept[..., :1]), kept], dim=-1)
 
 

@@ -1,0 +1,68 @@
+"""The VidTr authors' compact model (vidtr-compact); its logits against their forward written
+out as loops are checked in test_convert_authors.py."""
+
+import pytest
+import torch
+
+from vidcls.models import build_model
+from vidcls.models.vidtr_compact import PoolingSeparableBlock
+
+ARCH = dict(num_classes=4, num_frames=8, img_size=32, patch_size=8, embed_dim=32, depth=4, num_heads=4,
+            head_dropout=0.0, pool_layers=[1, 2], pool_tau=[4, 2])
+
+
+def test_blocks_pool_and_then_attend_jointly():
+    model = build_model("vidtr-compact", ARCH).eval()
+    kinds = [(type(b).__name__, getattr(b, "keep", "-")) for b in model.blocks]
+    assert kinds == [("PoolingSeparableBlock", None), ("PoolingSeparableBlock", 4),
+                     ("PoolingSeparableBlock", 2), ("Block", "-")]
+    tokens = torch.randn(2, 1 + 8 * 16, 32)
+    with torch.no_grad():
+        assert model.blocks[1](tokens, 16).shape == (2, 1 + 4 * 16, 32)  # 8 frames -> the 4 kept
+
+
+def test_pooled_residual_keeps_each_heads_frames():
+    """With its attention and MLP adding nothing, a pooling block returns the class token as it
+    was and, per patch and head, `keep` of that head's frames in temporal order."""
+    torch.manual_seed(0)
+    block = PoolingSeparableBlock(16, 2, 2.0, True, "relu", 0.0, 0.0, 1e-5, keep=2).eval()
+    with torch.no_grad():
+        for layer in (block.attn.proj, block.mlp.fc2, block.norm1):  # norm1 = 0: the class branch adds LN(cls) = 0
+            layer.weight.zero_()
+            layer.bias.zero_()
+        x = torch.randn(1, 1 + 4 * 3, 16)  # 4 frames of 3 patches
+        out = block(x, 3)
+    assert torch.equal(out[:, 0], x[:, 0])
+    before, after = x[0, 1:].reshape(4, 3, 2, 8), out[0, 1:].reshape(2, 3, 2, 8)  # (frame, patch, head, d)
+    for patch in range(3):
+        for head in range(2):
+            source = [next(t for t in range(4) if torch.equal(before[t, patch, head], row))
+                      for row in after[:, patch, head]]
+            assert source == sorted(set(source))  # distinct frames, in temporal order
+
+
+def test_config_is_checked():
+    with pytest.raises(ValueError, match="pair up"):
+        build_model("vidtr-compact", {**ARCH, "pool_layers": [], "pool_tau": []})
+    with pytest.raises(ValueError, match="increasing"):
+        build_model("vidtr-compact", {**ARCH, "pool_layers": [2, 1]})
+    with pytest.raises(ValueError, match="fewer frames"):
+        build_model("vidtr-compact", {**ARCH, "pool_tau": [4, 4]})
+    with pytest.raises(ValueError, match="fewer frames"):
+        build_model("vidtr-compact", {**ARCH, "pool_tau": [8, 2]})
+    model = build_model("vidtr-compact", ARCH)
+    with pytest.raises(ValueError, match="8 frames of 32 px only"):
+        model(torch.randn(1, 3, 4, 32, 32))
+
+
+def test_tiny_model_overfits_and_every_parameter_learns(overfit):
+    torch.manual_seed(0)
+    model = build_model("vidtr-compact", ARCH)
+    assert overfit(model, steps=250) == 1.0  # the class token reads the clip in the joint blocks only
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    assert missing == []
+
+
+def test_bf16_autocast_forward_and_backward(bf16_autocast_check):
+    torch.manual_seed(0)
+    bf16_autocast_check(build_model("vidtr-compact", ARCH).train(), torch.randn(2, 3, 8, 32, 32))
