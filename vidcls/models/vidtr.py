@@ -52,7 +52,7 @@ from einops import rearrange
 from torch import nn
 
 from . import register
-from .layers import (Attention, DropPath, Mlp, TubeletEmbed, ViTConfig, drop_path_rates, folded_sdpa,
+from .layers import (Attention, Block, DropPath, Mlp, TubeletEmbed, ViTConfig, drop_path_rates, folded_sdpa,
                      init_vit_weights, resize_cls_grid_embedding)
 
 RESIDUAL_POOLS = ("head", "mean")
@@ -164,21 +164,12 @@ class SeparableBlock(nn.Module):
         return x + self.drop_path(self.mlp(self.norm2(x)))
 
 
-class SharedSeparableBlock(nn.Module):
+class SharedSeparableBlock(Block):
     """The authors' block: one q/k/v projection for temporal and spatial attention, one output projection.
 
     x + proj(spatial(q, k, temporal(q, k, v))) with q, k, v from LN(x) (+ positions), then the
-    MLP. Tokens are (B, T+1, S+1, C).
+    MLP: a ViT block's weights used another way. Tokens are (B, T+1, S+1, C).
     """
-
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, act: str,
-                 drop_path: float, dropout: float, eps: float) -> None:
-        super().__init__()
-        self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = Attention(dim, num_heads, qkv_bias, proj_drop=dropout)
-        self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act, dropout)
-        self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor, pos: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T+1, S+1, C); pos (1, T+1, S+1, C) is added to LN(x) before the projection."""

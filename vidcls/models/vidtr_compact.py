@@ -38,7 +38,7 @@ from einops import rearrange
 from torch import nn
 
 from . import register
-from .layers import Attention, Block, DropPath, Mlp, TubeletEmbed, ViTConfig, drop_path_rates, folded_sdpa, init_vit_weights
+from .layers import Block, TubeletEmbed, ViTConfig, drop_path_rates, folded_sdpa, init_vit_weights
 from .vidtr import gather_rows, most_selective_rows, pool_residual, temporal_affinity
 
 # The authors' two compact variants, by frame count: pooling blocks and the frames each keeps.
@@ -56,21 +56,17 @@ class CompactVidTrConfig(ViTConfig):
     pool_tau: tuple[int, ...] = AUTHORS_POOLING[8][1]  # frames kept by each of those blocks
 
 
-class PoolingSeparableBlock(nn.Module):
+class PoolingSeparableBlock(Block):
     """The authors' separable block on (B, 1 + T S, C): class token apart, optional topK_std pooling.
 
-    Returns (B, 1 + keep S, C) when it pools, else the input's shape.
+    A ViT block's weights (norm1, attn, norm2, mlp) used another way. Returns
+    (B, 1 + keep S, C) when it pools, else the input's shape.
     """
 
     def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, act: str, drop_path: float,
                  dropout: float, eps: float, keep: int | None) -> None:
-        super().__init__()
+        super().__init__(dim, num_heads, mlp_ratio, qkv_bias, act, drop_path, dropout, eps)
         self.keep = keep
-        self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = Attention(dim, num_heads, qkv_bias, proj_drop=dropout)
-        self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act, dropout)
-        self.drop_path = DropPath(drop_path)
 
     def temporal(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
