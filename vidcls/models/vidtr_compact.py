@@ -3,8 +3,9 @@
 The authors' compact model (amazon-science/gluonmm, `vidtr_compact.py` with
 `MultiHeadSequentialPoolAttentionVariableKSTDReverse`) is not the vidtr family with pooling
 switched on: its token layout, class token and late layers differ, so it is a family of its
-own, built from these facts of their code (their C-VidTr-S and -M K400 checkpoints convert
-into it exactly, `vidcls convert CKPT --family vidtr-compact`):
+own, built from these facts of their code (checkpoints in their layout convert into it with
+`vidcls convert CKPT --family vidtr-compact`; exact on checkpoints with their key names built
+in the tests, not yet checked on the released K400 files):
 
 - tokens: one class token followed by the T x S patch tokens, time-major (frame t, patch s
   at 1 + t S + s); one learned position table over all 1 + T S tokens, added to the
