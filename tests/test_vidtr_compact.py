@@ -22,23 +22,26 @@ def test_blocks_pool_and_then_attend_jointly():
 
 
 def test_pooled_residual_keeps_each_heads_frames():
-    """With its attention and MLP adding nothing, a pooling block returns the class token as it
-    was and, per patch and head, `keep` of that head's frames in temporal order."""
+    """With its attention output and MLP zeroed, a pooling block returns the class token plus
+    LN(class token) and, per patch and head, `keep` of that head's own frames in temporal order."""
     torch.manual_seed(0)
     block = PoolingSeparableBlock(16, 2, 2.0, True, "relu", 0.0, 0.0, 1e-5, keep=2).eval()
     with torch.no_grad():
-        for layer in (block.attn.proj, block.mlp.fc2, block.norm1):  # norm1 = 0: the class branch adds LN(cls) = 0
+        for layer in (block.attn.proj, block.mlp.fc2):
             layer.weight.zero_()
             layer.bias.zero_()
         x = torch.randn(1, 1 + 4 * 3, 16)  # 4 frames of 3 patches
         out = block(x, 3)
-    assert torch.equal(out[:, 0], x[:, 0])
+        assert torch.allclose(out[:, 0], x[:, 0] + block.norm1(x[:, 0]))
     before, after = x[0, 1:].reshape(4, 3, 2, 8), out[0, 1:].reshape(2, 3, 2, 8)  # (frame, patch, head, d)
+    chosen = {}
     for patch in range(3):
         for head in range(2):
             source = [next(t for t in range(4) if torch.equal(before[t, patch, head], row))
                       for row in after[:, patch, head]]
             assert source == sorted(set(source))  # distinct frames, in temporal order
+            chosen[patch, head] = source
+    assert any(chosen[p, 0] != chosen[p, 1] for p in range(3))  # the heads do choose for themselves
 
 
 def test_config_is_checked():
