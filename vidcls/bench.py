@@ -32,7 +32,6 @@ import dataclasses
 import gc
 import json
 import math
-import os
 import re
 import statistics
 import subprocess
@@ -49,6 +48,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
 from .errors import UsageError, VidclsError
+from .fileio import atomic_file
 from .inference import PRECISIONS, autocast_context, resolve_device
 from .models import build_model, families
 from .zoo import ModelCard, resolve
@@ -608,24 +608,11 @@ def benchmark(models: Sequence[BenchModel], frames: Sequence[int], size: int | N
 # ---------------------------------------------------------------- outputs
 
 
-@contextlib.contextmanager
-def _atomic_path(path: Path) -> Iterator[Path]:
-    """A temporary sibling of `path` renamed onto it on success, so no half-written file is left."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")  # usual permissions, unlike mkstemp
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-
-
 def write_csv(report: BenchReport, path: str | Path) -> Path:
     """One CSV row per point, the JSON fields as columns."""
     path = Path(path)
     columns = [f.name for f in dataclasses.fields(BenchPoint)]
-    with _atomic_path(path) as tmp, tmp.open("w", newline="") as handle:
+    with atomic_file(path) as tmp, tmp.open("w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         writer.writerows(p.to_json() for p in report.points)
@@ -670,7 +657,7 @@ def write_plot(report: BenchReport, path: str | Path, title: str | None = None) 
     axes[0].legend(fontsize="small")
     if title:
         fig.suptitle(title)
-    with _atomic_path(path) as tmp:
+    with atomic_file(path) as tmp:
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return path

@@ -11,3 +11,14 @@ class UsageError(VidclsError):
     """The command line itself is wrong (unknown model, bad flag value)."""
 
     exit_code = 2
+
+
+def first_line(exc_or_text: BaseException | str) -> str:
+    """The first non-empty line of an exception's message (or of a text), for one-line reports.
+
+    An exception with an empty message is named by its type, so the report is never blank.
+    """
+    text = str(exc_or_text).strip()
+    if text:
+        return text.splitlines()[0].strip()
+    return type(exc_or_text).__name__ if isinstance(exc_or_text, BaseException) else ""

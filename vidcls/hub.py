@@ -23,11 +23,11 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import UsageError, VidclsError
+from .errors import UsageError, VidclsError, first_line
+from .fileio import write_text_atomic
 
 SHA256 = re.compile(r"[0-9a-f]{64}")
 
@@ -119,8 +119,7 @@ def download(ref: HubRef, filename: str, *, how_to_fetch: str) -> Path:
     except EntryNotFoundError:
         raise FileNotOnHub(f"{ref}: the repository has no file {filename}") from None
     except (HfHubHTTPError, OSError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise VidclsError(f"{ref}: downloading {filename} failed ({first_line})") from None
+        raise VidclsError(f"{ref}: downloading {filename} failed ({first_line(exc)})") from None
 
 
 def download_optional(ref: HubRef, filename: str, *, how_to_fetch: str) -> Path | None:
@@ -230,16 +229,6 @@ def read_lock() -> dict[str, str]:
 
 def record_lock(key: str, sha256: str) -> None:
     """Add one digest to the lock file, written to a temporary name and renamed into place."""
-    path = lock_path()
     files = read_lock()
     files[key] = sha256
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".lock.", suffix=".json", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            json.dump({"version": 1, "files": dict(sorted(files.items()))}, handle, indent=1)
-            handle.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(lock_path(), json.dumps({"version": 1, "files": dict(sorted(files.items()))}, indent=1) + "\n")

@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from .errors import UsageError, VidclsError
+from .errors import UsageError, VidclsError, first_line
 from .transforms import eval_views
 from .video import load_clips
 from .zoo import LoadedModel
@@ -39,11 +39,6 @@ class Prediction:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def one_line(text: str) -> str:
-    """First line of a message, for one-line error reports."""
-    return text.strip().splitlines()[0] if text.strip() else ""
 
 
 def find_videos(inputs: Iterable[str | Path]) -> list[Path]:
@@ -115,7 +110,7 @@ def predict_video(path: str | Path, model: LoadedModel, *, top_k: int = 5, clips
     except VidclsError as exc:
         result.error = str(exc)
     except Exception as exc:  # noqa: BLE001 - a decoder bug on one file must not lose the others
-        result.error = f"could not decode ({type(exc).__name__}: {one_line(str(exc))})"
+        result.error = f"could not decode ({type(exc).__name__}: {first_line(exc)})"
     else:
         t_decode = time.perf_counter()
         views = eval_views(decoded, spec.size, crops or spec.crops, spec.mean, spec.std, spec.resize,

@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import shutil
-import tempfile
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .errors import VidclsError
+from .fileio import atomic_directory
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
@@ -121,47 +118,6 @@ def read_vidcls_card(directory: Path) -> ModelCard:
     return ModelCard.from_config(read_json(path), default_name=Path(directory).name)
 
 
-def atomic_directory(target: Path):
-    """A context manager yielding a temporary sibling directory renamed onto `target` on success.
-
-    A crash leaves the old target intact and no half-written directory under its name.
-    """
-    return _AtomicDirectory(target)
-
-
-class _AtomicDirectory:
-    def __init__(self, target: Path) -> None:
-        self.target = Path(target)
-
-    def __enter__(self) -> Path:
-        self.target.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.target.name}.", dir=self.target.parent))
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return
-        old = None
-        if self.target.exists():
-            old = self.target.with_name(f".{self.target.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(self.target, old)
-        os.replace(self.tmp, self.target)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-
-
-def replace_atomically(target: Path, write: Callable[[Path], object]) -> None:
-    """Write through `write(tmp)` to a temporary sibling, then rename it onto `target`."""
-    tmp = target.with_name(f".{target.name}.tmp")
-    try:
-        write(tmp)
-        os.replace(tmp, target)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def write_config(path: Path, card: ModelCard) -> None:
     """A model directory's config.json."""
     Path(path).write_text(json.dumps(card.to_config(), indent=2) + "\n")
@@ -175,7 +131,7 @@ def write_weights(path: Path, module: nn.Module) -> None:
 
 def save_model_dir(directory: Path, card: ModelCard, module: nn.Module) -> Path:
     """Write a vidcls model directory (config.json + model.safetensors) atomically."""
-    with atomic_directory(Path(directory)) as tmp:
+    with atomic_directory(directory) as tmp:
         write_config(tmp / CONFIG_NAME, card)
         write_weights(tmp / WEIGHTS_NAME, module)
     return Path(directory)

@@ -7,9 +7,7 @@ static distractors) is random so a model has to look at the motion, not at the p
 
 from __future__ import annotations
 
-import os
 import random
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -21,6 +19,7 @@ import av.error
 import torch
 
 from .errors import VidclsError
+from .fileio import atomic_file
 
 DIRECTIONS = ("left", "right", "up", "down")
 SHAPES = ("square", "circle", "triangle", "cross", "diamond")
@@ -221,9 +220,8 @@ def write_video(path: str | Path, frames: torch.Tensor, fps: float = 25, codec: 
         raise ValueError(f"expected uint8 (T, H, W, 3) frames, got {tuple(frames.shape)} {frames.dtype}")
     path = Path(path)
     frames = pad_to_even(frames.cpu()).contiguous()
-    tmp = path.with_name(f".{path.stem}.{uuid.uuid4().hex[:8]}.partial{path.suffix}")
     try:
-        with av.open(str(tmp), "w") as container:  # the muxer follows the (kept) suffix
+        with atomic_file(path) as tmp, av.open(str(tmp), "w") as container:  # the muxer follows the suffix
             stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
             stream.height, stream.width = frames.shape[1:3]
             stream.pix_fmt = "yuv420p"
@@ -231,12 +229,8 @@ def write_video(path: str | Path, frames: torch.Tensor, fps: float = 25, codec: 
             for frame in frames.numpy():
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
             container.mux(stream.encode())
-        os.replace(tmp, path)
     except (av.error.FFmpegError, ValueError) as err:
         raise VidclsError(f"cannot write video {path}: {getattr(err, 'strerror', None) or err}") from err
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def make_sample_clip(path: str | Path, direction: str = "left", frames: int = 16, height: int = 96,

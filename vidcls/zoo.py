@@ -23,9 +23,9 @@ from . import hub
 from .convert import PICKLE_NAME, PREPROCESSOR_NAME, read_checkpoint, to_vidcls
 from .convert import transformers as hf_format
 from .errors import UsageError, VidclsError
-from .modeldir import (CONFIG_NAME, WEIGHTS_NAME, InputSpec, ModelCard, atomic_directory,  # noqa: F401 (re-exported)
-                       describe_keys, read_json, read_safetensors, replace_atomically, save_model_dir,
-                       state_mismatch)
+from .fileio import atomic_file
+from .modeldir import (CONFIG_NAME, WEIGHTS_NAME, InputSpec, ModelCard, describe_keys,  # noqa: F401 (re-exported)
+                       read_json, read_safetensors, save_model_dir, state_mismatch)
 from .models import build_model, make_config
 
 
@@ -233,8 +233,8 @@ def _fetch_converted(ref: str, fallback: dict[str, Any]) -> HubFiles:
     target = converted_path(pickle.sha256)
     if not target.is_file():
         state, _, _ = to_vidcls(read_checkpoint(pickle.path))
-        target.parent.mkdir(parents=True, exist_ok=True)
-        replace_atomically(target, lambda tmp: save_file({k: v.contiguous() for k, v in state.items()}, str(tmp)))
+        with atomic_file(target) as tmp:
+            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
     card = read_card(config.parent, recipe=_entry(ref).get("input"))
     card.name = ref
     return HubFiles(card, hub.VerifiedFile(target, pickle.commit, pickle.sha256, pickle.recorded))

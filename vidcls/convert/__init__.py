@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from ..errors import UsageError, VidclsError
+from ..errors import UsageError, VidclsError, first_line
 from ..modeldir import (CONFIG_NAME, WEIGHTS_NAME, InputSpec, ModelCard, describe_keys, read_json,
                         read_safetensors, save_model_dir, state_mismatch)
 from ..models import build_model, make_config
@@ -94,8 +94,7 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - the unpickler raises many types; the contract is one line
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise VidclsError(f"{path}: not a loadable weights-only checkpoint ({first_line})") from None
+        raise VidclsError(f"{path}: not a loadable weights-only checkpoint ({first_line(exc)})") from None
     return _unwrap(obj)
 
 

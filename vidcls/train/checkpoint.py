@@ -22,8 +22,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 from ..errors import UsageError, VidclsError
-from ..modeldir import (CONFIG_NAME, WEIGHTS_NAME, ModelCard, atomic_directory, read_vidcls_card,
-                        replace_atomically, write_config, write_weights)
+from ..errors import first_line
+from ..fileio import atomic_directory, atomic_file
+from ..modeldir import CONFIG_NAME, WEIGHTS_NAME, ModelCard, read_vidcls_card, write_config, write_weights
 from .log import METRICS_NAME
 
 LAST = "last"
@@ -36,8 +37,10 @@ def write_model_files(directory: Path, card: ModelCard, module: nn.Module) -> No
     Unlike zoo.save_model_dir this leaves the rest of the directory alone (the run's logs
     and `last/` live next to the best weights).
     """
-    replace_atomically(directory / CONFIG_NAME, lambda tmp: write_config(tmp, card))
-    replace_atomically(directory / WEIGHTS_NAME, lambda tmp: write_weights(tmp, module))
+    with atomic_file(directory / CONFIG_NAME) as tmp:
+        write_config(tmp, card)
+    with atomic_file(directory / WEIGHTS_NAME) as tmp:
+        write_weights(tmp, module)
 
 
 def save_last(output: Path, card: ModelCard, module: nn.Module, state: dict[str, Any]) -> None:
@@ -73,5 +76,5 @@ def load_last(output: Path) -> tuple[ModelCard, dict[str, torch.Tensor], dict[st
         weights = load_file(str(directory / WEIGHTS_NAME))
         state = torch.load(directory / STATE_NAME, map_location="cpu", weights_only=True)
     except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
-        raise VidclsError(f"{directory}: unreadable checkpoint ({str(exc).splitlines()[0]})") from None
+        raise VidclsError(f"{directory}: unreadable checkpoint ({first_line(exc)})") from None
     return read_vidcls_card(directory), weights, state

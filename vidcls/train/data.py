@@ -22,8 +22,7 @@ from pathlib import Path, PurePath
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from ..errors import VidclsError
-from ..inference import one_line
+from ..errors import VidclsError, first_line
 from ..transforms import eval_views, train_view
 from ..video import load_clips, probe, random_clip_indices, read_frames
 from ..zoo import InputSpec
@@ -221,7 +220,7 @@ class VideoClipDataset(Dataset):
         except VidclsError as exc:
             return Item(path, label, None, str(exc))
         except Exception as exc:  # noqa: BLE001 - a decoder bug on one file must not end the epoch
-            return Item(path, label, None, f"could not decode ({type(exc).__name__}: {one_line(str(exc))})")
+            return Item(path, label, None, f"could not decode ({type(exc).__name__}: {first_line(exc)})")
         return Item(path, label, video)
 
     def _train_view(self, index: int, generator: torch.Generator) -> torch.Tensor:

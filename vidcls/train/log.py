@@ -17,6 +17,8 @@ from rich.markup import escape
 from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn,
                            TimeRemainingColumn)
 
+from ..fileio import write_text_atomic
+
 LOG_NAME = "train.log"
 METRICS_NAME = "metrics.jsonl"
 
@@ -63,9 +65,7 @@ class RunLog:
         """On resume, drop rows of epochs after the checkpoint (they will be run again); return the rest."""
         rows = [row for row in self.read_metrics() if row["epoch"] <= epochs_done]
         if self.enabled:
-            tmp = self.output / f".{METRICS_NAME}.tmp"
-            tmp.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
-            tmp.replace(self.output / METRICS_NAME)
+            write_text_atomic(self.output / METRICS_NAME, "".join(json.dumps(row) + "\n" for row in rows))
         return rows
 
     # ---------------------------------------------------------------- progress

@@ -1,0 +1,52 @@
+"""Atomic writes and one-line error text: the shared helpers every writer uses."""
+
+import os
+
+import pytest
+
+from vidcls.errors import first_line
+from vidcls.fileio import atomic_directory, atomic_file, write_text_atomic
+
+
+def test_atomic_file_replaces_only_on_success(tmp_path):
+    target = tmp_path / "out.json"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_file(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("crash while writing")
+    assert target.read_text() == "old"
+    assert os.listdir(tmp_path) == ["out.json"]  # no temporary file left behind
+    with atomic_file(target) as tmp:
+        assert tmp.suffix == ".json" and tmp.parent == tmp_path  # writers pick the format by suffix
+        tmp.write_text("new")
+    assert target.read_text() == "new" and os.listdir(tmp_path) == ["out.json"]
+
+
+def test_write_text_atomic_creates_parents(tmp_path):
+    path = write_text_atomic(tmp_path / "a" / "b.txt", "x\n")
+    assert path.read_text() == "x\n"
+
+
+def test_atomic_directory_swaps_whole_directories(tmp_path):
+    target = tmp_path / "last"
+    with atomic_directory(target) as tmp:
+        (tmp / "weights").write_text("1")
+    with pytest.raises(KeyboardInterrupt), atomic_directory(target) as tmp:
+        (tmp / "weights").write_text("2")
+        raise KeyboardInterrupt
+    assert (target / "weights").read_text() == "1"
+    assert sorted(os.listdir(tmp_path)) == ["last"]
+    with atomic_directory(target) as tmp:
+        (tmp / "weights").write_text("3")
+    assert (target / "weights").read_text() == "3" and sorted(os.listdir(tmp_path)) == ["last"]
+
+
+@pytest.mark.parametrize("given, expected", [
+    (ValueError("first\nsecond"), "first"),
+    (ValueError(""), "ValueError"),  # an empty message names the exception, never IndexError
+    (EOFError(), "EOFError"),
+    ("  \n  text  \nmore", "text"),
+    ("", ""),
+])
+def test_first_line(given, expected):
+    assert first_line(given) == expected
