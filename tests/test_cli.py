@@ -124,10 +124,10 @@ def test_each_bad_input_alone_exits_1(bad_inputs, index):
     assert len(result.stderr.strip().splitlines()) == 1 and str(bad_inputs[index]) in result.stderr
 
 
-def test_unknown_model_exits_2_with_known_names(good_clips):
-    result = invoke("predict", good_clips[0], "--model", "no-such-model")
+def test_unknown_model_exits_2_suggesting_the_closest_name(good_clips):
+    result = invoke("predict", good_clips[0], "--model", "demo-motoin")
     assert result.exit_code == 2
-    assert "demo-motion" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert "did you mean demo-motion" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
 def test_bad_flag_value_exits_2(good_clips):

@@ -37,7 +37,7 @@ def fresh_clips(tmp_path_factory):
 
 
 def test_demo_motion_predicts_direction_of_unseen_clips(fresh_clips):
-    model = vidcls.load_model("demo-motion", require_weights=True)
+    model = vidcls.load_model("demo-motion")
     results = vidcls.predict([path for path, _ in fresh_clips], model, top_k=1)
     correct = {d: 0 for d in DIRECTIONS}
     for result, (_, direction) in zip(results, fresh_clips):

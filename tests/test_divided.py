@@ -68,7 +68,7 @@ def test_temporal_fc_starts_at_zero_after_the_first_block():
 
 def test_tiny_model_overfits_and_every_parameter_learns(overfit):
     torch.manual_seed(0)
-    model = load_model("divided-tiny").module
+    model = load_model("divided-tiny", allow_random=True).module
     assert overfit(model) == 1.0
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert missing == []

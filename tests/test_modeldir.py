@@ -1,11 +1,14 @@
 """Model directories: save/load round trip, bad weights and labels, REF resolution errors."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from vidcls.errors import UsageError, VidclsError
+from vidcls.models import make_config
 from vidcls.zoo import (InputSpec, ModelCard, load_model, read_card, resolve, save_model_dir, zoo_card,
                         zoo_entries, zoo_summary)
 
@@ -75,27 +78,85 @@ def test_missing_weights_file(model_dir):
         load_model(str(directory))
 
 
-def test_unknown_ref_lists_known_models():
-    with pytest.raises(UsageError, match="demo-motion") as info:
-        resolve("no-such-model")
-    assert info.value.exit_code == 2
+def test_unknown_name_suggests_the_closest_zoo_names():
+    with pytest.raises(UsageError) as info:
+        resolve("xvit-tiyn")
+    message = str(info.value)
+    assert info.value.exit_code == 2 and "\n" not in message
+    assert "did you mean xvit-tiny" in message and "`vidcls models`" in message
+    assert "demo-motion" not in message  # the closest names, not the whole zoo
+    with pytest.raises(UsageError, match="`vidcls models` lists the zoo") as info:
+        resolve("qwertyuiop")
+    assert "did you mean" not in str(info.value)
 
 
-def test_architecture_without_weights_is_refused_for_prediction():
-    with pytest.raises(UsageError, match="without published weights"):
-        load_model("joint-tiny", require_weights=True)
-    assert load_model("joint-tiny").weights is None
+def test_missing_path_is_named_as_a_path(tmp_path):
+    for ref in ("./missing-dir", str(tmp_path / "nope"), "runs/x"):
+        with pytest.raises(UsageError, match="no such directory") as info:
+            resolve(ref)
+        assert "unknown model" not in str(info.value)
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(UsageError, match="is a file"):
+        resolve(str(tmp_path / "weights.bin"))
+
+
+def test_training_run_without_best_model_points_to_last(model_dir):
+    model_dir, _ = model_dir
+    run = model_dir.parent / "run"
+    (run / "last").mkdir(parents=True)
+    (run / "last" / "config.json").write_text((model_dir / "config.json").read_text())
+    with pytest.raises(VidclsError, match=r"latest checkpoint is .*last.*--resume"):
+        load_model(str(run))
+    (run / "last" / "config.json").unlink()
+    with pytest.raises(VidclsError) as info:
+        load_model(str(run))
+    assert "checkpoint" not in str(info.value)  # no hint where there is no checkpoint
+
+
+def test_architecture_without_weights_is_refused_unless_random_is_allowed():
+    with pytest.raises(UsageError, match="without trained weights") as info:
+        load_model("joint-tiny")
+    assert "demo-motion" in str(info.value) and "timesformer-k400" in str(info.value)  # models that have weights
+    assert "joint-tiny" not in str(info.value).split("weights:")[-1]
+    assert load_model("joint-tiny", allow_random=True).weights is None
+
+
+def test_need_weights_false_reads_no_weight_file(model_dir):
+    model_dir, _ = model_dir
+    (model_dir / "model.safetensors").unlink()  # only the architecture is asked for
+    assert resolve(str(model_dir), need_weights=False).weights is None
+    with pytest.raises(VidclsError, match="model.safetensors"):
+        load_model(str(model_dir))
+
+
+ZOO_YAML = Path(__file__).resolve().parents[1] / "models.yaml"
 
 
 def test_every_zoo_entry_builds_a_consistent_card():
-    for name in zoo_entries():
-        summary = zoo_summary(name)
-        assert summary["attention"] in ("linear", "quadratic")
-        card = zoo_card(name)
-        assert card.input.frames == summary["frames"]
+    """Each entry, read back through the zoo, agrees with the raw models.yaml and builds its family."""
+    raw = yaml.safe_load(ZOO_YAML.read_text())["models"]
+    assert sorted(raw) == sorted(zoo_entries())
+    for name, entry in raw.items():
+        summary, card = zoo_summary(name), zoo_card(name)
+        assert card.family == entry["family"] and summary["attention"] == entry["attention"]
+        # the cost class follows the family: only the LVT family attends linearly
+        assert entry["attention"] == ("linear" if entry["family"] == "ff-linear" else "quadratic"), name
+        config = make_config(card.family, card.arch)  # every arch key is an option of the family
+        recipe = entry.get("input", {})
+        if "frames" in recipe:
+            assert card.input.frames == summary["frames"] == recipe["frames"], name
+        if card.labels is not None:
+            assert len(card.labels) == config.num_classes, name
+        if entry.get("weights") is None:
+            assert summary["weights"] is None and entry.get("dataset") is None, name
+        else:
+            assert summary["weights"] is not None and entry.get("dataset"), name
+        patch = getattr(config, "patch_size", None)
+        if patch:
+            assert card.input.size % patch == 0, f"{name}: input size {card.input.size} vs patch {patch}"
 
 
 def test_demo_motion_ships_with_four_direction_labels():
-    model = load_model("demo-motion", require_weights=True)
+    model = load_model("demo-motion")
     assert model.labels == ["left", "right", "up", "down"]
     assert model.weights.endswith("model.safetensors")

@@ -227,7 +227,7 @@ def test_lr_factor_is_linear_warmup_then_cosine(warmup, total):
 
 @pytest.mark.parametrize("name", ["xvit-tiny", "ff-linear-tiny"])
 def test_no_weight_decay_on_norms_biases_embeddings(name):
-    module = load_model(name).module
+    module = load_model(name, allow_random=True).module
     groups = parameter_groups(module, 0.05)
     decayed = {id(p) for p in groups[0]["params"]}
     names = dict(module.named_parameters())
@@ -239,14 +239,14 @@ def test_no_weight_decay_on_norms_biases_embeddings(name):
 
 
 def test_new_head_replaces_only_the_classifier():
-    source = build_model("joint", {**load_model("joint-tiny").card.arch, "num_classes": 7})
-    target = build_model("joint", {**load_model("joint-tiny").card.arch, "num_classes": 4})
+    source = build_model("joint", {**load_model("joint-tiny", allow_random=True).card.arch, "num_classes": 7})
+    target = build_model("joint", {**load_model("joint-tiny", allow_random=True).card.arch, "num_classes": 4})
     fresh = {k: v.clone() for k, v in target.state_dict().items()}
     replaced = load_with_new_head(target, source.state_dict(), 7, 4, "src")
     assert replaced == ["head.bias", "head.weight"]
     for key, value in target.state_dict().items():
         assert torch.equal(value, fresh[key] if key in replaced else source.state_dict()[key]), key
-    wider = build_model("joint", {**load_model("joint-tiny").card.arch, "embed_dim": 32, "num_heads": 2})
+    wider = build_model("joint", {**load_model("joint-tiny", allow_random=True).card.arch, "embed_dim": 32, "num_heads": 2})
     with pytest.raises(VidclsError, match="do not fit"):
         load_with_new_head(target, wider.state_dict(), 4, 4, "src")
 

@@ -115,14 +115,14 @@ def test_mean_head_and_config_checks():
 
 def test_tiny_model_overfits_and_every_parameter_learns(overfit):
     torch.manual_seed(0)
-    model = load_model("xvit-tiny").module
+    model = load_model("xvit-tiny", allow_random=True).module
     assert overfit(model, steps=200) == 1.0
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert missing == []
 
 
 def test_other_frame_counts_interpolate_with_warning():
-    model = load_model("xvit-tiny").module.eval()
+    model = load_model("xvit-tiny", allow_random=True).module.eval()
     with pytest.warns(UserWarning, match="interpolating"):
         assert model(torch.randn(1, 3, 16, 32, 32)).shape == (1, 4)
     with warnings.catch_warnings():

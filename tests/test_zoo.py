@@ -11,7 +11,7 @@ from vidcls.cli import app
 from vidcls.convert.transformers import arch_from_config
 from vidcls.synthetic import make_sample_clip
 from vidcls.hub import lock_path
-from vidcls.zoo import converted_path, load_model, resolve_card, zoo_card, zoo_entries
+from vidcls.zoo import converted_path, load_model, resolve, zoo_card, zoo_entries
 
 pytest.importorskip("transformers")
 runner = CliRunner()
@@ -46,7 +46,7 @@ def test_yaml_arch_is_what_the_published_config_translates_to(name):
     card = zoo_card(name)
     assert family == card.family
     assert arch | {"num_classes": 400} == card.arch
-    assert resolve_card(name) == card  # offline, no download
+    assert resolve(name, need_weights=False).card == card  # offline, no download
 
 
 @pytest.fixture
@@ -145,3 +145,16 @@ def test_nothing_cached_names_the_pinned_revision(hub_cache):
     assert result.exit_code == 1
     assert "refs/pr/5" in result.output and "HF_HUB_OFFLINE=1" in result.output
     assert "Traceback" not in result.output
+
+
+def test_benchmark_needs_only_the_architecture_offline(hub_cache):
+    """A Hub zoo entry is costed from models.yaml alone: no weights, no network, an empty cache stays empty."""
+    result = runner.invoke(app, ["benchmark", "--model", "timesformer-k400", "--frames", "2", "--size", "32",
+                                 "--repeats", "1", "--warmup", "0", "--in-process", "--json"])
+    assert result.exit_code == 0, result.output
+    row = json.loads(result.stdout)[0]
+    assert row["model"] == "timesformer-k400" and row["error"] is None
+    assert 120e6 < row["params"] < 123e6  # TimeSformer ViT-B/16 with its 400-class head
+    assert not any(hub_cache.iterdir())
+    refused = runner.invoke(app, ["predict", "clip.mp4", "--model", "timesformer-k400"])
+    assert refused.exit_code == 1 and "not in the local Hub cache" in refused.output  # predict does need them

@@ -203,7 +203,7 @@ class BenchModel:
 
 def resolve_models(refs: Sequence[str]) -> list[BenchModel]:
     """Model references (zoo names, hf://, directories) -> what the benchmark builds; no weights read."""
-    return [BenchModel.from_card(resolve(ref)[0]) for ref in refs]
+    return [BenchModel.from_card(resolve(ref, need_weights=False).card) for ref in refs]
 
 
 @dataclass(frozen=True)

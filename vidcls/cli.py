@@ -144,7 +144,7 @@ def predict_command(
         raise UsageError("--crops must be 1 (centre) or 3 (left/centre/right)")
     target = resolve_device(device)
     autocast_context(target, precision)  # validates --precision before any work
-    loaded = load_model(model, weights=weights, device=target, require_weights=True)
+    loaded = load_model(model, weights=weights, device=target)
     paths = find_videos(videos)
     if not paths:
         raise UsageError("no video files found in the given paths")

@@ -9,6 +9,7 @@ plus, when weights exist, a safetensors file; foreign key names are translated o
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
@@ -125,13 +126,23 @@ def read_card(directory: Path, recipe: dict[str, Any] | None = None) -> ModelCar
     directory = Path(directory)
     path = directory / CONFIG_NAME
     if not path.is_file():
-        raise VidclsError(f"{directory}: no {CONFIG_NAME} (not a vidcls or transformers model directory)")
+        raise VidclsError(f"{directory}: no {CONFIG_NAME} (not a vidcls or transformers model directory)"
+                          f"{_run_hint(directory)}")
     config = read_json(path)
     if not hf_format.is_transformers_config(config):
         return ModelCard.from_config(config, default_name=directory.name)
     pre_path = directory / PREPROCESSOR_NAME
     preprocessor = read_json(pre_path) if pre_path.is_file() else None
     return hf_format.card_from_config(config, preprocessor, directory.name, recipe)
+
+
+def _run_hint(directory: Path) -> str:
+    """For a training run stopped before its first best model: where its checkpoint is."""
+    last = directory / "last"
+    if not (last / CONFIG_NAME).is_file():
+        return ""
+    return (f"; it is a training run without a best model yet (stopped during its first epoch?): its latest "
+            f"checkpoint is {last} (--model {last}), or continue it with `vidcls train ... --output {directory} --resume`")
 
 
 def weights_in(directory: Path, ref: str) -> Path:
@@ -184,7 +195,7 @@ def _hub_pin(ref: str) -> tuple[hub.HubRef, str, str | None, str]:
     return hub.HubRef(pin["repo"], pin.get("revision")), pin.get("filename", WEIGHTS_NAME), pin.get("sha256"), how
 
 
-def fetch_hub_card(ref: str) -> ModelCard:
+def _hub_card(ref: str) -> ModelCard:
     """The card of a Hub model from its config.json (and preprocessor_config.json), no weights.
 
     The card is named by the REF (the cache directory is a commit hash); a zoo entry adds
@@ -247,7 +258,7 @@ def fetch_hub(ref: str) -> HubFiles:
     Hub (or, offline, from the cache while the fallback is cached).
     """
     try:
-        return HubFiles(fetch_hub_card(ref), _fetch_weights(ref))
+        return HubFiles(_hub_card(ref), _fetch_weights(ref))
     except (hub.FileNotOnHub, hub.NotCached) as primary:
         fallback = _fallback_pin(ref)
         if fallback is None:
@@ -285,37 +296,63 @@ def download(ref: str) -> hub.VerifiedFile:
 # ---------------------------------------------------------------- REF resolution
 
 
-def resolve(ref: str) -> tuple[ModelCard, Path | None]:
-    """A REF -> (card, weights file or None for a randomly initialised architecture).
+@dataclass(frozen=True)
+class Resolved:
+    """What a REF names: its card, and its weights file when they were asked for and exist.
 
-    Hub models are downloaded (or found in the cache) and their weights verified.
+    weights is None for an architecture without trained weights, and whenever the caller
+    said it does not need them (then nothing but the config was read or downloaded).
     """
-    if is_hub(ref):
-        files = fetch_hub(ref)
-        return files.card, files.weights.path
+
+    card: ModelCard
+    weights: Path | None
+
+
+def resolve(ref: str, *, need_weights: bool = True) -> Resolved:
+    """The one resolver of flow 2: a REF (zoo name, hf://OWNER/REPO[@REV], model directory) -> card + weights.
+
+    need_weights=False is for consumers that only build the architecture (benchmark, a
+    training run with --init): a zoo entry is then described by models.yaml alone, with no
+    network access at all, and an hf:// repository by its config files alone. With
+    need_weights=True Hub weights are downloaded (or found in the cache) and verified.
+    """
     if ref in zoo_entries():
+        if need_weights and is_hub(ref):
+            files = fetch_hub(ref)
+            return Resolved(files.card, files.weights.path)
         directory = entry_directory(ref)
-        return zoo_card(ref), (directory / WEIGHTS_NAME if directory else None)
-    path = Path(ref).expanduser()
-    if path.is_dir():
-        return read_card(path), weights_in(path, ref)
-    raise UsageError(f"unknown model {ref!r}; known zoo models: {', '.join(sorted(zoo_entries()))} "
-                     f"(or hf://OWNER/REPO, or a model directory)")
-
-
-def resolve_card(ref: str) -> ModelCard:
-    """The card alone, without reading or downloading weights (benchmarks build the architecture).
-
-    Zoo entries are described offline by models.yaml; hf:// fetches just the config.
-    """
-    if ref in zoo_entries():
-        return zoo_card(ref)
+        return Resolved(zoo_card(ref), directory / WEIGHTS_NAME if directory and need_weights else None)
     if ref.startswith("hf://"):
-        return fetch_hub_card(ref)
+        if need_weights:
+            files = fetch_hub(ref)
+            return Resolved(files.card, files.weights.path)
+        return Resolved(_hub_card(ref), None)
     path = Path(ref).expanduser()
     if path.is_dir():
-        return read_card(path)
-    return resolve(ref)[0]  # raises the unknown-model error
+        return Resolved(read_card(path), weights_in(path, ref) if need_weights else None)
+    raise UsageError(unknown_model_message(ref))
+
+
+def _looks_like_path(ref: str) -> bool:
+    """Whether a REF was meant as a path (a zoo name never holds a separator or starts with . or ~)."""
+    return "/" in ref or "\\" in ref or ref.startswith((".", "~"))
+
+
+def unknown_model_message(ref: str) -> str:
+    """Why a REF names nothing: a missing path, a file where a directory belongs, or the closest zoo names."""
+    path = Path(ref).expanduser()
+    if path.exists():
+        return f"--model {ref}: is a file; a model is a directory (config.json + {WEIGHTS_NAME}), a zoo name or hf://"
+    if _looks_like_path(ref):
+        return f"--model {ref}: no such directory"
+    close = difflib.get_close_matches(ref, list(zoo_entries()), n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    return f"unknown model {ref!r}; {hint}`vidcls models` lists the zoo (a REF may also be hf://OWNER/REPO or a model directory)"
+
+
+def with_weights() -> list[str]:
+    """The zoo entries that come with trained weights (shipped or on the Hub)."""
+    return [name for name in zoo_entries() if weights_source(name) is not None]
 
 
 def check_labels(card: ModelCard) -> None:
@@ -327,22 +364,26 @@ def check_labels(card: ModelCard) -> None:
 
 
 def load_model(ref: str, weights: str | Path | None = None, device: str | torch.device = "cpu",
-               require_weights: bool = False) -> LoadedModel:
+               allow_random: bool = False) -> LoadedModel:
     """Build the model a REF names and load its weights (or `weights`, a safetensors file).
 
-    require_weights: refuse an architecture without trained weights (predicting with a
-    random head would print confident-looking nonsense).
+    An architecture without trained weights is refused unless allow_random=True (a random
+    head prints confident-looking nonsense; benchmarks and training start from it on purpose).
     """
-    if weights is None:
-        card, weights_path = resolve(ref)
-    else:  # the REF's own weights are not needed, so not downloaded
-        card, weights_path = (fetch_hub_card(ref) if is_hub(ref) else resolve_card(ref)), Path(weights)
-    check_labels(card)
-    module = build_model(card.family, card.arch)
+    resolved = resolve(ref, need_weights=weights is None)  # --weights: the REF's own are not downloaded
+    weights_path = Path(weights) if weights is not None else resolved.weights
+    if weights_path is None and not allow_random:
+        raise UsageError(no_weights_message(ref))
+    check_labels(resolved.card)
+    module = build_model(resolved.card.family, resolved.card.arch)
     if weights_path is not None:
         load_weights(module, weights_path)
-    elif require_weights:
-        raise UsageError(f"model {ref!r} is an architecture without published weights; "
-                         f"pass --weights FILE or train it with `vidcls train`")
     module.eval().to(device)
-    return LoadedModel(card=card, module=module, weights=str(weights_path) if weights_path else None)
+    return LoadedModel(card=resolved.card, module=module, weights=str(weights_path) if weights_path else None)
+
+
+def no_weights_message(ref: str) -> str:
+    """Why an architecture cannot classify, and the ways out."""
+    return (f"model {ref!r} is an architecture without trained weights; pass --weights FILE (a safetensors "
+            f"file), fine-tune it with `vidcls train`, convert a checkpoint with `vidcls convert`, or pick a "
+            f"zoo model with weights: {', '.join(with_weights())}")

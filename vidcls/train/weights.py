@@ -21,7 +21,7 @@ from ..convert.timm import init_from_imagenet
 from ..errors import UsageError, VidclsError
 from ..modeldir import ModelCard, describe_keys, read_safetensors, state_mismatch
 from ..models import build_model, make_config
-from ..zoo import resolve, resolve_card
+from ..zoo import resolve
 
 
 @dataclass
@@ -39,10 +39,9 @@ def starting_model(ref: str, init: str | None, classes: list[str], name: str,
 
     inflate: how --init imagenet spreads the image patch kernel over a tubelet (central | average).
     """
-    if init is None:  # the model's own weights, if it has any
-        source_card, source_weights = resolve(ref)
-    else:  # only the architecture: nothing is downloaded that would not be used
-        source_card, source_weights = resolve_card(ref), None
+    # with --init only the architecture of --model is needed: nothing is downloaded that would not be used
+    source = resolve(ref, need_weights=init is None)
+    source_card, source_weights = source.card, source.weights
     card = replace(source_card, name=name, arch={**source_card.arch, "num_classes": len(classes)},
                    labels=list(classes))
     module = build_model(card.family, card.arch)
@@ -59,7 +58,7 @@ def starting_model(ref: str, init: str | None, classes: list[str], name: str,
     init_ref, init_card, init_weights = ref, source_card, source_weights
     if init is not None:
         init_ref = init
-        init_card, init_weights = resolve(init)
+        init_card, init_weights = (resolved := resolve(init)).card, resolved.weights
         if init_weights is None:
             raise UsageError(f"--init {init}: that model has no weights (an architecture only)")
         if init_card.family != card.family:
