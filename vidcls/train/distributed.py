@@ -51,9 +51,16 @@ def setup(device: str) -> Dist:
     return Dist(rank=dist.get_rank(), world_size=dist.get_world_size(), device=target)
 
 
-def teardown(info: Dist) -> None:
-    if info.enabled and dist.is_initialized():
-        dist.destroy_process_group()
+def teardown(info: Dist, finished: bool) -> None:
+    """Leave the process group. A rank that finished first waits at a barrier for the others:
+    one that tears gloo down and exits while rank 0 is still writing the checkpoint aborts
+    ("terminate called without an active exception"), and torchrun then kills rank 0 mid-write.
+    After a failure there is no barrier: the other ranks may never reach it."""
+    if not (info.enabled and dist.is_initialized()):
+        return
+    if finished:
+        dist.barrier()
+    dist.destroy_process_group()
 
 
 def wrap(module: nn.Module, info: Dist) -> nn.Module:

@@ -481,15 +481,17 @@ def train(config: TrainConfig) -> TrainResult:
     Launched by torchrun, each process runs this; rank 0 alone writes DIR.
     """
     info = distributed.setup(config.device)
+    finished = False
     try:
         log = RunLog(config.output, enabled=info.is_main, progress=config.progress)
         trainer = Trainer(config, info, log)
         result = trainer.run()
         if not result.interrupted:
             log.info(summary_line(result))
+        finished = True
         return result
     finally:
-        distributed.teardown(info)
+        distributed.teardown(info, finished)
 
 
 def summary_line(result: TrainResult) -> str:
