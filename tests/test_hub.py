@@ -159,3 +159,46 @@ def test_damaged_lock_file_is_an_error_not_a_fresh_start(vivit_repo):
 def test_bad_hub_refs_are_usage_errors(ref):
     with pytest.raises(UsageError, match="hf://OWNER/REPO"):
         hub.parse_hf_ref(ref)
+
+
+@pytest.fixture
+def unreachable_hub(hub_cache, monkeypatch):
+    """Online mode, with the Hub endpoint a 127.0.0.1 port where nothing listens (no traffic leaves the machine)."""
+    import socket
+
+    from huggingface_hub import constants
+
+    with socket.socket() as probe:  # a free port, closed again: connections to it are refused
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", f"http://127.0.0.1:{port}")
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    hub.unreachable.cache_clear()
+    yield hub_cache
+    hub.unreachable.cache_clear()
+
+
+def test_unreachable_hub_fails_within_seconds_naming_offline_mode(unreachable_hub):
+    import time
+
+    start = time.monotonic()
+    result = runner.invoke(app, ["download", "timesformer-k400"])
+    took = time.monotonic() - start
+    message = " ".join(result.output.split())
+    assert result.exit_code == 1 and took < 5, (took, message)  # huggingface_hub alone retries for ~50 s
+    assert "the network is unreachable" in message and "does not answer" in message
+    assert "HF_HUB_OFFLINE=1" in message and str(unreachable_hub) in message
+
+
+def test_unreachable_hub_still_serves_the_cache(vivit_repo, monkeypatch):
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", "http://127.0.0.1:9")  # the discard port: nothing listens
+    hub.unreachable.cache_clear()
+    try:
+        loaded = load_model("hf://someone/tiny-vivit")
+    finally:
+        hub.unreachable.cache_clear()
+    assert loaded.labels == ["run", "jump", "swim"]

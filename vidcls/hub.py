@@ -19,10 +19,14 @@ the cache must not wipe the record it is checked against. Keys name an immutable
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
 import re
+import socket
+import urllib.parse
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -85,12 +89,38 @@ class NotCached(VidclsError):
     """The file is not in the local Hub cache and the Hub cannot or may not be asked for it."""
 
 
+PROBE_SECONDS = 3.0
+
+
+@functools.cache
+def unreachable(endpoint: str) -> str | None:
+    """Why the Hub endpoint cannot be reached now, or None if a TCP connection to it opens.
+
+    huggingface_hub retries a failed connection for about 50 s before giving up; one
+    connection attempt of at most PROBE_SECONDS tells a machine without network at once.
+    Behind a proxy the endpoint's own name may not resolve locally, so no probe is made.
+    Asked once per process and endpoint.
+    """
+    url = urllib.parse.urlsplit(endpoint)
+    if url.scheme in urllib.request.getproxies() or not url.hostname:
+        return None
+    port = url.port or (443 if url.scheme == "https" else 80)
+    try:
+        socket.create_connection((url.hostname, port), timeout=PROBE_SECONDS).close()
+    except socket.gaierror:
+        return f"the name {url.hostname} does not resolve"
+    except OSError as exc:
+        return f"{url.hostname}:{port} does not answer ({exc.strerror or type(exc).__name__})"
+    return None
+
+
 def download(ref: HubRef, filename: str, *, how_to_fetch: str) -> Path:
     """One file of a Hub repository into the Hub cache (or found there); one-line errors.
 
     how_to_fetch: the command that would put the file in the cache, for the offline message.
+    When the Hub cannot be reached the cache alone is used, at once, instead of retrying.
     """
-    from huggingface_hub import _CACHED_NO_EXIST, hf_hub_download, try_to_load_from_cache
+    from huggingface_hub import _CACHED_NO_EXIST, constants, hf_hub_download, try_to_load_from_cache
     from huggingface_hub.errors import (EntryNotFoundError, GatedRepoError, HfHubHTTPError,
                                         LocalEntryNotFoundError, RepositoryNotFoundError,
                                         RevisionNotFoundError)
@@ -98,9 +128,14 @@ def download(ref: HubRef, filename: str, *, how_to_fetch: str) -> Path:
     # The cache remembers files the Hub answered 404 for; offline that is the only way to know.
     if try_to_load_from_cache(ref.repo, filename, revision=ref.revision) is _CACHED_NO_EXIST:
         raise FileNotOnHub(f"{ref}: the repository has no file {filename}")
+    why = None if _offline() else unreachable(constants.ENDPOINT)
     try:
-        return Path(hf_hub_download(ref.repo, filename, revision=ref.revision))
+        return Path(hf_hub_download(ref.repo, filename, revision=ref.revision, local_files_only=why is not None))
     except LocalEntryNotFoundError:
+        if why is not None:
+            raise NotCached(f"{ref}: the network is unreachable ({why}) and {filename} is not in the local Hub "
+                            f"cache ({_hub_cache()}); run `{how_to_fetch}` where the Hub is reachable, or set "
+                            f"HF_HUB_OFFLINE=1 to work from the cache alone") from None
         if _offline():
             raise NotCached(f"{ref}: the model's files are not in the local Hub cache ({filename} missing "
                               f"from {_hub_cache()}) and HF_HUB_OFFLINE=1 forbids downloading them; fetch the "
