@@ -64,6 +64,12 @@ def encode_video(path: Path, num_frames: int, *, width: int = 48, height: int = 
     return path
 
 
+@pytest.fixture(autouse=True)
+def packaged_zoo_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The tests see the zoo vidcls ships: a VIDCLS_ZOO of the user's environment is ignored."""
+    monkeypatch.delenv("VIDCLS_ZOO", raising=False)
+
+
 @pytest.fixture
 def make_video(tmp_path: Path) -> Callable[..., Path]:
     """make_video(name, num_frames, **encode_video options) -> path of a video in tmp_path."""

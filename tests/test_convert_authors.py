@@ -6,6 +6,7 @@ from their public code) out of one of our models, converts it back and compares.
 
 import pytest
 import torch
+from authors_layouts import compact_authors_state, to_xvit_authors_layout, vidtr_authors_state
 
 from vidcls.convert import convert_checkpoint, detect_layout, read_checkpoint
 from vidcls.errors import UsageError, VidclsError
@@ -14,23 +15,6 @@ from vidcls.zoo import load_model
 
 XVIT = {"num_classes": 6, "num_frames": 4, "img_size": 32, "patch_size": 8, "embed_dim": 64, "depth": 2,
         "num_heads": 4, "shift_div": 4, "head_hidden": 48, "head_dropout": 0.0}
-
-
-def to_xvit_authors_layout(state: dict) -> dict:
-    """Our xvit state dict renamed, key by key, to the names of the authors' SlowFast model."""
-    renames = {"patch_embed.": "base_model.patch_embed.", "cls_token": "base_model.cls_token",
-               "pos_embed": "base_model.pos_embed", "time_embed": "base_model.temp_embed",
-               "blocks.": "base_model.blocks.", "norm.": "base_model.norm.", "head.token": "consensus.cls_token",
-               "head.block.": "consensus.temporal_encoder.0.", "head.norm.": "consensus.mlp_head.0.",
-               "head.fc1.": "consensus.mlp_head.1.", "head.fc2.": "consensus.mlp_head.4."}
-    theirs = {}
-    for key, tensor in state.items():
-        if key == "head.block.attn.qkv.bias":
-            continue  # their temporal head is built with qkv_bias=False
-        prefix = next(p for p in renames if key.startswith(p))
-        theirs[renames[prefix] + key[len(prefix):]] = tensor
-    theirs["base_model.patch_embed.proj.weight"] = theirs["base_model.patch_embed.proj.weight"].squeeze(2)
-    return theirs
 
 
 @pytest.fixture
@@ -62,29 +46,6 @@ def test_ddp_prefix_and_wrappers_are_unwrapped(xvit_model, tmp_path):
     state = {f"module.{k}": v for k, v in to_xvit_authors_layout(xvit_model.state_dict()).items()}
     torch.save({"state_dict": state}, tmp_path / "ddp.pt")
     assert detect_layout(read_checkpoint(tmp_path / "ddp.pt")) == "xvit"
-
-
-def vidtr_authors_state(c: int, depth: int, frames: int, patches: int, patch: int, classes: int) -> dict:
-    """A random state dict with the key names and shapes of the authors' VidTr (vidtr_split.py)."""
-    g = torch.Generator().manual_seed(1)
-
-    def rand(*shape, scale=0.2):
-        return torch.randn(*shape, generator=g) * scale
-
-    state = {"conv_stem.weight": rand(c, 3, 1, patch, patch, scale=0.05), "conv_stem.bias": rand(c),
-             "cls_s": rand(frames, 1, c), "cls_t": rand(1, patches + 1, c),
-             "pos_embedding": rand(1, (frames + 1) * (patches + 1), c),
-             "encoder.norm.weight": 1 + rand(c), "encoder.norm.bias": rand(c),
-             "fc.weight": rand(classes, c), "fc.bias": rand(classes)}
-    for i in range(depth):
-        layer = f"encoder.layers.{i}."
-        state |= {layer + "self_attn.in_proj_weight": rand(3 * c, c), layer + "self_attn.in_proj_bias": rand(3 * c),
-                  layer + "self_attn.out_proj.weight": rand(c, c), layer + "self_attn.out_proj.bias": rand(c),
-                  layer + "linear1.weight": rand(2 * c, c), layer + "linear1.bias": rand(2 * c),
-                  layer + "linear2.weight": rand(c, 2 * c), layer + "linear2.bias": rand(c),
-                  layer + "norm1.weight": 1 + rand(c), layer + "norm1.bias": rand(c),
-                  layer + "norm2.weight": 1 + rand(c), layer + "norm2.bias": rand(c)}
-    return state
 
 
 def vidtr_authors_forward(state: dict, video: torch.Tensor, heads: int) -> torch.Tensor:
@@ -168,15 +129,6 @@ def test_vidtr_authors_checkpoint_refuses_another_family(tmp_path):
     with pytest.raises(UsageError, match="--family vidtr"):
         convert_checkpoint(tmp_path / "vidtr_s.pth", "xvit", tmp_path / "out")
     assert not (tmp_path / "out").exists()
-
-
-def compact_authors_state(c: int, depth: int, frames: int, patches: int, patch: int, classes: int) -> dict:
-    """A random state dict with the key names and shapes of the authors' C-VidTr (vidtr_compact.py)."""
-    split = vidtr_authors_state(c, depth, frames, patches, patch, classes)
-    g = torch.Generator().manual_seed(2)
-    state = {k: v for k, v in split.items() if k not in ("cls_s", "cls_t", "pos_embedding")}
-    return state | {"cls": torch.randn(1, 1, c, generator=g) * 0.2,
-                    "pos_embedding": torch.randn(1, 1 + frames * patches, c, generator=g) * 0.2}
 
 
 def compact_authors_forward(state: dict, video: torch.Tensor, heads: int, pool: dict[int, int]) -> torch.Tensor:

@@ -10,8 +10,8 @@ from typer.testing import CliRunner
 from vidcls.cli import app
 from vidcls.convert.transformers import arch_from_config
 from vidcls.synthetic import make_sample_clip
-from vidcls.hub import lock_path
-from vidcls.zoo import converted_path, load_model, resolve, zoo_card, zoo_entries
+from vidcls.cache import converted_dir, lock_path
+from vidcls.zoo import load_model, resolve, zoo_card, zoo_entries
 
 pytest.importorskip("transformers")
 runner = CliRunner()
@@ -113,7 +113,7 @@ def test_pinned_safetensors_absent_falls_back_to_converting_the_pickle(timesform
     assert logits_gap(reference, loaded) <= 1e-4
     assert loaded.labels == K400_HEAD and loaded.card.input.frames == 8
     digest = (snapshot / "pytorch_model.bin").resolve().name
-    assert loaded.weights == str(converted_path(digest))
+    assert loaded.weights == str(converted_dir(digest) / "model.safetensors")
     locked = json.loads(lock_path().read_text())["files"]
     assert locked == {f"{PUBLISHED['timesformer-k400'][0]}@{snapshot.name}/pytorch_model.bin": digest}
     download = runner.invoke(app, ["download", "timesformer-k400"])

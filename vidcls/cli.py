@@ -79,23 +79,28 @@ def main_options(
 def models_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array instead of a table.")] = False,
 ) -> None:
-    """List the zoo: every model name usable with --model."""
+    """List the zoo: every model name usable with --model (VIDCLS_ZOO adds your own zoo files)."""
     from .zoo import zoo_entries, zoo_summary
 
     rows = [zoo_summary(name) for name in zoo_entries()]
     if as_json:
         print(json.dumps(rows, indent=2))
         return
+    user_zoo = any(row["zoo"] != "vidcls" for row in rows)  # entries from VIDCLS_ZOO files: say which file
     table = Table(title="vidcls model zoo")
     table.add_column("name", no_wrap=True)
     for column in ("family", "attention", "frames x stride", "size", "views"):
         table.add_column(column)
     table.add_column("weights", overflow="fold")
     table.add_column("labels", overflow="fold")
+    table.add_column("top-1 (views)")
+    if user_zoo:
+        table.add_column("zoo", overflow="fold")
     for row in rows:
+        top1 = "-" if row["top1"] is None else f"{row['top1']}" + (f" ({row['top1_views']})" if row["top1_views"] else "")
         table.add_row(row["name"], row["family"], row["attention"], f"{row['frames']}x{row['stride']}",
                       str(row["size"]), str(row["views"]), row["weights"] or "none (architecture only)",
-                      row["labels"] or "-")
+                      row["labels"] or "-", top1, *([row["zoo"]] if user_zoo else []))
     out.print(table)
 
 
@@ -293,21 +298,22 @@ def benchmark_command(
 @app.command("download")
 @guarded
 def download_command(
-    ref: Annotated[str, typer.Argument(help="Zoo name with Hub weights, or hf://OWNER/REPO (optionally @REVISION).")],
+    ref: Annotated[str, typer.Argument(help="Zoo name with downloadable weights, or hf://OWNER/REPO (optionally @REVISION).")],
 ) -> None:
-    """Prefetch a model's config and weights into the Hugging Face cache and verify their sha256.
+    """Prefetch a model's weights (and config) and verify their sha256; print where they are.
 
-    Uses huggingface_hub's cache and settings: HF_HOME / HF_HUB_CACHE, HF_TOKEN, HF_HUB_OFFLINE.
-    A first download of a file without a pinned digest records it in the lock file
-    ($VIDCLS_HOME/lock.json, default ~/.cache/vidcls/lock.json); later loads are checked against it.
+    Hub files go to the Hugging Face cache, with its settings: HF_HOME / HF_HUB_CACHE, HF_TOKEN,
+    HF_HUB_OFFLINE. A zoo entry's file at a URL is downloaded (resuming a partial download),
+    converted once and kept as a model directory in $VIDCLS_HOME/converted. A first download of
+    a file without a pinned digest records it in the lock file ($VIDCLS_HOME/lock.json, default
+    ~/.cache/vidcls/lock.json); later downloads are checked against it.
     """
-    from .hub import lock_path
+    from .cache import lock_path
     from .zoo import download
 
     verified = download(ref)
     how = f"recorded in {lock_path()}" if verified.recorded else "verified"
-    err.print(f"{ref}: commit {verified.commit[:12]}, {verified.path.name} sha256 {verified.sha256[:16]}... "
-              f"{how}", highlight=False, soft_wrap=True)
+    err.print(f"{ref}: {verified.key} sha256 {verified.sha256[:16]}... {how}", highlight=False, soft_wrap=True)
     out.print(str(verified.path.parent), highlight=False, soft_wrap=True)
 
 

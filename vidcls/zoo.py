@@ -1,30 +1,32 @@
-"""From a model reference to a ready model: models.yaml, the Hub, model directories, weights.
+"""From a model reference to a ready model: models.yaml, the Hub, URLs, model directories, weights.
 
-A REF is a zoo name from models.yaml, `hf://OWNER/REPO[@REVISION]`, or a local directory,
-each in vidcls format (config.json + model.safetensors) or in the `transformers` format of
-TimeSformer, VideoMAE or ViViT (config.json [+ preprocessor_config.json] +
-model.safetensors). Every path ends in a `ModelCard` (what to build and how to feed it)
-plus, when weights exist, a safetensors file; foreign key names are translated on load.
+A REF is a zoo name from models.yaml (or a VIDCLS_ZOO file), `hf://OWNER/REPO[@REVISION]`,
+or a local directory, each in vidcls format (config.json + model.safetensors) or in the
+`transformers` format of TimeSformer, VideoMAE or ViViT (config.json [+
+preprocessor_config.json] + model.safetensors). A zoo entry's weights may also be a
+pickle checkpoint at a URL (the X-ViT and VidTr authors' files), converted once into a
+model directory in the vidcls cache. Every path ends in a `ModelCard` (what to build and
+how to feed it) plus, when weights exist, a safetensors file; foreign key names are
+translated on load.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 from dataclasses import dataclass
-from functools import cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 from torch import nn
 
-from . import hub
+from . import cache, hub, web, zoofile
 from .convert import PICKLE_NAME, PREPROCESSOR_NAME, read_checkpoint, to_vidcls
 from .convert import transformers as hf_format
 from .errors import UsageError, VidclsError
-from .fileio import atomic_file
+from .labels import label_set
 from .modeldir import (CONFIG_NAME, WEIGHTS_NAME, InputSpec, ModelCard, describe_keys,  # noqa: F401 (re-exported)
                        read_json, read_safetensors, save_model_dir, state_mismatch)
 from .models import build_model, make_config
@@ -50,18 +52,21 @@ class LoadedModel:
         return [f"class_{i}" for i in range(self.card.arch.get("num_classes", 0))]
 
 
-# ---------------------------------------------------------------- models.yaml
+# ---------------------------------------------------------------- models.yaml (+ VIDCLS_ZOO files)
 
 
-@cache
 def zoo_entries() -> dict[str, dict[str, Any]]:
-    """The entries of the packaged models.yaml, by name."""
-    text = resources.files("vidcls").joinpath("models.yaml").read_text()
-    return yaml.safe_load(text)["models"]
+    """The zoo's entries by name: the packaged models.yaml plus the VIDCLS_ZOO files (vidcls.zoofile)."""
+    return zoofile.load().entries
 
 
 def _entry(name: str) -> dict[str, Any]:
     return zoo_entries()[name]
+
+
+def zoo_origin(name: str) -> str:
+    """Where a zoo entry is defined: "vidcls" (the packaged models.yaml) or the path of a VIDCLS_ZOO file."""
+    return zoofile.load().origins.get(name, zoofile.SHIPPED)
 
 
 def hub_weights(name: str) -> dict[str, Any] | None:
@@ -70,18 +75,29 @@ def hub_weights(name: str) -> dict[str, Any] | None:
     return weights if "repo" in weights else None
 
 
+def url_weights(name: str) -> dict[str, Any] | None:
+    """A zoo entry's URL source {url, layout, sha256}, or None if its weights are not at a URL."""
+    weights = _entry(name).get("weights") or {}
+    return weights if "url" in weights else None
+
+
 def zoo_card(name: str) -> ModelCard:
     """The card of a zoo entry, without touching the network.
 
     Entries that ship weights are read from their directory; Hub entries are described by
-    models.yaml alone (their downloaded config.json is the authority once fetched).
+    models.yaml alone (their downloaded config.json is the authority once fetched); URL
+    entries by models.yaml alone, always (the file holds tensors only), their labels by
+    `labels:` or else the shipped label set named by `dataset:`.
     """
     entry = _entry(name)
     directory = entry_directory(name)
     if directory is not None:
         return read_card(directory)
+    labels = entry.get("labels")
+    if labels is None and url_weights(name) is not None:
+        labels = label_set(entry["dataset"])
     return ModelCard(name=name, family=entry["family"], arch=dict(entry.get("arch", {})),
-                     input=InputSpec.from_dict(entry.get("input", {})), labels=entry.get("labels"))
+                     input=InputSpec.from_dict(entry.get("input", {})), labels=labels)
 
 
 def entry_directory(name: str) -> Path | None:
@@ -99,7 +115,7 @@ def weights_source(name: str) -> str | None:
         return f"package:{weights['package']}"
     if "repo" in weights:
         return f"hf://{weights['repo']}@{weights.get('revision', 'main')}"
-    return None
+    return weights.get("url")
 
 
 def zoo_summary(name: str) -> dict[str, Any]:
@@ -110,8 +126,9 @@ def zoo_summary(name: str) -> dict[str, Any]:
     return {"name": name, "family": card.family, "attention": entry["attention"],
             "frames": card.input.frames, "stride": card.input.stride, "size": card.input.size,
             "views": card.input.clips * card.input.crops, "weights": weights_source(name),
-            "labels": entry.get("dataset"), "top1": published.get("top1"), "gmacs": published.get("gmacs"),
-            "verified": entry.get("verified"), "description": entry.get("description", "")}
+            "labels": entry.get("dataset"), "top1": published.get("top1"), "top1_views": published.get("views"),
+            "gmacs": published.get("gmacs"), "verified": entry.get("verified"), "zoo": zoo_origin(name),
+            "description": entry.get("description", "")}
 
 
 # ---------------------------------------------------------------- model directories
@@ -162,28 +179,75 @@ def _pickle_only(ref: str) -> str:
 def load_weights(module: nn.Module, path: Path) -> None:
     """Load a safetensors file strictly (foreign key names translated); one-line errors."""
     state, unused, _ = to_vidcls(read_safetensors(path))
+    load_state(module, state, unused, str(path))
+
+
+def load_state(module: nn.Module, state: dict[str, torch.Tensor], unused: list[str], source: str) -> None:
+    """Load a state dict in our layout strictly: every key in place with its shape, none left over.
+
+    unused: keys of a foreign checkpoint that its converter found no place for (they count
+    as unexpected: dropping trained weights silently would change the model).
+    """
     mismatch = state_mismatch(module.state_dict(), state)
     mismatch["unexpected"] = sorted(mismatch["unexpected"] + unused)
     problems = [describe_keys(what, keys) for what, keys in mismatch.items() if keys]
     if problems:
-        raise VidclsError(f"{path}: weights do not fit the model: {'; '.join(problems)}")
+        raise VidclsError(f"{source}: weights do not fit the model: {'; '.join(problems)}")
     module.load_state_dict(state, strict=True)
 
 
-# ---------------------------------------------------------------- the Hub
+# ---------------------------------------------------------------- downloaded weights: the Hub, URLs
 
 
 @dataclass(frozen=True)
-class HubFiles:
-    """A Hub model fetched and verified: its card, and its weights in the Hub cache."""
+class Fetched:
+    """A model whose weights were downloaded (or found in a cache) and verified.
+
+    weights.path is the safetensors file to load: the Hub cache's own file, or the
+    conversion of a verified pickle checkpoint in the vidcls cache; weights.key and
+    .sha256 name the downloaded file that was verified.
+    """
 
     card: ModelCard
-    weights: hub.VerifiedFile
+    weights: cache.VerifiedFile
 
 
 def is_hub(ref: str) -> bool:
     """Whether a REF's weights come from the Hub (hf://, or a zoo entry pinned to a repository)."""
     return ref.startswith("hf://") or (ref in zoo_entries() and hub_weights(ref) is not None)
+
+
+def is_url(ref: str) -> bool:
+    """Whether a REF is a zoo entry whose weights are a file at a URL."""
+    return ref in zoo_entries() and url_weights(ref) is not None
+
+
+def fetch(ref: str) -> Fetched:
+    """The weights of a zoo entry with downloadable weights or of an hf:// REF, verified (and converted)."""
+    return fetch_url(ref) if is_url(ref) else fetch_hub(ref)
+
+
+def keep_converted(source: cache.VerifiedFile, card: ModelCard, layout: str | None) -> cache.VerifiedFile:
+    """A verified pickle checkpoint converted once into a vidcls model directory, kept by its sha256.
+
+    Read with torch.load(weights_only=True) only and translated by the converter of its
+    layout (vidcls.convert; None: any layout), it must fit `card`'s architecture exactly.
+    The directory, cache.converted_dir(sha256), is an ordinary model directory (--model DIR).
+    """
+    target = cache.converted_dir(source.sha256)
+    with cache.exclusive(str(target)):
+        if not (target / WEIGHTS_NAME).is_file():
+            state, unused, found = to_vidcls(read_checkpoint(source.path))
+            if layout is not None and found != layout:
+                raise VidclsError(f"{source.key}: the checkpoint's keys are in the {found} layout, not the {layout} "
+                                  f"layout its zoo entry names")
+            module = build_model(card.family, card.arch)
+            load_state(module, state, unused, f"{source.key} (as zoo model {card.name!r})")
+            save_model_dir(target, card, module)
+    return dataclasses.replace(source, path=target / WEIGHTS_NAME)
+
+
+# ---------------------------------------------------------------- the Hub
 
 
 def _hub_pin(ref: str) -> tuple[hub.HubRef, str, str | None, str]:
@@ -209,7 +273,7 @@ def _hub_card(ref: str) -> ModelCard:
     return card
 
 
-def _fetch_weights(ref: str) -> hub.VerifiedFile:
+def _fetch_weights(ref: str) -> cache.VerifiedFile:
     hub_ref, filename, sha256, how = _hub_pin(ref)
     return hub.fetch_verified(hub_ref, filename, sha256=sha256, how_to_fetch=how)
 
@@ -221,44 +285,27 @@ def _fallback_pin(ref: str) -> dict[str, Any] | None:
     return (pin or {}).get("fallback")
 
 
-def converted_path(sha256: str) -> Path:
-    """Where the safetensors conversion of a verified pickle checkpoint is kept (by its digest)."""
-    return hub.lock_path().parent / "converted" / f"{sha256}.safetensors"
-
-
-def _fetch_converted(ref: str, fallback: dict[str, Any]) -> HubFiles:
-    """The fallback pickle checkpoint, verified, converted once to safetensors and cached.
-
-    It is read with torch.load(weights_only=True) only; the conversion is keyed by the
-    pickle's sha256, so a changed upstream file is never mistaken for the old conversion.
-    """
-    from safetensors.torch import save_file
-
-
+def _fetch_converted(ref: str, fallback: dict[str, Any]) -> Fetched:
+    """The fallback pickle checkpoint, verified and converted once (keep_converted)."""
     pin = hub_weights(ref)
     hub_ref, how = hub.HubRef(pin["repo"], fallback.get("revision")), f"vidcls download {ref}"
     config = hub.download(hub_ref, CONFIG_NAME, how_to_fetch=how)
     hub.download_optional(hub_ref, PREPROCESSOR_NAME, how_to_fetch=how)
     pickle = hub.fetch_verified(hub_ref, fallback.get("filename", PICKLE_NAME), sha256=fallback.get("sha256"),
                                 how_to_fetch=how)
-    target = converted_path(pickle.sha256)
-    if not target.is_file():
-        state, _, _ = to_vidcls(read_checkpoint(pickle.path))
-        with atomic_file(target) as tmp:
-            save_file({k: v.contiguous() for k, v in state.items()}, str(tmp))
     card = read_card(config.parent, recipe=_entry(ref).get("input"))
     card.name = ref
-    return HubFiles(card, hub.VerifiedFile(target, pickle.commit, pickle.sha256, pickle.recorded))
+    return Fetched(card, keep_converted(pickle, card, layout=None))
 
 
-def fetch_hub(ref: str) -> HubFiles:
+def fetch_hub(ref: str) -> Fetched:
     """Download (or find in the Hub cache) a Hub model's files; the weights are verified first.
 
     A zoo entry with a `fallback` uses it when its pinned safetensors file is absent from the
     Hub (or, offline, from the cache while the fallback is cached).
     """
     try:
-        return HubFiles(_hub_card(ref), _fetch_weights(ref))
+        return Fetched(_hub_card(ref), _fetch_weights(ref))
     except (hub.FileNotOnHub, hub.NotCached) as primary:
         fallback = _fallback_pin(ref)
         if fallback is None:
@@ -271,19 +318,44 @@ def fetch_hub(ref: str) -> HubFiles:
             raise primary from None
 
 
-def download(ref: str) -> hub.VerifiedFile:
-    """`vidcls download`: prefetch a zoo entry's or hf:// repository's files into the Hub cache.
+# ---------------------------------------------------------------- URLs
 
-    The config and preprocessing files come along when the repository has them, so any
-    repository with a model.safetensors can be prefetched, including the timm ImageNet
-    weights that `--init imagenet` reads.
+
+def fetch_url(ref: str) -> Fetched:
+    """A URL entry's weights: its converted model directory in the vidcls cache, made on first use.
+
+    The file's digest (pinned in the entry, else recorded in the lock file by the first
+    download) names the conversion, so once converted neither the file nor the network is
+    needed again. Otherwise the file is downloaded (resuming a partial download) and
+    verified (vidcls.web), converted (keep_converted), and deleted: the conversion is what is kept.
     """
-    if not is_hub(ref):
-        what = f"zoo model {ref!r} has no weights on the Hub" if ref in zoo_entries() else \
+    pin, zoo = url_weights(ref), zoofile.load()
+    url, card = pin["url"], zoo_card(ref)
+    pinned = cache.Digest(pin["sha256"], f"the sha256 pinned in {zoo.pinned_in(ref)}") if pin.get("sha256") else None
+    with cache.exclusive(url):
+        known = pinned.sha256.lower() if pinned else cache.read_lock().get(url)
+        if known and (cache.converted_dir(known) / WEIGHTS_NAME).is_file():
+            return Fetched(card, cache.VerifiedFile(cache.converted_dir(known) / WEIGHTS_NAME, url, known, False))
+        source = web.fetch(url, pinned=pinned, how_to_fetch=f"vidcls download {ref}")
+        converted = keep_converted(source, card, layout=pin["layout"])
+        source.path.unlink()
+    return Fetched(card, converted)
+
+
+def download(ref: str) -> cache.VerifiedFile:
+    """`vidcls download`: prefetch a zoo entry's weights (Hub or URL), or an hf:// repository's files.
+
+    From the Hub the config and preprocessing files come along when the repository has
+    them, so any repository with a model.safetensors can be prefetched, including the timm
+    ImageNet weights that `--init imagenet` reads. A URL entry's file ends as a converted
+    model directory in the vidcls cache.
+    """
+    if not (is_hub(ref) or is_url(ref)):
+        what = f"zoo model {ref!r} has no weights on the Hub or at a URL" if ref in zoo_entries() else \
             f"{ref!r} is neither a zoo name nor hf://OWNER/REPO"
         raise UsageError(f"{what}; nothing to download")
     if ref in zoo_entries():
-        return fetch_hub(ref).weights
+        return fetch(ref).weights
     hub_ref, _, _, how = _hub_pin(ref)
     for name in (CONFIG_NAME, PREPROCESSOR_NAME):
         hub.download_optional(hub_ref, name, how_to_fetch=how)
@@ -314,11 +386,12 @@ def resolve(ref: str, *, need_weights: bool = True) -> Resolved:
     need_weights=False is for consumers that only build the architecture (benchmark, a
     training run with --init): a zoo entry is then described by models.yaml alone, with no
     network access at all, and an hf:// repository by its config files alone. With
-    need_weights=True Hub weights are downloaded (or found in the cache) and verified.
+    need_weights=True Hub weights are downloaded (or found in the cache) and verified, and a
+    URL entry's file downloaded, verified and converted once (fetch_url).
     """
     if ref in zoo_entries():
-        if need_weights and is_hub(ref):
-            files = fetch_hub(ref)
+        if need_weights and (is_hub(ref) or is_url(ref)):
+            files = fetch(ref)
             return Resolved(files.card, files.weights.path)
         directory = entry_directory(ref)
         return Resolved(zoo_card(ref), directory / WEIGHTS_NAME if directory and need_weights else None)
@@ -351,7 +424,7 @@ def unknown_model_message(ref: str) -> str:
 
 
 def with_weights() -> list[str]:
-    """The zoo entries that come with trained weights (shipped or on the Hub)."""
+    """The zoo entries that come with trained weights (shipped, on the Hub or at a URL)."""
     return [name for name in zoo_entries() if weights_source(name) is not None]
 
 
