@@ -4,11 +4,14 @@ import json
 
 import pytest
 import torch
+from authors_layouts import compact_authors_state, vidtr_authors_state
 from hub_helpers import add_to_hub_cache, flip_byte, hub_cache, save_transformers, tiny_transformers_model  # noqa: F401
 from typer.testing import CliRunner
 
 from vidcls.cli import app
+from vidcls.convert import AUTHOR_LAYOUTS, infer_arch, to_vidcls
 from vidcls.convert.transformers import arch_from_config
+from vidcls.models import build_model, make_config
 from vidcls.synthetic import make_sample_clip
 from vidcls.cache import converted_dir, lock_path
 from vidcls.zoo import load_model, resolve, zoo_card, zoo_entries
@@ -31,6 +34,55 @@ def test_models_lists_weights_source_and_labels():
         assert rows[name]["weights"] == f"hf://{repo}@{revision}"
         assert rows[name]["labels"] == "kinetics-400"
         assert rows[name]["top1"] and rows[name]["gmacs"] and "parity" in rows[name]["verified"]
+
+
+# The authors' released checkpoints outside the Hub (their READMEs): file, label set, top-1, views.
+AUTHORS_FILES = {
+    "xvit-k600": ("www.adrianbulat.com/downloads/NeurIPS2021/models/xvit_b16_16_k600.pth", "kinetics-600", 84.51, "1x3"),
+    "xvit-ssv2": ("www.adrianbulat.com/downloads/NeurIPS2021/models/xvit_b16_16_ss2.pth", "something-something-v2",
+                  67.19, "2x3"),
+    "vidtr-s-k400": ("gluonmm.s3.amazonaws.com/pretrained/vidtr_s_8x8_patch16_224_k400.pth", "kinetics-400", 77.7, "10x3"),
+    "vidtr-m-k400": ("gluonmm.s3.amazonaws.com/pretrained/vidtr_m_16x4_patch16_224_k400.pth", "kinetics-400", 78.6, "10x3"),
+    "vidtr-l-k400": ("gluonmm.s3.amazonaws.com/pretrained/vidtr_l_32x2_patch16_224_k400.pth", "kinetics-400", 79.1, "10x3"),
+    "c-vidtr-s-k400": ("gluonmm.s3.amazonaws.com/pretrained/cvidtr_s_8x8_patch16_224_k400.pth", "kinetics-400",
+                       75.7, "10x3"),
+    "c-vidtr-m-k400": ("gluonmm.s3.amazonaws.com/pretrained/cvidtr_m_16x4_patch16_224_k400.pth", "kinetics-400",
+                       76.7, "10x3"),
+}
+
+
+def test_models_lists_the_authors_checkpoints_with_their_urls_and_published_numbers():
+    result = runner.invoke(app, ["models", "--json"])
+    rows = {row["name"]: row for row in json.loads(result.output)}
+    for name, (url, labels, top1, views) in AUTHORS_FILES.items():
+        row = rows[name]
+        assert row["weights"] == f"https://{url}" and row["labels"] == labels and row["zoo"] == "vidcls"
+        assert (row["top1"], row["top1_views"]) == (top1, views) and row["gmacs"]
+        assert row["views"] == {"1x3": 3, "2x3": 6, "10x3": 30}[views]  # the recipe tests as the authors did
+        assert "layout only" in row["verified"]  # the files themselves are not verified (no pinned sha256)
+        assert len(zoo_card(name).labels) == zoo_card(name).arch["num_classes"]
+
+
+# zoo entry -> (the authors' state-dict builder, frames): their ViT-B is 768 wide, 12 blocks, MLP 3072, 14 x 14 patches
+AUTHORS_VIDTR = {"vidtr-s": (vidtr_authors_state, 8), "vidtr-m": (vidtr_authors_state, 16),
+                 "vidtr-l": (vidtr_authors_state, 32), "c-vidtr-s": (compact_authors_state, 8),
+                 "c-vidtr-m": (compact_authors_state, 16)}
+
+
+@pytest.mark.parametrize("name", sorted(AUTHORS_VIDTR))
+def test_vidtr_entries_are_the_authors_models(name):
+    """The weight-less entries build what the released checkpoints convert to: same keys, same shapes,
+    and the options `vidcls convert` sets for them (their NHEAD is 12); the -k400 entries share them."""
+    build, frames = AUTHORS_VIDTR[name]
+    state, unused, layout = to_vidcls(build(768, 12, frames, patches=196, patch=16, classes=400, mlp=3072, meta=True))
+    card = zoo_card(name)
+    assert layout == card.family and not unused
+    with torch.device("meta"):
+        model = build_model(card.family, card.arch)
+    assert {k: v.shape for k, v in model.state_dict().items()} == {k: v.shape for k, v in state.items()}
+    converted = infer_arch(state, card.family) | AUTHOR_LAYOUTS[layout].arch_hints(state, {})
+    assert make_config(card.family, card.arch) == make_config(card.family, converted)
+    assert zoo_card(f"{name}-k400").arch == card.arch and zoo_card(f"{name}-k400").input == card.input
 
 
 @pytest.mark.parametrize("name", sorted(PUBLISHED))
