@@ -10,8 +10,13 @@ from torch import nn
 from typer.testing import CliRunner
 
 from vidcls import bench
-from vidcls.bench import (BenchModel, BenchPoint, BenchReport, Measurement, PeakMemory, RunSettings,
-                          UncountedAttentionError, count_macs, model_cost, resolve_models)
+from vidcls.bench import flops, measurement, sweep
+from vidcls.bench.flops import UncountedAttentionError, count_macs, sdpa_macs
+from vidcls.bench.measurement import Measurement, RunSettings, measure, measure_isolated
+from vidcls.bench.memory import PeakMemory, proc_status_kib
+from vidcls.bench.models import BenchModel, model_cost, resolve_models
+from vidcls.bench.roofline import precision_warning
+from vidcls.bench.sweep import BenchPoint, BenchReport, benchmark, scaling_exponent
 from vidcls.cli import app
 from vidcls.models import build_model
 from vidcls.synthetic import make_sample_clip
@@ -58,11 +63,11 @@ def test_sdpa_counted_for_any_leading_axes():
     q4 = q5.flatten(0, 1)  # (B*T, H, N, d): CPU takes the fused kernel
     expected = 2 * 3 * 4 * 10 * 10 * (8 + 8)
     assert count_macs(Attend(), q5).macs == count_macs(Attend(), q4).macs == expected
-    assert bench.sdpa_macs((2, 3, 4, 10, 8), (4, 7, 8), (4, 7, 6)) == 2 * 3 * 4 * 10 * 7 * 14
+    assert sdpa_macs((2, 3, 4, 10, 8), (4, 7, 8), (4, 7, 6)) == 2 * 3 * 4 * 10 * 7 * 14
 
 
 def test_attention_counted_as_zero_fails_loudly(monkeypatch):
-    monkeypatch.setattr(bench, "ATTENTION_FORMULAS", {})
+    monkeypatch.setattr(flops, "ATTENTION_FORMULAS", {})
     model = build_model("joint", TINY_JOINT).eval()
     with pytest.raises(UncountedAttentionError, match="flash_attention_for_cpu"):
         count_macs(model, torch.zeros(1, 3, 8, 32, 32))
@@ -83,8 +88,8 @@ def test_linear_attention_cost_is_linear_in_frames():
 
 def test_scaling_exponent():
     frames = [8, 16, 32, 64]
-    assert bench.scaling_exponent(frames, [3 * t**1.5 for t in frames]) == pytest.approx(1.5)
-    assert bench.scaling_exponent([8], [1.0]) is None
+    assert scaling_exponent(frames, [3 * t**1.5 for t in frames]) == pytest.approx(1.5)
+    assert scaling_exponent([8], [1.0]) is None
 
 
 def paper_shape(name: str, **arch) -> BenchModel:
@@ -107,13 +112,13 @@ def test_full_size_scaling_linear_vs_joint():
     frames = [8, 64]
     models = resolve_models(["ff-linear", "linear", "joint"])
     gmacs = {m.name: [model_cost(m, t, 224).flops.gmacs for t in frames] for m in models}
-    assert bench.scaling_exponent(frames, gmacs["ff-linear"]) <= 1.05
-    assert bench.scaling_exponent(frames, gmacs["linear"]) <= 1.05
+    assert scaling_exponent(frames, gmacs["ff-linear"]) <= 1.05
+    assert scaling_exponent(frames, gmacs["linear"]) <= 1.05
     assert gmacs["joint"][1] >= 1.5 * 8 * gmacs["joint"][0]
 
 
 def test_peak_memory_is_not_fooled_by_freed_heap_memory():
-    if not bench._proc_status_kib("VmHWM"):
+    if not proc_status_kib("VmHWM"):
         pytest.skip("needs Linux /proc")
     freed = [torch.ones(64, 128) for _ in range(2048)]  # 64 MiB in 32 KiB heap blocks...
     del freed  # ...that malloc keeps for reuse
@@ -126,10 +131,10 @@ def test_peak_memory_is_not_fooled_by_freed_heap_memory():
 def test_isolated_measurement_and_out_of_memory():
     model = resolve_models(["joint-tiny"])[0]
     settings = RunSettings(warmup=1, repeats=2)
-    fresh = bench.measure_isolated(model, 4, 32, settings)
+    fresh = measure_isolated(model, 4, 32, settings)
     assert len(fresh.latencies_ms) == len(fresh.cpu_times_ms) == 2
     assert fresh.peak_memory_mib > 0 and fresh.error is None
-    too_big = bench.measure_isolated(model, 64, 224, settings, memory_limit_mib=40)
+    too_big = measure_isolated(model, 64, 224, settings, memory_limit_mib=40)
     assert too_big == Measurement(error="out of memory at T=64")
 
 
@@ -137,10 +142,10 @@ def test_sweep_goes_on_after_out_of_memory(monkeypatch):
     def fake(model, frames, size, settings):
         if frames == 8:
             return Measurement(error="out of memory at T=8")
-        return bench.measure(model, frames, size, settings)
+        return measure(model, frames, size, settings)
 
-    monkeypatch.setattr(bench, "measure_isolated", fake)
-    report = bench.benchmark(resolve_models(["joint-tiny"]), [4, 8, 16], settings=RunSettings(warmup=0, repeats=1),
+    monkeypatch.setattr(sweep, "measure_isolated", fake)
+    report = benchmark(resolve_models(["joint-tiny"]), [4, 8, 16], settings=RunSettings(warmup=0, repeats=1),
                              isolate=True)
     assert [p.frames for p in report.points] == [4, 8, 16]
     assert report.points[1].error == "out of memory at T=8" and report.points[1].latency_ms is None
@@ -150,10 +155,10 @@ def test_sweep_goes_on_after_out_of_memory(monkeypatch):
 
 def test_precision_warning_names_the_reason():
     cpu = torch.device("cpu")
-    message = bench.precision_warning(cpu, "bf16", rate=0.3, fp32_rate=137.0)
+    message = precision_warning(cpu, "bf16", rate=0.3, fp32_rate=137.0)
     assert "bf16" in message and "457x slower" in message and "fp32" in message
-    assert bench.precision_warning(cpu, "bf16", rate=400.0, fp32_rate=137.0) is None
-    assert bench.precision_warning(torch.device("cpu"), "fp32", rate=137.0, fp32_rate=137.0) is None
+    assert precision_warning(cpu, "bf16", rate=400.0, fp32_rate=137.0) is None
+    assert precision_warning(torch.device("cpu"), "fp32", rate=137.0, fp32_rate=137.0) is None
 
 
 def test_benchmark_json_matches_cli_md():
@@ -238,9 +243,9 @@ def test_plot_without_matplotlib_fails_before_the_sweep(monkeypatch, tmp_path):
 
 
 def test_threads_setting_covers_the_timed_passes(monkeypatch):
-    timed, real = [], bench._wall_and_cpu_ms
-    monkeypatch.setattr(bench, "_wall_and_cpu_ms", lambda step, device: (timed.append(torch.get_num_threads()),
+    timed, real = [], measurement.wall_and_cpu_ms
+    monkeypatch.setattr(measurement, "wall_and_cpu_ms", lambda step, device: (timed.append(torch.get_num_threads()),
                                                                           real(step, device))[1])
     before = torch.get_num_threads()
-    bench.measure(resolve_models(["joint-tiny"])[0], 4, 32, RunSettings(warmup=0, repeats=2, threads=1))
+    measure(resolve_models(["joint-tiny"])[0], 4, 32, RunSettings(warmup=0, repeats=2, threads=1))
     assert timed == [1, 1] and torch.get_num_threads() == before
