@@ -110,6 +110,13 @@ def test_linear_attention_cost_is_linear_in_frames():
     assert short.attention_macs >= cfg["depth"] * 2 * tokens * heads * 2 * d * d > 0
 
 
+def test_models_are_resolved_without_their_weights(tmp_path):
+    model_dir = save_tiny(tmp_path / "tiny", TINY_JOINT)
+    (model_dir / "model.safetensors").rename(model_dir / "pytorch_model.bin")  # pickle-only: loading refuses it
+    [model] = resolve_models([str(model_dir)])
+    assert (model.name, model.family, model.arch, model.frames, model.size) == ("tiny", "joint", TINY_JOINT, 8, 32)
+
+
 def test_scaling_exponent():
     frames = [8, 16, 32, 64]
     assert scaling_exponent(frames, [3 * t**1.5 for t in frames]) == pytest.approx(1.5)
