@@ -1,7 +1,9 @@
 """The cost report: FLOP counts against hand formulas and the papers, memory, scaling, outputs."""
 
 import json
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -10,16 +12,26 @@ from torch import nn
 from typer.testing import CliRunner
 
 from vidcls import bench
-from vidcls.bench import (BenchModel, BenchPoint, BenchReport, Measurement, PeakMemory, RunSettings,
-                          UncountedAttentionError, count_macs, model_cost, resolve_models)
+from vidcls.bench import flops, measurement, sweep
+from vidcls.bench.flops import UncountedAttentionError, count_macs, sdpa_macs
+from vidcls.bench.measurement import Measurement, RunSettings, measure, measure_isolated
+from vidcls.bench.memory import PeakMemory, proc_status_kib
+from vidcls.bench.models import BenchModel, model_cost, resolve_models
+from vidcls.bench.roofline import precision_warning
+from vidcls.bench.sweep import BenchPoint, BenchReport, benchmark, scaling_exponent
 from vidcls.cli import app
+from vidcls.errors import UsageError
 from vidcls.models import build_model
 from vidcls.synthetic import make_sample_clip
 from vidcls.zoo import InputSpec, ModelCard, save_model_dir
 
 runner = CliRunner()
-CLI_FIELDS = {"model", "frames", "size", "batch_size", "device", "precision", "params", "gmacs", "gflops",
-              "peak_memory_mib", "latency_ms", "clips_per_s"}
+# `benchmark --json` fields: those cli.md documents, then vidcls's extras. Written out, not read
+# from BenchPoint, so a field renamed or dropped there fails the JSON test.
+CLI_MD_FIELDS = ["model", "frames", "size", "batch_size", "device", "precision", "params", "gmacs", "gflops",
+                 "peak_memory_mib", "latency_ms", "clips_per_s"]
+EXTRA_FIELDS = ["trainable_params", "views", "attention_share", "latency_min_ms", "latency_max_ms", "cpu_time_ms",
+                "achieved_gflops_per_s", "matmul_gflops_per_s", "mfu", "compiled", "error"]
 TINY_JOINT = dict(num_classes=5, num_frames=8, img_size=32, patch_size=8, tubelet_size=2, embed_dim=32,
                   depth=2, num_heads=2, mlp_ratio=4.0)
 
@@ -35,6 +47,23 @@ def cost_by_hand(c: dict) -> tuple[int, int]:
     mlp = 2 * tokens * dim * hidden
     per_block = projections + attention + mlp
     return patch_embed + c["depth"] * per_block + dim * c["num_classes"], c["depth"] * attention
+
+
+def save_tiny(directory: Path, arch: dict, crops: int = 1) -> Path:
+    """A model directory of the tiny joint ViT `arch`, input recipe 8 x 32 x 32, random weights."""
+    card = ModelCard(name="tiny", family="joint", arch=arch, labels=[f"c{i}" for i in range(arch["num_classes"])],
+                     input=InputSpec(frames=8, size=32, mean=(0.5,) * 3, std=(0.5,) * 3, crops=crops))
+    return save_model_dir(directory, card, build_model("joint", arch))
+
+
+def bench_point(model: str, frames: int, gmacs: float, memory: float | None = None,
+                latency: float | None = None) -> BenchPoint:
+    """A report row with the given costs (the rest filled in), for tests that need no measurement."""
+    return BenchPoint(model=model, frames=frames, size=32, batch_size=1, device="cpu", precision="fp32",
+                      params=1, trainable_params=1, gmacs=gmacs, gflops=2 * gmacs, views=1,
+                      attention_share=0.0, peak_memory_mib=memory, latency_ms=latency, latency_min_ms=latency,
+                      latency_max_ms=latency, cpu_time_ms=latency, clips_per_s=None, achieved_gflops_per_s=None,
+                      matmul_gflops_per_s=1.0, mfu=None, compiled=False)
 
 
 @pytest.mark.parametrize("device", ["cpu", "meta"])
@@ -58,11 +87,11 @@ def test_sdpa_counted_for_any_leading_axes():
     q4 = q5.flatten(0, 1)  # (B*T, H, N, d): CPU takes the fused kernel
     expected = 2 * 3 * 4 * 10 * 10 * (8 + 8)
     assert count_macs(Attend(), q5).macs == count_macs(Attend(), q4).macs == expected
-    assert bench.sdpa_macs((2, 3, 4, 10, 8), (4, 7, 8), (4, 7, 6)) == 2 * 3 * 4 * 10 * 7 * 14
+    assert sdpa_macs((2, 3, 4, 10, 8), (4, 7, 8), (4, 7, 6)) == 2 * 3 * 4 * 10 * 7 * 14
 
 
 def test_attention_counted_as_zero_fails_loudly(monkeypatch):
-    monkeypatch.setattr(bench, "ATTENTION_FORMULAS", {})
+    monkeypatch.setattr(flops, "ATTENTION_FORMULAS", {})
     model = build_model("joint", TINY_JOINT).eval()
     with pytest.raises(UncountedAttentionError, match="flash_attention_for_cpu"):
         count_macs(model, torch.zeros(1, 3, 8, 32, 32))
@@ -81,10 +110,17 @@ def test_linear_attention_cost_is_linear_in_frames():
     assert short.attention_macs >= cfg["depth"] * 2 * tokens * heads * 2 * d * d > 0
 
 
+def test_models_are_resolved_without_their_weights(tmp_path):
+    model_dir = save_tiny(tmp_path / "tiny", TINY_JOINT)
+    (model_dir / "model.safetensors").rename(model_dir / "pytorch_model.bin")  # pickle-only: loading refuses it
+    [model] = resolve_models([str(model_dir)])
+    assert (model.name, model.family, model.arch, model.frames, model.size) == ("tiny", "joint", TINY_JOINT, 8, 32)
+
+
 def test_scaling_exponent():
     frames = [8, 16, 32, 64]
-    assert bench.scaling_exponent(frames, [3 * t**1.5 for t in frames]) == pytest.approx(1.5)
-    assert bench.scaling_exponent([8], [1.0]) is None
+    assert scaling_exponent(frames, [3 * t**1.5 for t in frames]) == pytest.approx(1.5)
+    assert scaling_exponent([8], [1.0]) is None
 
 
 def paper_shape(name: str, **arch) -> BenchModel:
@@ -105,15 +141,14 @@ def test_gmacs_at_the_papers_shapes(model, frames, paper):
 def test_full_size_scaling_linear_vs_joint():
     """Counted on the meta device at 224 x 224, T = 8 and 64 (scripts/cost_report.py does 8..64)."""
     frames = [8, 64]
-    models = resolve_models(["ff-linear", "linear", "joint"])
+    models = resolve_models(["ff-linear", "joint"])
     gmacs = {m.name: [model_cost(m, t, 224).flops.gmacs for t in frames] for m in models}
-    assert bench.scaling_exponent(frames, gmacs["ff-linear"]) <= 1.05
-    assert bench.scaling_exponent(frames, gmacs["linear"]) <= 1.05
+    assert scaling_exponent(frames, gmacs["ff-linear"]) <= 1.05
     assert gmacs["joint"][1] >= 1.5 * 8 * gmacs["joint"][0]
 
 
 def test_peak_memory_is_not_fooled_by_freed_heap_memory():
-    if not bench._proc_status_kib("VmHWM"):
+    if not proc_status_kib("VmHWM"):
         pytest.skip("needs Linux /proc")
     freed = [torch.ones(64, 128) for _ in range(2048)]  # 64 MiB in 32 KiB heap blocks...
     del freed  # ...that malloc keeps for reuse
@@ -125,52 +160,57 @@ def test_peak_memory_is_not_fooled_by_freed_heap_memory():
 
 def test_isolated_measurement_and_out_of_memory():
     model = resolve_models(["joint-tiny"])[0]
-    settings = RunSettings(warmup=1, repeats=2)
-    fresh = bench.measure_isolated(model, 4, 32, settings)
+    settings = RunSettings(warmup=0, repeats=2, threads=1)
+    fresh = measure_isolated(model, 4, 32, settings)
     assert len(fresh.latencies_ms) == len(fresh.cpu_times_ms) == 2
     assert fresh.peak_memory_mib > 0 and fresh.error is None
-    too_big = bench.measure_isolated(model, 64, 224, settings, memory_limit_mib=40)
+    too_big = measure_isolated(model, 64, 224, settings, memory_limit_mib=40)
     assert too_big == Measurement(error="out of memory at T=64")
 
 
 def test_sweep_goes_on_after_out_of_memory(monkeypatch):
     def fake(model, frames, size, settings):
-        if frames == 8:
-            return Measurement(error="out of memory at T=8")
-        return bench.measure(model, frames, size, settings)
+        return Measurement(error="out of memory at T=8") if frames == 8 else Measurement([2.0], [2.0], 1.0)
 
-    monkeypatch.setattr(bench, "measure_isolated", fake)
-    report = bench.benchmark(resolve_models(["joint-tiny"]), [4, 8, 16], settings=RunSettings(warmup=0, repeats=1),
-                             isolate=True)
+    monkeypatch.setattr(sweep, "measure_isolated", fake)
+    monkeypatch.setattr(sweep, "matmul_rate", lambda device, dtype: 100.0)
+    report = benchmark(resolve_models(["joint-tiny"]), [4, 8, 16], settings=RunSettings(warmup=0, repeats=1),
+                       isolate=True)
     assert [p.frames for p in report.points] == [4, 8, 16]
     assert report.points[1].error == "out of memory at T=8" and report.points[1].latency_ms is None
     assert report.points[1].gmacs > 0  # counted even where it could not run
-    assert report.points[2].latency_ms > 0 and report.points[2].error is None
+    assert report.points[2].latency_ms == 2.0 and report.points[2].error is None
 
 
 def test_precision_warning_names_the_reason():
     cpu = torch.device("cpu")
-    message = bench.precision_warning(cpu, "bf16", rate=0.3, fp32_rate=137.0)
+    message = precision_warning(cpu, "bf16", rate=0.3, fp32_rate=137.0)
     assert "bf16" in message and "457x slower" in message and "fp32" in message
-    assert bench.precision_warning(cpu, "bf16", rate=400.0, fp32_rate=137.0) is None
-    assert bench.precision_warning(torch.device("cpu"), "fp32", rate=137.0, fp32_rate=137.0) is None
+    assert precision_warning(cpu, "bf16", rate=400.0, fp32_rate=137.0) is None
+    assert precision_warning(torch.device("cpu"), "fp32", rate=137.0, fp32_rate=137.0) is None
 
 
-def test_benchmark_json_matches_cli_md():
+def test_benchmark_json_matches_cli_md(tmp_path):
+    """Each value against something outside vidcls.bench: the hand formula, a plain parameter sum,
+    the field list above, and the definitions of the derived rates."""
     threads = torch.get_num_threads()
-    result = runner.invoke(app, ["benchmark", "--model", "joint-tiny", "--frames", "4,8", "--repeats", "2",
-                                 "--warmup", "1", "--in-process", "--threads", "1", "--json"])
+    result = runner.invoke(app, ["benchmark", "--model", str(save_tiny(tmp_path / "tiny", TINY_JOINT)),
+                                 "--frames", "4,8", "--repeats", "2", "--warmup", "1", "--in-process",
+                                 "--threads", "1", "--json"])
     assert result.exit_code == 0, result.output
     assert torch.get_num_threads() == threads  # --threads 1 applied to the measurement only
     rows = json.loads(result.stdout)
-    assert [(r["model"], r["frames"]) for r in rows] == [("joint-tiny", 4), ("joint-tiny", 8)]
-    model = resolve_models(["joint-tiny"])[0]
+    assert [(r["model"], r["frames"]) for r in rows] == [("tiny", 4), ("tiny", 8)]
     for row in rows:
-        assert CLI_FIELDS <= set(row) and row["error"] is None
-        assert (row["size"], row["batch_size"], row["device"], row["precision"]) == (32, 1, "cpu", "fp32")
-        assert row["gmacs"] == pytest.approx(model_cost(model, row["frames"], 32).flops.gmacs, rel=1e-5)
-        assert row["gflops"] == pytest.approx(2 * row["gmacs"], rel=1e-5)
-        assert row["params"] == sum(p.numel() for p in model.build(row["frames"], 32).parameters())
+        arch = {**TINY_JOINT, "num_frames": row["frames"]}  # the position table is sized for the frames
+        macs, attention = cost_by_hand(arch)
+        assert set(row) == {*CLI_MD_FIELDS, *EXTRA_FIELDS} and row["error"] is None
+        assert (row["size"], row["batch_size"], row["device"], row["precision"], row["views"]) == (32, 1, "cpu", "fp32", 1)
+        assert row["gmacs"] == pytest.approx(macs / 1e9, rel=1e-5)
+        assert row["gflops"] == pytest.approx(2 * macs / 1e9, rel=1e-5)
+        assert row["attention_share"] == pytest.approx(attention / macs, rel=1e-5)
+        params = sum(p.numel() for p in build_model("joint", arch).parameters())
+        assert row["params"] == row["trainable_params"] == params
         assert row["peak_memory_mib"] > 0
         assert row["clips_per_s"] == pytest.approx(1e3 / row["latency_ms"], rel=1e-3)
         assert row["latency_min_ms"] <= row["latency_ms"] <= row["latency_max_ms"] and row["cpu_time_ms"] > 0
@@ -179,18 +219,60 @@ def test_benchmark_json_matches_cli_md():
         assert row["mfu"] == pytest.approx(achieved / row["matmul_gflops_per_s"], rel=0.01)
 
 
-def test_benchmark_plot_csv_and_tables(tmp_path):
+def test_benchmark_plot_csv_and_tables(monkeypatch, tmp_path):
+    """The CLI's outputs of a report (the sweep itself is tested above): tables, chart, CSV."""
     image = pytest.importorskip("matplotlib.image")
+    report = BenchReport([bench_point(name, t, gmacs=t**k, memory=10.0 * t, latency=5.0 * t**k)
+                          for name, k in (("quadratic", 2), ("linear", 1)) for t in (4, 8)], 100.0)
+    monkeypatch.setattr(bench, "benchmark", lambda *args, **kwargs: report)
     png, table = tmp_path / "scaling.png", tmp_path / "points.csv"
-    result = runner.invoke(app, ["benchmark", "--model", "joint-tiny,linear-tiny", "--frames", "4,8", "--repeats",
-                                 "1", "--warmup", "0", "--in-process", "--plot", str(png), "--csv", str(table)])
+    result = runner.invoke(app, ["benchmark", "--model", "joint-tiny,linear-tiny", "--frames", "4,8",
+                                 "--plot", str(png), "--csv", str(table)])
     assert result.exit_code == 0, result.output
-    assert "exponent" in result.stdout and "linear-tiny" in result.stdout
+    scaling = [[cell.strip() for cell in line.split("│") if cell.strip()]
+               for line in result.stdout[result.stdout.index("exponent"):].splitlines()]
+    assert ["quadratic", "2.00", "1.00", "2.00", "2.00"] in scaling  # GMACs, memory, latency, CPU time
+    assert ["linear", "1.00", "1.00", "1.00", "1.00"] in scaling
     assert png.stat().st_size > 10_000
     assert image.imread(png).shape[:2] == (420, 1300)
     lines = table.read_text().splitlines()
-    assert len(lines) == 5 and lines[0].startswith("model,frames,size")
+    assert len(lines) == 5 and lines[0].startswith("model,frames,size") and lines[1].startswith("quadratic,4,32")
     assert sorted(f.name for f in tmp_path.iterdir()) == ["points.csv", "scaling.png"]  # no temporary left
+
+
+def test_size_not_a_multiple_of_the_patch_is_a_usage_error(monkeypatch):
+    monkeypatch.setattr(sweep, "matmul_rate", lambda *args: pytest.fail("measured before checking every shape"))
+    result = runner.invoke(app, ["benchmark", "--model", "linear-tiny,joint-tiny", "--frames", "4", "--size", "60"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: joint-tiny: size 60 is not a multiple of its patch size 8; nearest valid size: 56 or 64"]
+
+
+def test_shape_check_of_each_patch_embedding():
+    joint, linear = resolve_models(["joint-tiny", "linear-tiny"])
+    with pytest.raises(UsageError, match="frame count 3 is not a multiple of its tubelet size 2; "
+                                         "nearest valid frame count: 2 or 4$"):
+        joint.check_shape(3, 32)
+    with pytest.raises(UsageError, match="size 4 is not a multiple of its patch size 8; nearest valid size: 8$"):
+        model_cost(joint, 4, 4)  # building checks too, for callers of the library
+    linear.check_shape(3, 60)  # a convolution patch embedding takes any size
+    assert model_cost(linear, 3, 60).flops.macs > 0
+
+
+def test_predict_cost_line_loads_neither_the_sweep_nor_measurement():
+    """predict imports its cost line from vidcls.bench: that must not import the benchmark's
+    sweep, its per-point subprocesses or the matmul-rate code, and the package alone imports nothing."""
+    code = ("import json, sys\n"
+            "loaded = lambda: sorted(m for m in sys.modules if m.startswith('vidcls.bench'))\n"
+            "import vidcls.bench\n"
+            "package = loaded()\n"
+            "from vidcls.bench import PeakMemory, cost_line, run_cost\n"
+            "print(json.dumps([package, loaded()]))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    package, predict = json.loads(proc.stdout)
+    assert package == ["vidcls.bench"]
+    assert predict == ["vidcls.bench", "vidcls.bench.cost", "vidcls.bench.flops", "vidcls.bench.memory",
+                       "vidcls.bench.models"]
 
 
 def test_benchmark_bad_arguments_are_one_line_errors():
@@ -202,31 +284,22 @@ def test_benchmark_bad_arguments_are_one_line_errors():
 
 
 def test_report_exponents_skip_missing_points():
-    def point(frames, gmacs, memory):
-        return BenchPoint(model="m", frames=frames, size=32, batch_size=1, device="cpu", precision="fp32",
-                          params=1, trainable_params=1, gmacs=gmacs, gflops=2 * gmacs, views=1,
-                          attention_share=0.0, peak_memory_mib=memory, latency_ms=None, latency_min_ms=None,
-                          latency_max_ms=None, cpu_time_ms=None, clips_per_s=None, achieved_gflops_per_s=None,
-                          matmul_gflops_per_s=1.0, mfu=None, compiled=False)
-
-    report = BenchReport([point(8, 1.0, 10.0), point(16, 4.0, 20.0), point(32, 16.0, None)], 1.0)
+    report = BenchReport([bench_point("m", 8, 1.0, 10.0), bench_point("m", 16, 4.0, 20.0),
+                          bench_point("m", 32, 16.0, None)], 1.0)
     assert report.exponents("m") == {"gmacs": pytest.approx(2.0), "peak_memory_mib": pytest.approx(1.0),
                                      "latency_ms": None, "cpu_time_ms": None}
 
 
 def test_predict_reports_the_runs_cost(tmp_path):
-    arch = {**TINY_JOINT, "num_classes": 4}
-    card = ModelCard(name="tiny", family="joint", arch=arch, labels=["left", "right", "up", "down"],
-                     input=InputSpec(frames=8, size=32, mean=(0.5,) * 3, std=(0.5,) * 3, crops=3))
-    save_model_dir(tmp_path / "tiny", card, build_model("joint", arch))
+    model_dir = save_tiny(tmp_path / "tiny", TINY_JOINT, crops=3)
     clip = make_sample_clip(tmp_path / "clip.mp4", direction="left", frames=16, height=48, width=64, seed=0)
-    result = runner.invoke(app, ["predict", str(clip), "--model", str(tmp_path / "tiny"), "--json"])
+    result = runner.invoke(app, ["predict", str(clip), "--model", str(model_dir), "--json"])
     assert result.exit_code == 0, result.output
     [row] = json.loads(result.stdout)
-    assert row["gmacs"] == pytest.approx(cost_by_hand(arch)[0] / 1e9, rel=1e-5)
+    assert row["gmacs"] == pytest.approx(cost_by_hand(TINY_JOINT)[0] / 1e9, rel=1e-5)
     assert row["views"] == 3 and row["peak_memory_mib"] >= 0
     assert set(row["timing_ms"]) == {"decode", "preprocess", "model"}
-    table = runner.invoke(app, ["predict", str(clip), "--model", str(tmp_path / "tiny"), "--clips", "2"])
+    table = runner.invoke(app, ["predict", str(clip), "--model", str(model_dir), "--clips", "2"])
     assert table.exit_code == 0 and "GMACs per view x 6 views" in table.stdout
 
 
@@ -238,9 +311,9 @@ def test_plot_without_matplotlib_fails_before_the_sweep(monkeypatch, tmp_path):
 
 
 def test_threads_setting_covers_the_timed_passes(monkeypatch):
-    timed, real = [], bench._wall_and_cpu_ms
-    monkeypatch.setattr(bench, "_wall_and_cpu_ms", lambda step, device: (timed.append(torch.get_num_threads()),
+    timed, real = [], measurement.wall_and_cpu_ms
+    monkeypatch.setattr(measurement, "wall_and_cpu_ms", lambda step, device: (timed.append(torch.get_num_threads()),
                                                                           real(step, device))[1])
     before = torch.get_num_threads()
-    bench.measure(resolve_models(["joint-tiny"])[0], 4, 32, RunSettings(warmup=0, repeats=2, threads=1))
+    measure(resolve_models(["joint-tiny"])[0], 4, 32, RunSettings(warmup=0, repeats=2, threads=1))
     assert timed == [1, 1] and torch.get_num_threads() == before

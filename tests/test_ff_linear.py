@@ -179,7 +179,7 @@ def test_attention_branch_with_fixation_and_association_matches_reference(axis, 
 
 def test_plain_temporal_attention_is_per_position_linear_attention():
     torch.manual_seed(0)
-    block = randomise(load_model("linear-tiny").module.blocks[0])
+    block = randomise(load_model("linear-tiny", allow_random=True).module.blocks[0])
     x = torch.randn(2, 8, 64, 64)
     with torch.no_grad():
         out = block.temporal_attn(x, axis=1)
@@ -193,7 +193,7 @@ def test_plain_temporal_attention_is_per_position_linear_attention():
 
 def test_association_lets_temporal_attention_see_the_grid_neighbours():
     torch.manual_seed(0)
-    model = load_model("ff-linear-tiny").module
+    model = load_model("ff-linear-tiny", allow_random=True).module
     block, grid = randomise(model.blocks[0]), (8, 8)
     x = torch.randn(1, 8, 64, 64)
     disturbed = x.clone()
@@ -212,7 +212,7 @@ def test_association_lets_temporal_attention_see_the_grid_neighbours():
 @pytest.mark.parametrize("name", ["ff-linear-tiny", "linear-tiny"])
 def test_every_parameter_gets_a_gradient(name):
     torch.manual_seed(0)
-    model = load_model(name).module.train()
+    model = load_model(name, allow_random=True).module.train()
     model(torch.randn(2, 3, 8, 32, 32)).logsumexp(dim=1).sum().backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
     assert missing == []
@@ -221,7 +221,7 @@ def test_every_parameter_gets_a_gradient(name):
 @pytest.mark.parametrize("name", ["ff-linear-tiny", "linear-tiny"])
 def test_tiny_model_overfits_a_batch(name):
     torch.manual_seed(0)
-    model = load_model(name).module
+    model = load_model(name, allow_random=True).module
     assert model.config.fixation == (name == "ff-linear-tiny")
     videos, labels = torch.randn(8, 3, 8, 32, 32), torch.arange(8) % 4
     optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3)
@@ -240,7 +240,7 @@ def test_tiny_model_overfits_a_batch(name):
 
 
 def test_other_frame_counts_interpolate_the_time_embedding_with_warning():
-    model = load_model("ff-linear-tiny").module
+    model = load_model("ff-linear-tiny", allow_random=True).module
     with pytest.warns(UserWarning, match="interpolating"):
         assert model(torch.randn(1, 3, 5, 32, 32)).shape == (1, 4)
     with warnings.catch_warnings():
@@ -250,7 +250,7 @@ def test_other_frame_counts_interpolate_the_time_embedding_with_warning():
 
 def test_bf16_autocast_forward_and_backward(bf16_autocast_check):
     torch.manual_seed(0)
-    model = load_model("ff-linear-tiny").module.train()
+    model = load_model("ff-linear-tiny", allow_random=True).module.train()
     video = torch.randn(2, 3, 8, 32, 32)
     bf16_autocast_check(model, video)
 

@@ -21,7 +21,7 @@ KNOWN = {
         308: "skiing (not slalom or crosscountry)", 399: "zumba",
     },
     "kinetics-600": {
-        # huggingface/label-files kinetics600-id2label.json after its sorted-order fix
+        # fcakyon/label-files kinetics600-id2label.json (transformers' TimeSformer K600 labels)
         0: "abseiling", 1: "acting in play", 2: "adjusting glasses", 3: "air drumming",
         17: "backflip (human)", 55: "building lego",
         # the dataset's own inconsistent casing, kept: both sort next to each other

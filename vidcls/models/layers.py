@@ -362,3 +362,9 @@ class ConvMlp(nn.Module):
         maps = rearrange(hidden.flatten(0, -3), "n (h w) c -> n c h w", h=grid[0], w=grid[1])
         hidden = rearrange(self.dwconv(maps), "n c h w -> n (h w) c").unflatten(0, lead)
         return self.drop(self.fc2(self.drop(self.act(hidden))))
+
+
+# Layers whose products are with weights. Weight decay applies to their weights only
+# (train.loop.parameter_groups), and the FLOP counter (bench.flops) counts every other
+# product as attention's token mixing: activations multiplied with activations.
+WEIGHT_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)

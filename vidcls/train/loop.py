@@ -31,6 +31,7 @@ from ..convert.timm import INFLATIONS
 from ..errors import UsageError, VidclsError
 from ..inference import PRECISIONS, autocast_context
 from ..models import build_model
+from ..models.layers import WEIGHT_LAYERS
 from . import distributed
 from .checkpoint import load_last, run_files, save_last, write_model_files
 from .data import (Batch, EpochSampler, VideoClipDataset, class_list, derive_seed, label_indices, make_loader,
@@ -147,8 +148,7 @@ def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict[str, A
     them toward zero regularises nothing and hurts transformers. Deciding by layer type
     rather than by name works for every family without knowing its parameter names.
     """
-    decayed = {id(m.weight) for m in module.modules()
-               if isinstance(m, (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d))}
+    decayed = {id(m.weight) for m in module.modules() if isinstance(m, WEIGHT_LAYERS)}
     params = [p for p in module.parameters() if p.requires_grad]
     return [{"params": [p for p in params if id(p) in decayed], "weight_decay": weight_decay},
             {"params": [p for p in params if id(p) not in decayed], "weight_decay": 0.0}]

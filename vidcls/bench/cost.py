@@ -1,0 +1,46 @@
+"""The cost line of `vidcls predict`: MACs per view, views and peak memory of a run.
+
+Counted from the model's card alone (model_cost on the meta device): nothing here runs the
+benchmark sweep, its subprocesses or its matmul-rate measurement.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ..zoo import ModelCard
+from .models import BenchModel, model_cost, significant
+
+
+@dataclass(frozen=True)
+class RunCost:
+    """The cost fields `predict` reports for a run: MACs per view, views, peak memory."""
+
+    gmacs: float
+    views: int
+    peak_memory_mib: float | None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def run_cost(card: ModelCard, clips: int | None, crops: int | None,
+             peak_memory_mib: float | None) -> RunCost:
+    """The cost of a predict run: GMACs of one view at the model's input recipe (the same for
+    every video, so counted once), the views per video (clips x crops, recipe by default)."""
+    model = BenchModel.from_card(card)
+    gmacs = model_cost(model, model.frames, model.size).flops.gmacs
+    views = (clips or card.input.clips) * (crops or card.input.crops)
+    return RunCost(significant(gmacs), views, significant(peak_memory_mib))
+
+
+def cost_line(cost: RunCost, timings: Sequence[dict[str, float]]) -> str:
+    """The one-line summary printed under predict's table; times are summed over the run's videos."""
+    memory = "n/a" if cost.peak_memory_mib is None else f"{cost.peak_memory_mib:.0f} MiB"
+    totals = {step: sum(t.get(step, 0.0) for t in timings) for step in ("decode", "preprocess", "model")}
+    split = ", ".join(f"{step} {ms:.0f} ms" for step, ms in totals.items())
+    return (f"cost: {cost.gmacs:.4g} GMACs per view x {cost.views} views, peak memory {memory}, "
+            f"time {split}")

@@ -1,0 +1,127 @@
+"""Measuring one (model, shape) point: peak memory and latency of its forward passes, in this
+process or in a fresh one.
+
+A fresh process per point (`measure_isolated`, the CPU default) means no point inherits
+another's heap, caches or allocator state, and one too large for the machine fails with
+out-of-memory inside the child instead of taking the sweep down.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..errors import VidclsError
+from ..inference import autocast_context
+from .memory import MIB, PeakMemory, is_out_of_memory, proc_status_kib
+from .models import BenchModel
+from .timing import cpu_threads, wall_and_cpu_ms
+
+
+@dataclass
+class Measurement:
+    """Measured peak memory and latencies of one (model, shape) point, or why there are none.
+
+    cpu_times_ms: process CPU time (all threads) of each timed forward. With one thread on
+    a machine shared with other jobs it is the steadier measure of work: wall-clock
+    latency also counts the time the process waited for a core.
+    """
+
+    latencies_ms: list[float] = field(default_factory=list)
+    cpu_times_ms: list[float] = field(default_factory=list)
+    peak_memory_mib: float | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How each point is run: everything except the model and the shape."""
+
+    batch_size: int = 1
+    device: str = "cpu"
+    precision: str = "fp32"
+    warmup: int = 2
+    repeats: int = 5
+    compile: bool = False
+    threads: int | None = None  # CPU threads (torch.set_num_threads); None keeps torch's default
+
+
+def measure(model: BenchModel, frames: int, size: int, settings: RunSettings) -> Measurement:
+    """Build the model here, warm it up, then time `repeats` forwards and record their peak memory.
+
+    Under torch.inference_mode and the precision's autocast. Out-of-memory becomes
+    Measurement.error instead of an exception, so a sweep can go on past it.
+    """
+    device = torch.device(settings.device)
+    try:
+        with cpu_threads(settings.threads):
+            with torch.device(device):
+                module = model.build(frames, size)
+                clip = torch.randn(settings.batch_size, 3, frames, size, size)
+            forward = torch.compile(module) if settings.compile else module
+            with torch.inference_mode(), autocast_context(device, settings.precision):
+                for _ in range(settings.warmup):
+                    forward(clip)
+                with PeakMemory(device) as peak:
+                    runs = [wall_and_cpu_ms(lambda: forward(clip), device) for _ in range(settings.repeats)]
+    except Exception as exc:  # noqa: BLE001 - any failure of one point is reported on that point
+        if not is_out_of_memory(exc):
+            raise
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+        return Measurement(error=f"out of memory at T={frames}")
+    return Measurement([wall for wall, _ in runs], [cpu for _, cpu in runs], peak.mib)
+
+
+# What the child process runs: it must name the module that defines _isolated_main.
+_ISOLATED_ENTRY = f"from {__name__} import _isolated_main; _isolated_main()"
+
+
+def measure_isolated(model: BenchModel, frames: int, size: int, settings: RunSettings,
+                     memory_limit_mib: float | None = None) -> Measurement:
+    """`measure` in a fresh Python process, so no point inherits another's memory or caches.
+
+    The child's address space is capped (default: 90% of the memory available now above
+    what it holds), so a point too large for this machine fails with out-of-memory in the
+    child instead of waking the kernel's OOM killer.
+    """
+    request = {"model": dataclasses.asdict(model), "frames": frames, "size": size,
+               "settings": dataclasses.asdict(settings), "memory_limit_mib": memory_limit_mib}
+    proc = subprocess.run([sys.executable, "-c", _ISOLATED_ENTRY], input=json.dumps(request),
+                          capture_output=True, text=True, check=False)
+    if proc.returncode == 0:
+        return Measurement(**json.loads(proc.stdout.strip().splitlines()[-1]))
+    if proc.returncode == -9:  # SIGKILL: the OOM killer
+        return Measurement(error=f"out of memory at T={frames} (process killed)")
+    last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+    raise VidclsError(f"{model.name} at T={frames}: benchmark process failed: {last}")
+
+
+def _available_mib() -> float | None:
+    try:
+        found = re.search(r"^MemAvailable:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(found.group(1)) / 1024 if found else None
+
+
+def _isolated_main() -> None:
+    """Child side of measure_isolated: JSON request on stdin, JSON Measurement on stdout."""
+    import resource
+
+    request = json.loads(sys.stdin.read())
+    limit = request["memory_limit_mib"] or (0.9 * (_available_mib() or 0.0)) or None
+    size_now = proc_status_kib("VmSize")
+    if limit is not None and size_now is not None:
+        cap = int(size_now * 1024 + limit * MIB)
+        resource.setrlimit(resource.RLIMIT_AS, (cap, resource.getrlimit(resource.RLIMIT_AS)[1]))
+    result = measure(BenchModel(**request["model"]), request["frames"], request["size"],
+                     RunSettings(**request["settings"]))
+    print(json.dumps(dataclasses.asdict(result)))

@@ -1,0 +1,116 @@
+"""What is benchmarked: a model reference becomes an architecture to build at any clip shape,
+and its static cost (MACs, parameters) at that shape.
+
+Cost does not depend on the weights, so nothing here reads or downloads them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..errors import UsageError
+from ..models import build_model, families, make_config
+from ..zoo import ModelCard, resolve
+from .flops import FlopCount, UncountedAttentionError, count_macs, parameter_counts
+
+
+@dataclass(frozen=True)
+class BenchModel:
+    """A model to cost: family, architecture, and the recipe it is fed with.
+
+    The benchmark rebuilds the architecture for each frame count and size (where the
+    config has `num_frames` / `img_size`), so learned position tables are sized for the
+    shape instead of interpolated: cost does not depend on the weights.
+    """
+
+    name: str
+    family: str
+    arch: dict[str, Any]
+    frames: int
+    size: int
+    views: int = 1  # clips x crops of the recipe's test protocol
+
+    @classmethod
+    def from_card(cls, card: ModelCard) -> BenchModel:
+        spec = card.input
+        return cls(name=card.name, family=card.family, arch=dict(card.arch), frames=spec.frames,
+                   size=spec.size, views=spec.clips * spec.crops)
+
+    def arch_at(self, frames: int, size: int) -> dict[str, Any]:
+        """The architecture re-sized for clips of `frames` x `size` x `size`."""
+        fields = {f.name for f in dataclasses.fields(families()[self.family].Config)}
+        shape = {"num_frames": frames, "img_size": size}
+        return {**self.arch, **{k: v for k, v in shape.items() if k in fields}}
+
+    def check_shape(self, frames: int, size: int) -> None:
+        """UsageError if the patch embedding cannot cut clips of `frames` x `size` x `size`.
+
+        A tubelet embedding needs the size to be a multiple of its `patch_size` and the
+        frame count one of its `tubelet_size`; a convolution patch embedding (ff-linear)
+        has neither and takes any size. Checked before building, so a sweep fails at once
+        with the valid choices instead of deep inside a forward pass.
+        """
+        config = make_config(self.family, self.arch)
+        rules = ((size, getattr(config, "patch_size", 1), "size", "patch size"),
+                 (frames, getattr(config, "tubelet_size", 1), "frame count", "tubelet size"))
+        for value, step, what, unit in rules:
+            if value % step:
+                nearest = " or ".join(str(n) for n in _nearest_multiples(value, step))
+                raise UsageError(f"{self.name}: {what} {value} is not a multiple of its {unit} {step}; "
+                                 f"nearest valid {what}: {nearest}")
+
+    def build(self, frames: int, size: int) -> nn.Module:
+        """A randomly initialised model for this shape, on the current default device, in eval mode."""
+        self.check_shape(frames, size)
+        return build_model(self.family, self.arch_at(frames, size)).eval()
+
+
+def _nearest_multiples(value: int, step: int) -> list[int]:
+    """The positive multiples of `step` just below and just above `value`."""
+    below = value - value % step
+    return [n for n in (below, below + step) if n > 0]
+
+
+def resolve_models(refs: Sequence[str]) -> list[BenchModel]:
+    """Model references (zoo names, hf://, directories) -> what the benchmark builds; no weights read."""
+    return [BenchModel.from_card(resolve(ref, need_weights=False).card) for ref in refs]
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """Static cost of a model at one clip shape: per-view MACs and parameters."""
+
+    flops: FlopCount
+    params: int
+    trainable_params: int
+
+
+def model_cost(model: BenchModel, frames: int, size: int) -> ModelCost:
+    """Count MACs of one view and the parameters, on the meta device when the model allows.
+
+    A model whose forward needs real data (data-dependent shapes) falls back to a real CPU
+    forward, which is exact but takes the model's real time and memory.
+    """
+    try:
+        with torch.device("meta"):
+            module = model.build(frames, size)
+            clip = torch.empty(1, 3, frames, size, size)
+            flops = count_macs(module, clip)
+    except (NotImplementedError, RuntimeError) as exc:
+        if isinstance(exc, UncountedAttentionError):
+            raise
+        module = model.build(frames, size)
+        flops = count_macs(module, torch.zeros(1, 3, frames, size, size))
+    return ModelCost(flops, *parameter_counts(module))
+
+
+def significant(value: float | None, digits: int = 6) -> float | None:
+    """Round a reported number to significant digits, so tiny and full-size models keep the
+    same relative precision."""
+    return None if value is None else float(f"{value:.{digits}g}")

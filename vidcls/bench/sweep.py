@@ -1,0 +1,154 @@
+"""The sweep behind `vidcls benchmark`: every model at every frame count, and how cost grows.
+
+For each point it combines the counted cost (models.model_cost) with the measured memory
+and time (measure), and sets the achieved FLOP rate against the device's matmul rate
+(roofline); the report fits the exponent of each cost against frames.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ..errors import UsageError
+from ..inference import PRECISIONS, resolve_device
+from .measurement import Measurement, RunSettings, measure, measure_isolated
+from .models import BenchModel, ModelCost, model_cost, significant
+from .roofline import matmul_rate, precision_warning
+from .timing import cpu_threads
+
+
+@dataclass
+class BenchPoint:
+    """One (model, frames) result, in the JSON schema of `benchmark --json` (cli.md) plus extras."""
+
+    model: str
+    frames: int
+    size: int
+    batch_size: int
+    device: str
+    precision: str
+    params: int
+    trainable_params: int
+    gmacs: float  # per view (one clip of batch 1)
+    gflops: float
+    views: int  # of the model's test recipe: a prediction costs gmacs x views
+    attention_share: float  # share of gmacs in attention's token mixing (SDPA, batched products)
+    peak_memory_mib: float | None
+    latency_ms: float | None  # median over repeats, one forward of batch_size clips
+    latency_min_ms: float | None
+    latency_max_ms: float | None
+    cpu_time_ms: float | None  # median process CPU time per forward (see Measurement)
+    clips_per_s: float | None
+    achieved_gflops_per_s: float | None
+    matmul_gflops_per_s: float  # the device's measured matmul rate at this precision
+    mfu: float | None  # achieved / matmul rate
+    compiled: bool
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def make_point(model: BenchModel, frames: int, size: int, settings: RunSettings, cost: ModelCost,
+               measured: Measurement, matmul_gflops: float) -> BenchPoint:
+    """Combine the counted cost and the measurement of one point into its report row."""
+    sig = significant
+    lat = measured.latencies_ms
+    median = statistics.median(lat) if lat else None
+    achieved = settings.batch_size * cost.flops.gflops / (median / 1e3) if median else None
+    return BenchPoint(
+        model=model.name, frames=frames, size=size, batch_size=settings.batch_size, device=settings.device,
+        precision=settings.precision, params=cost.params, trainable_params=cost.trainable_params,
+        gmacs=sig(cost.flops.gmacs), gflops=sig(cost.flops.gflops), views=model.views,
+        attention_share=sig(cost.flops.attention_share), peak_memory_mib=sig(measured.peak_memory_mib),
+        latency_ms=sig(median), latency_min_ms=sig(min(lat)) if lat else None,
+        latency_max_ms=sig(max(lat)) if lat else None,
+        cpu_time_ms=sig(statistics.median(measured.cpu_times_ms)) if measured.cpu_times_ms else None,
+        clips_per_s=sig(settings.batch_size / (median / 1e3)) if median else None,
+        achieved_gflops_per_s=sig(achieved), matmul_gflops_per_s=sig(matmul_gflops),
+        mfu=sig(achieved / matmul_gflops) if achieved else None, compiled=settings.compile,
+        error=measured.error)
+
+
+@dataclass
+class BenchReport:
+    """All points of a run, the device's matmul rate, and warnings to show the user."""
+
+    points: list[BenchPoint]
+    matmul_gflops_per_s: float
+    warnings: list[str] = field(default_factory=list)
+
+    def models(self) -> list[str]:
+        return list(dict.fromkeys(p.model for p in self.points))
+
+    def series(self, model: str, metric: str) -> tuple[list[int], list[float]]:
+        """(frames, values) of one model's points that have `metric`."""
+        rows = [(p.frames, getattr(p, metric)) for p in self.points if p.model == model]
+        rows = [(t, v) for t, v in rows if v is not None and v > 0]
+        return [t for t, _ in rows], [v for _, v in rows]
+
+    def exponents(self, model: str) -> dict[str, float | None]:
+        """Exponent of cost vs frames for GMACs, peak memory and latency of one model."""
+        return {metric: scaling_exponent(*self.series(model, metric)) for metric in SCALING_METRICS}
+
+
+SCALING_METRICS = ("gmacs", "peak_memory_mib", "latency_ms", "cpu_time_ms")
+
+
+def scaling_exponent(frames: Sequence[float], values: Sequence[float]) -> float | None:
+    """Least-squares slope of log(value) against log(frames): 1 is linear, 2 quadratic.
+
+    None with fewer than two distinct frame counts.
+    """
+    if len(set(frames)) < 2:
+        return None
+    xs, ys = [math.log(t) for t in frames], [math.log(v) for v in values]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+
+
+def benchmark(models: Sequence[BenchModel], frames: Sequence[int], size: int | None = None,
+              settings: RunSettings = RunSettings(), isolate: bool | None = None,
+              on_point: Callable[[BenchPoint], None] | None = None,
+              on_warning: Callable[[str], None] | None = None) -> BenchReport:
+    """Cost every model at every frame count: counted MACs, parameters, measured memory and time.
+
+    size None uses each model's own input size. Every shape is checked against each
+    model's patch embedding before anything is measured (UsageError). isolate (default:
+    on CPU) runs each measurement in a fresh process (measure_isolated). A point that does
+    not fit in memory is reported with error "out of memory at T=..." and the sweep goes
+    on. on_point gets each point as it is done, on_warning each warning as soon as it is known.
+    """
+    if not models or not frames or any(t < 1 for t in frames):
+        raise UsageError("benchmark needs at least one model and positive frame counts")
+    if settings.precision not in PRECISIONS:
+        raise UsageError(f"bad precision {settings.precision!r}; choose from {', '.join(PRECISIONS)}")
+    for model in models:
+        for t in frames:
+            model.check_shape(t, size or model.size)
+    device = resolve_device(settings.device)
+    settings = dataclasses.replace(settings, device=str(device))
+    isolate = device.type == "cpu" if isolate is None else isolate
+    with cpu_threads(settings.threads):
+        rate = matmul_rate(device, PRECISIONS[settings.precision])
+        fp32 = rate if settings.precision == "fp32" else matmul_rate(device, torch.float32)
+    warning = precision_warning(device, settings.precision, rate, fp32)
+    if warning and on_warning is not None:
+        on_warning(warning)
+    points = []
+    for model in models:
+        for t in frames:
+            shape = (t, size or model.size)
+            cost = model_cost(model, *shape)
+            measured = (measure_isolated if isolate else measure)(model, *shape, settings)
+            points.append(make_point(model, *shape, settings, cost, measured, rate))
+            if on_point is not None:
+                on_point(points[-1])
+    return BenchReport(points, significant(rate), [warning] if warning else [])
