@@ -72,7 +72,11 @@ class Digest:
 
 @dataclass(frozen=True)
 class VerifiedFile:
-    """A downloaded file whose sha256 was checked; `recorded`: first use, now in the lock file."""
+    """A downloaded file whose sha256 was checked; `recorded`: first use, now in the lock file.
+
+    For a pickle checkpoint kept converted, path is the conversion's safetensors file (the
+    file to load) and key / sha256 still name the download it was made from.
+    """
 
     path: Path
     key: str  # its source id in the lock file
