@@ -60,7 +60,7 @@ def test_xvit_without_mixing_is_the_image_model_on_every_frame(image_state, vide
     report = init_from_image_state(model, image_state)
     assert all(k.startswith("head.") for k in report.kept)  # only the temporal head keeps its init
     with torch.no_grad():
-        frames = model.forward_features(video)[0]
+        frames = model.forward_features(video)[0, :, 0]  # each frame's class token
     for t in range(4):
         assert torch.allclose(frames[t], image_vit_features(image_state, video[0, :, t]), atol=1e-4)
 
@@ -76,7 +76,7 @@ def test_divided_starts_as_the_image_model(image_state, video):
     assert all(not b.temporal_fc.weight.any() for b in model.blocks)
     static = video[:, :, :1].expand(-1, -1, 4, -1, -1)
     with torch.no_grad():
-        assert torch.allclose(model.forward_features(static)[0], image_vit_features(image_state, video[0, :, 0]),
+        assert torch.allclose(model.forward_features(static)[0, 0], image_vit_features(image_state, video[0, :, 0]),
                               atol=1e-4)
 
 
@@ -88,7 +88,7 @@ def test_joint_tubelet_inflation(image_state, video, inflate, frame):
     clip = video[:, :, :2]
     image = clip[0, :, frame] if frame is not None else clip[0].mean(dim=1)
     with torch.no_grad():
-        assert torch.allclose(model.forward_features(clip)[0], image_vit_features(image_state, image), atol=1e-4)
+        assert torch.allclose(model.forward_features(clip)[0, 0], image_vit_features(image_state, image), atol=1e-4)
 
 
 def test_joint_position_table_is_tiled_over_time(image_state):

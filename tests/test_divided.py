@@ -1,12 +1,12 @@
-"""Divided space-time attention (TimeSformer layout) against per-position / per-frame loops."""
+"""Divided space-time attention (TimeSformer layout) against per-position / per-frame loops.
 
-import warnings
+The interface, training, bf16 and interpolation checks shared by every family are in
+test_model_interface.py.
+"""
 
-import pytest
 import torch
 
 from vidcls.models import build_model
-from vidcls.zoo import load_model
 
 ARCH = {"num_classes": 4, "num_frames": 4, "img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 2,
         "num_heads": 4, "zero_init_temporal_fc": False}
@@ -64,29 +64,3 @@ def test_temporal_fc_starts_at_zero_after_the_first_block():
     model = build_model("divided", {**ARCH, "zero_init_temporal_fc": True})
     assert model.blocks[0].temporal_fc.weight.abs().sum() > 0
     assert all(block.temporal_fc.weight.abs().sum() == 0 for block in model.blocks[1:])
-
-
-def test_tiny_model_overfits_and_every_parameter_learns(overfit):
-    torch.manual_seed(0)
-    model = load_model("divided-tiny", allow_random=True).module
-    assert overfit(model) == 1.0
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert missing == []
-
-
-def test_other_frame_counts_and_sizes_interpolate_with_warning():
-    model = build_model("divided", ARCH).eval()
-    with pytest.warns(UserWarning, match="interpolating"):
-        assert model(torch.randn(1, 3, 6, 16, 16)).shape == (1, 4)
-    with pytest.warns(UserWarning, match="interpolating"):
-        assert model(torch.randn(1, 3, 4, 24, 20)).shape == (1, 4)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        model(torch.randn(1, 3, 4, 16, 16))
-
-
-def test_bf16_autocast_forward_and_backward(bf16_autocast_check):
-    torch.manual_seed(0)
-    model = build_model("divided", ARCH)
-    video = torch.randn(2, 3, 4, 16, 16)
-    bf16_autocast_check(model, video)

@@ -1,9 +1,12 @@
-"""The joint space-time ViT: shapes, attention against a plain softmax reference, variable input."""
+"""The joint space-time ViT: the registry, attention against a plain softmax reference, position tables.
+
+The interface, training, bf16 and interpolation checks shared by every family are in
+test_model_interface.py.
+"""
 
 import math
 import subprocess
 import sys
-import warnings
 
 import pytest
 import torch
@@ -31,7 +34,7 @@ def test_registry_discovers_all_families_after_a_direct_import():
 
 def test_attention_matches_plain_softmax_formula():
     torch.manual_seed(0)
-    attn = Attention(32, 4).eval()
+    attn = Attention(dim=32, num_heads=4).eval()
     x = torch.randn(2, 3, 10, 32)  # two leading batch axes: attention is over the token axis only
     q, k, v = (t.reshape(2, 3, 10, 4, 8).transpose(-2, -3) for t in attn.qkv(x).chunk(3, dim=-1))
     weights = torch.softmax(q @ k.transpose(-1, -2) / math.sqrt(8), dim=-1)
@@ -54,32 +57,8 @@ def test_every_token_sees_every_other_frame():
     assert not torch.allclose(tokens_a[:, :4], tokens_b[:, :4])
 
 
-@pytest.mark.parametrize("options", [{}, {"pool": "mean", "cls_token": False, "pos_embed": "sinusoidal"}])
-def test_forward_backward_shapes(options):
-    model = build_model("joint", {**TINY, **options})
-    logits = model(torch.randn(2, 3, 4, 16, 16))
-    assert logits.shape == (2, 4)
-    logits.sum().backward()
-    assert all(p.grad is not None for p in model.parameters())
-
-
-def test_other_frame_counts_interpolate_with_warning():
-    model = build_model("joint", TINY).eval()
-    with pytest.warns(UserWarning, match="interpolating"):
-        assert model(torch.randn(1, 3, 8, 24, 24)).shape == (1, 4)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        model(torch.randn(1, 3, 4, 16, 16))
-
-
 def test_sinusoid_table_formula():
     table = sinusoid_table(5, 6)
     pos, i = 3, 4
     assert table[pos, i].item() == pytest.approx(math.sin(pos / 10000 ** (i / 6)), abs=1e-6)
     assert table[pos, i + 1].item() == pytest.approx(math.cos(pos / 10000 ** (i / 6)), abs=1e-6)
-
-
-def test_bf16_autocast_forward():
-    model = build_model("joint", TINY)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert model(torch.randn(1, 3, 4, 16, 16)).shape == (1, 4)

@@ -238,17 +238,25 @@ def test_no_weight_decay_on_norms_biases_embeddings(name):
     assert groups[1]["weight_decay"] == 0.0 and len(decayed) + len(groups[1]["params"]) == len(names)
 
 
-def test_new_head_replaces_only_the_classifier():
-    source = build_model("joint", {**load_model("joint-tiny", allow_random=True).card.arch, "num_classes": 7})
-    target = build_model("joint", {**load_model("joint-tiny", allow_random=True).card.arch, "num_classes": 4})
-    fresh = {k: v.clone() for k, v in target.state_dict().items()}
-    replaced = load_with_new_head(target, source.state_dict(), 7, 4, "src")
-    assert replaced == ["head.bias", "head.weight"]
+@pytest.mark.parametrize(("name", "classifier"), [("joint-tiny", "head"), ("xvit-tiny", "head.fc2")])
+def test_new_head_replaces_only_the_classifier(name, classifier):
+    """The model is built at the weights' class count, loaded strictly, then given a new classifier
+    (X-ViT's is the last layer of its temporal attention head)."""
+    card = load_model(name, allow_random=True).card
+    source = build_model(card.family, {**card.arch, "num_classes": 7}).state_dict()
+    target = build_model(card.family, {**card.arch, "num_classes": 7})
+    replaced = load_with_new_head(target, source, 4, "src")
+    assert replaced == [f"{classifier}.bias", f"{classifier}.weight"]
+    assert target(torch.randn(1, 3, 8, 32, 32)).shape == (1, 4)
     for key, value in target.state_dict().items():
-        assert torch.equal(value, fresh[key] if key in replaced else source.state_dict()[key]), key
-    wider = build_model("joint", {**load_model("joint-tiny", allow_random=True).card.arch, "embed_dim": 32, "num_heads": 2})
+        if key in replaced:  # fresh: a weight unlike the old one's (a ViT-initialised bias is zero in both)
+            assert value.shape[0] == 4 and (key.endswith("bias") or not torch.equal(value, source[key][:4])), key
+        else:
+            assert torch.equal(value, source[key]), key
+    assert load_with_new_head(target, target.state_dict(), 4, "src") == []  # same class count: nothing replaced
+    wider = build_model(card.family, {**card.arch, "embed_dim": 32, "num_heads": 2})
     with pytest.raises(VidclsError, match="do not fit"):
-        load_with_new_head(target, wider.state_dict(), 4, 4, "src")
+        load_with_new_head(build_model(card.family, card.arch), wider.state_dict(), 4, "src")
 
 
 def test_init_imagenet_reads_timm_weights_from_the_hub_cache(hub_cache, tmp_path):

@@ -1,13 +1,14 @@
-"""VidTr: separable attention and topK_std pooling against per-column / per-row / per-head loops."""
+"""VidTr: separable attention and topK_std pooling against per-column / per-row / per-head loops.
 
-import warnings
+The interface, training, bf16 and interpolation checks shared by every family are in
+test_model_interface.py.
+"""
 
 import pytest
 import torch
 
 from vidcls.models import build_model
 from vidcls.models.vidtr import topk_std_rows
-from vidcls.zoo import load_model
 
 ARCH = {"num_classes": 4, "num_frames": 6, "img_size": 12, "patch_size": 4, "embed_dim": 32, "depth": 2,
         "num_heads": 4, "head_dropout": 0.0}
@@ -124,32 +125,6 @@ def test_pool_config_is_checked():
         build_model("vidtr", {**ARCH, "residual_pool": "max"})
 
 
-@pytest.mark.parametrize("name", ["vidtr-tiny", "c-vidtr-tiny"])
-def test_tiny_model_overfits_and_every_parameter_learns(name, overfit):
-    torch.manual_seed(0)
-    model = load_model(name, allow_random=True).module
-    assert overfit(model) == 1.0
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert missing == []
-
-
-def test_other_frame_counts_interpolate_with_warning_and_pool_what_is_there():
-    model = load_model("c-vidtr-tiny", allow_random=True).module.eval()  # pools to 4, then 2 frames
-    for frames in (12, 3):  # 3 frames: the first pooling layer has nothing to drop
-        with pytest.warns(UserWarning, match="interpolating"):
-            assert model(torch.randn(1, 3, frames, 32, 32)).shape == (1, 4)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        model(torch.randn(1, 3, 8, 32, 32))
-
-
-def test_bf16_autocast_forward_and_backward(bf16_autocast_check):
-    torch.manual_seed(0)
-    model = load_model("c-vidtr-tiny", allow_random=True).module.train()
-    video = torch.randn(2, 3, 8, 32, 32)
-    bf16_autocast_check(model, video)
-
-
 SHARED = {**ARCH, "attention": "shared", "embedding": "attention_input"}
 
 
@@ -211,11 +186,3 @@ def test_shared_attention_options_are_checked():
         build_model("vidtr", {**ARCH, "attention": "joint"})
     with pytest.raises(ValueError, match="runs on 6 frames"):
         build_model("vidtr", SHARED)(torch.randn(1, 3, 4, 12, 12))
-
-
-def test_shared_attention_model_trains(overfit):
-    torch.manual_seed(0)
-    model = build_model("vidtr", {**SHARED, "num_frames": 4, "img_size": 32, "patch_size": 8, "depth": 1})
-    assert overfit(model, frames=4) == 1.0
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert missing == []

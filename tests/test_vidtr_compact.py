@@ -1,5 +1,6 @@
 """The VidTr authors' compact model (vidtr-compact); its logits against their forward written
-out as loops are checked in test_convert_authors.py."""
+out as loops are checked in test_convert_authors.py, the interface, training and bf16 checks
+shared by every family in test_model_interface.py."""
 
 import pytest
 import torch
@@ -25,7 +26,7 @@ def test_pooled_residual_keeps_each_heads_frames():
     """With its attention output and MLP zeroed, a pooling block returns the class token plus
     LN(class token) and, per patch and head, `keep` of that head's own frames in temporal order."""
     torch.manual_seed(0)
-    block = PoolingSeparableBlock(16, 2, 2.0, True, "relu", 0.0, 0.0, 1e-5, keep=2).eval()
+    block = PoolingSeparableBlock(dim=16, num_heads=2, mlp_ratio=2.0, act="relu", eps=1e-5, keep=2).eval()
     with torch.no_grad():
         for layer in (block.attn.proj, block.mlp.fc2):
             layer.weight.zero_()
@@ -56,16 +57,3 @@ def test_config_is_checked():
     model = build_model("vidtr-compact", ARCH)
     with pytest.raises(ValueError, match="8 frames of 32 px only"):
         model(torch.randn(1, 3, 4, 32, 32))
-
-
-def test_tiny_model_overfits_and_every_parameter_learns(overfit):
-    torch.manual_seed(0)
-    model = build_model("vidtr-compact", ARCH)
-    assert overfit(model, steps=250) == 1.0  # the class token reads the clip in the joint blocks only
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert missing == []
-
-
-def test_bf16_autocast_forward_and_backward(bf16_autocast_check):
-    torch.manual_seed(0)
-    bf16_autocast_check(build_model("vidtr-compact", ARCH).train(), torch.randn(2, 3, 8, 32, 32))

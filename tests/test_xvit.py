@@ -1,13 +1,14 @@
-"""X-ViT: space-time mixing against explicit channel concatenation and per-frame attention loops."""
+"""X-ViT: space-time mixing against explicit channel concatenation and per-frame attention loops.
 
-import warnings
+The interface, training, bf16 and interpolation checks shared by every family are in
+test_model_interface.py.
+"""
 
 import pytest
 import torch
 
 from vidcls.models import build_model
 from vidcls.models.xvit import SpaceTimeMixingAttention
-from vidcls.zoo import load_model
 
 ARCH = {"num_classes": 4, "num_frames": 8, "img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 4,
         "num_heads": 4, "head_hidden": 32, "head_dropout": 0.0}
@@ -43,7 +44,8 @@ def mixing_attention_by_hand(attn, x, attend, summary):
 @pytest.mark.parametrize("fold_div", [8, 4])
 def test_mixed_keys_and_values_are_channel_slices_of_neighbour_frames(fold_div):
     torch.manual_seed(0)
-    attn = SpaceTimeMixingAttention(32, 4, True, 0.0, fold_div, summary_tokens=False)
+    attn = SpaceTimeMixingAttention(dim=32, num_heads=4, qkv_bias=True, proj_drop=0.0, shift_div=fold_div,
+                                    summary_tokens=False)
     x = torch.randn(2, 5, 7, 32)
     _, k, _ = attn.heads_qkv(x)  # (B, T, H, N, d)
     plain_k = attn.qkv(x).chunk(3, dim=-1)[1]  # (B, T, N, C)
@@ -54,7 +56,8 @@ def test_mixed_keys_and_values_are_channel_slices_of_neighbour_frames(fold_div):
 @pytest.mark.parametrize("summary", [False, True])
 def test_mixing_attention_matches_per_frame_loops(summary, attend_by_hand):
     torch.manual_seed(0)
-    attn = SpaceTimeMixingAttention(32, 4, True, 0.0, 4, summary_tokens=summary).eval()
+    attn = SpaceTimeMixingAttention(dim=32, num_heads=4, qkv_bias=True, proj_drop=0.0, shift_div=4,
+                                    summary_tokens=summary).eval()
     x = torch.randn(2, 5, 7, 32)
     with torch.no_grad():
         assert torch.allclose(attn(x), mixing_attention_by_hand(attn, x, attend_by_hand, summary), atol=1e-5)
@@ -93,45 +96,25 @@ def test_summary_tokens_connect_all_frames_in_one_layer():
     assert changed_frames_per_layer({"shift_div": 0, "summary_tokens": True})[0] == list(range(8))
 
 
-def test_temporal_attention_head_reads_the_learnable_token():
+def test_temporal_attention_head_reads_the_learnable_token_and_the_frame_class_tokens():
     torch.manual_seed(0)
     model = build_model("xvit", ARCH).eval()
-    head, frame_tokens = model.head, torch.randn(2, 8, 32)
+    head, features = model.head, torch.randn(2, 8, 17, 32)  # (B, T, 1 + S, C): class token first
     with torch.no_grad():
-        sequence = torch.cat([head.token.expand(2, -1, -1), frame_tokens], dim=1)
+        sequence = torch.cat([head.token.expand(2, -1, -1), features[:, :, 0]], dim=1)
         clip = head.block(sequence)[:, 0]
         expected = head.fc2(torch.nn.functional.gelu(head.fc1(head.norm(clip))))
-        assert torch.allclose(head(frame_tokens), expected, atol=1e-6)
+        assert model.get_classifier() is head.fc2
+        assert torch.allclose(model.forward_head(features), expected, atol=1e-6)
 
 
-def test_mean_head_and_config_checks():
-    model = build_model("xvit", {**ARCH, "head": "mean"})
-    assert model(torch.randn(2, 3, 8, 16, 16)).shape == (2, 4)
+def test_mean_head_classifies_the_mean_frame_class_token_and_config_checks():
+    torch.manual_seed(0)
+    model = build_model("xvit", {**ARCH, "head": "mean"}).eval()
+    features = torch.randn(2, 8, 17, 32)
+    with torch.no_grad():
+        assert torch.allclose(model.forward_head(features), model.head(features[:, :, 0].mean(dim=1)), atol=1e-6)
     with pytest.raises(ValueError, match="shift_div"):
         build_model("xvit", {**ARCH, "shift_div": 1})
     with pytest.raises(ValueError, match="head"):
         build_model("xvit", {**ARCH, "head": "max"})
-
-
-def test_tiny_model_overfits_and_every_parameter_learns(overfit):
-    torch.manual_seed(0)
-    model = load_model("xvit-tiny", allow_random=True).module
-    assert overfit(model, steps=200) == 1.0
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
-    assert missing == []
-
-
-def test_other_frame_counts_interpolate_with_warning():
-    model = load_model("xvit-tiny", allow_random=True).module.eval()
-    with pytest.warns(UserWarning, match="interpolating"):
-        assert model(torch.randn(1, 3, 16, 32, 32)).shape == (1, 4)
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")
-        model(torch.randn(1, 3, 8, 32, 32))
-
-
-def test_bf16_autocast_forward_and_backward(bf16_autocast_check):
-    torch.manual_seed(0)
-    model = build_model("xvit", {**ARCH, "summary_tokens": True})
-    video = torch.randn(2, 3, 8, 16, 16)
-    bf16_autocast_check(model, video)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,3 +158,18 @@ def state_mismatch(expected: dict[str, torch.Tensor], state: dict[str, torch.Ten
 def describe_keys(what: str, keys: list[str]) -> str:
     """'missing: a, b, c ... (12)': a one-line summary of a key list."""
     return f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''} ({len(keys)})"
+
+
+def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str, unused: Sequence[str] = ()) -> None:
+    """Load a state dict in our layout strictly: every key in place with its shape, none left over.
+
+    unused: keys of a foreign checkpoint that its converter found no place for (they count
+    as unexpected: dropping trained weights silently would change the model). The one place
+    that builds the "weights do not fit" error, naming `source`.
+    """
+    mismatch = state_mismatch(module.state_dict(), state)
+    mismatch["unexpected"] = sorted([*mismatch["unexpected"], *unused])
+    problems = [describe_keys(what, keys) for what, keys in mismatch.items() if keys]
+    if problems:
+        raise VidclsError(f"{source}: weights do not fit the model: {'; '.join(problems)}")
+    module.load_state_dict(state, strict=True)

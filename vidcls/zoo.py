@@ -27,8 +27,8 @@ from .convert import PICKLE_NAME, PREPROCESSOR_NAME, read_checkpoint, to_vidcls
 from .convert import transformers as hf_format
 from .errors import UsageError, VidclsError
 from .labels import label_set
-from .modeldir import (CONFIG_NAME, WEIGHTS_NAME, InputSpec, ModelCard, describe_keys,  # noqa: F401 (re-exported)
-                       read_json, read_safetensors, save_model_dir, state_mismatch)
+from .modeldir import (CONFIG_NAME, WEIGHTS_NAME, InputSpec, ModelCard, load_strict,  # noqa: F401 (re-exported)
+                       read_json, read_safetensors, save_model_dir)
 from .models import build_model, make_config
 
 
@@ -179,21 +179,7 @@ def _pickle_only(ref: str) -> str:
 def load_weights(module: nn.Module, path: Path) -> None:
     """Load a safetensors file strictly (foreign key names translated); one-line errors."""
     state, unused, _ = to_vidcls(read_safetensors(path))
-    load_state(module, state, unused, str(path))
-
-
-def load_state(module: nn.Module, state: dict[str, torch.Tensor], unused: list[str], source: str) -> None:
-    """Load a state dict in our layout strictly: every key in place with its shape, none left over.
-
-    unused: keys of a foreign checkpoint that its converter found no place for (they count
-    as unexpected: dropping trained weights silently would change the model).
-    """
-    mismatch = state_mismatch(module.state_dict(), state)
-    mismatch["unexpected"] = sorted(mismatch["unexpected"] + unused)
-    problems = [describe_keys(what, keys) for what, keys in mismatch.items() if keys]
-    if problems:
-        raise VidclsError(f"{source}: weights do not fit the model: {'; '.join(problems)}")
-    module.load_state_dict(state, strict=True)
+    load_strict(module, state, str(path), unused)
 
 
 # ---------------------------------------------------------------- downloaded weights: the Hub, URLs
@@ -242,7 +228,7 @@ def keep_converted(source: cache.VerifiedFile, card: ModelCard, layout: str | No
                 raise VidclsError(f"{source.key}: the checkpoint's keys are in the {found} layout, not the {layout} "
                                   f"layout its zoo entry names")
             module = build_model(card.family, card.arch)
-            load_state(module, state, unused, f"{source.key} (as zoo model {card.name!r})")
+            load_strict(module, state, f"{source.key} (as zoo model {card.name!r})", unused)
             save_model_dir(target, card, module)
     return dataclasses.replace(source, path=target / WEIGHTS_NAME)
 

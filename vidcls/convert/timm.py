@@ -25,9 +25,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch import nn
 
 from ..errors import UsageError, VidclsError
+from ..models.base import VideoClassifier
 from ..models.layers import resize_cls_grid_embedding
 
 IMAGENET_REF = "hf://timm/vit_base_patch16_224.augreg_in21k"
@@ -62,7 +62,7 @@ def _source_key(key: str) -> str:
     return key.replace("temporal_attn.", "attn.").replace("temporal_norm.", "norm1.").replace("fc_norm.", "norm.")
 
 
-def _position_table(image_pos: torch.Tensor, module: nn.Module, target: torch.Tensor) -> torch.Tensor:
+def _position_table(image_pos: torch.Tensor, module: VideoClassifier, target: torch.Tensor) -> torch.Tensor:
     """timm's (1, 1 + S0, C) table -> the model's `target` table: resized to its grid, and tiled
     over time where the model has one entry per (time, space) token (joint, vidtr-compact)."""
     config = module.config
@@ -75,7 +75,7 @@ def _position_table(image_pos: torch.Tensor, module: nn.Module, target: torch.Te
     return torch.cat([table[:, :1], patch_pos], dim=1) if with_cls else patch_pos
 
 
-def map_image_state(image: dict[str, torch.Tensor], module: nn.Module, inflate: str = "central"
+def map_image_state(image: dict[str, torch.Tensor], module: VideoClassifier, inflate: str = "central"
                     ) -> dict[str, torch.Tensor]:
     """A timm ViT state dict -> the tensors of `module` that the image model determines."""
     if inflate not in INFLATIONS:
@@ -90,11 +90,12 @@ def map_image_state(image: dict[str, torch.Tensor], module: nn.Module, inflate: 
     if image_patch != our_patch or _depth(image) != _depth(expected):
         raise VidclsError(f"the image model (patch kernel {tuple(image_patch)}, depth {_depth(image)}) does not fit "
                           f"the {family} model (patch kernel {tuple(our_patch)}, depth {_depth(expected)})")
+    classifier = f"{module.classifier_name}."
     mapped: dict[str, torch.Tensor] = {}
     for key, target in expected.items():
         source = _source_key(key)
-        if key.startswith("head."):
-            continue  # the 21k-class head is dropped; ours keeps its initialisation
+        if key.startswith(classifier):
+            continue  # the 21k-class classifier is dropped; ours keeps its initialisation
         if key == "time_embed" or ".temporal_fc." in key:
             mapped[key] = torch.zeros_like(target)
         elif key == "patch_embed.proj.weight":
@@ -110,7 +111,7 @@ def map_image_state(image: dict[str, torch.Tensor], module: nn.Module, inflate: 
     return mapped
 
 
-def init_from_image_state(module: nn.Module, image: dict[str, torch.Tensor], inflate: str = "central",
+def init_from_image_state(module: VideoClassifier, image: dict[str, torch.Tensor], inflate: str = "central",
                           source: str = "state dict") -> InitReport:
     """Load what an image ViT determines into `module` in place; the rest keeps its initialisation."""
     mapped = map_image_state(image, module, inflate)
@@ -118,7 +119,7 @@ def init_from_image_state(module: nn.Module, image: dict[str, torch.Tensor], inf
     return InitReport(source=source, loaded=sorted(mapped), kept=sorted(set(module.state_dict()) - set(mapped)))
 
 
-def init_from_imagenet(module: nn.Module, inflate: str = "central", ref: str = IMAGENET_REF) -> InitReport:
+def init_from_imagenet(module: VideoClassifier, inflate: str = "central", ref: str = IMAGENET_REF) -> InitReport:
     """`--init imagenet`: download (or find in the Hub cache) timm's ViT-B/16 IN-21k, verify, load."""
     from .. import hub
     from ..modeldir import WEIGHTS_NAME, read_safetensors

@@ -1,8 +1,9 @@
 """Model registry: family name -> (config dataclass, model class).
 
 A family is one module in this package that decorates its model class with
-`@register("name")`; the class carries its config dataclass as `Config`. Every module of
-the package is imported on first use, so adding a family needs no edit here.
+`@register("name")`; the class extends `base.VideoClassifier` (the interface every consumer
+uses) and carries its config dataclass, an extension of `base.VideoConfig`, as `Config`.
+Every module of the package is imported on first use, so adding a family needs no edit here.
 """
 
 from __future__ import annotations
@@ -13,19 +14,21 @@ import importlib
 import pkgutil
 from typing import Any
 
-from torch import nn
-
 from ..errors import UsageError
+from .base import VideoClassifier, VideoConfig
 
-_FAMILIES: dict[str, type[nn.Module]] = {}
+_FAMILIES: dict[str, type[VideoClassifier]] = {}
 
 
 def register(name: str):
     """Class decorator that makes a model class buildable by family name from a config."""
 
-    def add(cls: type[nn.Module]) -> type[nn.Module]:
-        if not dataclasses.is_dataclass(getattr(cls, "Config", None)):
-            raise TypeError(f"{cls.__name__} needs a dataclass attribute Config")
+    def add(cls: type[VideoClassifier]) -> type[VideoClassifier]:
+        if not issubclass(cls, VideoClassifier):
+            raise TypeError(f"{cls.__name__} must extend VideoClassifier")
+        config = getattr(cls, "Config", None)
+        if not (isinstance(config, type) and dataclasses.is_dataclass(config) and issubclass(config, VideoConfig)):
+            raise TypeError(f"{cls.__name__} needs a dataclass attribute Config extending VideoConfig")
         _FAMILIES[name] = cls
         cls.family = name
         return cls
@@ -43,7 +46,7 @@ def _discover() -> None:
         importlib.import_module(f"{__name__}.{info.name}")
 
 
-def families() -> dict[str, type[nn.Module]]:
+def families() -> dict[str, type[VideoClassifier]]:
     """All registered families, importing the family modules once."""
     _discover()
     return dict(_FAMILIES)
@@ -61,6 +64,6 @@ def make_config(family: str, arch: dict[str, Any]):
     return cls.Config(**arch)
 
 
-def build_model(family: str, arch: dict[str, Any]) -> nn.Module:
+def build_model(family: str, arch: dict[str, Any]) -> VideoClassifier:
     """A randomly initialised model of `family` with hyper-parameters `arch`."""
     return families()[family](make_config(family, arch))

@@ -19,8 +19,9 @@ from einops import rearrange
 from torch import nn
 
 from . import register
-from .layers import (Attention, DropPath, Mlp, TubeletEmbed, ViTConfig, drop_path_rates, init_vit_weights,
-                     resize_cls_grid_embedding, resize_grid_embedding)
+from .base import VideoClassifier, ViTConfig
+from .layers import (Attention, DropPath, Mlp, TubeletEmbed, drop_path_rates, resize_cls_grid_embedding,
+                     resize_grid_embedding)
 
 
 @dataclass
@@ -39,16 +40,16 @@ class DividedBlock(nn.Module):
     frame, so the block is a plain token-sequence module like a ViT block.
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, act: str,
+    def __init__(self, *, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, act: str,
                  drop_path: float, dropout: float, eps: float) -> None:
         super().__init__()
         self.temporal_norm = nn.LayerNorm(dim, eps=eps)
-        self.temporal_attn = Attention(dim, num_heads, qkv_bias, proj_drop=dropout)
+        self.temporal_attn = Attention(dim=dim, num_heads=num_heads, qkv_bias=qkv_bias, proj_drop=dropout)
         self.temporal_fc = nn.Linear(dim, dim)
         self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = Attention(dim, num_heads, qkv_bias, proj_drop=dropout)
+        self.attn = Attention(dim=dim, num_heads=num_heads, qkv_bias=qkv_bias, proj_drop=dropout)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act, dropout)
+        self.mlp = Mlp(dim=dim, hidden=int(dim * mlp_ratio), act=act, dropout=dropout)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, tokens: torch.Tensor, frames: int) -> torch.Tensor:
@@ -69,29 +70,32 @@ class DividedBlock(nn.Module):
 
 
 @register("divided")
-class DividedViT(nn.Module):
+class DividedViT(VideoClassifier):
     """TimeSformer-style video ViT with divided space-time attention in every block."""
 
     Config = DividedConfig
 
     def __init__(self, config: DividedConfig) -> None:
-        super().__init__()
-        self.config = c = config
-        self.patch_embed = TubeletEmbed(c.in_chans, c.embed_dim, c.patch_size)
+        super().__init__(config)
+        c = config
+        self.patch_embed = TubeletEmbed(in_chans=c.in_chans, dim=c.embed_dim, patch=c.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + (c.img_size // c.patch_size) ** 2, c.embed_dim))
         self.time_embed = nn.Parameter(torch.zeros(1, c.num_frames, c.embed_dim))
         self.embed_drop = nn.Dropout(c.dropout)
-        self.blocks = nn.ModuleList(
-            DividedBlock(c.embed_dim, c.num_heads, c.mlp_ratio, c.qkv_bias, c.mlp_activation, rate, c.dropout,
-                         c.layer_norm_eps) for rate in drop_path_rates(c.drop_path, c.depth))
+        self.blocks = nn.ModuleList(DividedBlock(**c.block_options(), drop_path=rate)
+                                    for rate in drop_path_rates(c.drop_path, c.depth))
         self.norm = nn.LayerNorm(c.embed_dim, eps=c.layer_norm_eps)
-        self.head_drop = nn.Dropout(c.head_dropout)
         self.head = nn.Linear(c.embed_dim, c.num_classes)
-        self.apply(init_vit_weights)
-        for table in (self.cls_token, self.pos_embed, self.time_embed):
-            nn.init.trunc_normal_(table, std=0.02)
-        if c.zero_init_temporal_fc:
+        self.init_weights()
+
+    def init_tables(self) -> list[nn.Parameter]:
+        return [self.cls_token, self.pos_embed, self.time_embed]
+
+    def init_weights(self) -> None:
+        """The shared initialisation, then temporal_fc zeroed as the config asks (DividedConfig)."""
+        super().init_weights()
+        if self.config.zero_init_temporal_fc:
             for block in self.blocks[1:]:
                 nn.init.zeros_(block.temporal_fc.weight)
                 nn.init.zeros_(block.temporal_fc.bias)
@@ -109,11 +113,12 @@ class DividedViT(nn.Module):
         return self.embed_drop(torch.cat([cls, patches.flatten(1, 2)], dim=1)), frames
 
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, H, W) normalised video -> the normalised class token (B, C)."""
+        """(B, C, T, H, W) normalised video -> final-normed tokens (B, 1 + T*S, C), class token first."""
         tokens, frames = self.embed(video)
         for block in self.blocks:
-            tokens = block(tokens, frames)
-        return self.norm(tokens[:, 0])
+            tokens = self.run_block(block, tokens, frames)
+        return self.norm(tokens)
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        return self.head(self.head_drop(self.forward_features(video)))
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """The class token."""
+        return features[:, 0]

@@ -24,53 +24,53 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
+from typing import Any
 
 import torch
 from einops import rearrange
 from torch import nn
 
 from . import register
+from .base import VideoClassifier, VideoConfig
 from .layers import (
     ConvMlp,
     DropPath,
     drop_path_rates,
-    init_vit_weights,
     linear_attention,
     neighbour_shift_2d,
     relu_feature_map,
-    reset_to_default_init,
     resize_grid_embedding,
     temporal_channel_shift,
 )
 
 
 @dataclass
-class FFLinearConfig:
-    """Hyper-parameters of LVT (defaults: the Kinetics-400 model, 16 frames x 224)."""
+class FFLinearConfig(VideoConfig):
+    """Hyper-parameters of LVT (defaults: the Kinetics-400 model, 16 frames x 224).
 
-    num_classes: int = 400
+    qkv_bias (on) and layer_norm_eps (1e-6) are unconfirmed against the authors' code.
+    """
+
     num_frames: int = 16  # length of the learned temporal embedding; other lengths interpolate it
     img_size: int = 224  # nominal frame size; any size runs (no spatial position embedding)
-    in_chans: int = 3
+    embed_dim: int = 512
+    num_heads: int = 8
+    head_dropout: float = 0.5  # on the tokens before pooling and on the head's hidden layer
     patch_kernel: int = 16
     patch_stride: int = 14
     patch_padding: int = 8
-    embed_dim: int = 512
-    depth: int = 12
-    num_heads: int = 8
     mlp_hidden: int = 2048
-    mlp_activation: str = "gelu"
-    qkv_bias: bool = True  # (unconfirmed)
     fixation: bool = True  # feature-fixation gates on phi(q), phi(k)
     shared_gate: bool = False  # one gate for q and k (the K600 / SSv2 configs) instead of two
     neighbourhood: bool = True  # channel shifts of K and V across frames / grid neighbours
     shift_div: int = 8  # C // shift_div channels come from each of t+1 and t-1 (8 Kinetics, 4 SSv2)
     attn_eps: float = 1e-6  # added to the linear-attention normaliser
-    layer_norm_eps: float = 1e-6  # (unconfirmed)
     head_hidden: int = 768
-    drop_path: float = 0.0
-    dropout: float = 0.0  # after the attention projections and inside the MLP
-    head_dropout: float = 0.5  # on the tokens before pooling and inside the head
+
+    def block_options(self) -> dict[str, Any]:
+        return {**super().block_options(), "mlp_hidden": self.mlp_hidden, "fixation": self.fixation,
+                "shared_gate": self.shared_gate, "neighbourhood": self.neighbourhood, "shift_div": self.shift_div,
+                "attn_eps": self.attn_eps}
 
 
 class ConvPatchEmbed(nn.Module):
@@ -80,7 +80,7 @@ class ConvPatchEmbed(nn.Module):
     patches overlap, instead of ViT's 14 x 14 disjoint ones.
     """
 
-    def __init__(self, in_chans: int, dim: int, kernel: int, stride: int, padding: int, eps: float) -> None:
+    def __init__(self, *, in_chans: int, dim: int, kernel: int, stride: int, padding: int, eps: float) -> None:
         super().__init__()
         self.proj = nn.Conv2d(in_chans, dim, kernel, stride, padding)
         self.norm = nn.LayerNorm(dim, eps=eps)
@@ -100,7 +100,7 @@ class FeatureFixation(nn.Module):
     same token together, so it can damp channels that all three agree are uninformative.
     """
 
-    def __init__(self, head_dim: int, shared: bool) -> None:
+    def __init__(self, *, head_dim: int, shared: bool) -> None:
         super().__init__()
         self.gate_q = nn.Linear(3 * head_dim, head_dim)
         self.gate_k = None if shared else nn.Linear(3 * head_dim, head_dim)
@@ -120,7 +120,7 @@ class FixationLinearAttention(nn.Module):
     T frames of each spatial position), axis 2 spatial attention (the S tokens of a frame).
     """
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, fixation: bool, shared_gate: bool,
+    def __init__(self, *, dim: int, num_heads: int, qkv_bias: bool, fixation: bool, shared_gate: bool,
                  eps: float, proj_drop: float) -> None:
         super().__init__()
         if dim % num_heads:
@@ -128,7 +128,7 @@ class FixationLinearAttention(nn.Module):
         self.num_heads = num_heads
         self.eps = eps
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
-        self.fixation = FeatureFixation(dim // num_heads, shared_gate) if fixation else None
+        self.fixation = FeatureFixation(head_dim=dim // num_heads, shared=shared_gate) if fixation else None
         self.proj = nn.Linear(dim, dim)
         self.proj_drop = nn.Dropout(proj_drop)
 
@@ -155,18 +155,20 @@ class FixationLinearAttention(nn.Module):
 class FFLinearBlock(nn.Module):
     """Pre-LN block of three residual branches: temporal attention, spatial attention, conv MLP."""
 
-    def __init__(self, c: FFLinearConfig, drop_path: float) -> None:
+    def __init__(self, *, dim: int, num_heads: int, qkv_bias: bool, act: str, dropout: float, eps: float,
+                 mlp_hidden: int, fixation: bool, shared_gate: bool, neighbourhood: bool, shift_div: int,
+                 attn_eps: float, drop_path: float) -> None:
         super().__init__()
-        norm = partial(nn.LayerNorm, c.embed_dim, eps=c.layer_norm_eps)
-        attention = partial(FixationLinearAttention, c.embed_dim, c.num_heads, c.qkv_bias, c.fixation,
-                            c.shared_gate, c.attn_eps, c.dropout)
+        norm = partial(nn.LayerNorm, dim, eps=eps)
+        attention = partial(FixationLinearAttention, dim=dim, num_heads=num_heads, qkv_bias=qkv_bias,
+                            fixation=fixation, shared_gate=shared_gate, eps=attn_eps, proj_drop=dropout)
         self.temporal_norm, self.temporal_attn = norm(), attention()
         self.spatial_norm, self.spatial_attn = norm(), attention()
         self.mlp_norm = norm()
-        self.mlp = ConvMlp(c.embed_dim, c.mlp_hidden, c.mlp_activation, c.dropout)
+        self.mlp = ConvMlp(dim=dim, hidden=mlp_hidden, act=act, dropout=dropout)
         self.drop_path = DropPath(drop_path)
-        self.neighbourhood = c.neighbourhood
-        self.shift_div = c.shift_div
+        self.neighbourhood = neighbourhood
+        self.shift_div = shift_div
 
     def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """x: (B, T, S, C) tokens on a per-frame (h, w) grid."""
@@ -179,31 +181,35 @@ class FFLinearBlock(nn.Module):
 
 
 @register("ff-linear")
-class FFLinearTransformer(nn.Module):
+class FFLinearTransformer(VideoClassifier):
     """LVT video classifier: video (B, C, T, H, W) -> logits (B, num_classes)."""
 
     Config = FFLinearConfig
 
     def __init__(self, config: FFLinearConfig) -> None:
-        super().__init__()
-        self.config = c = config
+        super().__init__(config)
+        c = config
         if c.neighbourhood and c.shift_div < 2:
             raise ValueError(f"shift_div must be >= 2; got {c.shift_div}")
         if self.token_grid(c.img_size, c.img_size)[0] < 1:
             raise ValueError(f"patch kernel {c.patch_kernel} / padding {c.patch_padding} does not fit "
                              f"a {c.img_size} px frame")
-        self.patch_embed = ConvPatchEmbed(c.in_chans, c.embed_dim, c.patch_kernel, c.patch_stride,
-                                          c.patch_padding, c.layer_norm_eps)
+        self.patch_embed = ConvPatchEmbed(in_chans=c.in_chans, dim=c.embed_dim, kernel=c.patch_kernel,
+                                          stride=c.patch_stride, padding=c.patch_padding, eps=c.layer_norm_eps)
         self.time_embed = nn.Parameter(torch.zeros(1, c.num_frames, 1, c.embed_dim))
-        self.blocks = nn.ModuleList(FFLinearBlock(c, rate) for rate in drop_path_rates(c.drop_path, c.depth))
+        self.blocks = nn.ModuleList(FFLinearBlock(**c.block_options(), drop_path=rate)
+                                    for rate in drop_path_rates(c.drop_path, c.depth))
         self.token_drop = nn.Dropout(c.head_dropout)
         self.fc_norm = nn.LayerNorm(c.embed_dim, eps=c.layer_norm_eps)
-        self.pre_logits = nn.Sequential(nn.Linear(c.embed_dim, c.head_hidden), nn.GELU(),
-                                        nn.Dropout(c.head_dropout))
+        self.pre_logits = nn.Sequential(nn.Linear(c.embed_dim, c.head_hidden), nn.GELU())
         self.head = nn.Linear(c.head_hidden, c.num_classes)
-        self.apply(init_vit_weights)
-        reset_to_default_init(self.pre_logits, self.head)
-        nn.init.trunc_normal_(self.time_embed, std=0.02)
+        self.init_weights()
+
+    def init_tables(self) -> list[nn.Parameter]:
+        return [self.time_embed]
+
+    def fan_in_layers(self) -> list[nn.Module]:
+        return [self.pre_logits, self.head]
 
     def token_grid(self, height: int, width: int) -> tuple[int, int]:
         """The (h, w) patch grid the conv patch embedding makes of a height x width frame."""
@@ -218,14 +224,15 @@ class FFLinearTransformer(nn.Module):
         return table.unsqueeze(2)
 
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, H, W) normalised video -> pooled clip feature (B, C) after the final LayerNorm."""
+        """(B, C, T, H, W) normalised video -> tokens (B, T, S, C) on each frame's patch grid."""
         if video.ndim != 5 or video.shape[1] != self.config.in_chans:
             raise ValueError(f"expected a video (B, {self.config.in_chans}, T, H, W); got {tuple(video.shape)}")
         tokens, grid = self.patch_embed(video)
         tokens = tokens + self.time_embedding(tokens.shape[1]).to(tokens.dtype)
         for block in self.blocks:
-            tokens = block(tokens, grid)
-        return self.fc_norm(self.token_drop(tokens).mean(dim=(1, 2)))
+            tokens = self.run_block(block, tokens, grid)
+        return tokens
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        return self.head(self.pre_logits(self.forward_features(video)))
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """Token dropout, mean over space and time, LayerNorm, then the head's hidden layer (Linear, GELU)."""
+        return self.pre_logits(self.fc_norm(self.token_drop(features).mean(dim=(1, 2))))

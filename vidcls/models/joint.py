@@ -13,8 +13,9 @@ import torch
 from torch import nn
 
 from . import register
-from .layers import (Block, TubeletEmbed, ViTConfig, drop_path_rates, init_vit_weights,
-                     resize_cls_grid_embedding, resize_grid_embedding, sinusoid_table)
+from .base import VideoClassifier, ViTConfig
+from .layers import (Block, TubeletEmbed, drop_path_rates, resize_cls_grid_embedding, resize_grid_embedding,
+                     sinusoid_table)
 
 
 @dataclass
@@ -31,39 +32,37 @@ class JointConfig(ViTConfig):
 
 
 @register("joint")
-class JointViT(nn.Module):
+class JointViT(VideoClassifier):
     """Video ViT with full attention over all T'*S tokens of a clip."""
 
     Config = JointConfig
 
     def __init__(self, config: JointConfig) -> None:
-        super().__init__()
+        super().__init__(config)
         if config.pool not in ("cls", "mean") or config.pos_embed not in ("learned", "sinusoidal"):
             raise ValueError(f"bad pool {config.pool!r} or pos_embed {config.pos_embed!r}")
         if config.pool == "cls" and not config.cls_token:
             raise ValueError("pool='cls' needs cls_token=True")
-        self.config = c = config
-        self.patch_embed = TubeletEmbed(c.in_chans, c.embed_dim, c.patch_size, c.tubelet_size)
+        c = config
+        self.patch_embed = TubeletEmbed(in_chans=c.in_chans, dim=c.embed_dim, patch=c.patch_size,
+                                        tubelet=c.tubelet_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim)) if c.cls_token else None
         if c.pos_embed == "learned":
             self.pos_embed = nn.Parameter(torch.zeros(1, self._num_positions(self._grid()), c.embed_dim))
         else:  # computed, not stored: a buffer so it follows .to(device) but stays out of the state dict
             table = sinusoid_table(self._num_positions(self._grid()), c.embed_dim)[None]
             self.register_buffer("pos_table", table, persistent=False)
-        rates = drop_path_rates(c.drop_path, c.depth)
-        self.blocks = nn.ModuleList(
-            Block(c.embed_dim, c.num_heads, c.mlp_ratio, c.qkv_bias, c.mlp_activation, rate, c.dropout,
-                  c.layer_norm_eps) for rate in rates)
+        self.blocks = nn.ModuleList(Block(**c.block_options(), drop_path=rate)
+                                    for rate in drop_path_rates(c.drop_path, c.depth))
         self.norm = nn.LayerNorm(c.embed_dim, eps=c.layer_norm_eps) if c.pool == "cls" else nn.Identity()
         fc_eps = c.layer_norm_eps if c.fc_norm_eps is None else c.fc_norm_eps
         self.fc_norm = nn.LayerNorm(c.embed_dim, eps=fc_eps) if c.pool == "mean" else nn.Identity()
-        self.head_drop = nn.Dropout(c.head_dropout)
         self.head = nn.Linear(c.embed_dim, c.num_classes)
-        self.apply(init_vit_weights)
-        if c.pos_embed == "learned":
-            nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        if self.cls_token is not None:
-            nn.init.trunc_normal_(self.cls_token, std=0.02)
+        self.init_weights()
+
+    def init_tables(self) -> list[nn.Parameter]:
+        learned = [self.pos_embed] if self.config.pos_embed == "learned" else []
+        return learned + ([self.cls_token] if self.cls_token is not None else [])
 
     def _grid(self, frames: int | None = None, height: int | None = None, width: int | None = None):
         c = self.config
@@ -86,18 +85,19 @@ class JointViT(nn.Module):
         return resize_cls_grid_embedding(table, self._grid(), grid, "joint")
 
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, H, W) normalised video -> pooled clip feature (B, C)."""
+        """(B, C, T, H, W) normalised video -> tokens (B, [1 +] T'*S, C), final-normed with pool="cls"."""
         tokens = self.patch_embed(video).flatten(1, 2)  # (B, T'*S, C)
         if self.cls_token is not None:
             tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
         grid = self._grid(*video.shape[2:])
         tokens = tokens + self.position_embedding(grid).to(tokens.dtype)
         for block in self.blocks:
-            tokens = block(tokens)
-        if self.config.pool == "cls":
-            return self.norm(tokens)[:, 0]
-        start = 1 if self.cls_token is not None else 0
-        return self.fc_norm(tokens[:, start:].mean(dim=1))
+            tokens = self.run_block(block, tokens)
+        return self.norm(tokens)
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        return self.head(self.head_drop(self.forward_features(video)))
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """The class token (ViViT), or the mean of the patch tokens through fc_norm (VideoMAE)."""
+        if self.config.pool == "cls":
+            return features[:, 0]
+        start = 1 if self.cls_token is not None else 0
+        return self.fc_norm(features[:, start:].mean(dim=1))

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import warnings
-from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -49,7 +48,7 @@ class DropPath(nn.Module):
 class Mlp(nn.Module):
     """Transformer feed-forward block: fc1 -> activation -> fc2."""
 
-    def __init__(self, dim: int, hidden: int, act: str = "gelu", dropout: float = 0.0) -> None:
+    def __init__(self, *, dim: int, hidden: int, act: str = "gelu", dropout: float = 0.0) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.act = activation(act)
@@ -73,30 +72,6 @@ def folded_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, dropout: floa
     return out.unflatten(0, lead)
 
 
-@dataclass
-class ViTConfig:
-    """Hyper-parameters shared by the families built on a ViT body (defaults: ViT-B/16, 8 x 224).
-
-    Each family's config extends it, overriding a default where its paper differs.
-    """
-
-    num_classes: int = 400
-    num_frames: int = 8
-    img_size: int = 224
-    patch_size: int = 16
-    in_chans: int = 3
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_ratio: float = 4.0
-    qkv_bias: bool = True
-    mlp_activation: str = "gelu"
-    layer_norm_eps: float = 1e-6
-    drop_path: float = 0.0
-    dropout: float = 0.0
-    head_dropout: float = 0.0
-
-
 class Attention(nn.Module):
     """Multi-head softmax self-attention over the second-to-last axis, through SDPA.
 
@@ -105,7 +80,7 @@ class Attention(nn.Module):
     kernels instead of re-implementing attention.
     """
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool | str = True, attn_drop: float = 0.0,
+    def __init__(self, *, dim: int, num_heads: int, qkv_bias: bool | str = True, attn_drop: float = 0.0,
                  proj_drop: float = 0.0) -> None:
         """qkv_bias: True, False, or "qv" for biases on q and v only (VideoMAE / BEiT): a key
         bias adds the same constant to every score of a query, which softmax cancels."""
@@ -150,14 +125,15 @@ class Block(nn.Module):
     parameter names (X-ViT's space-time mixing), so such a family keeps this block as is.
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool | str = True,
-                 act: str = "gelu", drop_path: float = 0.0, dropout: float = 0.0,
-                 eps: float = 1e-6, *, attn: nn.Module | None = None) -> None:
+    def __init__(self, *, dim: int, num_heads: int, mlp_ratio: float = 4.0, qkv_bias: bool | str = True,
+                 act: str = "gelu", drop_path: float = 0.0, dropout: float = 0.0, eps: float = 1e-6,
+                 attn: nn.Module | None = None) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.attn = attn if attn is not None else Attention(dim, num_heads, qkv_bias, proj_drop=dropout)
+        self.attn = attn if attn is not None else Attention(dim=dim, num_heads=num_heads, qkv_bias=qkv_bias,
+                                                            proj_drop=dropout)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act, dropout)
+        self.mlp = Mlp(dim=dim, hidden=int(dim * mlp_ratio), act=act, dropout=dropout)
         self.drop_path = DropPath(drop_path)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -177,7 +153,7 @@ class TubeletEmbed(nn.Module):
     Returns tokens (B, T', S, C) so callers choose how to fold time and space.
     """
 
-    def __init__(self, in_chans: int, dim: int, patch: int, tubelet: int = 1) -> None:
+    def __init__(self, *, in_chans: int, dim: int, patch: int, tubelet: int = 1) -> None:
         super().__init__()
         self.patch = patch
         self.tubelet = tubelet
@@ -347,7 +323,7 @@ class ConvMlp(nn.Module):
     patch is relative to its neighbours.
     """
 
-    def __init__(self, dim: int, hidden: int, act: str = "gelu", dropout: float = 0.0, kernel: int = 3) -> None:
+    def __init__(self, *, dim: int, hidden: int, act: str = "gelu", dropout: float = 0.0, kernel: int = 3) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden)
         self.dwconv = nn.Conv2d(hidden, hidden, kernel, padding=kernel // 2, groups=hidden)

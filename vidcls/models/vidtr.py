@@ -52,8 +52,9 @@ from einops import rearrange
 from torch import nn
 
 from . import register
-from .layers import (Attention, Block, DropPath, Mlp, TubeletEmbed, ViTConfig, drop_path_rates, folded_sdpa,
-                     init_vit_weights, resize_cls_grid_embedding)
+from .base import VideoClassifier, ViTConfig
+from .layers import (Attention, Block, DropPath, Mlp, TubeletEmbed, drop_path_rates, folded_sdpa,
+                     resize_cls_grid_embedding)
 
 RESIDUAL_POOLS = ("head", "mean")
 ATTENTIONS = ("separate", "shared")
@@ -123,18 +124,18 @@ class SeparableBlock(nn.Module):
     Tokens are (B, T+1, S+1, C); with pooling to tau the block returns (B, tau+1, S+1, C).
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, act: str,
+    def __init__(self, *, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, act: str,
                  drop_path: float, dropout: float, eps: float, tau: int | None, residual_pool: str,
                  separate_residuals: bool) -> None:
         super().__init__()
         self.tau = tau
         self.residual_pool = residual_pool
         self.norm1 = nn.LayerNorm(dim, eps=eps)
-        self.temporal_attn = Attention(dim, num_heads, qkv_bias, proj_drop=dropout)
+        self.temporal_attn = Attention(dim=dim, num_heads=num_heads, qkv_bias=qkv_bias, proj_drop=dropout)
         self.temporal_norm = nn.LayerNorm(dim, eps=eps) if separate_residuals else None
-        self.attn = Attention(dim, num_heads, qkv_bias, proj_drop=dropout)
+        self.attn = Attention(dim=dim, num_heads=num_heads, qkv_bias=qkv_bias, proj_drop=dropout)
         self.norm2 = nn.LayerNorm(dim, eps=eps)
-        self.mlp = Mlp(dim, int(dim * mlp_ratio), act, dropout)
+        self.mlp = Mlp(dim=dim, hidden=int(dim * mlp_ratio), act=act, dropout=dropout)
         self.drop_path = DropPath(drop_path)
 
     def temporal(self, columns: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -185,45 +186,43 @@ class SharedSeparableBlock(Block):
 
 
 @register("vidtr")
-class VidTr(nn.Module):
+class VidTr(VideoClassifier):
     """Video transformer with separable attention on a (T+1) x (S+1) grid; C-VidTr with pooling."""
 
     Config = VidTrConfig
 
     def __init__(self, config: VidTrConfig) -> None:
-        super().__init__()
-        self.config = c = config
+        super().__init__(config)
+        c = config
         taus = self._pool_schedule()
         self._check_variant()
         patches = (c.img_size // c.patch_size) ** 2
-        self.patch_embed = TubeletEmbed(c.in_chans, c.embed_dim, c.patch_size)
+        self.patch_embed = TubeletEmbed(in_chans=c.in_chans, dim=c.embed_dim, patch=c.patch_size)
         if c.embedding == "tokens":
             self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
             self.pos_embed = nn.Parameter(torch.zeros(1, 1 + patches, c.embed_dim))
             self.time_embed = nn.Parameter(torch.zeros(1, 1 + c.num_frames, c.embed_dim))
-            tables = (self.cls_token, self.pos_embed, self.time_embed)
         else:  # the authors' layout and shapes
             self.cls_t = nn.Parameter(torch.zeros(1, 1 + patches, c.embed_dim))
             self.cls_s = nn.Parameter(torch.zeros(c.num_frames, 1, c.embed_dim))
             self.pos_embed = nn.Parameter(torch.zeros(1, (1 + c.num_frames) * (1 + patches), c.embed_dim))
-            tables = (self.cls_t, self.cls_s, self.pos_embed)
         self.embed_drop = nn.Dropout(c.dropout)
         rates = drop_path_rates(c.drop_path, c.depth)
         if c.attention == "shared":
-            self.blocks = nn.ModuleList(
-                SharedSeparableBlock(c.embed_dim, c.num_heads, c.mlp_ratio, c.qkv_bias, c.mlp_activation, rate,
-                                     c.dropout, c.layer_norm_eps) for rate in rates)
+            self.blocks = nn.ModuleList(SharedSeparableBlock(**c.block_options(), drop_path=rate) for rate in rates)
         else:
             self.blocks = nn.ModuleList(
-                SeparableBlock(c.embed_dim, c.num_heads, c.mlp_ratio, c.qkv_bias, c.mlp_activation, rate, c.dropout,
-                               c.layer_norm_eps, taus.get(i), c.residual_pool, c.separate_residuals)
+                SeparableBlock(**c.block_options(), drop_path=rate, tau=taus.get(i), residual_pool=c.residual_pool,
+                               separate_residuals=c.separate_residuals)
                 for i, rate in enumerate(rates))
         self.norm = nn.LayerNorm(c.embed_dim, eps=c.layer_norm_eps)
-        self.head_drop = nn.Dropout(c.head_dropout)
         self.head = nn.Linear(c.embed_dim, c.num_classes)
-        self.apply(init_vit_weights)
-        for table in tables:
-            nn.init.trunc_normal_(table, std=0.02)
+        self.init_weights()
+
+    def init_tables(self) -> list[nn.Parameter]:
+        if self.config.embedding == "tokens":
+            return [self.cls_token, self.pos_embed, self.time_embed]
+        return [self.cls_t, self.cls_s, self.pos_embed]
 
     def _check_variant(self) -> None:
         """The attention / embedding combinations that are defined (module docstring)."""
@@ -281,16 +280,18 @@ class VidTr(nn.Module):
         return self.embed_drop(grid), pos
 
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, H, W) normalised video -> the normalised token (0, 0), (B, C)."""
+        """(B, C, T, H, W) normalised video -> the final-normed token grid (B, T'+1, S+1, C),
+        T' the frames left after pooling."""
         if self.config.embedding == "attention_input":
             tokens, pos = self.embed_attention_input(video)
             for i, block in enumerate(self.blocks):
-                tokens = block(tokens, pos if i == 0 or self.config.pos_every_layer else None)
+                tokens = self.run_block(block, tokens, pos if i == 0 or self.config.pos_every_layer else None)
         else:
             tokens = self.embed(video)
             for block in self.blocks:
-                tokens = block(tokens)
-        return self.norm(tokens[:, 0, 0])
+                tokens = self.run_block(block, tokens)
+        return self.norm(tokens)
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        return self.head(self.head_drop(self.forward_features(video)))
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """The class token at grid position (0, 0)."""
+        return features[:, 0, 0]

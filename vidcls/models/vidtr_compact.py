@@ -39,7 +39,8 @@ from einops import rearrange
 from torch import nn
 
 from . import register
-from .layers import Block, TubeletEmbed, ViTConfig, drop_path_rates, folded_sdpa, init_vit_weights
+from .base import VideoClassifier, ViTConfig
+from .layers import Block, TubeletEmbed, drop_path_rates, folded_sdpa
 from .vidtr import gather_rows, most_selective_rows, pool_residual, temporal_affinity
 
 # The authors' two compact variants, by frame count: pooling blocks and the frames each keeps.
@@ -64,9 +65,9 @@ class PoolingSeparableBlock(Block):
     (B, 1 + keep S, C) when it pools, else the input's shape.
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, act: str, drop_path: float,
-                 dropout: float, eps: float, keep: int | None) -> None:
-        super().__init__(dim, num_heads, mlp_ratio, qkv_bias, act, drop_path, dropout, eps)
+    def __init__(self, *, keep: int | None, **block_options) -> None:
+        """keep: frames kept by topK_std pooling, None for none; the rest are `Block`'s options."""
+        super().__init__(**block_options)
         self.keep = keep
 
     def temporal(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor
@@ -100,33 +101,30 @@ class PoolingSeparableBlock(Block):
 
 
 @register("vidtr-compact")
-class CompactVidTr(nn.Module):
+class CompactVidTr(VideoClassifier):
     """The VidTr authors' compact model: pooled separable blocks, then joint blocks (module docstring)."""
 
     Config = CompactVidTrConfig
 
     def __init__(self, config: CompactVidTrConfig) -> None:
-        super().__init__()
-        self.config = c = config
+        super().__init__(config)
+        c = config
         keep = self._pool_schedule()
         self.patches = (c.img_size // c.patch_size) ** 2
-        self.patch_embed = TubeletEmbed(c.in_chans, c.embed_dim, c.patch_size)
+        self.patch_embed = TubeletEmbed(in_chans=c.in_chans, dim=c.embed_dim, patch=c.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + c.num_frames * self.patches, c.embed_dim))
         self.separable_depth = max(c.pool_layers) + 1
         rates = drop_path_rates(c.drop_path, c.depth)
-        blocks: list[nn.Module] = [
-            PoolingSeparableBlock(c.embed_dim, c.num_heads, c.mlp_ratio, c.qkv_bias, c.mlp_activation, rate,
-                                  c.dropout, c.layer_norm_eps, keep.get(i)) for i, rate in enumerate(rates[:self.separable_depth])]
-        blocks += [Block(c.embed_dim, c.num_heads, c.mlp_ratio, c.qkv_bias, c.mlp_activation, rate, c.dropout,
-                         c.layer_norm_eps) for rate in rates[self.separable_depth:]]
-        self.blocks = nn.ModuleList(blocks)
+        self.blocks = nn.ModuleList(
+            PoolingSeparableBlock(**c.block_options(), drop_path=rate, keep=keep.get(i)) if i < self.separable_depth
+            else Block(**c.block_options(), drop_path=rate) for i, rate in enumerate(rates))
         self.norm = nn.LayerNorm(c.embed_dim, eps=c.layer_norm_eps)
-        self.head_drop = nn.Dropout(c.head_dropout)
         self.head = nn.Linear(c.embed_dim, c.num_classes)
-        self.apply(init_vit_weights)
-        for table in (self.cls_token, self.pos_embed):
-            nn.init.trunc_normal_(table, std=0.02)
+        self.init_weights()
+
+    def init_tables(self) -> list[nn.Parameter]:
+        return [self.cls_token, self.pos_embed]
 
     def _pool_schedule(self) -> dict[int, int]:
         """Block index -> frames kept: at least one pooling block, each keeping fewer frames than before."""
@@ -143,7 +141,7 @@ class CompactVidTr(nn.Module):
         return dict(zip(layers, taus))
 
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, H, W) normalised video -> the normalised class token (B, C)."""
+        """(B, C, T, H, W) normalised video -> final-normed tokens (B, 1 + tau*S, C), class token first."""
         c = self.config
         patches = self.patch_embed(video)  # (B, T, S, C)
         batch, frames, spatial = patches.shape[:3]
@@ -156,8 +154,10 @@ class CompactVidTr(nn.Module):
         # hooks reject as a submodule argument under inference_mode
         pos = self.pos_embed.to(patches.dtype).reshape(1, -1, c.embed_dim)
         for i, block in enumerate(self.blocks):
-            x = block(x, spatial, pos if i == 0 else None) if i < self.separable_depth else block(x)
-        return self.norm(x[:, 0])
+            separable = (spatial, pos if i == 0 else None) if i < self.separable_depth else ()
+            x = self.run_block(block, x, *separable)
+        return self.norm(x)
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        return self.head(self.head_drop(self.forward_features(video)))
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """The class token."""
+        return features[:, 0]

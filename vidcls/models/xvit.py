@@ -28,9 +28,9 @@ from einops import rearrange
 from torch import nn
 
 from . import register
-from .layers import (Attention, Block, TubeletEmbed, ViTConfig, activation, drop_path_rates, init_vit_weights,
-                     reset_to_default_init, resize_cls_grid_embedding, resize_grid_embedding,
-                     temporal_channel_shift)
+from .base import VideoClassifier, ViTConfig
+from .layers import (Attention, Block, TubeletEmbed, activation, drop_path_rates, resize_cls_grid_embedding,
+                     resize_grid_embedding, temporal_channel_shift)
 
 HEADS = ("ta", "mean")
 
@@ -54,9 +54,9 @@ class SpaceTimeMixingAttention(Attention):
     ViT's weights drop straight in.
     """
 
-    def __init__(self, dim: int, num_heads: int, qkv_bias: bool, proj_drop: float, shift_div: int,
+    def __init__(self, *, dim: int, num_heads: int, qkv_bias: bool, proj_drop: float, shift_div: int,
                  summary_tokens: bool) -> None:
-        super().__init__(dim, num_heads, qkv_bias, proj_drop=proj_drop)
+        super().__init__(dim=dim, num_heads=num_heads, qkv_bias=qkv_bias, proj_drop=proj_drop)
         self.shift_div = shift_div
         self.summary_tokens = summary_tokens
 
@@ -92,65 +92,72 @@ def append_summaries(mixed: torch.Tensor, plain: torch.Tensor) -> torch.Tensor:
 class TemporalAttentionHead(nn.Module):
     """X-ViT's TA head: a learnable token attends with the T frame class tokens through one layer.
 
-    The token's output goes through LayerNorm, Linear, GELU, dropout and the classifier.
+    forward takes the token's output through LayerNorm, Linear and GELU: the clip feature that
+    the model's head dropout and then the classifier `fc2` read. fc2 belongs to this module
+    so that the head's parameters keep the authors' grouping (head.fc2.*), but the model
+    applies it (VideoClassifier.forward_head), after its dropout.
     """
 
-    def __init__(self, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, act: str, eps: float,
-                 hidden: int, num_classes: int, dropout: float) -> None:
+    def __init__(self, *, dim: int, num_heads: int, mlp_ratio: float, qkv_bias: bool, act: str, eps: float,
+                 hidden: int, num_classes: int) -> None:
         super().__init__()
         self.token = nn.Parameter(torch.zeros(1, 1, dim))
-        self.block = Block(dim, num_heads, mlp_ratio, qkv_bias, act, eps=eps)
+        self.block = Block(dim=dim, num_heads=num_heads, mlp_ratio=mlp_ratio, qkv_bias=qkv_bias, act=act, eps=eps)
         self.norm = nn.LayerNorm(dim, eps=eps)
         self.fc1 = nn.Linear(dim, hidden)
         self.act = activation("gelu")
-        self.drop = nn.Dropout(dropout)
         self.fc2 = nn.Linear(hidden, num_classes)
 
     def forward(self, frame_tokens: torch.Tensor) -> torch.Tensor:
-        """(B, T, C) per-frame class tokens -> logits (B, classes)."""
+        """(B, T, C) per-frame class tokens -> the clip feature (B, hidden) that fc2 classifies."""
         token = self.token.to(frame_tokens.dtype).expand(frame_tokens.shape[0], -1, -1)
         clip = self.block(torch.cat([token, frame_tokens], dim=1))[:, 0]
-        return self.fc2(self.drop(self.act(self.fc1(self.norm(clip)))))
+        return self.act(self.fc1(self.norm(clip)))
 
 
 @register("xvit")
-class XViT(nn.Module):
+class XViT(VideoClassifier):
     """Video ViT with space-time mixing attention and a Temporal Attention head (X-ViT)."""
 
     Config = XViTConfig
 
     def __init__(self, config: XViTConfig) -> None:
-        super().__init__()
-        self.config = c = config
+        super().__init__(config)
+        c = config
         if c.head not in HEADS:
             raise ValueError(f"head must be one of {HEADS}, got {c.head!r}")
         if c.shift_div and not 2 <= c.shift_div <= c.embed_dim:
             raise ValueError(f"shift_div must be 0 (no mixing) or 2..{c.embed_dim}, got {c.shift_div}")
-        self.patch_embed = TubeletEmbed(c.in_chans, c.embed_dim, c.patch_size)
+        self.patch_embed = TubeletEmbed(in_chans=c.in_chans, dim=c.embed_dim, patch=c.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + (c.img_size // c.patch_size) ** 2, c.embed_dim))
         self.time_embed = nn.Parameter(torch.zeros(1, c.num_frames, 1, c.embed_dim))
         self.embed_drop = nn.Dropout(c.dropout)
         self.blocks = nn.ModuleList(
-            Block(c.embed_dim, c.num_heads, c.mlp_ratio, c.qkv_bias, c.mlp_activation, rate, c.dropout,
-                  c.layer_norm_eps,
-                  attn=SpaceTimeMixingAttention(c.embed_dim, c.num_heads, c.qkv_bias, c.dropout, c.shift_div,
-                                                c.summary_tokens))
+            Block(**c.block_options(), drop_path=rate,
+                  attn=SpaceTimeMixingAttention(dim=c.embed_dim, num_heads=c.num_heads, qkv_bias=c.qkv_bias,
+                                                proj_drop=c.dropout, shift_div=c.shift_div,
+                                                summary_tokens=c.summary_tokens))
             for rate in drop_path_rates(c.drop_path, c.depth))
         self.norm = nn.LayerNorm(c.embed_dim, eps=c.layer_norm_eps)
         if c.head == "ta":
-            self.head = TemporalAttentionHead(c.embed_dim, c.num_heads, c.mlp_ratio, c.qkv_bias, c.mlp_activation,
-                                              c.layer_norm_eps, c.head_hidden, c.num_classes, c.head_dropout)
+            self.head = TemporalAttentionHead(dim=c.embed_dim, num_heads=c.num_heads, mlp_ratio=c.mlp_ratio,
+                                              qkv_bias=c.qkv_bias, act=c.mlp_activation, eps=c.layer_norm_eps,
+                                              hidden=c.head_hidden, num_classes=c.num_classes)
         else:
-            self.head_drop = nn.Dropout(c.head_dropout)
             self.head = nn.Linear(c.embed_dim, c.num_classes)
-        self.apply(init_vit_weights)
-        nn.init.trunc_normal_(self.cls_token, std=0.02)
-        nn.init.trunc_normal_(self.pos_embed, std=0.02)
-        if c.head == "ta":
-            nn.init.trunc_normal_(self.head.token, std=0.02)
-            reset_to_default_init(self.head.fc1, self.head.fc2)
+        self.init_weights()
+
+    @property
+    def classifier_name(self) -> str:
+        return "head.fc2" if self.config.head == "ta" else "head"
+
+    def init_tables(self) -> list[nn.Parameter]:
         # time_embed stays zero: at the start the model is the image ViT it is initialised from.
+        return [self.cls_token, self.pos_embed] + ([self.head.token] if self.config.head == "ta" else [])
+
+    def fan_in_layers(self) -> list[nn.Module]:
+        return [self.head.fc1, self.head.fc2] if self.config.head == "ta" else []
 
     def embed(self, video: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) -> per-frame sequences (B, T, S+1, C) with class tokens and embeddings."""
@@ -165,14 +172,14 @@ class XViT(nn.Module):
         return self.embed_drop(tokens)
 
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:
-        """(B, C, T, H, W) normalised video -> normalised per-frame class tokens (B, T, C)."""
+        """(B, C, T, H, W) normalised video -> final-normed per-frame sequences (B, T, S+1, C),
+        each frame's class token first."""
         tokens = self.embed(video)
         for block in self.blocks:
-            tokens = block(tokens)
-        return self.norm(tokens[:, :, 0])
+            tokens = self.run_block(block, tokens)
+        return self.norm(tokens)
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        frame_tokens = self.forward_features(video)
-        if self.config.head == "ta":
-            return self.head(frame_tokens)
-        return self.head(self.head_drop(frame_tokens.mean(dim=1)))
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        """The per-frame class tokens through the TA head, or their temporal mean."""
+        frame_tokens = features[:, :, 0]
+        return self.head(frame_tokens) if self.config.head == "ta" else frame_tokens.mean(dim=1)

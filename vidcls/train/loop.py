@@ -42,7 +42,8 @@ from .weights import starting_model
 
 OPTIMIZERS = {"adamw": (3e-4, 0.05), "sgd": (0.01, 1e-4)}  # name -> default (lr, weight decay)
 # Options that may change between a run and its --resume without changing the result.
-RESUME_MAY_CHANGE = frozenset({"resume", "workers", "device", "compile", "progress", "init", "inflate"})
+RESUME_MAY_CHANGE = frozenset({"resume", "workers", "device", "compile", "progress", "init", "inflate",
+                               "grad_checkpointing"})
 
 
 @dataclass
@@ -65,6 +66,7 @@ class TrainConfig:
     accumulate: int = 1
     precision: str = "fp32"
     compile: bool = False
+    grad_checkpointing: bool = False  # recompute block activations in the backward pass: less memory, same result
     init: str | None = None  # None: --model's own weights if it has any; "none"; "imagenet"; a REF
     inflate: str = "central"  # --init imagenet: patch kernel on the central frame, or averaged over the tubelet
     resume: bool = False
@@ -236,6 +238,7 @@ class Trainer:
         warmup = min(round(c.warmup_epochs * updates_per_epoch), total // 2)  # a short run still decays
 
         self.net.to(info.device)
+        self.net.set_grad_checkpointing(c.grad_checkpointing)
         self.model = distributed.wrap(self.net, info)
         if c.compile:
             self.model = torch.compile(self.model)

@@ -2,7 +2,7 @@
 
 --init none      random initialisation
 --init REF       the weights of any model REF (zoo name, hf://, directory; foreign key layouts
-                 are translated); a classifier sized for another class count is replaced
+                 are translated); a classifier for another class count is replaced by a fresh one
 --init imagenet  ImageNet-21k ViT-B/16 weights inflated to video (vidcls.convert.timm)
 default          the weights of --model itself when it has any, else random
 """
@@ -13,14 +13,14 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from ..convert import to_vidcls
 from ..convert.timm import FAMILIES as IMAGENET_FAMILIES
 from ..convert.timm import init_from_imagenet
-from ..errors import UsageError, VidclsError
-from ..modeldir import ModelCard, describe_keys, read_safetensors, state_mismatch
+from ..errors import UsageError
+from ..modeldir import ModelCard, load_strict, read_safetensors
 from ..models import build_model, make_config
+from ..models.base import VideoClassifier
 from ..zoo import resolve
 
 
@@ -29,7 +29,7 @@ class StartingModel:
     """A freshly built training model, and one line saying where its weights came from."""
 
     card: ModelCard
-    module: nn.Module
+    module: VideoClassifier
     origin: str
 
 
@@ -44,17 +44,17 @@ def starting_model(ref: str, init: str | None, classes: list[str], name: str,
     source_card, source_weights = source.card, source.weights
     card = replace(source_card, name=name, arch={**source_card.arch, "num_classes": len(classes)},
                    labels=list(classes))
-    module = build_model(card.family, card.arch)
     if init == "imagenet":
         if card.family not in IMAGENET_FAMILIES:  # before a download that could not be used
             raise UsageError(f"--init imagenet: no ImageNet initialisation for family {card.family!r}; "
                              f"supported: {', '.join(IMAGENET_FAMILIES)}")
+        module = build_model(card.family, card.arch)
         report = init_from_imagenet(module, inflate)
         return StartingModel(card, module, f"the ImageNet image model {report.source} ({len(report.loaded)} "
                                            f"tensors; {len(report.kept)} video-only tensors and the head keep "
                                            f"their initialisation)")
     if init == "none" or (init is None and source_weights is None):
-        return StartingModel(card, module, f"random initialisation of {ref!r}")
+        return StartingModel(card, build_model(card.family, card.arch), f"random initialisation of {ref!r}")
     init_ref, init_card, init_weights = ref, source_card, source_weights
     if init is not None:
         init_ref = init
@@ -66,7 +66,8 @@ def starting_model(ref: str, init: str | None, classes: list[str], name: str,
                              f"{card.family!r}; the weights cannot fit")
     state, _, _ = to_vidcls(read_safetensors(init_weights))
     old_classes = make_config(init_card.family, init_card.arch).num_classes
-    replaced = load_with_new_head(module, state, old_classes, len(classes), init_ref)
+    module = build_model(card.family, {**card.arch, "num_classes": old_classes})
+    replaced = load_with_new_head(module, state, len(classes), init_ref)
     origin = f"weights of {init_ref!r}"
     if replaced:
         origin += (f"; its {old_classes}-class head replaced by a new {len(classes)}-class head "
@@ -74,23 +75,16 @@ def starting_model(ref: str, init: str | None, classes: list[str], name: str,
     return StartingModel(card, module, origin)
 
 
-def load_with_new_head(module: nn.Module, state: dict[str, torch.Tensor], old_classes: int,
-                       new_classes: int, source: str | Path) -> list[str]:
-    """Load `state` strictly except for classifier tensors sized for another class count.
+def load_with_new_head(module: VideoClassifier, state: dict[str, torch.Tensor], num_classes: int,
+                       source: str | Path) -> list[str]:
+    """Load `state` strictly into `module`, built at the class count of the weights, then give it a
+    fresh classifier for `num_classes` when that differs; returns the replaced classifier's keys.
 
-    A tensor counts as classifier when its shape differs from the model's only in a leading
-    dimension of old_classes -> new_classes (the last Linear's weight and bias, whatever the
-    family names them). Those keep the module's fresh initialisation; their keys are returned.
-    Any other difference means the architectures differ, which is an error.
+    Any difference between the weights and the model means the architectures differ, which
+    is an error: the classifier is found by the model's interface, never guessed from shapes.
     """
-    expected = module.state_dict()
-    mismatch = state_mismatch(expected, state)
-    head = [key for key in mismatch["wrong shape"]
-            if state[key].shape[0] == old_classes and expected[key].shape[0] == new_classes
-            and state[key].shape[1:] == expected[key].shape[1:]]
-    mismatch["wrong shape"] = [key for key in mismatch["wrong shape"] if key not in head]
-    problems = [describe_keys(what, keys) for what, keys in mismatch.items() if keys]
-    if problems:
-        raise VidclsError(f"{source}: weights do not fit the model: {'; '.join(problems)}")
-    module.load_state_dict({**state, **{key: expected[key] for key in head}}, strict=True)
-    return head
+    load_strict(module, state, str(source))
+    if module.num_classes == num_classes:
+        return []
+    module.reset_classifier(num_classes)
+    return sorted(f"{module.classifier_name}.{key}" for key in module.get_classifier().state_dict())
