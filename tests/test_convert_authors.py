@@ -231,3 +231,9 @@ def test_compact_vidtr_checkpoint_needs_its_schedule_and_family(tmp_path):
     with pytest.raises(VidclsError, match="img_size"):  # 16 positions are no whole number of 224 px frames
         convert_checkpoint(tmp_path / "cvidtr.pth", "vidtr-compact", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_unknown_family_is_a_usage_error_before_reading_the_file(tmp_path):
+    with pytest.raises(UsageError, match="unknown model family 'xvitt'; known: .*xvit"):
+        convert_checkpoint(tmp_path / "missing.pth", "xvitt", tmp_path / "out")
+    assert not (tmp_path / "out").exists()

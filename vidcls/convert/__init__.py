@@ -234,10 +234,9 @@ def convert_checkpoint(src: str | Path, family: str, out: str | Path | None, all
     a directory with missing weights unless allow_missing (they keep their initialisation);
     keys of the source that have no place in the model are reported, not fatal.
     """
-    from ..models import families
+    from ..models import family_class
 
-    if family not in families():
-        raise UsageError(f"unknown model family {family!r}; known: {', '.join(sorted(families()))}")
+    family_class(family)  # a usage error before any file is read
     source = _hub_source(str(src)) if str(src).startswith("hf://") else _local_source(Path(src).expanduser())
     state, unused, layout = to_vidcls(source.state)
     if layout in AUTHOR_LAYOUTS and AUTHOR_LAYOUTS[layout].FAMILY != family:

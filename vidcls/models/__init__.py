@@ -52,11 +52,17 @@ def families() -> dict[str, type[VideoClassifier]]:
     return dict(_FAMILIES)
 
 
-def make_config(family: str, arch: dict[str, Any]):
-    """The family's config dataclass from a dict; unknown keys are an error, not ignored."""
+def family_class(family: str) -> type[VideoClassifier]:
+    """The model class of a registered family; an unknown name is a usage error listing the known ones."""
     cls = families().get(family)
     if cls is None:
         raise UsageError(f"unknown model family {family!r}; known: {', '.join(sorted(families()))}")
+    return cls
+
+
+def make_config(family: str, arch: dict[str, Any]):
+    """The family's config dataclass from a dict; unknown keys are an error, not ignored."""
+    cls = family_class(family)
     fields = {f.name for f in dataclasses.fields(cls.Config)}
     unknown = sorted(set(arch) - fields)
     if unknown:
@@ -66,4 +72,4 @@ def make_config(family: str, arch: dict[str, Any]):
 
 def build_model(family: str, arch: dict[str, Any]) -> VideoClassifier:
     """A randomly initialised model of `family` with hyper-parameters `arch`."""
-    return families()[family](make_config(family, arch))
+    return family_class(family)(make_config(family, arch))
