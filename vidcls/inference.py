@@ -86,10 +86,14 @@ def resolve_device(name: str | torch.device) -> torch.device:
     return device
 
 
-def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Mixed precision for bf16/fp16; fp32 runs without autocast."""
+def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise UsageError(f"bad precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for bf16/fp16; fp32 runs without autocast."""
+    check_precision(precision)
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=PRECISIONS[precision])
@@ -102,8 +106,7 @@ def check_options(top_k: int = 5, clips: int | None = None, crops: int | None = 
         raise UsageError(f"top_k and clips must be >= 1, got top_k={top_k}, clips={clips}")
     if crops is not None and crops not in choices.CROPS:
         raise UsageError(f"crops must be 1 (centre) or 3 (left/centre/right), got {crops}")
-    if precision not in PRECISIONS:
-        raise UsageError(f"bad precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+    check_precision(precision)
 
 
 def ready_model(model: ModelRef, weights: str | Path | None = None,
