@@ -316,8 +316,8 @@ class Trainer:
             self.log.info(f"--epochs {planned} -> {c.epochs}: learning-rate schedule re-planned: warm-up "
                           f"unchanged ({warmup} steps), cosine decay to zero at step {total} instead of "
                           f"{old_total}; the lr at step {step} becomes "
-                          f"{self.config.learning_rate * lr_factor(step, warmup, total):.3g} (was "
-                          f"{self.config.learning_rate * lr_factor(step, warmup, old_total):.3g})")
+                          f"{c.learning_rate * lr_factor(step, warmup, total):.3g} (was "
+                          f"{c.learning_rate * lr_factor(step, warmup, old_total):.3g})")
         return warmup, total
 
     def restore(self, state: dict[str, Any]) -> None:
