@@ -2,21 +2,32 @@
 
 import json
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
 import av
 import numpy as np
 import pytest
+import torch
+from rich.console import Console
+from safetensors.torch import load_file
 from typer.testing import CliRunner
 
+import vidcls
+from vidcls import api, cli
 from vidcls.cli import app
+from vidcls.errors import UsageError
 from vidcls.synthetic import make_sample_clip
+
+ROOT = Path(__file__).resolve().parents[1]
 
 runner = CliRunner()
 
 
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
+def invoke(*args, **options):
+    return runner.invoke(app, [str(a) for a in args], **options)
 
 
 @pytest.fixture(scope="module")
@@ -78,9 +89,37 @@ def test_models_json_lists_the_zoo():
         assert {"name", "family", "attention", "frames", "size", "weights", "labels"} <= set(row)
 
 
-def test_models_table():
-    result = invoke("models")
-    assert result.exit_code == 0 and "demo-motion" in result.stdout
+def test_models_json_is_the_library_listing(monkeypatch):
+    """`vidcls models --json` prints what vidcls.list_models returns: the CLI calls the public function."""
+    assert json.loads(invoke("models", "--json").stdout) == vidcls.list_models()
+    monkeypatch.setattr(api, "list_models", lambda: [{"name": "stub"}])
+    assert json.loads(invoke("models", "--json").stdout) == [{"name": "stub"}]
+
+
+def test_models_table_fits_80_columns(monkeypatch):
+    """Each model is one line of whole cells at 80 columns; --with-weights adds the full sources."""
+    monkeypatch.setattr(cli, "out", Console(width=80))
+    rows = vidcls.list_models()
+    lines = invoke("models").stdout.splitlines()
+    assert max(map(len, lines)) <= 80
+    table = [line.split() for line in lines]
+    assert ["demo-motion", "joint", "8x1", "32", "1", "package", "synthetic-motion"] in table
+    assert ["timesformer-k400", "divided", "8x32", "224", "3", "hf", "kinetics-400"] in table
+    assert ["xvit-ssv2", "xvit", "16x1", "224", "6", "url", "sth-sth-v2"] in table
+    marks = {"hf": "hf", "https": "url", "package": "package"}
+    for row in rows:
+        mark = "none" if row["weights"] is None else marks[row["weights"].split(":")[0]]
+        labels = {"something-something-v2": "sth-sth-v2"}.get(row["labels"], row["labels"] or "-")
+        cells = [row["name"], row["family"], f"{row['frames']}x{row['stride']}", str(row["size"]),
+                 str(row["views"]), mark, labels]
+        assert cells in table, row["name"]
+    assert "hf://facebook/timesformer-base-finetuned-k400" not in "".join(lines)
+    wide = invoke("models", "--with-weights").stdout.splitlines()
+    assert max(map(len, wide)) <= 80
+    squashed = "".join("".join(wide).split())  # a long source folds over lines inside its column
+    for row in rows:
+        if row["weights"]:
+            assert row["weights"] in squashed, row["name"]
 
 
 def test_predict_table_and_json(good_clips):
@@ -95,6 +134,9 @@ def test_predict_table_and_json(good_clips):
     assert rows[0]["frames_used"] == 2 * 8 and rows[0]["error"] is None
     assert set(rows[0]["top_k"][0]) == {"label", "index", "score"}
     assert len(rows[0]["top_k"]) == 4  # top-k defaults to 5, capped by the 4 classes
+    for row in rows:  # wall time spent on the video, also under its deprecated name
+        assert row["processing_s"] > 0 and row["seconds"] == row["processing_s"]
+        assert row["processing_s"] >= sum(row["timing_ms"].values()) / 1e3
 
 
 def test_predict_directory_input(good_clips):
@@ -130,10 +172,27 @@ def test_unknown_model_exits_2_suggesting_the_closest_name(good_clips):
     assert "did you mean demo-motion" in result.stderr and len(result.stderr.strip().splitlines()) == 1
 
 
-def test_bad_flag_value_exits_2(good_clips):
-    assert invoke("predict", good_clips[0], "--model", "demo-motion", "--top-k", "0").exit_code == 2
-    assert invoke("predict", good_clips[0], "--model", "demo-motion", "--device", "cuda:0").exit_code in (0, 2)
-    assert invoke("predict", good_clips[0], "--model", "demo-motion", "--precision", "fp8").exit_code == 2
+@pytest.mark.parametrize("flag,value", [("--top-k", "0"), ("--clips", "0"), ("--batch-size", "0"),
+                                        ("--device", "gpu"), ("--device", "cuda:"), ("--device", "cpu:0"),
+                                        ("--precision", "fp8"), ("--crops", "2")])
+def test_bad_flag_value_exits_2(good_clips, flag, value):
+    result = invoke("predict", good_clips[0], "--model", "demo-motion", flag, value)
+    assert result.exit_code == 2 and flag in result.stderr
+    assert "predictions" not in result.stdout
+
+
+@pytest.mark.parametrize("flag,value,allowed", [("--device", "gpu", "auto|cpu|cuda[:N]"),
+                                                ("--precision", "fp8", "fp32|bf16|fp16"), ("--crops", "2", "1|3")])
+def test_bad_choice_is_one_line_naming_the_choices(good_clips, flag, value, allowed):
+    result = invoke("predict", good_clips[0], "--model", "demo-motion", flag, value)
+    assert result.exit_code == 2
+    assert result.stderr.strip() == f"error: {flag} must be {allowed}, got {value!r}"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_cuda_exits_2(good_clips):
+    result = invoke("predict", good_clips[0], "--model", "demo-motion", "--device", "cuda:0")
+    assert result.exit_code == 2 and "CUDA is not available" in result.stderr
 
 
 def test_architecture_only_model_is_refused_for_predict(good_clips):
@@ -144,7 +203,9 @@ def test_architecture_only_model_is_refused_for_predict(good_clips):
 def test_sample_clip_command(tmp_path):
     result = invoke("sample-clip", tmp_path / "clip.mp4", "--direction", "down")
     assert result.exit_code == 0 and (tmp_path / "clip.mp4").stat().st_size > 0
-    assert invoke("sample-clip", tmp_path / "x.mp4", "--direction", "sideways").exit_code == 2
+    refused = invoke("sample-clip", tmp_path / "x.mp4", "--direction", "sideways")
+    assert refused.exit_code == 2 and not (tmp_path / "x.mp4").exists()
+    assert refused.stderr == "error: --direction must be left|right|up|down, got 'sideways'\n"
 
 
 def test_error_lines_keep_square_brackets(tmp_path):
@@ -152,3 +213,73 @@ def test_error_lines_keep_square_brackets(tmp_path):
     missing = tmp_path / "[red]clip.mp4"
     result = invoke("predict", missing, "--model", "demo-motion")
     assert result.exit_code == 1 and "[red]clip.mp4" in result.stderr
+
+
+@pytest.mark.parametrize("command,listed", [
+    ("predict", ["auto|cpu|cuda[:N]", "fp32|bf16|fp16", "1|3", "docs/cli.md"]),
+    ("benchmark", ["auto|cpu|cuda[:N]", "fp32|bf16|fp16"]), ("sample-clip", ["left|right|up|down"]),
+    ("train", ["auto|cpu|cuda[:N]", "fp32|bf16|fp16", "adamw|sgd", "central|average", "--out"]),
+    ("convert", ["--output", "--out"])])
+def test_help_lists_the_choices(command, listed):
+    result = invoke(command, "--help", env={"COLUMNS": "250"})
+    assert result.exit_code == 0
+    for text in listed:
+        assert text in result.stdout, text
+
+
+def test_every_cli_md_reference_names_docs_cli_md():
+    source = (ROOT / "vidcls" / "cli.py").read_text()
+    assert source.count("cli.md") == source.count("docs/cli.md") > 0
+
+
+@pytest.mark.parametrize("where", ["before", "after", None])
+def test_debug_before_or_after_the_command_keeps_the_traceback(monkeypatch, where):
+    """With --debug (either side of the command) the exception reaches the top, where Python prints
+    its traceback; without it, one line and the exit code."""
+    def broken():
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(api, "list_models", broken)
+
+    def with_debug(*args):
+        return {"before": ["--debug", *args], "after": [*args, "--debug"], None: list(args)}[where]
+
+    internal = invoke(*with_debug("models"))
+    vidcls_error = invoke(*with_debug("predict", "x.mp4", "--model", "no-such-model"))
+    if where is None:
+        assert internal.exit_code == 1 and isinstance(internal.exception, SystemExit)
+        assert internal.stderr == "error: internal error: RuntimeError: boom (rerun with --debug for details)\n"
+        assert vidcls_error.exit_code == 2 and isinstance(vidcls_error.exception, SystemExit)
+        assert len(vidcls_error.stderr.splitlines()) == 1
+    else:
+        assert isinstance(internal.exception, RuntimeError) and str(internal.exception) == "boom"
+        assert isinstance(vidcls_error.exception, UsageError) and "no-such-model" in str(vidcls_error.exception)
+
+
+def test_convert_output_and_its_out_alias(tmp_path):
+    """--output, -o and --out write the same model directory (here: the demo model, converted as is)."""
+    demo = ROOT / "vidcls" / "assets" / "demo-motion"
+    arch = [item for pair in (("--arch", f"{k}={v}") for k, v in json.loads((demo / "config.json").read_text())
+                              ["arch"].items()) for item in pair]
+    for flag in ("--output", "-o", "--out"):
+        result = invoke("convert", demo, "--family", "joint", *arch, flag, tmp_path / flag)
+        assert result.exit_code == 0, result.output
+        weights = load_file(tmp_path / flag / "model.safetensors")
+        assert all(torch.equal(weights[k], v) for k, v in load_file(demo / "model.safetensors").items())
+
+
+def cli_imports(*args: str) -> list[str]:
+    """Which of torch and typer `vidcls ARGS` (run as the console script runs it) has imported when it exits."""
+    code = ("import atexit, sys; atexit.register(lambda: print([m for m in ('torch', 'typer') if m in sys.modules])); "
+            "from vidcls.cli import main; main()")
+    done = subprocess.run([sys.executable, "-c", code, *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.splitlines()[-1].replace("'", '"'))
+
+
+def test_import_version_and_help_do_not_import_torch():
+    done = subprocess.run([sys.executable, "-c", "import vidcls, vidcls.cli, sys; print('torch' in sys.modules)"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
+    for args in (["--version"], ["--help"]):  # --help builds every command's options
+        assert cli_imports(*args) == ["typer"], args  # typer: the check does see what was imported

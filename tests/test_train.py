@@ -33,7 +33,7 @@ from vidcls.synthetic import DIRECTIONS, random_spec, render_clip, write_video
 from vidcls.train import TrainConfig, train
 from vidcls.train.data import (EpochSampler, VideoClipDataset, class_list, collate, folder_samples, label_indices,
                                list_samples, read_samples)
-from vidcls.train.loop import lr_factor, parameter_groups
+from vidcls.train.loop import Trainer, lr_factor, parameter_groups
 from vidcls.convert.timm import IMAGENET_REF
 from vidcls.hub import lock_path
 from vidcls.train.weights import load_with_new_head, starting_model
@@ -213,16 +213,15 @@ def test_epoch_sampler_resumes_part_way_and_shards_disjointly():
 # ----------------------------------------------------------------------------- optimiser pieces
 
 
-@pytest.mark.parametrize("warmup,total", [(0, 10), (3, 10), (5, 5)])
-def test_lr_factor_is_linear_warmup_then_cosine(warmup, total):
-    def reference(step):
-        if step < warmup:
-            return (step + 1) / warmup
-        t = (step - warmup) / max(1, total - warmup)
-        return (1 + math.cos(math.pi * t)) / 2
-
-    assert [lr_factor(s, warmup, total) for s in range(total)] == pytest.approx([reference(s) for s in range(total)])
-    assert lr_factor(warmup, warmup, total) == pytest.approx(1.0)
+@pytest.mark.parametrize("warmup,total,expected", [
+    # 4 warm-up steps: the first step already moves (1/4), the 4th reaches the peak; then a cosine
+    # over the 8 remaining steps: cos^2 values 0.8536 (a quarter), 0.5 (half way), 0.1464, 0 at the end
+    (4, 12, {0: 0.25, 1: 0.5, 3: 1.0, 4: 1.0, 6: 0.853553, 8: 0.5, 10: 0.146447, 12: 0.0, 13: 0.0}),
+    (0, 10, {0: 1.0, 5: 0.5, 10: 0.0}),  # no warm-up: the decay starts at the peak
+    (1, 6, {0: 1.0, 2: 0.904508, 4: 0.345492, 6: 0.0}),  # the extended run of test_resume_with_more_epochs...
+])
+def test_lr_factor_is_linear_warmup_then_cosine(warmup, total, expected):
+    assert {step: lr_factor(step, warmup, total) for step in expected} == pytest.approx(expected, abs=1e-6)
 
 
 @pytest.mark.parametrize("name", ["xvit-tiny", "ff-linear-tiny"])
@@ -259,7 +258,7 @@ def test_new_head_replaces_only_the_classifier(name, classifier):
         load_with_new_head(build_model(card.family, card.arch), wider.state_dict(), 4, "src")
 
 
-def test_init_imagenet_reads_timm_weights_from_the_hub_cache(hub_cache, tmp_path):
+def test_init_imagenet_reads_timm_weights_from_the_hub_cache(hub_cache, tmp_path):  # noqa: F811 (fixture)
     """--init imagenet goes through the real download path (offline cache, LFS checksum, lock file)."""
     image = timm_vit_state(width=64, depth=2, patch=8, side=4)  # joint-tiny's shape, not ViT-B
     (tmp_path / "timm").mkdir()
@@ -274,7 +273,7 @@ def test_init_imagenet_reads_timm_weights_from_the_hub_cache(hub_cache, tmp_path
     assert any(key.startswith("timm/vit_base_patch16_224") for key in json.loads(lock_path().read_text())["files"])
 
 
-def test_init_imagenet_refuses_a_corrupted_cached_file(hub_cache, tmp_path):
+def test_init_imagenet_refuses_a_corrupted_cached_file(hub_cache, tmp_path):  # noqa: F811 (fixture)
     (tmp_path / "timm").mkdir()
     save_file(timm_vit_state(width=64), tmp_path / "timm" / "model.safetensors")
     snapshot = add_to_hub_cache(hub_cache, IMAGENET_REF.removeprefix("hf://"), tmp_path / "timm")
@@ -314,6 +313,8 @@ def test_cli_refuses_bad_runs_before_training(motion, tmp_path):
     (tmp_path / "used" / "metrics.jsonl").write_text("")
     code, output = run_cli(*cli_args(motion, tmp_path / "used"))
     assert code == 2 and "already holds a run" in output and "Traceback" not in output
+    out_alias = [arg.replace("--output", "--out") for arg in cli_args(motion, tmp_path / "used")]
+    assert run_cli(*out_alias) == (code, output)  # --out is --output
     code, output = run_cli(*cli_args(motion, tmp_path / "r", "--optimizer", "lamb"))
     assert code == 2 and "--optimizer" in output
     unseen = _write(tmp_path / "val.txt", f"{motion / 'val/left/000.mp4'} sideways\n")
@@ -322,17 +323,18 @@ def test_cli_refuses_bad_runs_before_training(motion, tmp_path):
 
 
 def test_undecodable_videos_are_skipped_counted_and_listed(motion, tmp_path, one_thread):
-    """160 good clips plus three bad files (1.8%, under the 5% default); decoded by 2 workers."""
+    """64 good clips plus three bad files (4.5%, just under the 5% default); decoded by 2 workers."""
     bad = tmp_path / "bad"
     bad.mkdir()
     good = next((motion / "train" / "up").iterdir())
     (bad / "empty.mp4").write_bytes(b"")
     (bad / "cut.mp4").write_bytes(good.read_bytes()[: good.stat().st_size // 2])
     (bad / "notes.txt").write_text("this is not a video\n" * 20)
-    listing = subset_list(tmp_path / "train.txt", motion / "train", 40)
+    listing = subset_list(tmp_path / "train.txt", motion / "train", 16)
     with listing.open("a") as f:
         f.writelines(f"{bad / name} up\n" for name in ("empty.mp4", "cut.mp4", "notes.txt"))
-    result = train(quick_config(motion, tmp_path / "run", train=listing, workers=2))
+    val = subset_list(tmp_path / "val.txt", motion / "val", 2)
+    result = train(quick_config(motion, tmp_path / "run", train=listing, val=val, workers=2))
     assert sorted(result.skipped) == sorted(str(bad / n) for n in ("cut.mp4", "empty.mp4", "notes.txt"))
     log = (tmp_path / "run" / "train.log").read_text()
     assert sorted(line.split("skipped ")[1].split(":")[0] for line in log.splitlines() if " skipped " in line) == \
@@ -409,13 +411,14 @@ def checkpoint_epoch(output: Path) -> int:
     return torch.load(state, weights_only=True)["epoch"] if state.is_file() else -1
 
 
-def test_killed_and_stopped_runs_resume_to_the_same_weights(motion, tmp_path, one_thread):
+def test_killed_and_stopped_runs_resume_to_the_same_weights(motion, tmp_path, one_thread, monkeypatch):
     """SIGKILL after the first checkpoint, resume, SIGTERM part-way, resume: the weights of one straight run.
 
-    The killed run is a `vidcls train` process; the others run in this process (quicker).
+    The killed run is a `vidcls train` process; the others run in this process (quicker), where
+    SIGTERM is sent right after the second optimizer step, so it always lands mid-epoch.
     """
-    listing = subset_list(tmp_path / "train.txt", motion / "train", 12)
-    val = subset_list(tmp_path / "val.txt", motion / "val", 3)
+    listing = subset_list(tmp_path / "train.txt", motion / "train", 8)
+    val = subset_list(tmp_path / "val.txt", motion / "val", 2)
     config = lambda out, **extra: quick_config(motion, out, train=listing, val=val, epochs=3, seed=7,  # noqa: E731
                                                batch_size=8, **extra)
     killed = start_cli(cli_args(motion, tmp_path / "run", "--epochs", "3", "--seed", "7", train=listing, val=val))
@@ -425,28 +428,25 @@ def test_killed_and_stopped_runs_resume_to_the_same_weights(motion, tmp_path, on
     straight = train(config(tmp_path / "straight"))
     killer.join()
     killed.wait()
-    assert 1 <= checkpoint_epoch(tmp_path / "run") < 3  # really killed before the end
+    epoch = checkpoint_epoch(tmp_path / "run")
+    assert 1 <= epoch < 3  # really killed before the end
 
-    log = tmp_path / "run" / "train.log"
+    steps = []
+    optimizer_step = Trainer.optimizer_step
 
-    def terminate_part_way() -> None:
-        deadline = time.monotonic() + 60
-        while "resumed from" not in log.read_text() and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.3)
-        os.kill(os.getpid(), signal.SIGTERM)
+    def step_then_terminate(self):
+        optimizer_step(self)
+        steps.append(self.scheduler.last_epoch)
+        if len(steps) == 2:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled by the run's GracefulStop
 
-    previous = signal.signal(signal.SIGTERM, lambda *_: None)  # a late signal must not end pytest
-    try:
-        sender = threading.Thread(target=terminate_part_way)
-        sender.start()
-        stopped = train(config(tmp_path / "run", resume=True))
-        sender.join()
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-    if stopped.interrupted:  # on a fast machine the run may have finished before the signal
-        assert stopped.interrupted == "SIGTERM" and "stopped by SIGTERM" in log.read_text()
-        train(config(tmp_path / "run", resume=True))
+    monkeypatch.setattr(Trainer, "optimizer_step", step_then_terminate)
+    stopped = train(config(tmp_path / "run", resume=True))
+    monkeypatch.undo()
+    assert stopped.interrupted == "SIGTERM" and "stopped by SIGTERM" in (tmp_path / "run" / "train.log").read_text()
+    state = torch.load(tmp_path / "run" / "last" / "trainer_state.pt", weights_only=True)
+    assert (state["epoch"], state["step"]) == (epoch, 2)  # stopped in the middle of the epoch
+    train(config(tmp_path / "run", resume=True))
 
     for name in ("last/model.safetensors", "model.safetensors"):
         a, b = load_file(tmp_path / "straight" / name), load_file(tmp_path / "run" / name)
@@ -455,6 +455,34 @@ def test_killed_and_stopped_runs_resume_to_the_same_weights(motion, tmp_path, on
              for line in (tmp_path / out / "metrics.jsonl").read_text().splitlines()] for out in ("straight", "run")]
     assert rows[0] == rows[1] and [r["epoch"] for r in rows[0]] == [1, 2, 3]
     assert straight.history[-1]["epoch"] == 3
+
+
+def test_resume_with_more_epochs_extends_a_finished_run(motion, tmp_path, one_thread, monkeypatch):
+    """--resume --epochs 3 after a 1-epoch run trains epochs 2 and 3 on a re-planned schedule; fewer
+    epochs than done is refused. 16 clips in batches of 8: 2 steps an epoch, a warm-up of 1 step."""
+    listing = subset_list(tmp_path / "train.txt", motion / "train", 4)
+    val = subset_list(tmp_path / "val.txt", motion / "val", 1)
+    run = tmp_path / "run"
+    args = lambda epochs, *extra: cli_args(motion, run, "--epochs", str(epochs), *extra,  # noqa: E731
+                                           train=listing, val=val)
+    assert run_cli(*args(1))[0] == 0
+    used = []  # the learning rate each optimizer step of the extended run uses
+    optimizer_step = Trainer.optimizer_step
+    monkeypatch.setattr(Trainer, "optimizer_step",
+                        lambda self: (used.append(self.optimizer.param_groups[0]["lr"]), optimizer_step(self)))
+    code, output = run_cli(*args(3, "--resume"))
+    assert code == 0, output
+    log = (run / "train.log").read_text()
+    # lr 2e-3 x the cosine of a 6-step run at step 2 (0.904508), where the 2-step run had reached 0
+    assert ("--epochs 1 -> 3: learning-rate schedule re-planned: warm-up unchanged (1 steps), cosine decay to "
+            "zero at step 6 instead of 2; the lr at step 2 becomes 0.00181 (was 0)") in log
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    # steps 2..5 of a cosine from step 1 to step 6: cos^2 of 0.2, 0.4, 0.6, 0.8 of a half turn
+    assert used == pytest.approx([2e-3 * f for f in (0.904508, 0.654508, 0.345492, 0.095492)], abs=1e-9)
+    code, output = run_cli(*args(2, "--resume"))
+    assert code == 2 and output.strip() == (f"error: --epochs 2 is fewer than the 3 epochs the run in {run} has "
+                                            f"already started; pass --epochs 3 or more")
 
 
 def test_torchrun_two_processes_on_cpu(motion, tmp_path):
@@ -475,8 +503,9 @@ def test_torchrun_two_processes_on_cpu(motion, tmp_path):
 
 
 def motion_run(motion: Path, output: Path, model: str, epochs: int, lr: float, shuffle: bool):
+    """Two decoding workers: decoding is most of an epoch's time, and the result does not depend on them."""
     return train(quick_config(motion, output, model=model, epochs=epochs, lr=lr, batch_size=8,
-                              label_smoothing=0.0, shuffle_frames=shuffle))
+                              label_smoothing=0.0, shuffle_frames=shuffle, workers=2))
 
 
 def curve(result) -> list[float]:

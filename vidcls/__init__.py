@@ -1,17 +1,63 @@
 """vidcls: video classification with linear and quadratic video transformers.
 
-The library API that the command line is built on:
+The library API that the command line is built on, one function per command:
 
     >>> import vidcls
-    >>> model = vidcls.load_model("demo-motion")
-    >>> [p.top_k[0]["label"] for p in vidcls.predict(["clip.mp4"], model)]
+    >>> [p.top_k[0]["label"] for p in vidcls.predict(["clip.mp4"], "demo-motion")]
+    >>> model = vidcls.load_model("demo-motion")          # load once, predict many times
+    >>> vidcls.list_models()                              # vidcls models
+    >>> vidcls.benchmark(["joint", "ff-linear"], frames=[8, 16])   # vidcls benchmark
+    >>> vidcls.download("timesformer-k400")               # vidcls download
+    >>> vidcls.convert_checkpoint("ckpt.pth", "xvit", "out/")     # vidcls convert
+    >>> vidcls.train_model(vidcls.TrainConfig(model="xvit-tiny", train="data/train",
+    ...                                       val="data/val", output="runs/x"))  # vidcls train
+
+The names are imported on first use: `import vidcls` (and `vidcls --help`) does not load
+torch, which takes seconds. `train_model` and `convert_checkpoint` are not called `train`
+and `convert` because those are the subpackages vidcls.train and vidcls.convert: Python
+rebinds `vidcls.train` to the subpackage whenever it is imported.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from .errors import UsageError as UsageError, VidclsError as VidclsError  # re-exported
 
 __version__ = "0.1.0"
 
-from .errors import UsageError, VidclsError  # noqa: E402
-from .inference import Prediction, predict, predict_video  # noqa: E402
-from .zoo import LoadedModel, ModelCard, load_model, save_model_dir  # noqa: E402
+# public name -> (module, attribute), imported by __getattr__ on first use
+_LAZY = {
+    "LoadedModel": ("zoo", "LoadedModel"), "ModelCard": ("zoo", "ModelCard"), "load_model": ("zoo", "load_model"),
+    "save_model_dir": ("zoo", "save_model_dir"), "download": ("zoo", "download"),
+    "Prediction": ("inference", "Prediction"), "predict": ("inference", "predict"),
+    "predict_video": ("inference", "predict_video"),
+    "PredictRun": ("api", "PredictRun"), "predict_run": ("api", "predict_run"),
+    "benchmark": ("api", "benchmark"), "list_models": ("api", "list_models"),
+    "TrainConfig": ("train", "TrainConfig"), "TrainResult": ("train", "TrainResult"),
+    "train_model": ("train", "train"), "convert_checkpoint": ("convert", "convert_checkpoint"),
+}
 
-__all__ = ["LoadedModel", "ModelCard", "Prediction", "UsageError", "VidclsError", "__version__",
-           "load_model", "predict", "predict_video", "save_model_dir"]
+__all__ = sorted([*_LAZY, "UsageError", "VidclsError", "__version__"])
+
+if TYPE_CHECKING:  # what __getattr__ returns, for type checkers and IDEs
+    from .api import PredictRun, benchmark, list_models, predict_run  # noqa: F401
+    from .convert import convert_checkpoint  # noqa: F401
+    from .inference import Prediction, predict, predict_video  # noqa: F401
+    from .train import TrainConfig, TrainResult  # noqa: F401
+    from .train import train as train_model  # noqa: F401
+    from .zoo import LoadedModel, ModelCard, download, load_model, save_model_dir  # noqa: F401
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'vidcls' has no attribute {name!r}")
+    module, attribute = _LAZY[name]
+    value = getattr(importlib.import_module(f".{module}", __name__), attribute)
+    globals()[name] = value  # later lookups skip __getattr__
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

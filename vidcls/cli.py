@@ -1,13 +1,18 @@
-"""The `vidcls` command line: argument parsing, rich output and exit codes, nothing else.
+"""The `vidcls` command line: parse the options, call one library function, render its result.
 
-Exit codes (../shared/spec/cli.md): 0 all done, 1 some input failed (the others were
-processed), 2 the command line itself is wrong. No traceback unless --debug.
+Exit codes (docs/cli.md): 0 all done, 1 some input failed (the others were processed),
+2 the command line itself is wrong. Errors are one line, with no traceback unless --debug
+(accepted before or after the command).
+
+Only typer, rich and vidcls's torch-free modules are imported here; each command imports
+the library it calls, so `vidcls --help` and `vidcls --version` never load torch.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Callable, Optional
@@ -17,12 +22,12 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
 from . import __version__
+from .choices import CROPS, DEVICE_METAVAR, DEVICE_PATTERN, DIRECTIONS, INFLATIONS, OPTIMIZERS, PRECISIONS
 from .errors import UsageError, VidclsError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
-                  help="Classify videos with linear and quadratic video transformers.")
 out = Console()
 err = Console(stderr=True)
 _state = {"debug": False}
@@ -32,6 +37,42 @@ def fail(message: str, code: int) -> typer.Exit:
     """Print a one-line error to stderr and return the Exit to raise."""
     err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def _debug_first(args: list[str]) -> list[str]:
+    """Move every --debug (before a `--`) to the front, where the group's own option parses it."""
+    end = args.index("--") if "--" in args else len(args)
+    rest = [arg for arg in args[:end] if arg != "--debug"]
+    return ["--debug"] * (len(rest) < end) + rest + args[end:]
+
+
+class VidclsGroup(TyperGroup):
+    """The command group; it takes --debug anywhere on the line, not only before the command."""
+
+    def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, _debug_first(args))
+
+
+def checked(option: str, pattern: str, metavar: str) -> dict[str, Any]:
+    """typer.Option arguments for a value from a fixed vocabulary: --help shows `metavar`,
+    and a value not matching `pattern` is refused while parsing, in one line (exit 2)."""
+
+    def check(value: Any) -> Any:
+        if value is not None and not re.fullmatch(pattern, str(value)):
+            raise fail(f"{option} must be {metavar}, got {str(value)!r}", 2)
+        return value
+
+    return {"metavar": metavar, "callback": check}
+
+
+def one_of(option: str, values: Any) -> dict[str, Any]:
+    """checked() for a list of values (the vocabularies of vidcls.choices)."""
+    names = [str(v) for v in values]
+    return checked(option, "|".join(map(re.escape, names)), "|".join(names))
+
+
+app = typer.Typer(cls=VidclsGroup, add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+                  help="Classify videos with linear and quadratic video transformers.")
 
 
 def guarded(command: Callable) -> Callable:
@@ -68,45 +109,87 @@ def _version(value: bool) -> None:
 def main_options(
     version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
                                           help="Print the version and exit.")] = False,
-    debug: Annotated[bool, typer.Option("--debug", help="Show Python tracebacks on errors.")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="Show Python tracebacks on errors (before or after the command).")] = False,
 ) -> None:
-    """vidcls: video classification with a model zoo of video transformers."""
+    """vidcls: video classification with a model zoo of video transformers (docs/cli.md)."""
     _state["debug"] = debug
+
+
+WEIGHTS_MARKS = ("attention is linear in the ff-linear family, quadratic in the others. weights: hf = on the "
+                 "Hugging Face Hub, url = the authors' file at a URL (both fetched and verified on first use), "
+                 "package = shipped with vidcls, none = architecture only (train it, or pass --weights); "
+                 "--with-weights for sources and published top-1")
+
+
+# the one label-set name too long for an 80-column table, in the abbreviation its papers use
+SHORT_LABELS = {"something-something-v2": "sth-sth-v2"}
+
+
+def _weights_mark(source: str | None) -> str:
+    """hf, url, package or none: the kind of a weights source, short enough for an 80-column table."""
+    if source is None:
+        return "none"
+    scheme = source.split(":")[0]
+    return "url" if scheme in ("http", "https") else scheme
+
+
+def _plain_table(title: str, caption: str | None = None) -> Table:
+    """A borderless table, one space between columns, so that it fits 80 columns."""
+    return Table(title=title, caption=caption, caption_justify="left", box=None, pad_edge=False,
+                 padding=(0, 1, 0, 0), header_style="bold")
+
+
+def _models_tables(rows: list[dict[str, Any]], with_weights: bool) -> list[Table]:
+    """The zoo, with a short mark for where the weights come from (hf, url, package or none); a `zoo`
+    column names the VIDCLS_ZOO file of each entry when there are any; with_weights adds a table of
+    the full sources and published top-1."""
+    user_zoo = any(row["zoo"] != "vidcls" for row in rows)
+    table = _plain_table("vidcls model zoo", WEIGHTS_MARKS)
+    for column in ("name", "family", "frames", "size", "views", "weights", "labels", *(("zoo",) if user_zoo else ())):
+        table.add_column(column, no_wrap=column != "zoo", overflow="fold",
+                         justify="right" if column in ("size", "views") else "left")
+    for row in rows:
+        table.add_row(row["name"], row["family"], f"{row['frames']}x{row['stride']}",
+                      str(row["size"]), str(row["views"]), _weights_mark(row["weights"]),
+                      SHORT_LABELS.get(row["labels"], row["labels"] or "-"), *((row["zoo"],) if user_zoo else ()))
+    if not with_weights:
+        return [table]
+    sources = _plain_table("weights")
+    for column in ("name", "top-1 (views)", "source"):  # the source last: a long one folds inside its column
+        sources.add_column(column, no_wrap=column == "name", overflow="fold")
+    for row in rows:
+        if row["weights"]:
+            top1 = "-" if row["top1"] is None else f"{row['top1']}" + (f" ({row['top1_views']})" if row["top1_views"] else "")
+            sources.add_row(row["name"], top1, row["weights"])
+    return [table, sources]
 
 
 @app.command("models")
 @guarded
 def models_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array instead of a table.")] = False,
+    with_weights: Annotated[bool, typer.Option("--with-weights", help="Also list where each model's weights come from in full (package:NAME, hf://OWNER/REPO@REV or a URL), the published top-1 and, with VIDCLS_ZOO, the zoo file of each entry.")] = False,
 ) -> None:
-    """List the zoo: every model name usable with --model (VIDCLS_ZOO adds your own zoo files)."""
-    from .zoo import zoo_entries, zoo_summary
+    """List the zoo: every model name usable with --model (VIDCLS_ZOO adds your own zoo files).
 
-    rows = [zoo_summary(name) for name in zoo_entries()]
+    frames = frames per clip x sampling stride; views = clips x crops of the test protocol.
+    """
+    from .api import list_models
+
+    rows = list_models()
     if as_json:
         print(json.dumps(rows, indent=2))
         return
-    user_zoo = any(row["zoo"] != "vidcls" for row in rows)  # entries from VIDCLS_ZOO files: say which file
-    table = Table(title="vidcls model zoo")
-    table.add_column("name", no_wrap=True)
-    for column in ("family", "attention", "frames x stride", "size", "views"):
-        table.add_column(column)
-    table.add_column("weights", overflow="fold")
-    table.add_column("labels", overflow="fold")
-    table.add_column("top-1 (views)")
-    if user_zoo:
-        table.add_column("zoo", overflow="fold")
-    for row in rows:
-        top1 = "-" if row["top1"] is None else f"{row['top1']}" + (f" ({row['top1_views']})" if row["top1_views"] else "")
-        table.add_row(row["name"], row["family"], row["attention"], f"{row['frames']}x{row['stride']}",
-                      str(row["size"]), str(row["views"]), row["weights"] or "none (architecture only)",
-                      row["labels"] or "-", top1, *([row["zoo"]] if user_zoo else []))
-    out.print(table)
+    for table in _models_tables(rows, with_weights):
+        out.print(table)
 
 
 def _progress() -> Progress:
+    """A transient progress bar on stderr, only on a terminal (a piped or logged stderr keeps
+    just the messages, and an error stays the only line)."""
     return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
-                    MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True)
+                    MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True,
+                    disable=not err.is_terminal)
 
 
 def _prediction_table(results: list) -> Table:
@@ -126,53 +209,43 @@ def _prediction_table(results: list) -> Table:
 @guarded
 def predict_command(
     videos: Annotated[list[Path], typer.Argument(help="Video files or directories (searched for videos).")],
-    model: Annotated[str, typer.Option("--model", "-m", help="Zoo name, hf://OWNER/REPO[@REV] or a model directory.")],
+    model: Annotated[str, typer.Option("--model", "-m", help=r"Zoo name, hf://OWNER/REPO\[@REV] or a model directory.")],  # \[: not rich markup
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="How many labels to show per video.")] = 5,
     clips: Annotated[Optional[int], typer.Option("--clips", min=1, help="Temporal clips per video (default: the model's recipe).")] = None,
-    crops: Annotated[Optional[int], typer.Option("--crops", min=1, max=3, help="Spatial crops per clip, 1 or 3 (default: the model's recipe).")] = None,
-    device: Annotated[str, typer.Option("--device", help="auto (CUDA if available), cpu or cuda[:N].")] = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (bf16/fp16 via autocast; fp32 is right on CPUs).")] = "fp32",
+    crops: Annotated[Optional[int], typer.Option("--crops", **one_of("--crops", CROPS), help="Spatial crops per clip: 1 (centre) or 3 (left/centre/right); default: the model's recipe.")] = None,
+    device: Annotated[str, typer.Option("--device", **checked("--device", DEVICE_PATTERN, DEVICE_METAVAR), help="auto picks CUDA when available.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", **one_of("--precision", PRECISIONS), help="bf16/fp16 run under autocast; fp32 is right on CPUs.")] = "fp32",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Views per forward pass.")] = 8,
     weights: Annotated[Optional[Path], typer.Option("--weights", help="Local safetensors file replacing the model's weights.")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array (cli.md schema) to stdout.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array (schema in docs/cli.md) to stdout.")] = False,
 ) -> None:
     """Classify videos and print the top-k labels of each.
 
     The softmax is averaged over clips x crops views. A video that cannot be decoded is
     reported on stderr (exit code 1) and the others are still classified.
     """
-    from .bench import PeakMemory, cost_line, run_cost
-    from .inference import autocast_context, find_videos, predict_video, resolve_device
-    from .zoo import load_model
+    from .api import predict_run
+    from .bench import cost_line
 
-    if crops == 2:
-        raise UsageError("--crops must be 1 (centre) or 3 (left/centre/right)")
-    target = resolve_device(device)
-    autocast_context(target, precision)  # validates --precision before any work
-    loaded = load_model(model, weights=weights, device=target)
-    paths = find_videos(videos)
-    if not paths:
-        raise UsageError("no video files found in the given paths")
-    options = dict(top_k=top_k, clips=clips, crops=crops, device=target, precision=precision,
-                   batch_size=batch_size)
-    results = []
-    with _progress() as progress, PeakMemory(target) as peak:
-        task = progress.add_task("classifying", total=len(paths), visible=len(paths) > 1)
-        for path in paths:
-            progress.update(task, description=f"classifying {path.name}")
-            results.append(predict_video(path, loaded, **options))
-            progress.advance(task)
-    cost = run_cost(loaded.card, clips, crops, peak.mib)
-    for result in results:
-        if result.error:
-            err.print(f"[bold red]error:[/] {escape(f'{result.video}: {result.error}')}", highlight=False,
-                      soft_wrap=True)
+    with _progress() as progress:
+        task = progress.add_task("classifying", visible=False)
+
+        def on_video(path: Path, index: int, total: int) -> None:
+            progress.update(task, total=total, visible=total > 1, description=f"classifying {path.name}")
+
+        run = predict_run(videos, model, weights=weights, top_k=top_k, clips=clips,
+                          crops=crops, device=device, precision=precision,
+                          batch_size=batch_size, on_video=on_video, on_result=lambda _: progress.advance(task))
+    failed = [p for p in run.predictions if p.error]
+    for result in failed:
+        err.print(f"[bold red]error:[/] {escape(f'{result.video}: {result.error}')}", highlight=False,
+                  soft_wrap=True)
     if as_json:
-        print(json.dumps([{**r.to_json(), **cost.to_json()} for r in results], indent=2))
-    elif any(not r.error for r in results):
-        out.print(_prediction_table(results))
-        out.print(cost_line(cost, [r.timing_ms for r in results]), highlight=False)
-    if any(r.error for r in results):
+        print(json.dumps(run.to_json(), indent=2))
+    elif len(failed) < len(run.predictions):
+        out.print(_prediction_table(run.predictions))
+        out.print(cost_line(run.cost, [p.timing_ms for p in run.predictions]), highlight=False)
+    if failed:
         raise typer.Exit(1)
 
 
@@ -180,17 +253,15 @@ def predict_command(
 @guarded
 def sample_clip_command(
     output: Annotated[Path, typer.Argument(help="Where to write the .mp4 clip.")],
-    direction: Annotated[str, typer.Option("--direction", help="left, right, up or down.")] = "left",
+    direction: Annotated[str, typer.Option("--direction", **one_of("--direction", DIRECTIONS), help="Where the shape moves.")] = "left",
     frames: Annotated[int, typer.Option("--frames", min=2, help="Number of frames.")] = 16,
     width: Annotated[int, typer.Option("--width", min=16, help="Frame width in pixels.")] = 128,
     height: Annotated[int, typer.Option("--height", min=16, help="Frame height in pixels.")] = 96,
     seed: Annotated[int, typer.Option("--seed", help="Random seed for shape, colour and position.")] = 0,
 ) -> None:
     """Write a synthetic clip of a shape moving in one direction (input for demo-motion)."""
-    from .synthetic import DIRECTIONS, make_sample_clip
+    from .synthetic import make_sample_clip
 
-    if direction not in DIRECTIONS:
-        raise UsageError(f"bad direction {direction!r}; choose from {', '.join(DIRECTIONS)}")
     path = make_sample_clip(output, direction=direction, frames=frames, height=height, width=width,
                             seed=seed)
     err.print(f"wrote {path} ({frames} frames, {width}x{height}, moving {direction})")
@@ -235,12 +306,12 @@ def benchmark_command(
     frames: Annotated[str, typer.Option("--frames", help="Comma-separated frame counts to sweep.")] = "8,16,32",
     size: Annotated[Optional[int], typer.Option("--size", min=16, help="Frame size in pixels (default: each model's input size, 224 for the paper models).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Clips per forward pass.")] = 1,
-    device: Annotated[str, typer.Option("--device", help="auto (CUDA if available), cpu or cuda[:N].")] = "auto",
-    precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (autocast); fp32 is the CPU default, and a CPU without native support for the others is warned about.")] = "fp32",
+    device: Annotated[str, typer.Option("--device", **checked("--device", DEVICE_PATTERN, DEVICE_METAVAR), help="auto picks CUDA when available.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", **one_of("--precision", PRECISIONS), help="bf16/fp16 run under autocast; fp32 is the CPU default, and a CPU without native support for the others is warned about.")] = "fp32",
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed forward passes before timing.")] = 2,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timed forward passes; the median is reported.")] = 5,
     compile_model: Annotated[bool, typer.Option("--compile", help="Run the model through torch.compile (warm-up includes compilation).")] = False,
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array (cli.md schema), one object per (model, frames) point.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array (schema in docs/cli.md), one object per (model, frames) point.")] = False,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG of GMACs, peak memory and latency vs frames (needs matplotlib, the plot extra).")] = None,
     csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write the points as CSV.")] = None,
     threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for the timed passes and the matmul rate (default: torch's, one per core); 1 gives steadier numbers on a busy machine.")] = None,
@@ -260,27 +331,26 @@ def benchmark_command(
     timed passes, after malloc_trim returns freed memory). A point that does not fit in
     memory is reported as "out of memory at T=..." and the sweep goes on.
     """
-    from .bench import RunSettings, benchmark, require_matplotlib, resolve_models, write_csv, write_plot
+    from .api import benchmark
+    from .bench import require_matplotlib, write_csv, write_plot
 
     if plot is not None:
         require_matplotlib()  # before the sweep, not after it
     refs = [ref.strip() for ref in model.split(",") if ref.strip()]
     sweep = _int_list(frames, "--frames")
-    models = resolve_models(refs)
-    settings = RunSettings(batch_size=batch_size, device=device, precision=precision, warmup=warmup,
-                           repeats=repeats, compile=compile_model, threads=threads)
 
     def warn(message: str) -> None:
         err.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
 
     with _progress() as progress:
-        task = progress.add_task("benchmarking", total=len(models) * len(sweep))
+        task = progress.add_task("benchmarking", total=len(refs) * len(sweep))
 
         def done(point) -> None:
             progress.update(task, advance=1, description=f"benchmarked {point.model} T={point.frames}")
 
-        report = benchmark(models, sweep, size, settings, isolate=False if in_process else None,
-                           on_point=done, on_warning=warn)
+        report = benchmark(refs, sweep, size, isolate=False if in_process else None, on_point=done,
+                           on_warning=warn, batch_size=batch_size, device=device, precision=precision,
+                           warmup=warmup, repeats=repeats, compile=compile_model, threads=threads)
     for point in report.points:
         if point.error:
             err.print(f"{point.model}: {point.error}", highlight=False)
@@ -331,12 +401,20 @@ def _arch_options(items: list[str]) -> dict[str, Any]:
     return arch
 
 
+def _label_lines(path: Path) -> list[str]:
+    """--labels FILE: one class name per line, in index order (blank lines skipped)."""
+    try:
+        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    except OSError as exc:
+        raise UsageError(f"cannot read --labels {path}: {exc.strerror}") from None
+
+
 @app.command("convert")
 @guarded
 def convert_command(
     src: Annotated[str, typer.Argument(help="Checkpoint file (.safetensors/.bin/.pth/.pt), a directory holding one, or hf://OWNER/REPO (optionally @REVISION).")],
     family: Annotated[str, typer.Option("--family", help="Target model family (divided, joint, xvit, vidtr, vidtr-compact, ...).")],
-    output: Annotated[Path, typer.Option("--out", help="Model directory to write (config.json + model.safetensors).")],
+    output: Annotated[Path, typer.Option("--output", "-o", "--out", help="Model directory to write (config.json + model.safetensors); --out is an alias.")],
     allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Write even if some weights are missing (they keep their initialisation).")] = False,
     arch: Annotated[Optional[list[str]], typer.Option("--arch", help="KEY=VALUE hyper-parameter the checkpoint cannot tell (e.g. num_heads=12); repeatable.")] = None,
     labels: Annotated[Optional[Path], typer.Option("--labels", help="Text file with one class name per line, in index order.")] = None,
@@ -351,19 +429,17 @@ def convert_command(
     """
     from .convert import convert_checkpoint
 
-    names = None
-    if labels is not None:
-        try:
-            names = [line.strip() for line in labels.read_text().splitlines() if line.strip()]
-        except OSError as exc:
-            raise UsageError(f"cannot read --labels {labels}: {exc.strerror}") from None
-    report = convert_checkpoint(src, family, output, allow_missing=allow_missing,
-                                arch=_arch_options(arch or []), labels=names)
+    report = convert_checkpoint(src, family, output, allow_missing=allow_missing, arch=_arch_options(arch or []),
+                                labels=None if labels is None else _label_lines(labels))
     for what, keys in (("missing (initialised)", report.missing), ("unexpected (ignored)", report.unexpected)):
         if keys:
             err.print(f"{what}: {len(keys)}: {', '.join(keys)}", highlight=False, soft_wrap=True)
     err.print(f"converted {report.loaded} tensors ({report.layout} layout) into {report.family}: "
               f"wrote {report.out}", highlight=False, soft_wrap=True)
+
+
+LR_DEFAULTS = ", ".join(f"{lr:g} for {name}" for name, (lr, _) in OPTIMIZERS.items())
+DECAY_DEFAULTS = ", ".join(f"{decay:g} {name}" for name, (_, decay) in OPTIMIZERS.items())
 
 
 @app.command("train")
@@ -372,23 +448,23 @@ def train_command(
     model: Annotated[str, typer.Option("--model", "-m", help="Architecture to fine-tune: zoo name, hf://OWNER/REPO or hf://OWNER/REPO@REV, or a model directory.")],
     train_data: Annotated[Path, typer.Option("--train", help="Training data: a folder with one sub-folder per class, or a list file ('path label' lines, or a CSV with path and label columns).")],
     val_data: Annotated[Path, typer.Option("--val", help="Validation data, same formats; only the training classes may appear.")],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Run directory: best model (config.json + model.safetensors), last/, metrics.jsonl, train.log.")],
-    epochs: Annotated[int, typer.Option("--epochs", min=1)] = 10,
+    output: Annotated[Path, typer.Option("--output", "-o", "--out", help="Run directory: best model (config.json + model.safetensors), last/, metrics.jsonl, train.log; --out is an alias.")],
+    epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs in all; with --resume, more than the run planned extends it.")] = 10,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Clips per step and process (effective batch: x processes x --accumulate).")] = 8,
-    lr: Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate (default: 3e-4 for adamw, 0.01 for sgd).")] = None,
-    optimizer: Annotated[str, typer.Option("--optimizer", help="adamw or sgd (momentum 0.9, Nesterov).")] = "adamw",
-    weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help="On Linear/conv weights only, never on norms, biases or embeddings (default: 0.05 adamw, 1e-4 sgd).")] = None,
+    lr: Annotated[Optional[float], typer.Option("--lr", help=f"Peak learning rate (default: {LR_DEFAULTS}).")] = None,
+    optimizer: Annotated[str, typer.Option("--optimizer", **one_of("--optimizer", OPTIMIZERS), help="sgd: momentum 0.9, Nesterov.")] = "adamw",
+    weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help=f"On Linear/conv weights only, never on norms, biases or embeddings (default: {DECAY_DEFAULTS}).")] = None,
     warmup_epochs: Annotated[float, typer.Option("--warmup-epochs", min=0, help="Linear warm-up length (at most half the run), then cosine decay to zero.")] = 1.0,
     label_smoothing: Annotated[float, typer.Option("--label-smoothing", min=0, max=0.99)] = 0.1,
     clip_grad: Annotated[float, typer.Option("--clip-grad", min=0, help="Max gradient norm (0: no clipping).")] = 1.0,
     accumulate: Annotated[int, typer.Option("--accumulate", min=1, help="Batches per optimizer step (gradient accumulation).")] = 1,
-    precision: Annotated[str, typer.Option("--precision", help="fp32, bf16 or fp16 (autocast; fp16 with a gradient scaler).")] = "fp32",
+    precision: Annotated[str, typer.Option("--precision", **one_of("--precision", PRECISIONS), help="bf16/fp16 run under autocast, fp16 with a gradient scaler.")] = "fp32",
     compile_model: Annotated[bool, typer.Option("--compile", help="Train through torch.compile.")] = False,
     init: Annotated[Optional[str], typer.Option("--init", help="none (random), imagenet, or a model REF whose weights to start from (a head for another class count is replaced); default: --model's own weights if it has any, else none.")] = None,
-    inflate: Annotated[str, typer.Option("--inflate", help="With --init imagenet: put the image patch kernel on the central frame of each tubelet (central) or spread it evenly over the tubelet (average).")] = "central",
-    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output from its last checkpoint (same options).")] = False,
+    inflate: Annotated[str, typer.Option("--inflate", **one_of("--inflate", INFLATIONS), help="With --init imagenet: put the image patch kernel on the central frame of each tubelet (central) or spread it evenly over the tubelet (average).")] = "central",
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output from its last checkpoint, with the same options; a larger --epochs extends it (the learning-rate schedule is re-planned, see train.log).")] = False,
     workers: Annotated[int, typer.Option("--workers", min=0, help="DataLoader worker processes decoding videos (0: decode in the training process).")] = 4,
-    device: Annotated[str, typer.Option("--device", help="auto (CUDA if available), cpu or cuda[:N]; under torchrun each process takes cuda:LOCAL_RANK.")] = "auto",
+    device: Annotated[str, typer.Option("--device", **checked("--device", DEVICE_PATTERN, DEVICE_METAVAR), help="auto picks CUDA when available; under torchrun each process takes cuda:LOCAL_RANK.")] = "auto",
     seed: Annotated[int, typer.Option("--seed", help="Seeds initialisation, data order and augmentation; same seed, same run.")] = 0,
     flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flips; turn off when labels name a direction (Something-Something).")] = True,
     max_bad_fraction: Annotated[float, typer.Option("--max-bad-fraction", min=0, max=1, help="Stop when more than this share of a split cannot be decoded (each bad video is skipped and listed in train.log).")] = 0.05,

@@ -18,10 +18,10 @@ import av
 import av.error
 import torch
 
+from .choices import DIRECTIONS
 from .errors import VidclsError
 from .fileio import atomic_file
 
-DIRECTIONS = ("left", "right", "up", "down")
 SHAPES = ("square", "circle", "triangle", "cross", "diamond")
 
 RGB = tuple[int, int, int]

@@ -26,7 +26,7 @@ from .timing import cpu_threads
 
 @dataclass
 class BenchPoint:
-    """One (model, frames) result, in the JSON schema of `benchmark --json` (cli.md) plus extras."""
+    """One (model, frames) result, in the JSON schema of `benchmark --json` (docs/cli.md) plus extras."""
 
     model: str
     frames: int

@@ -26,12 +26,12 @@ from dataclasses import dataclass
 
 import torch
 
+from ..choices import INFLATIONS
 from ..errors import UsageError, VidclsError
 from ..models.base import VideoClassifier
 from ..models.layers import resize_cls_grid_embedding
 
 IMAGENET_REF = "hf://timm/vit_base_patch16_224.augreg_in21k"
-INFLATIONS = ("central", "average")
 FAMILIES = ("joint", "divided", "xvit", "vidtr", "vidtr-compact")
 
 

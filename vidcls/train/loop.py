@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..convert.timm import INFLATIONS
+from ..choices import INFLATIONS, OPTIMIZERS
 from ..errors import UsageError, VidclsError
 from ..inference import PRECISIONS, autocast_context
 from ..models import build_model
@@ -40,9 +40,9 @@ from .distributed import Dist
 from .log import Bars, RunLog
 from .weights import starting_model
 
-OPTIMIZERS = {"adamw": (3e-4, 0.05), "sgd": (0.01, 1e-4)}  # name -> default (lr, weight decay)
-# Options that may change between a run and its --resume without changing the result.
-RESUME_MAY_CHANGE = frozenset({"resume", "workers", "device", "compile", "progress", "init", "inflate",
+# Options that may change between a run and its --resume: those that do not change the result,
+# and --epochs, which extends (or shortens) the plan: Trainer.plan_schedule re-plans the decay.
+RESUME_MAY_CHANGE = frozenset({"resume", "workers", "device", "compile", "progress", "init", "inflate", "epochs",
                                "grad_checkpointing"})
 
 
@@ -143,6 +143,18 @@ def lr_factor(step: int, warmup: int, total: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
+def schedule_steps(epochs: int, warmup_epochs: float, updates_per_epoch: int) -> tuple[int, int]:
+    """(warm-up steps, total optimizer steps) of a run; the warm-up is at most half the run,
+    so a short run still decays."""
+    total = epochs * updates_per_epoch
+    return min(round(warmup_epochs * updates_per_epoch), total // 2), total
+
+
+def epochs_started(state: dict[str, Any]) -> int:
+    """Epochs a checkpointed run has finished, plus the one it stopped in, if any."""
+    return state["epoch"] + (1 if state["step"] else 0)
+
+
 def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay only on the weight matrices of Linear and convolution layers.
 
@@ -233,9 +245,8 @@ class Trainer:
         val_share = range(info.rank, len(self.val_set), info.world_size)  # no padding: exact metrics
         self.val_loader = make_loader(self.val_set, c.batch_size, val_share, c.workers, pin)
         self.steps_per_epoch = math.ceil(len(self.sampler.inner) / c.batch_size)
-        updates_per_epoch = math.ceil(self.steps_per_epoch / c.accumulate)
-        total = c.epochs * updates_per_epoch
-        warmup = min(round(c.warmup_epochs * updates_per_epoch), total // 2)  # a short run still decays
+        self.updates_per_epoch = math.ceil(self.steps_per_epoch / c.accumulate)
+        self.warmup_steps, self.total_steps = self.plan_schedule(resume_state)
 
         self.net.to(info.device)
         self.net.set_grad_checkpointing(c.grad_checkpointing)
@@ -243,7 +254,8 @@ class Trainer:
         if c.compile:
             self.model = torch.compile(self.model)
         self.optimizer = make_optimizer(c, self.net)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, warmup, total))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, self.warmup_steps, self.total_steps))
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=c.precision == "fp16")
         self.placeholder = torch.zeros(1, 3, spec.frames, spec.size, spec.size)
         self.epoch, self.step = 0, 0
@@ -270,6 +282,9 @@ class Trainer:
             if changed:
                 raise UsageError(f"--resume with different options: {', '.join(changed)}; "
                                  f"rerun with the original ones")
+            if c.epochs < epochs_started(state):
+                raise UsageError(f"--epochs {c.epochs} is fewer than the {epochs_started(state)} epochs the run in "
+                                 f"{c.output} has already started; pass --epochs {epochs_started(state)} or more")
             self.net = build_model(self.card.family, self.card.arch)
             self.net.load_state_dict(weights, strict=True)
             return state
@@ -283,10 +298,38 @@ class Trainer:
                       f"from {start.origin}")
         return None
 
+    def plan_schedule(self, resume_state: dict[str, Any] | None) -> tuple[int, int]:
+        """(warm-up steps, total steps) of the learning-rate schedule.
+
+        A resumed run keeps its warm-up. When --resume changes --epochs, the cosine decay is
+        re-planned to reach zero at the new end: from the current step on, the learning rate
+        follows the curve a run started with the new --epochs would follow (so extending a
+        finished run raises it again from zero to that curve's value).
+        """
+        c = self.config
+        warmup, total = schedule_steps(c.epochs, c.warmup_epochs, self.updates_per_epoch)
+        if resume_state is None:
+            return warmup, total
+        planned = resume_state["config"]["epochs"]
+        # checkpoints from before warmup_steps was saved: the warm-up their options gave
+        warmup = resume_state.get("warmup_steps",
+                                  schedule_steps(planned, c.warmup_epochs, self.updates_per_epoch)[0])
+        if planned != c.epochs:
+            step, old_total = resume_state["scheduler"]["last_epoch"], planned * self.updates_per_epoch
+            self.log.info(f"--epochs {planned} -> {c.epochs}: learning-rate schedule re-planned: warm-up "
+                          f"unchanged ({warmup} steps), cosine decay to zero at step {total} instead of "
+                          f"{old_total}; the lr at step {step} becomes "
+                          f"{c.learning_rate * lr_factor(step, warmup, total):.3g} (was "
+                          f"{c.learning_rate * lr_factor(step, warmup, old_total):.3g})")
+        return warmup, total
+
     def restore(self, state: dict[str, Any]) -> None:
         self.epoch, self.step = state["epoch"], state["step"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+            # the lr of the next step, from the schedule as (re-)planned for --epochs
+            group["lr"] = base * lr_factor(self.scheduler.last_epoch, self.warmup_steps, self.total_steps)
         self.scaler.load_state_dict(state["scaler"])
         self.train_sums = torch.tensor(state["train_sums"], dtype=torch.float64)
         self.best_top1, self.best_epoch = state["best_top1"], state["best_epoch"]
@@ -307,7 +350,7 @@ class Trainer:
                 "cuda_rng": torch.cuda.get_rng_state(self.info.device) if cuda else None,
                 "train_sums": self.train_sums.tolist(), "best_top1": self.best_top1,
                 "best_epoch": self.best_epoch, "skipped": self.skipped, "seconds": self.seconds,
-                "config": self.config.to_dict()}
+                "warmup_steps": self.warmup_steps, "config": self.config.to_dict()}
 
     def save(self) -> None:
         if self.info.is_main:

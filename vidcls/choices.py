@@ -1,0 +1,20 @@
+"""The named values that options accept, in one torch-free place.
+
+The command line lists them in `--help` (as click choices) without importing torch, which
+would cost seconds on every `vidcls --help`; the library modules that act on them import
+them from here, so a new value is added once and both sides see it.
+"""
+
+# --precision: name -> torch dtype attribute (inference maps these to dtypes for autocast)
+PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+# sample-clip --direction: where the shape moves
+DIRECTIONS = ("left", "right", "up", "down")
+# train --optimizer: name -> default (lr, weight decay)
+OPTIMIZERS = {"adamw": (3e-4, 0.05), "sgd": (0.01, 1e-4)}
+# train --inflate: where an image patch kernel goes in a tubelet kernel
+INFLATIONS = ("central", "average")
+# predict --crops: the centre crop, or the papers' left/centre/right 3-crop test
+CROPS = (1, 3)
+# --device: what the command line accepts (the library takes any torch device)
+DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
+DEVICE_METAVAR = "auto|cpu|cuda[:N]"
