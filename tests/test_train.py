@@ -536,3 +536,22 @@ def test_motion_direction_needs_time_joint(motion, tmp_path, one_thread):
 def test_motion_direction_needs_time(motion, tmp_path, one_thread, model, epochs, lr):
     """The issue's acceptance run for the linear and the space-time-mixing family (minutes each)."""
     check_motion_needs_time(motion, tmp_path, model, epochs=epochs, lr=lr)
+
+
+def test_grad_checkpointing_flag_trains_to_the_same_weights(motion, tmp_path, one_thread, monkeypatch):
+    """--grad-checkpointing turns on the model's checkpointing and changes memory only, not the result."""
+    from vidcls.models.base import VideoClassifier
+
+    asked = []
+    original = VideoClassifier.set_grad_checkpointing
+    monkeypatch.setattr(VideoClassifier, "set_grad_checkpointing",
+                        lambda self, enable=True: (asked.append(enable), original(self, enable))[1])
+    listing = subset_list(tmp_path / "train.txt", motion / "train", 4)
+    val = subset_list(tmp_path / "val.txt", motion / "val", 1)
+    for name in ("plain", "checkpointed"):
+        code, output = run_cli(*cli_args(motion, tmp_path / name, "--epochs", "1", train=listing, val=val),
+                               *(["--grad-checkpointing"] if name == "checkpointed" else []))
+        assert code == 0, output
+    assert asked == [False, True]
+    plain, checkpointed = (load_file(tmp_path / name / "last" / "model.safetensors") for name in ("plain", "checkpointed"))
+    assert all(torch.allclose(plain[k], checkpointed[k], atol=1e-6) for k in plain)

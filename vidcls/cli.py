@@ -468,6 +468,7 @@ def train_command(
     seed: Annotated[int, typer.Option("--seed", help="Seeds initialisation, data order and augmentation; same seed, same run.")] = 0,
     flip: Annotated[bool, typer.Option("--flip/--no-flip", help="Random horizontal flips; turn off when labels name a direction (Something-Something).")] = True,
     max_bad_fraction: Annotated[float, typer.Option("--max-bad-fraction", min=0, max=1, help="Stop when more than this share of a split cannot be decoded (each bad video is skipped and listed in train.log).")] = 0.05,
+    grad_checkpointing: Annotated[bool, typer.Option("--grad-checkpointing", help="Recompute each block's activations in the backward pass instead of keeping them: far less memory for long clips, about a third more compute, the same result (may change on --resume).")] = False,
     shuffle_frames: Annotated[bool, typer.Option("--shuffle-frames", hidden=True, help="Control experiment: frames of every clip in random order.")] = False,
 ) -> None:
     """Fine-tune a model on a video dataset; the output directory is a model for `vidcls predict`.
@@ -486,7 +487,8 @@ def train_command(
                          warmup_epochs=warmup_epochs, label_smoothing=label_smoothing, clip_grad=clip_grad,
                          accumulate=accumulate, precision=precision, compile=compile_model, init=init, inflate=inflate,
                          resume=resume, workers=workers, device=device, seed=seed, flip=flip,
-                         shuffle_frames=shuffle_frames, max_bad_fraction=max_bad_fraction)
+                         shuffle_frames=shuffle_frames, max_bad_fraction=max_bad_fraction,
+                         grad_checkpointing=grad_checkpointing)
     result = train(config)
     if result.interrupted:
         raise typer.Exit(128 + signal.Signals[result.interrupted].value)
