@@ -172,7 +172,7 @@ def weights_in(directory: Path, ref: str) -> Path:
 
 def _pickle_only(ref: str) -> str:
     return (f"{ref} has no {WEIGHTS_NAME}; a pickle checkpoint ({PICKLE_NAME}) is never unpickled "
-            f"implicitly: convert it once with `vidcls convert {ref} --family FAMILY --out DIR` "
+            f"implicitly: convert it once with `vidcls convert {ref} --family FAMILY --output DIR` "
             f"and use --model DIR")
 
 
