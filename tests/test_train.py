@@ -502,6 +502,47 @@ def test_torchrun_two_processes_on_cpu(motion, tmp_path):
     assert [r["epoch"] for r in rows] == [1, 2]
 
 
+GLOO_PROBE = """import os, sys
+from vidcls.cli import app
+from vidcls.train import distributed
+
+
+def gloo_threads():
+    tasks = "/proc/self/task"
+    return sorted(name for name in (open(f"{tasks}/{task}/comm").read().strip() for task in os.listdir(tasks))
+                  if "gloo" in name)
+
+
+def checked_teardown(info, finished):
+    before = gloo_threads()
+    teardown(info, finished)
+    sys.stdout.write(f"rank {info.rank} gloo threads: {before} before teardown, {gloo_threads()} after\\n")
+
+
+teardown, distributed.teardown = distributed.teardown, checked_teardown
+sys.exit(app(sys.argv[1:], prog_name="vidcls", standalone_mode=False))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists the process's threads in /proc")
+def test_torchrun_ranks_free_the_process_group_in_teardown(motion, tmp_path):
+    """train()'s teardown frees the gloo group, joining its threads: one still running when Python
+    finalizes can abort the rank (SIGABRT, "terminate called without an active exception"), which
+    made test_torchrun_two_processes_on_cpu fail about 1 run in 40."""
+    (tmp_path / "probe.py").write_text(GLOO_PROBE)
+    listing = subset_list(tmp_path / "train.txt", motion / "train", 2)
+    val = subset_list(tmp_path / "val.txt", motion / "val", 1)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}  # this checkout's vidcls
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+               str(tmp_path / "probe.py"),
+               *cli_args(motion, tmp_path / "ddp", "--device", "cpu", train=listing, val=val)]
+    done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    reports = sorted(re.findall(r"rank (\d) gloo threads: \[(.*)\] before teardown, \[(.*)\] after", done.stdout))
+    assert [(rank, after) for rank, _, after in reports] == [("0", ""), ("1", "")], done.stdout[-3000:]
+    assert all("pt_gloo_runloop" in before for _, before, _ in reports)  # the check sees gloo's threads
+
+
 def motion_run(motion: Path, output: Path, model: str, epochs: int, lr: float, shuffle: bool):
     """Two decoding workers: decoding is most of an epoch's time, and the result does not depend on them."""
     return train(quick_config(motion, output, model=model, epochs=epochs, lr=lr, batch_size=8,

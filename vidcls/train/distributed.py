@@ -13,6 +13,10 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
+# Imported before init_process_group (setup): its functions' `group=group.WORLD` defaults are evaluated
+# at import, and DDP imports it (through torch._dynamo) once the group exists; the defaults would then
+# hold the group for good and `teardown` could never free it (see there).
+import torch.distributed.nn  # noqa: F401
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -52,10 +56,16 @@ def setup(device: str) -> Dist:
 
 
 def teardown(info: Dist, finished: bool) -> None:
-    """Leave the process group. A rank that finished first waits at a barrier for the others:
-    one that tears gloo down and exits while rank 0 is still writing the checkpoint aborts
-    ("terminate called without an active exception"), and torchrun then kills rank 0 mid-write.
-    After a failure there is no barrier: the other ranks may never reach it."""
+    """Leave and free the process group; call it once the DDP wrapper is gone (it holds the group).
+
+    Freeing the group joins gloo's worker threads here, while the interpreter is whole. Left
+    running, a worker can still be dropping the last collectives' tensors (a barrier keeps the
+    collectives in flight when it was queued until it is itself destroyed, after `wait` returned)
+    when Python finalizes; the decref then needs the GIL, Python ends the thread with
+    pthread_exit, and the unwind through a noexcept destructor aborts the rank ("terminate called
+    without an active exception", SIGABRT; pytorch/pytorch#190489), and torchrun fails the run.
+    A rank that finished waits at a barrier first, so none closes its connections while a peer
+    is still in the run; after a failure there is no barrier: the other ranks may never reach it."""
     if not (info.enabled and dist.is_initialized()):
         return
     if finished:
