@@ -7,6 +7,7 @@ for a single process, so the training loop has one code path.
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 from typing import Any
@@ -70,6 +71,7 @@ def teardown(info: Dist, finished: bool) -> None:
         return
     if finished:
         dist.barrier()
+    gc.collect()  # the trainer may be kept alive by a reference cycle after `del`: free its DDP wrapper now
     dist.destroy_process_group()
 
 
