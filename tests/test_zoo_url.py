@@ -16,9 +16,10 @@ import pytest
 import torch
 import yaml
 from authors_layouts import compact_authors_state, to_xvit_authors_layout, vidtr_authors_state
+from rich.console import Console
 from typer.testing import CliRunner
 
-from vidcls import cache, hub, web
+from vidcls import cache, cli, hub, web
 from vidcls.cli import app
 from vidcls.convert import convert_checkpoint
 from vidcls.errors import UsageError, VidclsError
@@ -331,7 +332,8 @@ def test_user_zoo_adds_and_overrides_entries_and_models_says_where_from(tmp_path
     rows = {row["name"]: row for row in json.loads(runner.invoke(app, ["models", "--json"]).stdout)}
     assert rows["lab-joint"]["zoo"] == second and rows["joint-tiny"]["zoo"] == first
     assert rows["demo-motion"]["zoo"] == "vidcls"
-    table = runner.invoke(app, ["models"], env={"COLUMNS": "400"})
+    monkeypatch.setattr(cli, "out", Console(width=400))  # the table's console is made at import
+    table = runner.invoke(app, ["models"])
     assert table.exit_code == 0 and second in table.output
     monkeypatch.delenv("VIDCLS_ZOO")
     assert "lab-joint" not in zoo_entries() and zoo_entries()["joint-tiny"]["arch"]["num_classes"] == 4
