@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from fractions import Fraction
 from pathlib import Path
@@ -10,6 +11,21 @@ import av
 import numpy as np
 import pytest
 import torch
+
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist (the default: `-n auto` in pyproject.toml) each worker runs one torch thread.
+
+    Workers already use every core; torch's own threads on top (and those of the processes the
+    tests start, through OMP_NUM_THREADS) would oversubscribe them, and a multi-threaded kernel
+    on an oversubscribed machine waits at every barrier for its descheduled threads (up to 10x
+    slower on tiny models).
+    """
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        torch.set_num_threads(1)
+        os.environ["OMP_NUM_THREADS"] = "1"
+
 
 # A frame's index is drawn as three vertical grey bands, one base-16 digit each (0..4095);
 # levels 16 apart survive lossy H.264 and the RGB<->YUV round trip.
