@@ -57,16 +57,18 @@ def setup(device: str) -> Dist:
 
 
 def teardown(info: Dist, finished: bool) -> None:
-    """Leave and free the process group; call it once the DDP wrapper is gone (it holds the group).
+    """Leave and free the process group. Call it once the DDP wrapper, which also holds the group,
+    is gone: destroy_process_group then drops the last reference, and the group's destructor (run
+    with the GIL released) joins gloo's worker threads while the interpreter is whole.
 
-    Freeing the group joins gloo's worker threads here, while the interpreter is whole. Left
-    running, a worker can still be dropping the last collectives' tensors (a barrier keeps the
-    collectives in flight when it was queued until it is itself destroyed, after `wait` returned)
-    when Python finalizes; the decref then needs the GIL, Python ends the thread with
-    pthread_exit, and the unwind through a noexcept destructor aborts the rank ("terminate called
-    without an active exception", SIGABRT; pytorch/pytorch#190489), and torchrun fails the run.
-    A rank that finished waits at a barrier first, so none closes its connections while a peer
-    is still in the run; after a failure there is no barrier: the other ranks may never reach it."""
+    Left running, a worker can still be releasing the last collectives' tensors after `wait`
+    returned (a barrier keeps the collectives in flight when it was queued until the barrier
+    itself is destroyed); if Python is finalizing by then, the decref's GIL request ends the thread
+    with pthread_exit, whose unwind through a noexcept destructor aborts the rank ("terminate
+    called without an active exception", SIGABRT; pytorch/pytorch#190489) and fails the torchrun.
+
+    A rank that finished waits at a barrier first, so none closes its connections while a peer is
+    still in the run; after a failure there is no barrier: the other ranks may never reach it."""
     if not (info.enabled and dist.is_initialized()):
         return
     if finished:

@@ -532,7 +532,7 @@ def train(config: TrainConfig) -> TrainResult:
         log = RunLog(config.output, enabled=info.is_main, progress=config.progress)
         trainer = Trainer(config, info, log)
         result = trainer.run()
-        del trainer  # and its DDP wrapper, which holds the process group: teardown can then free it
+        del trainer  # with its DDP wrapper, which holds the process group: teardown must free it (see there)
         if not result.interrupted:
             log.info(summary_line(result))
         finished = True
