@@ -24,6 +24,7 @@ from .fileio import atomic_directory
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
+LAST = "last"  # a training run directory's latest checkpoint: itself a model directory
 FORMAT_VERSION = 1
 
 

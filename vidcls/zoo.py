@@ -27,7 +27,7 @@ from .convert import PICKLE_NAME, PREPROCESSOR_NAME, read_checkpoint, to_vidcls
 from .convert import transformers as hf_format
 from .errors import UsageError, VidclsError
 from .labels import label_set
-from .modeldir import (CONFIG_NAME, WEIGHTS_NAME, InputSpec, ModelCard, load_strict,  # noqa: F401 (re-exported)
+from .modeldir import (CONFIG_NAME, LAST, WEIGHTS_NAME, InputSpec, ModelCard, load_strict,  # noqa: F401 (re-exported)
                        read_json, read_safetensors, save_model_dir)
 from .models import build_model, make_config
 
@@ -155,7 +155,7 @@ def read_card(directory: Path, recipe: dict[str, Any] | None = None) -> ModelCar
 
 def _run_hint(directory: Path) -> str:
     """For a training run stopped before its first best model: where its checkpoint is."""
-    last = directory / "last"
+    last = directory / LAST
     if not (last / CONFIG_NAME).is_file():
         return ""
     return (f"; it is a training run without a best model yet (stopped during its first epoch?): its latest "

@@ -24,10 +24,9 @@ from torch import nn
 from ..errors import UsageError, VidclsError
 from ..errors import first_line
 from ..fileio import atomic_directory, atomic_file
-from ..modeldir import CONFIG_NAME, WEIGHTS_NAME, ModelCard, read_vidcls_card, write_config, write_weights
+from ..modeldir import CONFIG_NAME, LAST, WEIGHTS_NAME, ModelCard, read_vidcls_card, write_config, write_weights
 from .log import METRICS_NAME
 
-LAST = "last"
 STATE_NAME = "trainer_state.pt"
 
 
