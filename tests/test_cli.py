@@ -136,7 +136,7 @@ def test_predict_table_and_json(good_clips):
     assert len(rows[0]["top_k"]) == 4  # top-k defaults to 5, capped by the 4 classes
     for row in rows:  # wall time spent on the video, also under its deprecated name
         assert row["processing_s"] > 0 and row["seconds"] == row["processing_s"]
-        assert row["processing_s"] >= sum(row["timing_ms"].values()) / 1e3
+        assert row["processing_s"] >= sum(row["timing_ms"].values()) / 1e3 - 1e-4  # each rounded: 0.1 ms apart at most
 
 
 def test_predict_directory_input(good_clips):
