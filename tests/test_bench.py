@@ -11,7 +11,6 @@ import torch.nn.functional as F
 from torch import nn
 from typer.testing import CliRunner
 
-from vidcls import bench
 from vidcls.bench import flops, measurement, sweep
 from vidcls.bench.flops import UncountedAttentionError, count_macs, sdpa_macs
 from vidcls.bench.measurement import Measurement, RunSettings, measure, measure_isolated
@@ -224,7 +223,7 @@ def test_benchmark_plot_csv_and_tables(monkeypatch, tmp_path):
     image = pytest.importorskip("matplotlib.image")
     report = BenchReport([bench_point(name, t, gmacs=t**k, memory=10.0 * t, latency=5.0 * t**k)
                           for name, k in (("quadratic", 2), ("linear", 1)) for t in (4, 8)], 100.0)
-    monkeypatch.setattr(bench, "benchmark", lambda *args, **kwargs: report)
+    monkeypatch.setattr(sweep, "benchmark", lambda *args, **kwargs: report)
     png, table = tmp_path / "scaling.png", tmp_path / "points.csv"
     result = runner.invoke(app, ["benchmark", "--model", "joint-tiny,linear-tiny", "--frames", "4,8",
                                  "--plot", str(png), "--csv", str(table)])
@@ -267,6 +266,7 @@ def test_predict_cost_line_loads_neither_the_sweep_nor_measurement():
             "import vidcls.bench\n"
             "package = loaded()\n"
             "from vidcls.bench import PeakMemory, cost_line, run_cost\n"
+            "from vidcls.api import predict_run\n"  # what `vidcls predict` calls
             "print(json.dumps([package, loaded()]))")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     package, predict = json.loads(proc.stdout)
@@ -305,7 +305,7 @@ def test_predict_reports_the_runs_cost(tmp_path):
 
 def test_plot_without_matplotlib_fails_before_the_sweep(monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "matplotlib", None)  # what a missing package looks like to import
-    monkeypatch.setattr(bench, "benchmark", lambda *a, **k: pytest.fail("the sweep ran"))
+    monkeypatch.setattr(sweep, "benchmark", lambda *a, **k: pytest.fail("the sweep ran"))
     result = runner.invoke(app, ["benchmark", "--model", "joint-tiny", "--plot", str(tmp_path / "p.png")])
     assert result.exit_code == 1 and "pip install matplotlib" in result.output
 

@@ -10,24 +10,27 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from . import bench
-from .bench import BenchPoint, BenchReport, PeakMemory, RunCost, RunSettings, resolve_models, run_cost
+from .bench.cost import RunCost, run_cost
+from .bench.memory import PeakMemory
 from .errors import UsageError
 from .inference import ModelRef, Prediction, find_videos, predict, ready_model
 from .zoo import zoo_entries, zoo_summary
+
+if TYPE_CHECKING:  # predict's path must not load the sweep (vidcls.bench's docstring): benchmark imports it
+    from .bench.sweep import BenchPoint, BenchReport
 
 
 def list_models() -> list[dict[str, Any]]:
     """The zoo, one row per model name usable as a REF (what `vidcls models --json` prints).
 
     Each row has name, family, attention (linear or quadratic), frames, stride, size, views,
-    weights (where they come from: package:NAME or hf://OWNER/REPO@REV; None for an
-    architecture without weights), labels (dataset name or None), top1 and gmacs as
-    published, verified and description.
+    weights (where they come from: package:NAME, hf://OWNER/REPO@REV or a URL; None for an
+    architecture without weights), labels (dataset name or None), top1, top1_views and gmacs
+    as published, verified, zoo ("vidcls" or the VIDCLS_ZOO file) and description.
     """
     return [zoo_summary(name) for name in zoo_entries()]
 
@@ -72,6 +75,10 @@ def benchmark(models: str | Sequence[str], frames: Sequence[int] = (8, 16, 32), 
     (batch_size, device, precision, warmup, repeats, compile, threads). isolate, on_point
     and on_warning are vidcls.bench.benchmark's.
     """
+    from .bench.measurement import RunSettings
+    from .bench.models import resolve_models
+    from .bench.sweep import benchmark as sweep
+
     refs = [models] if isinstance(models, str) else list(models)
-    return bench.benchmark(resolve_models(refs), frames, size, RunSettings(**settings), isolate=isolate,
+    return sweep(resolve_models(refs), frames, size, RunSettings(**settings), isolate=isolate,
                            on_point=on_point, on_warning=on_warning)
