@@ -95,7 +95,21 @@ def eval_views(clips: torch.Tensor, size: int, crops: int, mean: Sequence[float]
     Frames are fitted to `resize` (default `size`, see fit_frame), then `crops` windows are
     cut, so N temporal clips x crops spatial crops give the papers' multi-view test.
     """
-    video = fit_frame(to_channels_first(clips), resize or size, aspect)
+    return crop_views(fit_frame(to_channels_first(clips), resize or size, aspect), size, crops, mean, std)
+
+
+def fitted_frame(frame: torch.Tensor, side: int, aspect: str = "crop") -> torch.Tensor:
+    """One decoded frame uint8 (H, W, 3) -> float (3, h, w) fitted as eval_views fits it.
+
+    Applied by the decoder to each frame as it arrives (video.read_frames' frame_fn), so a
+    4K clip never exists at full size as a whole; the values equal eval_views' exactly.
+    """
+    return fit_frame(to_channels_first(frame[None]), side, aspect)[:, 0]
+
+
+def crop_views(video: torch.Tensor, size: int, crops: int, mean: Sequence[float],
+               std: Sequence[float]) -> torch.Tensor:
+    """Fitted clips float (N, 3, T, h, w) -> normalised views (N * crops, 3, T, size, size)."""
     views = spatial_crops(video, size, crops)  # (crops, N, C, T, size, size)
     return normalize(views.flatten(0, 1), mean, std)
 

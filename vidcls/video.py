@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from fractions import Fraction
@@ -23,7 +23,6 @@ from pathlib import Path
 
 import av
 import av.error
-import numpy as np
 import torch
 from av.container import InputContainer
 from av.video.reformatter import VideoReformatter
@@ -42,6 +41,9 @@ _TEXT_FORMATS = ("tty",)
 # the guess grows when a seek shows keyframes are further apart.
 _DEFAULT_SEEK_GAP_S = 2.0
 _DEFAULT_FPS = Fraction(25)  # ffmpeg's own fallback when a stream states no rate at all
+# Largest frame decoded: 8K UHD. A few hundred bytes of H.264 can announce 8192x8192 frames;
+# refusing them up front keeps one hostile file from claiming gigabytes (README, Guarantees).
+MAX_FRAME_PIXELS = 7680 * 4320
 
 
 class VideoDecodeError(VidclsError):
@@ -69,10 +71,26 @@ class VideoInfo:
 
 @dataclass
 class DecodeStats:
-    """Counters filled in by read_frames/load_clips, to check that decoding stays sparse."""
+    """Counters filled in by read_frames/load_clips: decoding stays sparse, and damage is seen.
+
+    corrupt_frames counts frames the decoder flagged as concealed (a damaged middle decodes to
+    smeared pictures without any exception); bad_packets counts packets the demuxer or the
+    decoder rejected.
+    """
 
     frames_decoded: int = 0
     seeks: int = 0
+    corrupt_frames: int = 0
+    bad_packets: int = 0
+
+    def warnings(self) -> list[str]:
+        """One line per kind of damage seen, for the result of the video ([] when clean)."""
+        notes = []
+        if self.corrupt_frames:
+            notes.append(f"decoder concealed damage in {self.corrupt_frames} frame(s); the result may be off")
+        if self.bad_packets:
+            notes.append(f"{self.bad_packets} packet(s) could not be decoded and were skipped")
+        return notes
 
 
 @dataclass(frozen=True)
@@ -232,13 +250,16 @@ def _frames(container: InputContainer, stream: VideoStream,
         try:
             packet = next(packets, None)
         except av.error.FFmpegError:
+            stats.bad_packets += 1
             packet = None
         try:
             decoded = stream.decode(packet)
         except (av.error.InvalidDataError, av.error.EOFError):
+            stats.bad_packets += packet is not None  # the end-of-stream flush may say EOF
             decoded = []
         for frame in decoded:
             stats.frames_decoded += 1
+            stats.corrupt_frames += frame.is_corrupt
             yield frame
         if packet is None:
             return
@@ -291,6 +312,7 @@ def probe(path: str | Path) -> VideoInfo:
         first = next(_frames(container, stream, DecodeStats()), None)
         if first is None:
             raise VideoDecodeError("no frames could be decoded (truncated or corrupt?)")
+        _check_size(first)
         clock = _clock(stream, first)
         rotation = _rotation_cw(first, stream)
         if stream.duration:
@@ -344,22 +366,53 @@ class _SeekPolicy:
         return self.clock.index(entries[i].timestamp) if i >= 0 else None
 
 
-def _to_rgb(picked: dict[int, av.VideoFrame], indices: Sequence[int]) -> torch.Tensor:
-    """uint8 (len(indices), H, W, 3): each distinct frame converted once, copied to its rows.
+def _check_size(frame: av.VideoFrame) -> None:
+    if frame.width * frame.height > MAX_FRAME_PIXELS:
+        raise VideoDecodeError(f"frame size {frame.width}x{frame.height} is above the limit of "
+                               f"{MAX_FRAME_PIXELS / 1e6:.1f} megapixels (8K UHD)")
 
-    Plain numpy copies into one preallocated array (no torch.stack: its thread pool stalls on
-    busy machines), through one shared reformatter (to_ndarray would build a scaler, and its
-    thread pool, per frame). Frames that change size mid-stream are scaled to the first one's.
+
+FrameFn = Callable[[torch.Tensor], torch.Tensor]
+
+
+class _Converter:
+    """Turns each picked frame into an upright RGB tensor, then `frame_fn` of it, as it is picked.
+
+    Converting at once (not after the last wanted frame) means decoded pictures are never
+    held: memory follows what frame_fn keeps, such as frames already at the model's input
+    size, not the video's resolution. One shared reformatter (to_ndarray would build a
+    scaler, and its thread pool, per frame); frames that change size mid-stream are scaled
+    to the first one's. The last two conversions are remembered because a frame is often
+    wanted at several indices (it stays on screen).
     """
-    rows: dict[int, list[int]] = {}
+
+    def __init__(self, first: av.VideoFrame, stream: VideoStream, frame_fn: FrameFn | None) -> None:
+        self.width, self.height = first.width, first.height
+        self.rotation = _rotation_cw(first, stream)
+        self.scaler = VideoReformatter()
+        self.frame_fn = frame_fn
+        self.recent: deque[tuple[av.VideoFrame, torch.Tensor]] = deque(maxlen=2)
+
+    def __call__(self, frame: av.VideoFrame) -> torch.Tensor:
+        for seen, tensor in self.recent:
+            if seen is frame:
+                return tensor
+        rgb = self.scaler.reformat(frame, self.width, self.height, format="rgb24").to_ndarray()
+        tensor = rotate_frames(torch.from_numpy(rgb), self.rotation)
+        if self.frame_fn is not None:
+            tensor = self.frame_fn(tensor)
+        self.recent.append((frame, tensor))
+        return tensor
+
+
+def _rows(picked: dict[int, torch.Tensor], indices: Sequence[int]) -> torch.Tensor:
+    """(len(indices), ...) from the picked tensors, repeats copied (no torch.stack: its thread
+    pool stalls on busy machines)."""
+    sample = picked[indices[0]]
+    out = torch.empty((len(indices), *sample.shape), dtype=sample.dtype)
     for row, index in enumerate(indices):
-        rows.setdefault(index, []).append(row)
-    first = picked[indices[0]]
-    out = np.empty((len(indices), first.height, first.width, 3), dtype=np.uint8)
-    scaler = VideoReformatter()
-    for index, where in rows.items():
-        out[where] = scaler.reformat(picked[index], first.width, first.height, format="rgb24").to_ndarray()
-    return torch.from_numpy(out)
+        out[row] = picked[index]
+    return out
 
 
 class _FramePicker:
@@ -372,12 +425,15 @@ class _FramePicker:
     decoding restarts from the beginning, without seeking, to find that frame.
     """
 
-    def __init__(self, container: InputContainer, stream: VideoStream, stats: DecodeStats) -> None:
+    def __init__(self, container: InputContainer, stream: VideoStream, stats: DecodeStats,
+                 frame_fn: FrameFn | None = None) -> None:
         self.container, self.stream, self.stats = container, stream, stats
         self.frames = _frames(container, stream, stats)
         first = next(self.frames, None)
         if first is None:
             raise VideoDecodeError("no frames could be decoded (truncated or corrupt?)")
+        _check_size(first)
+        self.convert = _Converter(first, stream, frame_fn)
         self.frames = itertools.chain([first], self.frames)
         # Frame 0 is the first frame decoded, not stream.start_time: AVI with B-frames and some
         # edit lists put the first picture a tick after the stream's nominal start.
@@ -404,10 +460,10 @@ class _FramePicker:
         self.frames = _frames(self.container, self.stream, self.stats)
         self.last, self.last_index, self.seek_target = None, -1, index
 
-    def pick(self, wanted: list[int]) -> dict[int, av.VideoFrame]:
-        """{index: frame} for every index in `wanted` (sorted, unique)."""
+    def pick(self, wanted: list[int]) -> dict[int, torch.Tensor]:
+        """{index: converted frame} for every index in `wanted` (sorted, unique)."""
         pending = deque(wanted)
-        picked: dict[int, av.VideoFrame] = {}
+        picked: dict[int, torch.Tensor] = {}
         backoff = 0
         no_seek_until = -1  # after an overshoot, decode forward until this index is served
         while pending:
@@ -424,7 +480,8 @@ class _FramePicker:
                     continue
                 if self.last is None:
                     raise VideoDecodeError("no frames could be decoded (truncated or corrupt?)")
-                picked.update((i, self.last) for i in pending)
+                last = self.convert(self.last)
+                picked.update((i, last) for i in pending)
                 return picked
             index = self.last_index + 1 if frame.pts is None else self.clock.index(frame.pts)
             if self.seek_target is not None:
@@ -441,37 +498,35 @@ class _FramePicker:
                     continue
             while pending and pending[0] < index:  # `last` was on screen until this frame
                 # with no last frame (just sought, or at the start) the wanted index precedes this one
-                picked[pending.popleft()] = frame if self.last is None else self.last
+                picked[pending.popleft()] = self.convert(frame if self.last is None else self.last)
             self.last, self.last_index = frame, index
         return picked
 
 
-def read_frames(path: str | Path, indices: Sequence[int],
-                stats: DecodeStats | None = None) -> torch.Tensor:
+def read_frames(path: str | Path, indices: Sequence[int], stats: DecodeStats | None = None,
+                frame_fn: FrameFn | None = None) -> torch.Tensor:
     """Frames at `indices` (any order, repeats allowed) as uint8 (len(indices), H, W, 3) RGB, upright.
 
     Each distinct frame is decoded once; indices past the end of a shorter-than-announced
-    video get its last frame.
+    video get its last frame. With frame_fn, each frame is replaced by frame_fn(frame) as soon
+    as it is decoded (resize to the model's size there, so memory follows the model's input).
     """
     if not indices:
         raise ValueError("no frame indices given")
     if min(indices) < 0:
         raise ValueError(f"frame indices must be >= 0, got {min(indices)}")
-    wanted = sorted(set(indices))
     with _open_video(path) as (container, stream):
-        picked = _FramePicker(container, stream, stats or DecodeStats()).pick(wanted)
-        rotation = _rotation_cw(picked[wanted[0]], stream)
-        frames = _to_rgb(picked, indices)
-    return rotate_frames(frames, rotation)
+        picked = _FramePicker(container, stream, stats or DecodeStats(), frame_fn).pick(sorted(set(indices)))
+    return _rows(picked, indices)
 
 
 def load_clips(path: str | Path, frames: int, stride: int = 1, clips: int = 1, sampling: str = "segment",
-               stats: DecodeStats | None = None) -> tuple[torch.Tensor, VideoInfo]:
-    """Test-time clips of a video: uint8 (clips, frames, H, W, 3) and its VideoInfo.
+               stats: DecodeStats | None = None, frame_fn: FrameFn | None = None) -> tuple[torch.Tensor, VideoInfo]:
+    """Test-time clips of a video: uint8 (clips, frames, H, W, 3) (or frame_fn's shape) and its VideoInfo.
 
     Frames shared between overlapping clips are decoded once.
     """
     info = probe(path)
     clip_indices = sample_indices(info.num_frames, frames, stride, clips, sampling)
-    flat = read_frames(path, [i for clip in clip_indices for i in clip], stats)
+    flat = read_frames(path, [i for clip in clip_indices for i in clip], stats, frame_fn)
     return flat.reshape(clips, frames, *flat.shape[1:]), info
