@@ -59,9 +59,8 @@ def test_processing_s_and_its_deprecated_alias(clips):
 def test_predict_run_reports_progress_and_cost(clips, tmp_path):
     seen = []
     run = vidcls.predict_run([clips[0].parent], "demo-motion", device="cpu", crops=3,
-                             on_video=lambda path, index, total: seen.append((path.name, index, total)),
-                             on_result=lambda p: seen.append(p.top_k[0]["label"]))
-    assert seen == [("left.mp4", 0, 2), "left", ("up.mp4", 1, 2), "up"]
+                             on_start=seen.append, on_result=lambda p: seen.append(p.top_k[0]["label"]))
+    assert seen == [2, "left", "up"]
     assert run.cost.views == 3 and run.cost.gmacs > 0
     rows = run.to_json()
     assert [r["video"] for r in rows] == [str(c) for c in clips]

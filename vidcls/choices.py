@@ -18,3 +18,5 @@ CROPS = (1, 3)
 # --device: what the command line accepts (the library takes any torch device)
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
 DEVICE_METAVAR = "auto|cpu|cuda[:N]"
+# predict --sampling: frames spread over the whole video, or frames x stride consecutive
+SAMPLINGS = ("segment", "dense")

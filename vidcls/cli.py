@@ -25,8 +25,8 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from . import __version__
-from .choices import CROPS, DEVICE_METAVAR, DEVICE_PATTERN, DIRECTIONS, INFLATIONS, OPTIMIZERS, PRECISIONS
-from .errors import UsageError, VidclsError
+from .choices import CROPS, DEVICE_METAVAR, DEVICE_PATTERN, DIRECTIONS, INFLATIONS, OPTIMIZERS, PRECISIONS, SAMPLINGS
+from .errors import UsageError, VidclsError, printable
 
 out = Console()
 err = Console(stderr=True)
@@ -205,46 +205,84 @@ def _prediction_table(results: list) -> Table:
     return table
 
 
+def _terminate_as_interrupt() -> None:
+    """SIGTERM (a scheduler stopping the job) ends a run like Ctrl-C: finished results are kept."""
+    import signal
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def _input_line(kind: str, style: str, text: str) -> None:
+    err.print(f"[bold {style}]{kind}:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
 @app.command("predict")
 @guarded
 def predict_command(
-    videos: Annotated[list[Path], typer.Argument(help="Video files or directories (searched for videos).")],
+    videos: Annotated[list[str], typer.Argument(help="Video files, folders (searched for videos), URLs (http(s)://, rtsp://), - for stdin, or @LIST (a file of inputs, one per line).", metavar="VIDEO", show_default=False)],
     model: Annotated[str, typer.Option("--model", "-m", help=r"Zoo name, hf://OWNER/REPO\[@REV] or a model directory.")],  # \[: not rich markup
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="How many labels to show per video.")] = 5,
     clips: Annotated[Optional[int], typer.Option("--clips", min=1, help="Temporal clips per video (default: the model's recipe).")] = None,
     crops: Annotated[Optional[int], typer.Option("--crops", **one_of("--crops", CROPS), help="Spatial crops per clip: 1 (centre) or 3 (left/centre/right); default: the model's recipe.")] = None,
-    device: Annotated[str, typer.Option("--device", **checked("--device", DEVICE_PATTERN, DEVICE_METAVAR), help="auto picks CUDA when available.")] = "auto",
+    frames: Annotated[Optional[int], typer.Option("--frames", min=1, help="Frames per clip (default: the model's recipe; other counts interpolate the time embedding, with a warning).")] = None,
+    stride: Annotated[Optional[int], typer.Option("--stride", min=1, help="Frames between samples with dense sampling (default: the model's recipe).")] = None,
+    sampling: Annotated[Optional[str], typer.Option("--sampling", **one_of("--sampling", SAMPLINGS), help="segment: frames spread over the whole video; dense: frames x stride consecutive (default: the model's recipe).")] = None,
+    device: Annotated[str, typer.Option("--device", **checked("--device", DEVICE_PATTERN, DEVICE_METAVAR), help="auto picks CUDA when available; under torchrun each process takes cuda:LOCAL_RANK.")] = "auto",
     precision: Annotated[str, typer.Option("--precision", **one_of("--precision", PRECISIONS), help="bf16/fp16 run under autocast; fp32 is right on CPUs.")] = "fp32",
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Views per forward pass.")] = 8,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Views per forward pass (views of consecutive videos are batched together).")] = 8,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=0, help="Processes decoding videos ahead of the model (default: half the cores on CPU, all but two with CUDA; 0: decode in this process).")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Torch threads of the model process (default: the cores the decoding workers leave free on CPU).")] = None,
     weights: Annotated[Optional[Path], typer.Option("--weights", help="Local safetensors file replacing the model's weights.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write one result per video as it completes: .jsonl, .json or .csv (by suffix); every line is flushed, Ctrl-C keeps the finished ones.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue --output: skip the videos already in it (a torn last line is redone).")] = False,
+    shard: Annotated[Optional[str], typer.Option("--shard", metavar="I/N", help="Classify every N-th video from position I of the input list (0 <= I < N); under torchrun each process takes its own.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array (schema in docs/cli.md) to stdout.")] = False,
 ) -> None:
     """Classify videos and print the top-k labels of each.
 
-    The softmax is averaged over clips x crops views. A video that cannot be decoded is
-    reported on stderr (exit code 1) and the others are still classified.
+    The softmax is averaged over clips x crops views. A video that cannot be decoded or
+    classified is reported on stderr (exit code 1) and the others are still classified.
+    With --output, results stream to the file and stdout gets only what --json asks for.
     """
     from .api import predict_run
     from .bench import cost_line
 
+    _terminate_as_interrupt()
+    failed = 0
     with _progress() as progress:
         task = progress.add_task("classifying", visible=False)
 
-        def on_video(path: Path, index: int, total: int) -> None:
-            progress.update(task, total=total, visible=total > 1, description=f"classifying {path.name}")
+        def on_start(total: int) -> None:
+            progress.update(task, total=total, visible=total > 1)
 
-        run = predict_run(videos, model, weights=weights, top_k=top_k, clips=clips,
-                          crops=crops, device=device, precision=precision,
-                          batch_size=batch_size, on_video=on_video, on_result=lambda _: progress.advance(task))
-    failed = [p for p in run.predictions if p.error]
-    for result in failed:
-        err.print(f"[bold red]error:[/] {escape(f'{result.video}: {result.error}')}", highlight=False,
-                  soft_wrap=True)
+        def on_result(result) -> None:
+            nonlocal failed
+            progress.update(task, advance=1, description=f"classified {Path(result.video).name}")
+            if result.error:
+                failed += 1
+                _input_line("error", "red", f"{printable(result.video)}: {result.error}")
+            for warning in result.warnings:
+                _input_line("warning", "yellow", f"{printable(result.video)}: {warning}")
+
+        run = predict_run(videos, model, weights=weights, top_k=top_k, clips=clips, crops=crops,
+                          frames=frames, stride=stride, sampling=sampling, device=device,
+                          precision=precision, batch_size=batch_size, workers=workers, threads=threads,
+                          output=output, resume=resume, shard=shard, on_start=on_start, on_result=on_result)
+    if run.skipped_note:
+        _input_line("note", "cyan", run.skipped_note)
     if as_json:
         print(json.dumps(run.to_json(), indent=2))
-    elif len(failed) < len(run.predictions):
+    elif output is None and failed < len(run.predictions):
         out.print(_prediction_table(run.predictions))
-        out.print(cost_line(run.cost, [p.timing_ms for p in run.predictions]), highlight=False)
+        out.print(cost_line(run.cost, [p.timing_ms for p in run.predictions if not p.error]), highlight=False)
+    if output is not None:
+        resumed = f", {run.resumed} already there" if run.resumed else ""
+        merged = f"; merged {run.merged} results from all processes" if run.merged is not None else ""
+        _input_line("done", "green", f"{len(run.predictions)} classified ({failed} failed){resumed}: "
+                    f"{printable(str(output))}{merged}")
     if failed:
         raise typer.Exit(1)
 

@@ -22,3 +22,9 @@ def first_line(exc_or_text: BaseException | str) -> str:
     if text:
         return text.splitlines()[0].strip()
     return type(exc_or_text).__name__ if isinstance(exc_or_text, BaseException) else ""
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped (\\n, \\x1b, ...), so a hostile file name can neither
+    split an error line in two nor send escape sequences to the terminal."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import re
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -28,9 +29,9 @@ from av.container import InputContainer
 from av.video.reformatter import VideoReformatter
 from av.video.stream import VideoStream
 
+from .choices import SAMPLINGS
 from .errors import VidclsError
 
-SAMPLINGS = ("segment", "dense")
 
 # Demuxers that read a single still picture: "image2" plus the "<codec>_pipe" family
 # (png_pipe, jpeg_pipe, webp_pipe, bmp_pipe, ...).
@@ -41,6 +42,9 @@ _TEXT_FORMATS = ("tty",)
 # the guess grows when a seek shows keyframes are further apart.
 _DEFAULT_SEEK_GAP_S = 2.0
 _DEFAULT_FPS = Fraction(25)  # ffmpeg's own fallback when a stream states no rate at all
+# Network inputs are handed to ffmpeg as they are; a stalled server must not hang a run.
+_NETWORK_OPTIONS = {"rw_timeout": "30000000", "timeout": "30000000"}  # microseconds
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # Largest frame decoded: 8K UHD. A few hundred bytes of H.264 can announce 8192x8192 frames;
 # refusing them up front keeps one hostile file from claiming gigabytes (README, Guarantees).
 MAX_FRAME_PIXELS = 7680 * 4320
@@ -178,9 +182,11 @@ def random_clip_indices(num_frames: int, frames: int, stride: int, sampling: str
 # ----------------------------------------------------------------------------- opening files
 
 
-def _unparsable(path: Path) -> str:
+def _unparsable(source: str | Path) -> str:
     """Why ffmpeg finds no usable container: name the common cut-off MP4 (it starts with 'ftyp')."""
-    with path.open("rb") as f:
+    if is_url(source):
+        return "not a video file or unsupported format"
+    with Path(source).open("rb") as f:
         head = f.read(12)
     if head[4:8] == b"ftyp":
         return "incomplete MP4 (index missing or cut off: truncated download or unfinished recording?)"
@@ -198,7 +204,7 @@ def _open_failure(err: Exception, path: Path) -> str:
     return f"cannot read file: {getattr(err, 'strerror', None) or err}"
 
 
-def _video_stream(container: InputContainer, path: Path) -> VideoStream:
+def _video_stream(container: InputContainer, path: str | Path) -> VideoStream:
     """The first real video stream; cover art (attached pictures), still images and text are refused."""
     fmt = container.format.name
     if fmt in _TEXT_FORMATS:
@@ -213,9 +219,30 @@ def _video_stream(container: InputContainer, path: Path) -> VideoStream:
     raise VideoDecodeError(_unparsable(path))  # subtitles, data, or a header cut short
 
 
-@contextmanager
-def _open_video(path: str | Path) -> Iterator[tuple[InputContainer, VideoStream]]:
-    """Open `path` and its video stream, turning every PyAV/OS failure inside into VideoDecodeError."""
+def is_url(source: str | Path) -> bool:
+    """http(s)://, rtsp://, ... : opened by ffmpeg itself, never turned into a Path."""
+    return isinstance(source, str) and bool(_URL.match(source))
+
+
+_decoder_threads = 0  # 0: ffmpeg's choice (one per core)
+
+
+def set_decoder_threads(threads: int) -> None:
+    """Decoder threads per opened video in this process (0: ffmpeg's choice).
+
+    Worker processes that decode in parallel take 1 each, so that N workers use N cores
+    instead of N x cores threads fighting over them.
+    """
+    global _decoder_threads
+    _decoder_threads = threads
+
+
+def _open_container(path: str | Path) -> InputContainer:
+    if is_url(path):
+        try:
+            return av.open(str(path), metadata_errors="ignore", options=_NETWORK_OPTIONS)
+        except (av.error.FFmpegError, OSError, ValueError) as err:
+            raise VideoDecodeError(f"cannot open: {getattr(err, 'strerror', None) or err}") from err
     path = Path(path)
     if not path.exists():
         raise VideoDecodeError("file not found")
@@ -224,13 +251,21 @@ def _open_video(path: str | Path) -> Iterator[tuple[InputContainer, VideoStream]
     if path.stat().st_size == 0:
         raise VideoDecodeError("file is empty (0 bytes)")
     try:
-        container = av.open(str(path), metadata_errors="ignore")
+        return av.open(str(path), metadata_errors="ignore")
     except (av.error.FFmpegError, OSError, ValueError) as err:
         raise VideoDecodeError(_open_failure(err, path)) from err
+
+
+@contextmanager
+def _open_video(path: str | Path) -> Iterator[tuple[InputContainer, VideoStream]]:
+    """Open a file or URL and its video stream, turning every PyAV/OS failure inside into VideoDecodeError."""
+    container = _open_container(path)
     with container:
         try:
             stream = _video_stream(container, path)
             stream.thread_type = "AUTO"
+            if _decoder_threads:
+                stream.codec_context.thread_count = _decoder_threads
             yield container, stream
         except VideoDecodeError:
             raise

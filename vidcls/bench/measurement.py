@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..errors import VidclsError
-from ..inference import autocast_context
+from ..engine import autocast_context
 from .memory import MIB, PeakMemory, is_out_of_memory, proc_status_kib
 from .models import BenchModel
 from .timing import cpu_threads, wall_and_cpu_ms

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 
 from ..errors import UsageError
-from ..inference import PRECISIONS, resolve_device
+from ..engine import PRECISIONS
+from ..inference import resolve_device
 from .measurement import Measurement, RunSettings, measure, measure_isolated
 from .models import BenchModel, ModelCost, model_cost, significant
 from .roofline import matmul_rate, precision_warning

@@ -29,7 +29,7 @@ from torch import nn
 
 from ..choices import INFLATIONS, OPTIMIZERS
 from ..errors import UsageError, VidclsError
-from ..inference import PRECISIONS, autocast_context
+from ..engine import PRECISIONS, autocast_context
 from ..models import build_model
 from ..models.layers import WEIGHT_LAYERS
 from . import distributed
