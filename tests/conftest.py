@@ -12,6 +12,8 @@ import numpy as np
 import pytest
 import torch
 
+pytest_plugins = ["http_helpers"]  # the 127.0.0.1 `server` fixture
+
 
 
 def pytest_configure(config: pytest.Config) -> None:
