@@ -9,7 +9,7 @@ from vidcls.errors import UsageError
 from vidcls.synthetic import make_sample_clip
 
 COMMAND_FUNCTIONS = ["predict", "predict_run", "list_models", "benchmark", "download", "train_model",
-                     "convert_checkpoint", "load_model", "save_model_dir", "predict_video"]
+                     "convert_checkpoint", "load_model", "save_model_dir", "predict_video", "evaluate_run"]
 
 
 @pytest.fixture(scope="module")

@@ -5,6 +5,7 @@ The library API that the command line is built on, one function per command:
     >>> import vidcls
     >>> [p.top_k[0]["label"] for p in vidcls.predict(["clip.mp4"], "demo-motion")]
     >>> model = vidcls.load_model("demo-motion")          # load once, predict many times
+    >>> vidcls.evaluate_run("demo-motion", "data/val").summary.top1   # vidcls evaluate
     >>> vidcls.list_models()                              # vidcls models
     >>> vidcls.benchmark(["joint", "ff-linear"], frames=[8, 16])   # vidcls benchmark
     >>> vidcls.download("timesformer-k400")               # vidcls download
@@ -34,6 +35,7 @@ _LAZY = {
     "Prediction": ("inference", "Prediction"), "predict": ("inference", "predict"),
     "predict_video": ("inference", "predict_video"),
     "PredictRun": ("api", "PredictRun"), "predict_run": ("api", "predict_run"),
+    "EvalRun": ("api", "EvalRun"), "evaluate_run": ("api", "evaluate_run"),
     "benchmark": ("api", "benchmark"), "list_models": ("api", "list_models"),
     "TrainConfig": ("train", "TrainConfig"), "TrainResult": ("train", "TrainResult"),
     "train_model": ("train", "train"), "convert_checkpoint": ("convert", "convert_checkpoint"),
@@ -42,7 +44,7 @@ _LAZY = {
 __all__ = sorted([*_LAZY, "UsageError", "VidclsError", "__version__"])
 
 if TYPE_CHECKING:  # what __getattr__ returns, for type checkers and IDEs
-    from .api import PredictRun, benchmark, list_models, predict_run  # noqa: F401
+    from .api import EvalRun, PredictRun, benchmark, evaluate_run, list_models, predict_run  # noqa: F401
     from .convert import convert_checkpoint  # noqa: F401
     from .inference import Prediction, predict, predict_video  # noqa: F401
     from .train import TrainConfig, TrainResult  # noqa: F401

@@ -8,6 +8,7 @@ The other commands call their module's function directly (`vidcls.predict`, `vid
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 
 from collections.abc import Callable, Iterable, Sequence
@@ -21,13 +22,15 @@ from .bench.cost import RunCost, run_cost
 from .engine import EngineSettings, Recipe
 from .bench.memory import PeakMemory
 from .errors import UsageError
+from .plotting import require_matplotlib
 from .inference import ModelRef, Prediction, check_options, classify, ready_model
-from .inputs import gather, parse_shard, stdin_directory, take_shard
+from .inputs import VideoInput, gather, parse_shard, stdin_directory, take_shard
 from .results import ResultWriter, merge, output_format, rank_path, read_records
-from .zoo import zoo_entries, zoo_summary
+from .zoo import LoadedModel, zoo_entries, zoo_summary
 
 if TYPE_CHECKING:  # predict's path must not load the sweep (vidcls.bench's docstring): benchmark imports it
     from .bench.sweep import BenchPoint, BenchReport
+    from .evaluate import EvalSummary
 
 
 def list_models() -> list[dict[str, Any]]:
@@ -100,6 +103,39 @@ def _done_videos(output: Path | None, place: Placement, resume: bool) -> set[str
     return {record["video"] for file in files for record in read_records(file)}
 
 
+RECIPE_KEYS = ("frames", "stride", "sampling", "clips", "crops")
+ENGINE_KEYS = ("batch_size", "workers", "threads", "precision")
+
+
+def _recipe_and_settings(loaded: LoadedModel, options: dict[str, Any]) -> tuple[Recipe, EngineSettings, RunCost]:
+    """The run's recipe, the engine's settings and the cost of one video, which sets the
+    default workers and threads (a cheap model on CPU is decode-bound)."""
+    recipe = Recipe.of(loaded.card.input, **{k: options.get(k) for k in RECIPE_KEYS})
+    cost = run_cost(loaded.card, recipe.clips, recipe.crops, None)
+    settings = EngineSettings(**{k: options[k] for k in ENGINE_KEYS if options.get(k) is not None},
+                              gmacs_per_video=cost.gmacs * cost.views)
+    return recipe, settings, cost
+
+
+def _classify_into(run: PredictRun, todo: list[VideoInput], loaded: LoadedModel, target: torch.device, *,
+                   top_k: int, recipe: Recipe, settings: EngineSettings, file: Path | None, resume: bool,
+                   on_result: Callable[[Prediction], None] | None,
+                   extra: dict[str, dict[str, Any]] | None = None) -> float:
+    """Classify `todo` into run.predictions, streaming each record to `file` (with its `extra`
+    fields, by video name) as it completes; returns the peak memory of classifying (MiB)."""
+    columns = sorted({k for fields in (extra or {}).values() for k in fields})
+    with PeakMemory(target) as peak, contextlib.ExitStack() as stack:
+        writer = (stack.enter_context(ResultWriter(file, top_k, resume=resume and file.exists(), extra=columns))
+                  if file is not None else None)
+        for prediction in classify(todo, loaded, target, top_k=top_k, recipe=recipe, settings=settings):
+            run.predictions.append(prediction)
+            if writer is not None:
+                writer.write({**run.record(prediction), **(extra or {}).get(prediction.video, {})})
+            if on_result is not None:
+                on_result(prediction)
+    return peak.mib
+
+
 def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str | Path | None = None,
                 device: str | torch.device | None = None, output: str | Path | None = None,
                 resume: bool = False, shard: str | None = None,
@@ -117,11 +153,8 @@ def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str |
     classify, on_result(prediction) as each arrives. Inputs that hold no video at all are a
     UsageError: a command run on an empty folder should say so rather than print nothing.
     """
-    engine_keys = ("batch_size", "workers", "threads", "precision")
-    recipe_keys = ("frames", "stride", "sampling", "clips", "crops")
     top_k = options.pop("top_k", 5)
-    check_options(top_k, **{k: options[k] for k in ("clips", "crops", "precision", "frames", "stride", "sampling")
-                            if options.get(k) is not None})
+    check_options(top_k, **{k: options[k] for k in (*RECIPE_KEYS, "precision") if options.get(k) is not None})
     output = Path(output) if output is not None else None
     if output is not None:
         output_format(output)
@@ -143,21 +176,12 @@ def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str |
         todo = [v for v in mine if v.name not in done]
         if on_start is not None:
             on_start(len(todo))
-        recipe = Recipe.of(loaded.card.input, **{k: options.get(k) for k in recipe_keys})
-        settings = EngineSettings(**{k: options[k] for k in engine_keys if options.get(k) is not None})
-        cost = run_cost(loaded.card, options.get("clips"), options.get("crops"), 0.0)
+        recipe, settings, cost = _recipe_and_settings(loaded, options)
         run = PredictRun([], cost, len(inputs.videos), len(mine) - len(todo), inputs.skipped_note(), output)
         target_file = rank_path(output, place.rank) if place.torchrun and output else output
-        with PeakMemory(target) as peak, contextlib.ExitStack() as stack:
-            writer = (stack.enter_context(ResultWriter(target_file, top_k, resume=resume and target_file.exists()))
-                      if target_file is not None else None)
-            for prediction in classify(todo, loaded, target, top_k=top_k, recipe=recipe, settings=settings):
-                run.predictions.append(prediction)
-                if writer is not None:
-                    writer.write(run.record(prediction))
-                if on_result is not None:
-                    on_result(prediction)
-    run.cost = run_cost(loaded.card, options.get("clips"), options.get("crops"), peak.mib)
+        peak = _classify_into(run, todo, loaded, target, top_k=top_k, recipe=recipe, settings=settings,
+                              file=target_file, resume=resume, on_result=on_result)
+    run.cost = dataclasses.replace(cost, peak_memory_mib=peak)
     if place.torchrun:
         run.merged = _finish_torchrun(place, output, [v.name for v in inputs.videos], top_k)
     return run
@@ -169,6 +193,65 @@ def _finish_torchrun(place: Placement, output: Path, order: list[str], top_k: in
 
     teardown(Dist(place.rank, place.world_size), finished=True)
     return merge(output, place.world_size, order, top_k) if place.rank == 0 else None
+
+
+@dataclass
+class EvalRun:
+    """A `vidcls evaluate` run: the accuracy summary, the predictions made by this call (not
+    those resumed from --output), and what the run cost."""
+
+    summary: EvalSummary
+    run: PredictRun
+
+
+def evaluate_run(model: ModelRef, data: str | Path, *, weights: str | Path | None = None,
+                 device: str | torch.device | None = None, output: str | Path | None = None,
+                 resume: bool = False, plot: str | Path | None = None,
+                 on_result: Callable[[Prediction], None] | None = None,
+                 on_start: Callable[[int], None] | None = None, **options: Any) -> EvalRun:
+    """Accuracy of `model` on DATA (a class-folder tree, a `path label` list or a CSV, as in
+    `train`): top-1, top-5, mean class accuracy, per-class accuracy, confusion matrix.
+
+    The data's labels are matched to the model's before any video is decoded (an unknown one
+    is a UsageError). Predictions use the model's multi-view recipe unless options (predict's
+    clips, crops, frames, stride, sampling, batch_size, workers, threads, precision) say
+    otherwise. output / resume stream the per-video records (each with its true `label`) as
+    predict_run does; the summary then covers every video in the file, resumed ones included.
+    plot writes the confusion matrix as PNG.
+    """
+    from .evaluate import match_labels, plot_confusion, summarize
+    from .train.data import read_samples
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError("evaluate runs in one process; use predict --output under torchrun, then evaluate --resume")
+    if plot is not None:
+        require_matplotlib()  # before the run, not after it
+    check_options(5, **{k: options[k] for k in (*RECIPE_KEYS, "precision") if options.get(k) is not None})
+    output = Path(output) if output is not None else None
+    if output is not None:
+        output_format(output)
+    loaded, target = ready_model(model, weights, device)
+    samples = read_samples(data)
+    mapping = match_labels([s.label for s in samples], loaded.labels, loaded.name)
+    truth = {str(s.path): {"label": mapping[s.label]} for s in samples}
+    items = [VideoInput(str(s.path), str(s.path)) for s in samples]
+    done = _done_videos(output, Placement(), resume)
+    todo = [item for item in items if item.name not in done]
+    if on_start is not None:
+        on_start(len(todo))
+    recipe, settings, cost = _recipe_and_settings(loaded, options)
+    run = PredictRun([], cost, len(items), len(items) - len(todo), output=output)
+    peak = _classify_into(run, todo, loaded, target, top_k=5, recipe=recipe, settings=settings, file=output,
+                          resume=resume, on_result=on_result, extra=truth)
+    run.cost = dataclasses.replace(cost, peak_memory_mib=peak)
+    if output is not None:
+        records = [r for r in read_records(output) if r["video"] in truth]
+    else:
+        records = [{**p.to_json(), **truth[p.video]} for p in run.predictions]
+    summary = summarize(records, loaded.name, loaded.labels)
+    if plot is not None:
+        plot_confusion(summary, Path(plot))
+    return EvalRun(summary, run)
 
 
 def benchmark(models: str | Sequence[str], frames: Sequence[int] = (8, 16, 32), size: int | None = None, *,

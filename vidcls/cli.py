@@ -233,8 +233,8 @@ def predict_command(
     device: Annotated[str, typer.Option("--device", **checked("--device", DEVICE_PATTERN, DEVICE_METAVAR), help="auto picks CUDA when available; under torchrun each process takes cuda:LOCAL_RANK.")] = "auto",
     precision: Annotated[str, typer.Option("--precision", **one_of("--precision", PRECISIONS), help="bf16/fp16 run under autocast; fp32 is right on CPUs.")] = "fp32",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Views per forward pass (views of consecutive videos are batched together).")] = 8,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=0, help="Processes decoding videos ahead of the model (default: half the cores on CPU, all but two with CUDA; 0: decode in this process).")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Torch threads of the model process (default: the cores the decoding workers leave free on CPU).")] = None,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=0, help="Processes decoding videos ahead of the model (default on CPU: one per core for a cheap model (under 1 GMAC per video), else a quarter of the cores; with CUDA: all cores but two; 0: decode in this process).")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Torch threads of the model process (default: 1 for a cheap model on CPU, whose cores decode; else one per core).")] = None,
     weights: Annotated[Optional[Path], typer.Option("--weights", help="Local safetensors file replacing the model's weights.")] = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write one result per video as it completes: .jsonl, .json or .csv (by suffix); every line is flushed, Ctrl-C keeps the finished ones.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue --output: skip the videos already in it (a torn last line is redone).")] = False,
@@ -284,6 +284,91 @@ def predict_command(
         _input_line("done", "green", f"{len(run.predictions)} classified ({failed} failed){resumed}: "
                     f"{printable(str(output))}{merged}")
     if failed:
+        raise typer.Exit(1)
+
+
+def _percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def _evaluation_tables(summary) -> list[Table]:
+    """The headline numbers, then per-class accuracy (all classes up to 30; else the 10 worst
+    and 10 best, --json has them all)."""
+    head = _plain_table(f"evaluation of {summary.model}")
+    head.add_column("metric")
+    head.add_column("value", justify="right")
+    for name, value in (("top-1", _percent(summary.top1)), ("top-5", _percent(summary.top5)),
+                        ("mean class accuracy", _percent(summary.mean_class_accuracy)),
+                        ("videos evaluated", str(summary.evaluated)), ("could not be classified", str(len(summary.failed)))):
+        head.add_row(name, value)
+    rows = sorted(((v["accuracy"], label, v["videos"]) for label, v in summary.per_class.items()
+                   if v["accuracy"] is not None), key=lambda r: (r[0], r[1]))
+    caption = None
+    if len(rows) > 30:
+        caption = f"the 10 worst and 10 best of {len(rows)} classes; --json lists all"
+        rows = rows[:10] + rows[-10:]
+    per_class = _plain_table("per-class accuracy", caption)
+    for column, justify in (("class", "left"), ("accuracy", "right"), ("videos", "right")):
+        per_class.add_column(column, justify=justify)
+    for accuracy, label, videos in rows:
+        per_class.add_row(escape(label), _percent(accuracy), str(videos))
+    return [head, per_class]
+
+
+@app.command("evaluate")
+@guarded
+def evaluate_command(
+    model: Annotated[str, typer.Option("--model", "-m", help=r"Zoo name, hf://OWNER/REPO\[@REV] or a model directory.")],  # \[: not rich markup
+    data: Annotated[Path, typer.Option("--data", help="Labelled videos: a folder with one sub-folder per class, or a list file ('path label' lines, or a CSV with path and label columns), as for train.")],
+    clips: Annotated[Optional[int], typer.Option("--clips", min=1, help="Temporal clips per video (default: the model's recipe).")] = None,
+    crops: Annotated[Optional[int], typer.Option("--crops", **one_of("--crops", CROPS), help="Spatial crops per clip: 1 or 3 (default: the model's recipe).")] = None,
+    frames: Annotated[Optional[int], typer.Option("--frames", min=1, help="Frames per clip (default: the model's recipe).")] = None,
+    stride: Annotated[Optional[int], typer.Option("--stride", min=1, help="Frames between samples with dense sampling (default: the model's recipe).")] = None,
+    sampling: Annotated[Optional[str], typer.Option("--sampling", **one_of("--sampling", SAMPLINGS), help="segment or dense (default: the model's recipe).")] = None,
+    device: Annotated[str, typer.Option("--device", **checked("--device", DEVICE_PATTERN, DEVICE_METAVAR), help="auto picks CUDA when available.")] = "auto",
+    precision: Annotated[str, typer.Option("--precision", **one_of("--precision", PRECISIONS), help="bf16/fp16 run under autocast; fp32 is right on CPUs.")] = "fp32",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Views per forward pass.")] = 8,
+    workers: Annotated[Optional[int], typer.Option("--workers", min=0, help="Processes decoding videos ahead of the model (default: as for predict; 0: in this process).")] = None,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Torch threads of the model process.")] = None,
+    weights: Annotated[Optional[Path], typer.Option("--weights", help="Local safetensors file replacing the model's weights.")] = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Per-video predictions (with the true label), streamed: .jsonl, .json or .csv.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue --output: skip the videos already in it; the summary covers them all.")] = False,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write the confusion matrix as PNG (needs matplotlib, the plot extra).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object (schema in docs/cli.md).")] = False,
+) -> None:
+    """Measure a model's accuracy on labelled videos: top-1, top-5, mean class accuracy,
+    per-class accuracy and a confusion matrix.
+
+    Videos that cannot be decoded are counted and listed (exit code 1), never part of an
+    accuracy. A data label the model does not have stops the run before any decoding.
+    """
+    from .api import evaluate_run
+
+    _terminate_as_interrupt()
+    with _progress() as progress:
+        task = progress.add_task("evaluating", visible=False)
+
+        def on_start(total: int) -> None:
+            progress.update(task, total=total, visible=total > 1)
+
+        def on_result(result) -> None:
+            progress.update(task, advance=1, description=f"evaluated {Path(result.video).name}")
+            if result.error:
+                _input_line("error", "red", f"{printable(result.video)}: {result.error}")
+
+        evaluation = evaluate_run(model, data, weights=weights, device=device, output=output, resume=resume,
+                                  plot=plot, clips=clips, crops=crops, frames=frames, stride=stride,
+                                  sampling=sampling, precision=precision, batch_size=batch_size, workers=workers,
+                                  threads=threads, on_start=on_start, on_result=on_result)
+    summary = evaluation.summary
+    if as_json:
+        print(json.dumps(summary.to_json(), indent=2))
+    else:
+        for table in _evaluation_tables(summary):
+            out.print(table)
+    if plot is not None:
+        _input_line("done", "green", f"confusion matrix: {printable(str(plot))}")
+    if summary.failed:
         raise typer.Exit(1)
 
 
@@ -370,7 +455,8 @@ def benchmark_command(
     memory is reported as "out of memory at T=..." and the sweep goes on.
     """
     from .api import benchmark
-    from .bench import require_matplotlib, write_csv, write_plot
+    from .bench import write_csv, write_plot
+    from .plotting import require_matplotlib
 
     if plot is not None:
         require_matplotlib()  # before the sweep, not after it

@@ -134,20 +134,30 @@ def _keep(item: Decoded) -> Decoded:
     return item
 
 
-def default_workers(device: torch.device) -> int:
-    """Decoding processes when the user does not say: on CPU one per core beyond the model's
-    first (decoding and the model share the cores; on 2 cores, 1 worker measured best),
-    on CUDA all cores but two (the GPU waits on decoding)."""
+# GMACs per video below which a CPU run is decode-bound: decoding a clip costs 5-250 ms of a
+# core, a model this small at most a few ms (demo-motion: 0.05 GMACs; ViT-B 8x224: 180 per view).
+CHEAP_MODEL_GMACS = 1.0
+
+
+def _cheap(device: torch.device, gmacs_per_video: float | None) -> bool:
+    return device.type == "cpu" and gmacs_per_video is not None and gmacs_per_video < CHEAP_MODEL_GMACS
+
+
+def default_workers(device: torch.device, gmacs_per_video: float | None = None) -> int:
+    """Decoding processes when the user does not say. CUDA: all cores but two (the GPU waits
+    on decoding). CPU with a cheap model: one per core (decoding is the work). CPU with a
+    heavy or unknown model: a quarter of the cores, at least one (the model is the work; the
+    decoder only has to keep ahead of it)."""
     cores = os.cpu_count() or 1
     if device.type == "cuda":
         return max(1, min(16, cores - 2))
-    return max(1, cores // 2)
+    return cores if _cheap(device, gmacs_per_video) else max(1, cores // 4)
 
 
-def default_threads(device: torch.device, workers: int) -> int:
-    """Torch threads of the model process: on CPU the cores the workers leave free."""
-    cores = os.cpu_count() or 1
-    return max(1, cores - workers) if device.type == "cpu" else torch.get_num_threads()
+def default_threads(device: torch.device, gmacs_per_video: float | None = None) -> int:
+    """Torch threads of the model process: one for a cheap CPU model (the cores decode), else
+    one per core (torch's own default)."""
+    return 1 if _cheap(device, gmacs_per_video) else (os.cpu_count() or 1)
 
 
 @dataclass(frozen=True)
@@ -159,6 +169,7 @@ class EngineSettings:
     threads: int | None = None  # torch threads of the model process; None: default_threads
     precision: str = "fp32"
     prefetch: int = 2  # videos decoded ahead per worker
+    gmacs_per_video: float | None = None  # the model's cost, to choose workers and threads
 
 
 @dataclass
@@ -291,9 +302,9 @@ def score_videos(videos: Sequence[VideoInput], model: LoadedModel, device: torch
     the model process runs with settings.threads torch threads (restored afterwards).
     Closing the iterator (Ctrl-C, a consumer that stops) shuts the workers down.
     """
-    workers = default_workers(device) if settings.workers is None else settings.workers
+    workers = default_workers(device, settings.gmacs_per_video) if settings.workers is None else settings.workers
     workers = min(workers, len(videos))
-    threads = settings.threads or default_threads(device, workers)
+    threads = settings.threads or default_threads(device, settings.gmacs_per_video)
     loader = DataLoader(_VideoViews(videos, recipe), batch_size=None, num_workers=workers,
                         collate_fn=_keep, worker_init_fn=_init_worker if workers else None,
                         prefetch_factor=settings.prefetch if workers else None,

@@ -36,7 +36,7 @@ _EXPORTS = {
     "Measurement": "measurement", "RunSettings": "measurement", "measure": "measurement",
     "measure_isolated": "measurement",
     "BenchPoint": "sweep", "BenchReport": "sweep", "benchmark": "sweep", "scaling_exponent": "sweep",
-    "require_matplotlib": "outputs", "write_csv": "outputs", "write_plot": "outputs",
+    "write_csv": "outputs", "write_plot": "outputs",
     "RunCost": "cost", "cost_line": "cost", "run_cost": "cost",
 }
 

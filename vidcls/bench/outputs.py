@@ -6,8 +6,8 @@ import csv
 import dataclasses
 from pathlib import Path
 
-from ..errors import VidclsError
 from ..fileio import atomic_file
+from ..plotting import require_matplotlib
 from .sweep import BenchPoint, BenchReport
 
 
@@ -24,18 +24,6 @@ def write_csv(report: BenchReport, path: str | Path) -> Path:
 
 PLOT_PANELS = (("gmacs", "GMACs per view"), ("peak_memory_mib", "peak memory (MiB)"),
                ("latency_ms", "latency (ms)"))
-
-
-def require_matplotlib():
-    """matplotlib.pyplot on the file-only Agg backend, or a one-line error saying how to get it."""
-    try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise VidclsError("--plot needs matplotlib: pip install matplotlib (the vidcls 'plot' extra)") from None
-    return plt
 
 
 def write_plot(report: BenchReport, path: str | Path, title: str | None = None) -> Path:

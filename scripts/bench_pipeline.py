@@ -1,0 +1,147 @@
+"""Throughput of the inference engine (issue 11's targets), as one command.
+
+    python scripts/bench_pipeline.py            # CPU: demo-motion over 200 sample clips, 4K memory
+    python scripts/bench_pipeline.py --gpu      # also: VideoMAE-sized random model over K400-like clips
+
+CPU part: videos/s with the default pipeline against --workers 0 (in-process), alternating
+runs, and against the limit cores / (CPU-seconds per video of decoding, preprocessing and the
+model, measured single-threaded in-process). Memory part: peak RSS of `vidcls predict` on a
+10 s clip at 3840x2160 against the same clip at 640x360 (each in a fresh process).
+GPU part (needs CUDA): a model directory with videomae-k400's architecture and random
+weights, 200 clips of 10 s at 456x256, --workers cores-2 against --workers 0: videos/s and
+the share of wall time the GPU spends in forward passes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+import vidcls
+from vidcls.engine import default_workers
+from vidcls.synthetic import DIRECTIONS, make_sample_clip, random_spec, render_clip, write_video
+
+
+def sample_clips(folder: Path, count: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        make_sample_clip(folder / f"{i:04d}.mp4", DIRECTIONS[i % 4], seed=i)
+    return folder
+
+
+def throughput(folder: Path, model, **options) -> float:
+    """videos/s of predict_run, what `vidcls predict` runs (it chooses workers and threads from the model's cost)."""
+    start = time.perf_counter()
+    results = vidcls.predict_run([folder], model, device=options.pop("device", "cpu"), **options).predictions
+    elapsed = time.perf_counter() - start
+    assert not any(r.error for r in results)
+    return len(results) / elapsed
+
+
+def cpu_part(root: Path, count: int, rounds: int) -> dict:
+    folder = sample_clips(root / "sample", count)
+    model = vidcls.load_model("demo-motion", device="cpu")
+    start_cpu = time.process_time()
+    results = vidcls.predict_run([folder], model, device="cpu", workers=0, threads=1).predictions
+    cpu_per_video = (time.process_time() - start_cpu) / len(results)
+    cores = os.cpu_count() or 1
+    runs: dict[str, list[float]] = {"default": [], "workers=0": []}
+    for _ in range(rounds):
+        runs["default"].append(throughput(folder, model))
+        runs["workers=0"].append(throughput(folder, model, workers=0))
+    best = {k: max(v) for k, v in runs.items()}
+    limit = cores / cpu_per_video
+    gmacs = vidcls.predict_run([folder / "0000.mp4"], model, device="cpu", workers=0).cost
+    return {"videos": count, "cores": cores,
+            "default_workers": default_workers(torch.device("cpu"), gmacs.gmacs * gmacs.views),
+            "cpu_s_per_video": round(cpu_per_video, 4), "limit_videos_per_s": round(limit, 1),
+            "videos_per_s": {k: [round(x, 1) for x in v] for k, v in runs.items()},
+            "speedup_best": round(best["default"] / best["workers=0"], 2),
+            "speedup_median": round(statistics.median(runs["default"]) / statistics.median(runs["workers=0"]), 2),
+            "share_of_limit_best": round(best["default"] / limit, 2)}
+
+
+def peak_rss_mib(*args: str) -> float:
+    """Peak RSS of a fresh `vidcls predict` process (its own, from wait4)."""
+    process = subprocess.Popen([sys.executable, "-m", "vidcls", "predict", *args], stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(process.stderr.read().decode())
+    return usage.ru_maxrss / 1024
+
+
+def memory_part(root: Path) -> dict:
+    spec = random_spec(random.Random(0), "left", frames=100, height=2160, width=3840)
+    frames = render_clip(spec)
+    big, small = root / "4k.mp4", root / "360p.mp4"
+    write_video(big, frames, fps=10)
+    write_video(small, torch.nn.functional.interpolate(
+        frames.permute(0, 3, 1, 2).float(), size=(360, 640), mode="area").round().byte().permute(0, 2, 3, 1), fps=10)
+    rss = {name: peak_rss_mib(str(path), "-m", "demo-motion", "--workers", "0") for name, path in
+           (("3840x2160", big), ("640x360", small))}
+    return {"peak_rss_mib": {k: round(v) for k, v in rss.items()},
+            "ratio": round(rss["3840x2160"] / rss["640x360"], 2)}
+
+
+def gpu_part(root: Path, count: int) -> dict:
+    from dataclasses import replace
+
+    from vidcls.modeldir import save_model_dir
+    from vidcls.models import build_model
+    from vidcls.zoo import resolve
+
+    card = resolve("videomae-k400", need_weights=False).card
+    card = replace(card, name="videomae-random", labels=[f"class {i}" for i in range(400)])
+    model_dir = root / "videomae-random"
+    save_model_dir(model_dir, card, build_model(card.family, card.arch))
+    folder = root / "k400like"
+    folder.mkdir(exist_ok=True)
+    for i in range(count):
+        spec = random_spec(random.Random(i), DIRECTIONS[i % 4], frames=250, height=256, width=456)
+        write_video(folder / f"{i:04d}.mp4", render_clip(spec), fps=25)
+    model = vidcls.load_model(str(model_dir), device="cuda", allow_random=True)
+    cores = os.cpu_count() or 1
+    out = {}
+    for workers in (max(1, cores - 2), 0):
+        torch.cuda.synchronize()
+        start = time.perf_counter()
+        results = vidcls.predict_run([folder], model, device="cuda", workers=workers, batch_size=15).predictions
+        wall = time.perf_counter() - start
+        busy = sum(r.timing_ms.get("model", 0) for r in results) / 1e3
+        out[f"workers={workers}"] = {"videos_per_s": round(len(results) / wall, 2),
+                                     "gpu_busy_share": round(busy / wall, 2)}
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--videos", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--gpu", action="store_true")
+    parser.add_argument("--skip-memory", action="store_true")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        report = {"cpu": cpu_part(root, args.videos, args.rounds)}
+        print(json.dumps(report, indent=2), flush=True)
+        if not args.skip_memory:
+            report["memory"] = memory_part(root)
+            print(json.dumps(report["memory"], indent=2), flush=True)
+        if args.gpu:
+            report["gpu"] = gpu_part(root, args.videos)
+            print(json.dumps(report["gpu"], indent=2), flush=True)
+
+
+if __name__ == "__main__":
+    main()
