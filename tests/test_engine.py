@@ -330,3 +330,33 @@ def test_result_writer_reopens_a_json_array_left_open(tmp_path):
     with ResultWriter(out, top_k=1, resume=True) as again:
         again.write({"video": "b", "top_k": []})
     assert [r["video"] for r in json.loads(out.read_text())] == ["a", "b"]
+
+
+def test_unreadable_file_given_by_name_is_one_failed_input(folder, monkeypatch):
+    """A path that cannot even be looked at (a folder above it without permission, which root
+    cannot reproduce: hence the patch) fails alone; it was a usage error for the whole command."""
+    import pathlib
+
+    def guarded(method):
+        def check(self, *args, **kwargs):
+            if self.name == "secret.mp4":
+                raise PermissionError(13, "Permission denied")
+            return method(self, *args, **kwargs)
+        return check
+
+    for method in ("exists", "is_dir", "stat"):
+        monkeypatch.setattr(pathlib.Path, method, guarded(getattr(pathlib.Path, method)))
+    result = runner.invoke(app, ["predict", str(folder / "x" / "secret.mp4"), str(folder / "00-left.mp4"),
+                                 "-m", "demo-motion", "--workers", "0"])
+    assert result.exit_code == 1
+    assert result.stderr.splitlines() == [f"error: {folder / 'x' / 'secret.mp4'}: permission denied"]
+    assert "left" in result.stdout
+
+
+def test_hostile_names_give_one_escaped_error_line(tmp_path):
+    name = tmp_path / "bad\nname\x1b[31m.mp4"
+    name.write_bytes(b"junk")
+    result = runner.invoke(app, ["predict", str(name), "-m", "demo-motion", "--workers", "0"])
+    assert result.exit_code == 1
+    (line,) = result.stderr.splitlines()
+    assert "\x1b" not in result.stderr and line.endswith("bad\\nname\\x1b[31m.mp4: not a video file or unsupported format")

@@ -55,6 +55,15 @@ class InputList:
         return f"skipped {total} file(s) in folders that are not videos by their extension ({kinds}{more})"
 
 
+def _is_dir(path: Path) -> bool:
+    """is_dir() that answers False where the path cannot even be looked at (a folder above it
+    without permission): the decoder then reports it as that input's failure."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
 def _walk(folder: Path, found: list[VideoInput], skipped: Counter[str]) -> None:
     """Videos below `folder`, sorted; an unreadable folder (the top one or below) is a failed input."""
     try:
@@ -64,11 +73,7 @@ def _walk(folder: Path, found: list[VideoInput], skipped: Counter[str]) -> None:
         return
     for entry in entries:
         path = Path(entry.path)
-        try:
-            is_dir = entry.is_dir()
-        except OSError:
-            is_dir = False
-        if is_dir:
+        if _is_dir(path):
             _walk(path, found, skipped)
         elif path.suffix.lower() in VIDEO_EXTENSIONS:
             found.append(VideoInput(str(path), str(path)))
@@ -116,7 +121,7 @@ def gather(inputs: Iterable[str | Path], stdin_dir: Path | None = None) -> Input
             found.append(VideoInput(STDIN, str(spool_stdin(stdin_dir))))
         elif is_url(item):
             found.append(VideoInput(item, item))
-        elif Path(item).is_dir():
+        elif _is_dir(Path(item)):
             _walk(Path(item), found, skipped)
         else:
             found.append(VideoInput(item, item))

@@ -244,13 +244,13 @@ def _open_container(path: str | Path) -> InputContainer:
         except (av.error.FFmpegError, OSError, ValueError) as err:
             raise VideoDecodeError(f"cannot open: {getattr(err, 'strerror', None) or err}") from err
     path = Path(path)
-    if not path.exists():
-        raise VideoDecodeError("file not found")
-    if path.is_dir():
-        raise VideoDecodeError("is a directory, not a video file")
-    if path.stat().st_size == 0:
-        raise VideoDecodeError("file is empty (0 bytes)")
     try:
+        if not path.exists():
+            raise VideoDecodeError("file not found")
+        if path.is_dir():
+            raise VideoDecodeError("is a directory, not a video file")
+        if path.stat().st_size == 0:
+            raise VideoDecodeError("file is empty (0 bytes)")
         return av.open(str(path), metadata_errors="ignore")
     except (av.error.FFmpegError, OSError, ValueError) as err:
         raise VideoDecodeError(_open_failure(err, path)) from err
