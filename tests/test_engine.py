@@ -360,3 +360,22 @@ def test_hostile_names_give_one_escaped_error_line(tmp_path):
     assert result.exit_code == 1
     (line,) = result.stderr.splitlines()
     assert "\x1b" not in result.stderr and line.endswith("bad\\nname\\x1b[31m.mp4: not a video file or unsupported format")
+
+
+def test_a_tiny_file_announcing_huge_frames_is_refused_alone(folder, tmp_path):
+    """The issue's case: ~200 KB of H.264 that decodes to 8192x8192 frames (8 GB for 8 frames)."""
+    huge = tmp_path / "huge.mp4"
+    with av.open(str(huge), "w") as container:
+        stream = container.add_stream("libx264", rate=1)
+        stream.width = stream.height = 8192
+        stream.pix_fmt, stream.options = "yuv420p", {"preset": "ultrafast"}
+        frame = av.VideoFrame(8192, 8192, "yuv420p")
+        for plane in frame.planes:
+            plane.update(bytes(plane.buffer_size))
+        for _ in range(2):
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode())
+    assert huge.stat().st_size < 1 << 20
+    good, refused = vidcls.predict([folder / "00-left.mp4", huge], "demo-motion", device="cpu", workers=1)
+    assert good.top_k[0]["label"] == "left"
+    assert refused.error == "frame size 8192x8192 is above the limit of 33.2 megapixels (8K UHD)"

@@ -79,6 +79,13 @@ class Decoded:
     warnings: list[str] = field(default_factory=list)
     timing_ms: dict[str, float] = field(default_factory=dict)
 
+    def pin_memory(self) -> Decoded:
+        """Called by the DataLoader's pinning thread on CUDA runs: page-locked views copy to
+        the GPU without blocking the model process."""
+        if self.views is not None:
+            self.views = self.views.pin_memory()
+        return self
+
 
 def decode_views(position: int, item: VideoInput, recipe: Recipe) -> Decoded:
     """Decode one video and cut its normalised views; every failure becomes the result's error."""
@@ -264,7 +271,7 @@ class _Batcher:
     @torch.inference_mode()
     def _forward(self, pieces: list[tuple[_Pending, torch.Tensor]]) -> None:
         batch = torch.cat([v for _, v in pieces]) if len(pieces) > 1 else pieces[0][1]
-        if self.device.type == "cuda":
+        if self.device.type == "cuda" and not batch.is_pinned():  # views of several videos: cat unpinned them
             batch = batch.pin_memory()
         start = time.perf_counter()
         with autocast_context(self.device, self.settings.precision):
@@ -308,7 +315,7 @@ def score_videos(videos: Sequence[VideoInput], model: LoadedModel, device: torch
     loader = DataLoader(_VideoViews(videos, recipe), batch_size=None, num_workers=workers,
                         collate_fn=_keep, worker_init_fn=_init_worker if workers else None,
                         prefetch_factor=settings.prefetch if workers else None,
-                        persistent_workers=False)
+                        pin_memory=device.type == "cuda")
     batcher = _Batcher(model, device, settings)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
