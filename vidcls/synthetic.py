@@ -7,8 +7,9 @@ static distractors) is random so a model has to look at the motion, not at the p
 
 from __future__ import annotations
 
+import dataclasses
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -189,6 +190,22 @@ def render_clip(spec: ShapeClipSpec) -> torch.Tensor:
     gen = torch.Generator().manual_seed(spec.noise_seed)
     noisy = clip.float() + spec.noise * torch.randn(clip.shape, generator=gen)
     return noisy.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def render_path(spec: ShapeClipSpec, legs: Sequence[tuple[str, int]]) -> torch.Tensor:
+    """uint8 (T, H, W, 3): the spec's shape moving in each (direction, frames) leg in turn.
+
+    Each leg starts where the previous one ended, at the spec's speed (its `direction` and
+    `frames` are replaced by the legs'), so the direction of motion changes at known frames:
+    the test video of a timeline. Noise is drawn afresh for each leg.
+    """
+    parts, (row, col) = [], spec.start
+    for leg, (direction, frames) in enumerate(legs):
+        parts.append(render_clip(dataclasses.replace(spec, direction=direction, frames=frames, start=(row, col),
+                                                     noise_seed=spec.noise_seed + leg)))
+        step_y, step_x = _STEP[direction]
+        row, col = row + step_y * spec.speed * frames, col + step_x * spec.speed * frames
+    return torch.cat(parts)
 
 
 # ----------------------------------------------------------------------------- writing
