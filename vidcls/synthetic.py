@@ -225,10 +225,12 @@ def pad_to_even(frames: torch.Tensor) -> torch.Tensor:
 
 
 def write_video(path: str | Path, frames: torch.Tensor, fps: float = 25, codec: str = "libx264",
-                crf: int = 18) -> None:
+                crf: int = 18, gop: int | None = None) -> None:
     """Encode uint8 (T, H, W, 3) RGB frames as yuv420p; odd sizes are padded to even (pad_to_even).
 
-    `crf` is the x264/x265 quality (0 lossless, 18 visually clean, higher is smaller).
+    `crf` is the x264/x265 quality (0 lossless, 18 visually clean, higher is smaller); `gop`
+    the most frames between keyframes (default: the codec's, 250 for x264), which sets how far
+    apart a sparse reader can seek.
 
     The file appears atomically: it is written under a temporary name in the same directory
     and renamed into place, so an interrupted run never leaves a half-written video.
@@ -243,6 +245,8 @@ def write_video(path: str | Path, frames: torch.Tensor, fps: float = 25, codec: 
             stream.height, stream.width = frames.shape[1:3]
             stream.pix_fmt = "yuv420p"
             stream.options = {"crf": str(crf)}
+            if gop is not None:
+                stream.codec_context.gop_size = gop
             for frame in frames.numpy():
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
             container.mux(stream.encode())
