@@ -88,6 +88,8 @@ def test_windows_cover_the_video_without_gaps(num_frames, fps, window, hop):
         assert w.end_s - w.start_s == pytest.approx(min(window, duration))
         assert len(w.indices) == 16 and all(0 <= i < num_frames for i in w.indices)
         assert all(round(w.start_s * fps) <= i < max(round(w.end_s * fps), 1) for i in w.indices)
+        if round(w.end_s * fps) - round(w.start_s * fps) >= 15:  # room for the recipe's 8 frames 2 apart
+            assert {b - a for a, b in zip(w.indices[:8], w.indices[1:8])} == {2}
     bounds = owned_bounds(windows)
     assert bounds[0] == 0.0 and bounds[-1] == pytest.approx(duration)
     assert all(a < b for a, b in zip(bounds, bounds[1:]))
