@@ -14,7 +14,7 @@ video in one forward pass. Three measurements, all through vidcls.bench (the cod
    per forward at these lengths on a 2-core CPU, the tiny ones show the same growth.
 3. The largest N whose forward fits in the budget (default 8 GiB) at FULL width: inference
    frees each block's activations before the next, so the peak of one block is the peak of
-   twelve; each family is measured with depth 1 at N = 16, 32, 64, its peak memory fitted
+   twelve; each family is measured with depth 1 at N = 64, 128, 256, its peak memory fitted
    as a + b N (plus the full model's weights and the input clip), and solved for the budget.
    `--search MODEL` then finds the largest N that really runs at depth 1 under the budget
    (for models whose time grows linearly: joint at those N takes hours per forward).
@@ -37,7 +37,7 @@ from vidcls.fileio import write_text_atomic
 
 MODELS = ("ff-linear", "joint", "divided", "xvit")
 LATENCY_FRAMES = (64, 128, 256)
-MEMORY_FRAMES = (16, 32, 64)
+MEMORY_FRAMES = (64, 128, 256)
 SIZE = 224
 TINY = {"embed_dim": 64, "depth": 2, "num_heads": 2}
 MIB = float(1 << 20)
