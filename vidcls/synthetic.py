@@ -7,8 +7,9 @@ static distractors) is random so a model has to look at the motion, not at the p
 
 from __future__ import annotations
 
+import dataclasses
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -191,6 +192,22 @@ def render_clip(spec: ShapeClipSpec) -> torch.Tensor:
     return noisy.round_().clamp_(0, 255).to(torch.uint8)
 
 
+def render_path(spec: ShapeClipSpec, legs: Sequence[tuple[str, int]]) -> torch.Tensor:
+    """uint8 (T, H, W, 3): the spec's shape moving in each (direction, frames) leg in turn.
+
+    Each leg starts where the previous one ended, at the spec's speed (its `direction` and
+    `frames` are replaced by the legs'), so the direction of motion changes at known frames:
+    the test video of a timeline. Noise is drawn afresh for each leg.
+    """
+    parts, (row, col) = [], spec.start
+    for leg, (direction, frames) in enumerate(legs):
+        parts.append(render_clip(dataclasses.replace(spec, direction=direction, frames=frames, start=(row, col),
+                                                     noise_seed=spec.noise_seed + leg)))
+        step_y, step_x = _STEP[direction]
+        row, col = row + step_y * spec.speed * frames, col + step_x * spec.speed * frames
+    return torch.cat(parts)
+
+
 # ----------------------------------------------------------------------------- writing
 
 
@@ -208,10 +225,12 @@ def pad_to_even(frames: torch.Tensor) -> torch.Tensor:
 
 
 def write_video(path: str | Path, frames: torch.Tensor, fps: float = 25, codec: str = "libx264",
-                crf: int = 18) -> None:
+                crf: int = 18, gop: int | None = None) -> None:
     """Encode uint8 (T, H, W, 3) RGB frames as yuv420p; odd sizes are padded to even (pad_to_even).
 
-    `crf` is the x264/x265 quality (0 lossless, 18 visually clean, higher is smaller).
+    `crf` is the x264/x265 quality (0 lossless, 18 visually clean, higher is smaller); `gop`
+    the most frames between keyframes (default: the codec's, 250 for x264), which sets how far
+    apart a sparse reader can seek.
 
     The file appears atomically: it is written under a temporary name in the same directory
     and renamed into place, so an interrupted run never leaves a half-written video.
@@ -226,6 +245,8 @@ def write_video(path: str | Path, frames: torch.Tensor, fps: float = 25, codec: 
             stream.height, stream.width = frames.shape[1:3]
             stream.pix_fmt = "yuv420p"
             stream.options = {"crf": str(crf)}
+            if gop is not None:
+                stream.codec_context.gop_size = gop
             for frame in frames.numpy():
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
             container.mux(stream.encode())

@@ -12,6 +12,7 @@ one-line reason, so one bad file in a batch is reported instead of crashing the 
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import math
 import re
@@ -341,6 +342,31 @@ def _count_packets(path: str | Path) -> int:
         return sum(1 for packet in container.demux(stream) if packet.size)
 
 
+def _header_info(path: str | Path, container: InputContainer, stream: VideoStream, clock: _Clock,
+                 first: _Converter) -> VideoInfo:
+    """What the header and the first frame (its converter: size, rotation) tell; num_frames is
+    0 when the container states neither a frame count nor a duration (see _counted)."""
+    rotation = first.rotation
+    if stream.duration:
+        duration = float(stream.duration * clock.time_base)
+    elif container.duration:
+        duration = container.duration / av.time_base
+    else:
+        duration = 0.0
+    width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
+    return VideoInfo(path=str(path), width=width, height=height, fps=float(clock.fps),
+                     num_frames=stream.frames or round(duration * clock.fps), duration_s=duration,
+                     rotation=rotation, codec=stream.codec_context.name)
+
+
+def _counted(info: VideoInfo) -> VideoInfo:
+    """`info` with the frame count filled in by counting packets when the header had none (raw streams)."""
+    if info.num_frames:
+        return info
+    num_frames = _count_packets(info.path)
+    return dataclasses.replace(info, num_frames=max(1, num_frames), duration_s=num_frames / info.fps)
+
+
 def probe(path: str | Path) -> VideoInfo:
     """Read the header and decode the first frame (proves the file decodes, gives the rotation)."""
     with _open_video(path) as (container, stream):
@@ -348,22 +374,8 @@ def probe(path: str | Path) -> VideoInfo:
         if first is None:
             raise VideoDecodeError("no frames could be decoded (truncated or corrupt?)")
         _check_size(first)
-        clock = _clock(stream, first)
-        rotation = _rotation_cw(first, stream)
-        if stream.duration:
-            duration = float(stream.duration * clock.time_base)
-        elif container.duration:
-            duration = container.duration / av.time_base
-        else:
-            duration = 0.0
-        num_frames = stream.frames or round(duration * clock.fps)
-        codec = stream.codec_context.name
-    if not num_frames:
-        num_frames = _count_packets(path)
-        duration = float(num_frames / clock.fps)
-    width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
-    return VideoInfo(path=str(path), width=width, height=height, fps=float(clock.fps),
-                     num_frames=max(1, num_frames), duration_s=duration, rotation=rotation, codec=codec)
+        info = _header_info(path, container, stream, _clock(stream, first), _Converter(first, stream, None))
+    return _counted(info)
 
 
 # ----------------------------------------------------------------------------- reading frames
@@ -565,3 +577,49 @@ def load_clips(path: str | Path, frames: int, stride: int = 1, clips: int = 1, s
     clip_indices = sample_indices(info.num_frames, frames, stride, clips, sampling)
     flat = read_frames(path, [i for clip in clip_indices for i in clip], stats, frame_fn)
     return flat.reshape(clips, frames, *flat.shape[1:]), info
+
+
+# ----------------------------------------------------------------------------- one pass over a long video
+
+
+class FrameReader:
+    """One open video read front to back once: its VideoInfo, then frames at increasing indices.
+
+    For work over a whole long video (a timeline of windows): the caller asks for its
+    indices in chunks, each chunk above the previous one, and gets each chunk's frames as
+    soon as they are decoded, so it can drop them before asking for the next; each frame is
+    decoded at most once and the file is opened once (raw streams whose header states
+    neither a frame count nor a duration are counted first, which reads the file once more).
+    Made by open_frames().
+    """
+
+    def __init__(self, path: str | Path, container: InputContainer, stream: VideoStream, stats: DecodeStats,
+                 frame_fn: FrameFn | None) -> None:
+        self._picker = _FramePicker(container, stream, stats, frame_fn)
+        self.info = _counted(_header_info(path, container, stream, self._picker.clock, self._picker.convert))
+        self._after = -1  # every index asked for so far is <= this
+
+    def pick(self, indices: Sequence[int]) -> dict[int, torch.Tensor]:
+        """{index: converted frame} for `indices` (sorted, unique, all above the previous chunk's)."""
+        if not indices:
+            return {}
+        if indices[0] <= self._after or any(a >= b for a, b in itertools.pairwise(indices)):
+            raise ValueError(f"indices must be sorted, unique and above {self._after}")
+        self._after = indices[-1]
+        return self._picker.pick(list(indices))
+
+    def __iter__(self) -> Iterator[tuple[int, torch.Tensor]]:
+        """(index, converted frame) for every frame from the start, in decoding order (instead of pick)."""
+        picker = self._picker
+        last = -1
+        for frame in picker.frames:
+            last = last + 1 if frame.pts is None else picker.clock.index(frame.pts)
+            yield last, picker.convert(frame)
+
+
+@contextmanager
+def open_frames(path: str | Path, stats: DecodeStats | None = None,
+                frame_fn: FrameFn | None = None) -> Iterator[FrameReader]:
+    """Open `path` once for a FrameReader; frame_fn converts each frame as read_frames' does."""
+    with _open_video(path) as (container, stream):
+        yield FrameReader(path, container, stream, stats or DecodeStats(), frame_fn)
