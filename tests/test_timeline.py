@@ -237,3 +237,34 @@ def test_two_hour_clip_costs_windows_not_the_file(tmp_path, model):
         print(f"window {window:6.0f} s: {len(result.windows):5d} windows, {stats.frames_decoded:6d} frames "
               f"decoded, {stats.seeks:4d} seeks, {time.perf_counter() - started:6.2f} s")
         assert result.windows[-1].end_s == pytest.approx(7200.0)
+
+
+def test_predict_timeline_from_the_command_line(path_clip, tmp_path):
+    """`predict --timeline` puts the library's timeline into each video's JSON and --output
+    record, draws one plot and one annotated video per video, and a bad video fails alone."""
+    import json
+
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from vidcls.cli import app
+    from vidcls.results import read_records
+
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("not a video")
+    out = tmp_path / "tl.jsonl"
+    result = CliRunner().invoke(app, ["predict", str(path_clip), str(bad), "-m", "demo-motion", "--json",
+                                      "--plot", str(tmp_path / "tl.png"), "--out-video", str(tmp_path / "a.mp4"),
+                                      "--smooth", "2", "-o", str(out)])
+    assert result.exit_code == 1, result.output
+    good, failed = json.loads(result.stdout)
+    expected = timeline(path_clip, vidcls.load_model("demo-motion"), smooth=2).to_json()
+    assert good["timeline"] == expected["timeline"] and good["segments"] == expected["segments"]
+    assert [s["label"] for s in good["segments"]] == [d for d, _ in LEGS]
+    assert failed["error"] == "not a video file or unsupported format" and "timeline" not in failed
+    assert read_records(out)[0]["segments"] == expected["segments"]
+    with Image.open(tmp_path / "tl-square-loop.png") as image:
+        assert image.width == 1200
+    assert probe(tmp_path / "a-square-loop.mp4").num_frames == probe(path_clip).num_frames
+    table = CliRunner().invoke(app, ["predict", str(path_clip), "-m", "demo-motion", "--timeline"])
+    assert table.exit_code == 0 and "segments" in table.stdout and "0:04" in table.stdout

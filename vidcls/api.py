@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import os
+import time
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,9 +23,9 @@ import torch
 from .bench.cost import RunCost, run_cost
 from .engine import EngineSettings, Recipe
 from .bench.memory import PeakMemory
-from .errors import UsageError
+from .errors import UsageError, VidclsError, first_line
 from .plotting import require_matplotlib
-from .inference import ModelRef, Prediction, check_options, classify, ready_model
+from .inference import ModelRef, Prediction, check_options, classify, ready_model, top_k_labels
 from .inputs import VideoInput, gather, parse_shard, stdin_directory, take_shard
 from .results import ResultWriter, merge, output_format, rank_path, read_records
 from .zoo import LoadedModel, zoo_entries, zoo_summary
@@ -117,17 +119,16 @@ def _recipe_and_settings(loaded: LoadedModel, options: dict[str, Any]) -> tuple[
     return recipe, settings, cost
 
 
-def _classify_into(run: PredictRun, todo: list[VideoInput], loaded: LoadedModel, target: torch.device, *,
-                   top_k: int, recipe: Recipe, settings: EngineSettings, file: Path | None, resume: bool,
-                   on_result: Callable[[Prediction], None] | None,
-                   extra: dict[str, dict[str, Any]] | None = None) -> float:
-    """Classify `todo` into run.predictions, streaming each record to `file` (with its `extra`
-    fields, by video name) as it completes; returns the peak memory of classifying (MiB)."""
+def _collect(run: PredictRun, predictions: Callable[[], Iterator[Prediction]], target: torch.device, *,
+             top_k: int, file: Path | None, resume: bool, on_result: Callable[[Prediction], None] | None,
+             extra: dict[str, dict[str, Any]] | None = None) -> float:
+    """Gather predictions() into run.predictions, streaming each record to `file` (with its
+    `extra` fields, by video name) as it completes; returns the peak memory of the run (MiB)."""
     columns = sorted({k for fields in (extra or {}).values() for k in fields})
     with PeakMemory(target) as peak, contextlib.ExitStack() as stack:
         writer = (stack.enter_context(ResultWriter(file, top_k, resume=resume and file.exists(), extra=columns))
                   if file is not None else None)
-        for prediction in classify(todo, loaded, target, top_k=top_k, recipe=recipe, settings=settings):
+        for prediction in predictions():
             run.predictions.append(prediction)
             if writer is not None:
                 writer.write({**run.record(prediction), **(extra or {}).get(prediction.video, {})})
@@ -136,9 +137,65 @@ def _classify_into(run: PredictRun, todo: list[VideoInput], loaded: LoadedModel,
     return peak.mib
 
 
+@dataclass(frozen=True)
+class TimelineOptions:
+    """predict --timeline: window and hop in seconds (None: the model's clip span, half of it),
+    smoothing over N windows, and the files to draw (plot PNG, annotated video); with several
+    videos each file name gets the video's name: timeline.png -> timeline-clip.png."""
+
+    window_s: float | None = None
+    hop_s: float | None = None
+    smooth: int = 1
+    plot: Path | None = None
+    out_video: Path | None = None
+
+    def check(self) -> None:
+        from .timeline import check_timeline_options
+
+        check_timeline_options(self.window_s, self.hop_s, self.smooth)
+        if self.plot is not None:
+            require_matplotlib()  # before the run, not after it
+
+    @staticmethod
+    def path_for(path: Path, video: VideoInput, several: bool) -> Path:
+        return path.with_name(f"{path.stem}-{Path(video.name).stem}{path.suffix}") if several else path
+
+
+def _timelines(videos: list[VideoInput], loaded: LoadedModel, target: torch.device, top_k: int, recipe: Recipe,
+               settings: EngineSettings, options: TimelineOptions) -> Iterator[Prediction]:
+    """One Prediction per video, each with its timeline (vidcls.timeline: one pass over the
+    file); a video that fails, or whose plot or annotated video cannot be written, gets the error."""
+    from .overlay import write_annotated_video
+    from .timeline import timeline
+    from .timeline_plot import plot_timeline
+
+    for item in videos:
+        start = time.perf_counter()
+        result = Prediction(video=item.name, model=loaded.name)
+        try:
+            found = timeline(item.source, loaded, window_s=options.window_s, hop_s=options.hop_s,
+                             smooth=options.smooth, top_k=top_k, clips=recipe.clips, crops=recipe.crops,
+                             device=target, precision=settings.precision, batch_size=settings.batch_size)
+            if options.plot is not None:
+                plot_timeline(found, TimelineOptions.path_for(options.plot, item, len(videos) > 1),
+                              title=f"{loaded.name}: {item.name}")
+            if options.out_video is not None:
+                write_annotated_video(item.source, found, TimelineOptions.path_for(options.out_video, item,
+                                                                                   len(videos) > 1))
+        except VidclsError as exc:
+            result.error = first_line(str(exc).removeprefix(f"{item.source}: "))
+        else:
+            result.top_k = top_k_labels(found.probs.mean(dim=0), loaded.labels, top_k)
+            result.timeline = found.to_json()
+            result.frames_used = sum(len(window.indices) for window in found.windows)
+            result.warnings = found.stats.warnings()
+        result.processing_s = round(time.perf_counter() - start, 4)
+        yield result
+
+
 def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str | Path | None = None,
                 device: str | torch.device | None = None, output: str | Path | None = None,
-                resume: bool = False, shard: str | None = None,
+                resume: bool = False, shard: str | None = None, timeline: TimelineOptions | None = None,
                 on_result: Callable[[Prediction], None] | None = None,
                 on_start: Callable[[int], None] | None = None, **options: Any) -> PredictRun:
     """predict() for a command: streaming to --output, resume, shards, torchrun, and the
@@ -152,9 +209,13 @@ def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str |
     batch_size, workers, threads). on_start(count) is called with the number of videos to
     classify, on_result(prediction) as each arrives. Inputs that hold no video at all are a
     UsageError: a command run on an empty folder should say so rather than print nothing.
+    timeline (TimelineOptions) labels each video over time instead (vidcls.timeline): each
+    Prediction then carries its windows and segments, and its top_k is the mean over windows.
     """
     top_k = options.pop("top_k", 5)
     check_options(top_k, **{k: options[k] for k in (*RECIPE_KEYS, "precision") if options.get(k) is not None})
+    if timeline is not None:
+        timeline.check()
     output = Path(output) if output is not None else None
     if output is not None:
         output_format(output)
@@ -179,8 +240,11 @@ def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str |
         recipe, settings, cost = _recipe_and_settings(loaded, options)
         run = PredictRun([], cost, len(inputs.videos), len(mine) - len(todo), inputs.skipped_note(), output)
         target_file = rank_path(output, place.rank) if place.torchrun and output else output
-        peak = _classify_into(run, todo, loaded, target, top_k=top_k, recipe=recipe, settings=settings,
-                              file=target_file, resume=resume, on_result=on_result)
+        if timeline is not None:
+            stream = functools.partial(_timelines, todo, loaded, target, top_k, recipe, settings, timeline)
+        else:
+            stream = functools.partial(classify, todo, loaded, target, top_k=top_k, recipe=recipe, settings=settings)
+        peak = _collect(run, stream, target, top_k=top_k, file=target_file, resume=resume, on_result=on_result)
     run.cost = dataclasses.replace(cost, peak_memory_mib=peak)
     if place.torchrun:
         run.merged = _finish_torchrun(place, output, [v.name for v in inputs.videos], top_k)
@@ -241,8 +305,8 @@ def evaluate_run(model: ModelRef, data: str | Path, *, weights: str | Path | Non
         on_start(len(todo))
     recipe, settings, cost = _recipe_and_settings(loaded, options)
     run = PredictRun([], cost, len(items), len(items) - len(todo), output=output)
-    peak = _classify_into(run, todo, loaded, target, top_k=5, recipe=recipe, settings=settings, file=output,
-                          resume=resume, on_result=on_result, extra=truth)
+    stream = functools.partial(classify, todo, loaded, target, top_k=5, recipe=recipe, settings=settings)
+    peak = _collect(run, stream, target, top_k=5, file=output, resume=resume, on_result=on_result, extra=truth)
     run.cost = dataclasses.replace(cost, peak_memory_mib=peak)
     if output is not None:
         records = [r for r in read_records(output) if r["video"] in truth]

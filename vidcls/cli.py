@@ -219,6 +219,24 @@ def _input_line(kind: str, style: str, text: str) -> None:
     err.print(f"[bold {style}]{kind}:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
 
+def _segments_table(results: list) -> Table:
+    """predict --timeline: each video's segments (consecutive windows with the same top-1)."""
+    from .timeline import SEGMENT_COLUMNS, segment_text
+
+    table = Table(title="segments")
+    table.add_column("video")
+    for column in SEGMENT_COLUMNS:
+        table.add_column(column, justify="left" if column == "label" else "right")
+    for result in results:
+        if result.error:
+            continue
+        rows = [segment_text(s) for s in result.timeline["segments"]]
+        for n, row in enumerate(rows):
+            table.add_row(escape(printable(result.video)) if n == 0 else "", *map(escape, row),
+                          end_section=n == len(rows) - 1)
+    return table
+
+
 @app.command("predict")
 @guarded
 def predict_command(
@@ -240,6 +258,12 @@ def predict_command(
     resume: Annotated[bool, typer.Option("--resume", help="Continue --output: skip the videos already in it (a torn last line is redone).")] = False,
     shard: Annotated[Optional[str], typer.Option("--shard", metavar="I/N", help="Classify every N-th video from position I of the input list (0 <= I < N); under torchrun each process takes its own.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array (schema in docs/cli.md) to stdout.")] = False,
+    timeline: Annotated[bool, typer.Option("--timeline", help="Label each video over time: the model's recipe on windows covering the video (one pass over the file); the table shows segments of the same top-1, the JSON each window too.", rich_help_panel="Long videos")] = False,
+    window: Annotated[Optional[float], typer.Option("--window", min=0.001, metavar="SECONDS", help="Window length (default: the model's clip span, frames x stride / fps, or 2 s for segment sampling); implies --timeline.", rich_help_panel="Long videos")] = None,
+    hop: Annotated[Optional[float], typer.Option("--hop", min=0.001, metavar="SECONDS", help="Time between window starts (default: half the window; at most the window); implies --timeline.", rich_help_panel="Long videos")] = None,
+    smooth: Annotated[int, typer.Option("--smooth", min=1, metavar="N", help="Average the probabilities over N consecutive windows before labelling; implies --timeline when above 1.", rich_help_panel="Long videos")] = 1,
+    plot: Annotated[Optional[Path], typer.Option("--plot", help="Draw the timeline as PNG (with several videos: FILE-<video>.png); needs matplotlib; implies --timeline.", rich_help_panel="Long videos")] = None,
+    out_video: Annotated[Optional[Path], typer.Option("--out-video", help="Write the video again with the current window's top-1 label and score on every frame (H.264; with several videos: FILE-<video>.mp4); implies --timeline.", rich_help_panel="Long videos")] = None,
 ) -> None:
     """Classify videos and print the top-k labels of each.
 
@@ -247,10 +271,12 @@ def predict_command(
     classified is reported on stderr (exit code 1) and the others are still classified.
     With --output, results stream to the file and stdout gets only what --json asks for.
     """
-    from .api import predict_run
+    from .api import TimelineOptions, predict_run
     from .bench import cost_line
 
     _terminate_as_interrupt()
+    over_time = timeline or smooth > 1 or any(v is not None for v in (window, hop, plot, out_video))
+    options = TimelineOptions(window, hop, smooth, plot, out_video) if over_time else None
     failed = 0
     with _progress() as progress:
         task = progress.add_task("classifying", visible=False)
@@ -270,13 +296,14 @@ def predict_command(
         run = predict_run(videos, model, weights=weights, top_k=top_k, clips=clips, crops=crops,
                           frames=frames, stride=stride, sampling=sampling, device=device,
                           precision=precision, batch_size=batch_size, workers=workers, threads=threads,
-                          output=output, resume=resume, shard=shard, on_start=on_start, on_result=on_result)
+                          output=output, resume=resume, shard=shard, timeline=options, on_start=on_start,
+                          on_result=on_result)
     if run.skipped_note:
         _input_line("note", "cyan", run.skipped_note)
     if as_json:
         print(json.dumps(run.to_json(), indent=2))
     elif output is None and failed < len(run.predictions):
-        out.print(_prediction_table(run.predictions))
+        out.print(_segments_table(run.predictions) if options else _prediction_table(run.predictions))
         out.print(cost_line(run.cost, [p.timing_ms for p in run.predictions if not p.error]), highlight=False)
     if output is not None:
         resumed = f", {run.resumed} already there" if run.resumed else ""

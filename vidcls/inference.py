@@ -42,6 +42,7 @@ class Prediction:
     error: str | None = None
     timing_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)  # the decoder saw damage; the result may be off
+    timeline: dict[str, Any] | None = None  # predict --timeline: {"timeline": [...], "segments": [...]}
 
     @property
     def seconds(self) -> float:
@@ -50,7 +51,10 @@ class Prediction:
         return self.processing_s
 
     def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "seconds": self.processing_s}
+        """The JSON object; with --timeline it also has `timeline` and `segments` (docs/cli.md)."""
+        row = {**asdict(self), "seconds": self.processing_s}
+        over_time = row.pop("timeline")
+        return {**row, **(over_time or {})}
 
 
 def resolve_device(name: str | torch.device) -> torch.device:

@@ -31,7 +31,8 @@ from typing import Any
 import torch
 
 from .errors import UsageError
-from .inference import autocast_context, check_options, ready_model, top_k_labels
+from .engine import autocast_context
+from .inference import check_options, ready_model, top_k_labels
 from .modeldir import InputSpec
 from .transforms import crop_views, fitted_frame
 from .video import DecodeStats, FrameReader, VideoDecodeError, open_frames, sample_indices
@@ -196,10 +197,15 @@ def clock_text(seconds: float) -> str:
     return f"{head}:{rest // 10:02d}.{rest % 10}"
 
 
+def segment_text(segment: dict[str, Any]) -> tuple[str, ...]:
+    """One segment of Timeline.to_json() as text under SEGMENT_COLUMNS, for a table."""
+    start, end = segment["start_s"], segment["end_s"]
+    return (clock_text(start), clock_text(end), f"{end - start:.1f} s", segment["label"], f"{segment['score']:.3f}")
+
+
 def segment_rows(timeline: Timeline) -> list[tuple[str, ...]]:
     """The segments as text rows under SEGMENT_COLUMNS, for a table (rich, markdown, CSV)."""
-    return [(clock_text(s.start_s), clock_text(s.end_s), f"{s.end_s - s.start_s:.1f} s", s.label,
-             f"{s.score:.3f}") for s in timeline.segments()]
+    return [segment_text(s) for s in timeline.to_json()["segments"]]
 
 
 # ----------------------------------------------------------------------------- the pass over the video

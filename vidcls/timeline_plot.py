@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from .bench import require_matplotlib
+from .plotting import require_matplotlib
 from .fileio import atomic_file
 from .timeline import Timeline, clock_text
 
