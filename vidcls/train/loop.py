@@ -30,6 +30,7 @@ from torch import nn
 from ..choices import INFLATIONS, OPTIMIZERS
 from ..errors import UsageError, VidclsError
 from ..inference import PRECISIONS, autocast_context
+from ..modeldir import LAST, WEIGHTS_NAME, load_strict
 from ..models import build_model
 from ..models.layers import WEIGHT_LAYERS
 from . import distributed
@@ -285,8 +286,9 @@ class Trainer:
             if c.epochs < epochs_started(state):
                 raise UsageError(f"--epochs {c.epochs} is fewer than the {epochs_started(state)} epochs the run in "
                                  f"{c.output} has already started; pass --epochs {epochs_started(state)} or more")
-            self.net = build_model(self.card.family, self.card.arch)
-            self.net.load_state_dict(weights, strict=True)
+            self.net = build_model(self.card.family, self.card.arch, frames=self.card.input.frames,
+                                   size=self.card.input.size)
+            load_strict(self.net, weights, str(c.output / LAST / WEIGHTS_NAME))
             return state
         existing = run_files(c.output) if self.info.is_main else []
         if existing:
