@@ -21,7 +21,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from .choices import CROPS
-from .errors import VidclsError, first_line, printable
+from .errors import VidclsError, check_finite, first_line, printable
 from .fileio import atomic_directory
 from .models import make_config
 from .models.validate import Bounds, Choices, check_fields
@@ -213,4 +213,22 @@ def load_strict(module: nn.Module, state: dict[str, torch.Tensor], source: str, 
     problems = [describe_keys(what, keys) for what, keys in mismatch.items() if keys]
     if problems:
         raise VidclsError(f"{source}: weights do not fit the model: {'; '.join(problems)}")
+    check_weights(module, state, source)
     module.load_state_dict(state, strict=True)
+
+
+def check_weights(module: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Refuse weights that would load silently and answer nonsense, naming the file and the tensor.
+
+    A floating-point parameter given as an integer or bool tensor (load_state_dict would cast
+    it, and the model would print confident labels), and NaN or infinity in any weight (every
+    output would be NaN, which JSON cannot even hold). Keys the module lacks are left to the caller.
+    """
+    expected = module.state_dict()
+    for key in sorted(set(state) & set(expected)):
+        tensor = state[key]
+        if expected[key].is_floating_point() and not tensor.is_floating_point():
+            raise VidclsError(f"{printable(source)}: tensor {printable(key)} is {str(tensor.dtype).removeprefix('torch.')}, "
+                              f"not floating point: not weights this model can use")
+        if tensor.is_floating_point():
+            check_finite(tensor, f"{printable(source)}: tensor {printable(key)}")
