@@ -59,7 +59,7 @@ class VideoConfig:
     # fails the test suite.
     limits: ClassVar[Bounds] = {
         "num_classes": (1, 1_000_000), "num_frames": (1, 1024), "img_size": (1, 4096), "in_chans": (1, 64),
-        "embed_dim": (1, 65536), "depth": (1, 1024), "num_heads": (1, 1024), "layer_norm_eps": (1e-30, 1.0),
+        "embed_dim": (1, 65536), "depth": (1, 256), "num_heads": (1, 1024), "layer_norm_eps": (1e-30, 1.0),
         "drop_path": (0.0, 1.0), "dropout": (0.0, 1.0), "head_dropout": (0.0, 1.0)}
     choices: ClassVar[Choices] = {"mlp_activation": tuple(ACTIVATIONS)}
 

@@ -11,9 +11,9 @@ config.json spells it (`arch.depth = 1000000000 is out of range (1..1024)`):
    and lies in the bounds (`limits`) or vocabulary (`choices`) its class declares;
 2. `check_divisible`: the divisibility the patch and attention layouts need;
 3. `check_fits` (before a model is built for real): the model is first built on the meta
-   device, which costs no memory, so any remaining family rule fails there, and its exact
-   parameter count and the largest tensor of one view's forward pass give a lower bound of
-   the memory it needs; a model that cannot fit in the memory this machine has is refused.
+   device, which costs no memory, so any remaining family rule fails there; its exact weight
+   size and the largest tensor of one view's forward pass give a lower bound of the memory it
+   needs, and a model that cannot fit in the memory this machine has is refused.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import resource
 import types
 import typing
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -135,15 +135,6 @@ def check_divisible(config: Any) -> None:
 # ---------------------------------------------------------------- memory
 
 
-@dataclass(frozen=True)
-class Footprint:
-    """A lower bound of what one model needs: its weights, and one view's largest tensor in a forward pass."""
-
-    weight_bytes: int
-    params: int
-    activation_bytes: int
-
-
 class LargestTensor(TorchDispatchMode):
     """Records the size of the largest tensor any operation produces (on the meta device: no memory used)."""
 
@@ -159,33 +150,33 @@ class LargestTensor(TorchDispatchMode):
         return out
 
 
-def footprint(model_class: type[torch.nn.Module], config: Any, frames: int, size: int) -> Footprint:
-    """Build the model on the meta device and run one frames x size x size view through it.
-
-    A family rule the config breaks (its constructor's ValueError) and a view the model
-    cannot take are ConfigErrors; a forward pass the meta device cannot run (an operation
-    without a meta kernel) only leaves the activation estimate at the input's size.
-    """
+def meta_model(model_class: type[torch.nn.Module], config: Any) -> torch.nn.Module:
+    """The model built on the meta device: exact shapes, no memory; a family rule the config
+    breaks (its constructor's ValueError) is a ConfigError."""
     with torch.device("meta"), warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # the real build and forward pass warn, not this rehearsal
+        warnings.simplefilter("ignore")  # the real build warns, not this rehearsal
         try:
-            module = model_class(config)
+            return model_class(config)
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"arch: {first_line(exc)}") from None
-        tensors = [*module.parameters(), *module.buffers()]
-        view = torch.empty(1, config.in_chans, frames, size, size)
-        largest = LargestTensor()
-        try:
-            with torch.inference_mode(), largest:
-                module.eval()(view)
-        except NotImplementedError:
-            pass
-        except (ValueError, RuntimeError) as exc:
-            raise ConfigError(f"input.frames = {frames}, input.size = {size}: the model cannot take this view "
-                              f"({first_line(exc)})") from None
-    return Footprint(weight_bytes=sum(t.numel() * t.element_size() for t in tensors),
-                     params=sum(p.numel() for p in module.parameters()),
-                     activation_bytes=max(largest.bytes, view.numel() * view.element_size()))
+
+
+def largest_activation(module: torch.nn.Module, channels: int, frames: int, size: int) -> int:
+    """Bytes of the largest tensor (the input included) of one frames x size x size view's forward
+    pass on the meta device. A view the model cannot take is a ConfigError; a forward pass the meta
+    device cannot run (an operation without a meta kernel) leaves the estimate at the input's size."""
+    view = torch.empty(1, channels, frames, size, size, device="meta")
+    largest = LargestTensor()
+    try:
+        with warnings.catch_warnings(), torch.inference_mode(), largest:
+            warnings.simplefilter("ignore")
+            module.eval()(view)
+    except NotImplementedError:
+        pass
+    except (ValueError, RuntimeError) as exc:
+        raise ConfigError(f"input.frames = {frames}, input.size = {size}: the model cannot take this view "
+                          f"({first_line(exc)})") from None
+    return max(largest.bytes, view.numel() * view.element_size())
 
 
 def available_memory() -> int:
@@ -214,18 +205,24 @@ def available_memory() -> int:
 
 
 def check_fits(model_class: type[torch.nn.Module], config: Any, frames: int, size: int,
-               available: int | None = None) -> Footprint:
-    """Refuse a model whose weights plus one view's largest activation exceed the memory available.
+               available: int | None = None) -> None:
+    """Refuse a model whose weights, plus the largest tensor of one view's forward pass, exceed
+    the memory available.
 
     Both are lower bounds (a batch, autograd and the allocator need more), so what is refused
-    could never run; what passes may still run out of memory with a large batch.
+    could never run; what passes may still run out of memory with a large batch. The weights
+    are counted first, so a huge model is refused before its forward pass is rehearsed.
     """
-    need = footprint(model_class, config, frames, size)
     available = available_memory() if available is None else available
-    if need.weight_bytes + need.activation_bytes > available:
-        raise ConfigError(
-            f"the model is too large for this machine: {need.params / 1e6:,.0f} M parameters "
-            f"({need.weight_bytes / GIB:,.1f} GiB, from arch.depth / arch.embed_dim and the other sizes) plus "
-            f"{need.activation_bytes / GIB:,.1f} GiB for the largest tensor of one {frames}x{size}x{size} view "
-            f"(input.frames, input.size) need more than the {available / GIB:,.1f} GiB of memory available")
-    return need
+    module = meta_model(model_class, config)
+    params = sum(p.numel() for p in module.parameters())
+    weights = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+    need = f"{params / 1e6:,.0f} M parameters ({weights / GIB:,.1f} GiB, set by arch.depth, arch.embed_dim and the other sizes)"
+    if weights <= available:
+        activation = largest_activation(module, config.in_chans, frames, size)
+        if weights + activation <= available:
+            return
+        need += (f" plus {activation / GIB:,.1f} GiB for the largest tensor of one {frames}x{size}x{size} view "
+                 f"(input.frames, input.size)")
+    raise ConfigError(f"the model is too large for this machine: {need} need more than the "
+                      f"{available / GIB:,.1f} GiB of memory available")

@@ -77,7 +77,7 @@ class VidTrConfig(ViTConfig):
     embedding: str = "tokens"  # "tokens": added to the grid once; "attention_input": the authors'
     pos_every_layer: bool = False  # with embedding="attention_input": positions in every block
 
-    limits: ClassVar[Bounds] = {**ViTConfig.limits, "pool_layers": (0, 1023), "pool_tau": (1, 1024)}
+    limits: ClassVar[Bounds] = {**ViTConfig.limits, "pool_layers": (0, 255), "pool_tau": (1, 1024)}
     choices: ClassVar[Choices] = {**ViTConfig.choices, "residual_pool": RESIDUAL_POOLS, "attention": ATTENTIONS,
                                   "embedding": EMBEDDINGS}
 

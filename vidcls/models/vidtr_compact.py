@@ -59,7 +59,7 @@ class CompactVidTrConfig(ViTConfig):
     pool_layers: tuple[int, ...] = AUTHORS_POOLING[8][0]  # 0-indexed blocks with topK_std pooling
     pool_tau: tuple[int, ...] = AUTHORS_POOLING[8][1]  # frames kept by each of those blocks
 
-    limits: ClassVar[Bounds] = {**ViTConfig.limits, "pool_layers": (0, 1023), "pool_tau": (1, 1024)}
+    limits: ClassVar[Bounds] = {**ViTConfig.limits, "pool_layers": (0, 255), "pool_tau": (1, 1024)}
 
 
 class PoolingSeparableBlock(Block):
