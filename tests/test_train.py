@@ -12,6 +12,7 @@ import math
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -585,3 +586,122 @@ def test_grad_checkpointing_flag_trains_to_the_same_weights(motion, tmp_path, on
     assert asked == [False, True]
     plain, checkpointed = (load_file(tmp_path / name / "last" / "model.safetensors") for name in ("plain", "checkpointed"))
     assert all(torch.allclose(plain[k], checkpointed[k], atol=1e-6) for k in plain)
+
+
+# ----------------------------------------------------------------------------- faults (issue 14)
+
+
+@pytest.fixture(scope="module")
+def small_motion(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("small_motion")
+    write_motion_set(root / "train", 2, seed=1)
+    write_motion_set(root / "val", 1, seed=2)
+    return root
+
+
+def error_lines(output: str) -> list[str]:
+    """The error lines of a command's output, and any line that is neither an error nor a log line
+    (a traceback's or a multi-line message's continuation)."""
+    return [line for line in output.splitlines()
+            if line.startswith("error:") or (line.strip() and not line.startswith(("--epochs", "resumed")))]
+
+
+def test_kill_9_during_the_first_checkpoint_leaves_a_run_a_fresh_run_accepts(small_motion, tmp_path):
+    """The checkpoint writer stalls inside the temporary folder and the run is killed there (kill -9)."""
+    output, marker = tmp_path / "run", tmp_path / "writing"
+    stall = (f"import pathlib, sys, time, torch\n"
+             f"def stall(obj, path):\n"
+             f"    pathlib.Path(path).write_bytes(b'partial')\n"
+             f"    pathlib.Path({str(marker)!r}).touch()\n"
+             f"    time.sleep(600)\n"
+             f"torch.save = stall\n"
+             f"from vidcls.cli import main\n"
+             f"sys.argv = ['vidcls', *{cli_args(small_motion, output)!r}]\n"
+             f"main()\n")
+    process = subprocess.Popen([sys.executable, "-c", stall], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    wait_for(marker.exists, process)
+    process.kill()
+    process.wait()
+    assert not (output / "last").exists() and list(output.glob(".last.*")) and (output / "metrics.jsonl").is_file()
+
+    code, text = run_cli(*cli_args(small_motion, output, "--resume"))
+    assert code == 2 and "nothing to resume" in text and len(error_lines(text)) == 1
+    code, text = run_cli(*cli_args(small_motion, output, "--epochs", "1"))
+    assert code == 0, text
+    assert "starting over" in text and (output / "last" / "trainer_state.pt").is_file()
+    assert sorted(p.name for p in output.glob(".*")) == [".train.lock"]  # temporaries cleaned, lock released
+    assert len((output / "metrics.jsonl").read_text().splitlines()) == 1
+
+
+def test_a_crash_between_the_checkpoint_renames_resumes_and_leftovers_are_cleaned(small_motion, tmp_path):
+    output = tmp_path / "run"
+    assert run_cli(*cli_args(small_motion, output, "--epochs", "1"))[0] == 0
+    os.replace(output / "last", output / ".last.old")  # atomic_directory's state between its two renames
+    (output / ".last.k2j3h4").mkdir()
+    (output / ".last.k2j3h4" / "model.safetensors").write_bytes(b"partial")
+    (output / ".model.123.abcdef12.tmp.safetensors").write_bytes(b"partial")
+    code, text = run_cli(*cli_args(small_motion, output, "--epochs", "2", "--resume"))
+    assert code == 0, text
+    assert checkpoint_epoch(output) == 2 and sorted(p.name for p in output.glob(".*")) == [".train.lock"]
+
+
+def test_a_second_run_on_the_same_output_exits_2_naming_the_first_pid(small_motion, tmp_path):
+    from vidcls.train.checkpoint import run_lock
+
+    output = tmp_path / "run"
+    with run_lock(output):
+        code, text = run_cli(*cli_args(small_motion, output))
+    assert code == 2 and f"in use by another `vidcls train` (pid {os.getpid()})" in text
+    assert not (output / "metrics.jsonl").exists() and not (output / "train.log").exists()
+
+
+@pytest.fixture(scope="module")
+def finished_run(small_motion, tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("finished") / "run"
+    assert run_cli(*cli_args(small_motion, output, "--epochs", "1"))[0] == 0
+    return output
+
+
+class Pwned:
+    def __reduce__(self):
+        return (os.system, ("touch pwned",))
+
+
+@pytest.mark.parametrize("fault, expected", [
+    (lambda data: data[: len(data) // 2], "unreadable checkpoint"),
+    (lambda data: data[:10], "unreadable checkpoint"),
+    (lambda data: b"", "unreadable checkpoint"),
+    ("malicious", "holds objects other than tensors and plain data"),
+    ("not a state", "not a trainer state vidcls wrote (no step, optimizer, scheduler ...)"),
+    ("wrong types", "the checkpoint does not fit this run"),
+])
+def test_a_bad_trainer_state_is_refused_in_one_line(small_motion, finished_run, tmp_path, fault, expected):
+    output = tmp_path / "run"
+    shutil.copytree(finished_run, output)
+    state_path = output / "last" / "trainer_state.pt"
+    if fault == "malicious":
+        torch.save({"epoch": Pwned()}, state_path)
+    elif fault == "not a state":
+        torch.save({"epoch": 1}, state_path)
+    elif fault == "wrong types":
+        state = torch.load(state_path, weights_only=True)
+        config = {**state["config"], "output": str(output)}  # as if trained here, so only the fault differs
+        torch.save({**state, "config": config, "optimizer": {"state": "x"}}, state_path)
+    else:
+        state_path.write_bytes(fault(state_path.read_bytes()))
+    code, text = run_cli(*cli_args(small_motion, output, "--epochs", "2", "--resume"))
+    assert code == 1 and len(error_lines(text)) == 1 and expected in text, text
+    assert "Traceback" not in text and "internal error" not in text and not (ROOT / "pwned").exists()
+
+
+def test_list_files_paths_with_spaces_tabs_and_real_csv(tmp_path):
+    for name in ("my clip.mp4", "x.mp4", "a, b.mp4", "line\nbreak.mp4"):
+        (tmp_path / name).write_bytes(b"")
+    spaced = list_samples(_write(tmp_path / "s.txt", "my clip.mp4 left\nx.mp4 air drumming\nmy clip.mp4\tup right\n"))
+    assert [(s.path.name, s.label) for s in spaced] == [("my clip.mp4", "left"), ("x.mp4", "air drumming"),
+                                                         ("my clip.mp4", "up right")]
+    table = list_samples(_write(tmp_path / "t.csv", 'path,label\n"a, b.mp4",left\n"line\nbreak.mp4",up\n'))
+    assert [(s.path.name, s.label) for s in table] == [("a, b.mp4", "left"), ("line\nbreak.mp4", "up")]
+    with pytest.raises(VidclsError, match=r"huge.csv: not a readable CSV \(field larger than field limit"):
+        list_samples(_write(tmp_path / "huge.csv", "path,label\n" + "x" * 200_000 + ",a\n"))

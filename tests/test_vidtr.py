@@ -182,7 +182,7 @@ def test_shared_attention_options_are_checked():
         build_model("vidtr", {**ARCH, "embedding": "attention_input"})
     with pytest.raises(ValueError, match="pos_every_layer"):
         build_model("vidtr", {**ARCH, "pos_every_layer": True})
-    with pytest.raises(ValueError, match="attention must be"):
+    with pytest.raises(ValueError, match="attention = .joint. must be one of"):
         build_model("vidtr", {**ARCH, "attention": "joint"})
     with pytest.raises(ValueError, match="runs on 6 frames"):
         build_model("vidtr", SHARED)(torch.randn(1, 3, 4, 12, 12))

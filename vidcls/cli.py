@@ -26,7 +26,7 @@ from typer.core import TyperGroup
 
 from . import __version__
 from .choices import CROPS, DEVICE_METAVAR, DEVICE_PATTERN, DIRECTIONS, INFLATIONS, OPTIMIZERS, PRECISIONS, SAMPLINGS
-from .errors import UsageError, VidclsError, printable
+from .errors import UsageError, VidclsError, first_line, printable
 
 out = Console()
 err = Console(stderr=True)
@@ -34,8 +34,12 @@ _state = {"debug": False}
 
 
 def fail(message: str, code: int) -> typer.Exit:
-    """Print a one-line error to stderr and return the Exit to raise."""
-    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    """Print a one-line error to stderr and return the Exit to raise.
+
+    The message goes through `printable`, so a name holding a newline or a terminal escape
+    can neither split the line nor reach the terminal raw.
+    """
+    err.print(f"[bold red]error:[/] {escape(printable(message))}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 
@@ -93,7 +97,7 @@ def guarded(command: Callable) -> Callable:
         except Exception as exc:  # noqa: BLE001 - the contract is one line, not a traceback
             if _state["debug"]:
                 raise
-            raise fail(f"internal error: {type(exc).__name__}: {exc} (rerun with --debug for details)",
+            raise fail(f"internal error: {type(exc).__name__}: {first_line(exc)} (rerun with --debug for details)",
                        1) from None
 
     return wrapper

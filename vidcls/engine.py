@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from . import choices
 from . import video as video_io
-from .errors import UsageError, VidclsError, first_line
+from .errors import UsageError, VidclsError, check_finite, first_line
 from .inputs import VideoInput
 from .modeldir import InputSpec
 from .transforms import crop_views, fitted_frame
@@ -283,9 +283,12 @@ class _Batcher:
             rows = probs[offset:offset + len(views)]
             offset += len(views)
             entry.model_ms += elapsed * len(views) / len(batch)
-            if not torch.isfinite(rows).all():
-                self._fail(entry, "model output is not finite (NaN or infinite logits: check the weights)")
-            elif entry.decoded.error is None:
+            try:
+                check_finite(rows, "model output")
+            except VidclsError as exc:
+                self._fail(entry, f"{exc}: check the weights")
+                continue
+            if entry.decoded.error is None:
                 entry.rows.append(rows)
 
     def _ready(self) -> Iterator[Scored]:

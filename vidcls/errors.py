@@ -1,5 +1,10 @@
 """User-facing errors: one line, no traceback, a CLI exit code."""
 
+from __future__ import annotations
+
+import unicodedata
+from typing import Any
+
 
 class VidclsError(Exception):
     """An error whose message is shown to the user as one line; exit_code is the CLI exit status."""
@@ -25,6 +30,22 @@ def first_line(exc_or_text: BaseException | str) -> str:
 
 
 def printable(text: str) -> str:
-    """`text` with control characters escaped (\\n, \\x1b, ...), so a hostile file name can neither
-    split an error line in two nor send escape sequences to the terminal."""
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+    """`text` with newlines, control characters and terminal escapes spelled out (\\n, \\x1b, \\u202e).
+
+    For names that come from users (file names, refs) inside one-line error messages: a newline
+    would split the line and an escape sequence would reach the terminal raw. Every character
+    of Unicode category C (controls, format characters such as bidi overrides, unassigned) is
+    replaced by its Python escape; everything else, backslashes included, stays as it is.
+    """
+    return "".join(repr(c)[1:-1] if unicodedata.category(c)[0] == "C" else c for c in str(text))
+
+
+def check_finite(tensor: Any, what: str) -> None:
+    """Raise a VidclsError naming `what` when a tensor holds NaN or infinity.
+
+    A model's non-finite output is no answer (its softmax is NaN and JSON cannot hold it),
+    so it is reported as an error of that input instead. Typed loosely so this module stays
+    free of torch: any torch.Tensor works.
+    """
+    if not bool(tensor.isfinite().all()):
+        raise VidclsError(f"{what} is not finite (NaN or infinity)")

@@ -48,6 +48,18 @@ def write_text_atomic(target: str | Path, text: str) -> Path:
     return Path(target)
 
 
+def leftovers(target: str | Path) -> list[Path]:
+    """What atomic writes of `target` left beside it when a crash or `kill -9` cut them short:
+    temporary files and directories, and the set-aside `.NAME.old` copy (a caller that can
+    resume from that copy must restore it first). Safe to delete only when no writer is running."""
+    target = Path(target)
+    if not target.parent.is_dir():
+        return []
+    return sorted(p for p in target.parent.iterdir()
+                  if p.name.startswith(f".{target.name}.") or
+                  (p.name.startswith(f".{target.stem}.") and p.name.endswith(f".tmp{target.suffix}")))
+
+
 @contextlib.contextmanager
 def atomic_directory(target: str | Path) -> Iterator[Path]:
     """Yield a temporary sibling directory renamed onto `target` when the block succeeds.

@@ -25,11 +25,12 @@ from torch import nn
 from . import cache, hub, web, zoofile
 from .convert import PICKLE_NAME, PREPROCESSOR_NAME, read_checkpoint, to_vidcls
 from .convert import transformers as hf_format
-from .errors import UsageError, VidclsError
+from .errors import UsageError, VidclsError, printable
 from .labels import label_set
-from .modeldir import (CONFIG_NAME, LAST, WEIGHTS_NAME, InputSpec, ModelCard, load_strict,  # noqa: F401 (re-exported)
-                       read_json, read_safetensors, save_model_dir)
+from .modeldir import (CONFIG_NAME, LAST, WEIGHTS_NAME, InputSpec, ModelCard, config_context,  # noqa: F401 (re-exported)
+                       load_strict, read_json, read_safetensors, save_model_dir)
 from .models import build_model, make_config
+from .models.validate import ConfigError
 
 
 @dataclass
@@ -146,11 +147,12 @@ def read_card(directory: Path, recipe: dict[str, Any] | None = None) -> ModelCar
         raise VidclsError(f"{directory}: no {CONFIG_NAME} (not a vidcls or transformers model directory)"
                           f"{_run_hint(directory)}")
     config = read_json(path)
-    if not hf_format.is_transformers_config(config):
-        return ModelCard.from_config(config, default_name=directory.name)
-    pre_path = directory / PREPROCESSOR_NAME
-    preprocessor = read_json(pre_path) if pre_path.is_file() else None
-    return hf_format.card_from_config(config, preprocessor, directory.name, recipe)
+    with config_context(directory):
+        if not hf_format.is_transformers_config(config):
+            return ModelCard.from_config(config, default_name=directory.name)
+        pre_path = directory / PREPROCESSOR_NAME
+        preprocessor = read_json(pre_path) if pre_path.is_file() else None
+        return hf_format.card_from_config(config, preprocessor, directory.name, recipe)
 
 
 def _run_hint(directory: Path) -> str:
@@ -434,7 +436,11 @@ def load_model(ref: str, weights: str | Path | None = None, device: str | torch.
     if weights_path is None and not allow_random:
         raise UsageError(no_weights_message(ref))
     check_labels(resolved.card)
-    module = build_model(resolved.card.family, resolved.card.arch)
+    card = resolved.card
+    try:
+        module = build_model(card.family, card.arch, frames=card.input.frames, size=card.input.size)
+    except ConfigError as exc:
+        raise ConfigError(f"model {printable(ref)}: {exc}") from None
     if weights_path is not None:
         load_weights(module, weights_path)
     module.eval().to(device)

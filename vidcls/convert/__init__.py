@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from ..errors import UsageError, VidclsError, first_line
-from ..modeldir import (CONFIG_NAME, WEIGHTS_NAME, InputSpec, ModelCard, describe_keys, read_json,
+from ..modeldir import (CONFIG_NAME, WEIGHTS_NAME, InputSpec, ModelCard, check_weights, describe_keys, read_json,
                         read_safetensors, save_model_dir, state_mismatch)
 from ..models import build_model, make_config
 from . import transformers as hf_format
@@ -259,6 +259,7 @@ def convert_checkpoint(src: str | Path, family: str, out: str | Path | None, all
     if report.missing and not allow_missing:
         raise VidclsError(f"{src}: the {family} model would lack weights ({describe_keys('missing', report.missing)}); "
                           f"nothing written (pass --allow-missing to keep their initialisation)")
+    check_weights(module, state, str(src))
     module.load_state_dict({k: v for k, v in state.items() if k not in mismatch["unexpected"]}, strict=False)
     if out is not None:
         report.out = save_model_dir(Path(out), card, module)

@@ -114,7 +114,10 @@ def map_image_state(image: dict[str, torch.Tensor], module: VideoClassifier, inf
 def init_from_image_state(module: VideoClassifier, image: dict[str, torch.Tensor], inflate: str = "central",
                           source: str = "state dict") -> InitReport:
     """Load what an image ViT determines into `module` in place; the rest keeps its initialisation."""
+    from ..modeldir import check_weights
+
     mapped = map_image_state(image, module, inflate)
+    check_weights(module, mapped, source)
     module.load_state_dict(mapped, strict=False)
     return InitReport(source=source, loaded=sorted(mapped), kept=sorted(set(module.state_dict()) - set(mapped)))
 

@@ -14,8 +14,9 @@ import importlib
 import pkgutil
 from typing import Any
 
-from ..errors import UsageError
+from ..errors import UsageError, printable
 from .base import VideoClassifier, VideoConfig
+from .validate import check_fits, show
 
 _FAMILIES: dict[str, type[VideoClassifier]] = {}
 
@@ -54,9 +55,9 @@ def families() -> dict[str, type[VideoClassifier]]:
 
 def family_class(family: str) -> type[VideoClassifier]:
     """The model class of a registered family; an unknown name is a usage error listing the known ones."""
-    cls = families().get(family)
+    cls = families().get(family) if isinstance(family, str) else None
     if cls is None:
-        raise UsageError(f"unknown model family {family!r}; known: {', '.join(sorted(families()))}")
+        raise UsageError(f"unknown model family {show(family)}; known: {', '.join(sorted(families()))}")
     return cls
 
 
@@ -64,12 +65,20 @@ def make_config(family: str, arch: dict[str, Any]):
     """The family's config dataclass from a dict; unknown keys are an error, not ignored."""
     cls = family_class(family)
     fields = {f.name for f in dataclasses.fields(cls.Config)}
-    unknown = sorted(set(arch) - fields)
+    unknown = sorted(map(str, set(arch) - fields))
     if unknown:
-        raise UsageError(f"family {family!r} has no option(s) {', '.join(unknown)}")
+        raise UsageError(f"family {family!r} has no option(s) {printable(', '.join(unknown))}")
     return cls.Config(**arch)
 
 
-def build_model(family: str, arch: dict[str, Any]) -> VideoClassifier:
-    """A randomly initialised model of `family` with hyper-parameters `arch`."""
-    return family_class(family)(make_config(family, arch))
+def build_model(family: str, arch: dict[str, Any], frames: int | None = None,
+                size: int | None = None) -> VideoClassifier:
+    """A randomly initialised model of `family` with hyper-parameters `arch`.
+
+    Built for real only once the config passed every check and a meta-device build showed it
+    fits in this machine's memory with one view of frames x size (default: the config's
+    num_frames x img_size), see vidcls.models.validate.check_fits.
+    """
+    cls, config = family_class(family), make_config(family, arch)
+    check_fits(cls, config, frames or config.num_frames, size or config.img_size)
+    return cls(config)

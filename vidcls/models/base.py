@@ -27,7 +27,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import init_vit_weights, reset_to_default_init
+from .layers import ACTIVATIONS, init_vit_weights, reset_to_default_init
+from .validate import Bounds, Choices, check_divisible, check_fields
 
 
 @dataclass(kw_only=True)
@@ -52,6 +53,21 @@ class VideoConfig:
     dropout: float = 0.0  # after the attention projections and inside the MLPs
     head_dropout: float = 0.0  # on the pooled feature, before the classifier
 
+    # Bounds and vocabularies of the fields (vidcls.models.validate): wide enough for any real
+    # model, narrow enough that a typo or a hostile config fails in one line instead of in
+    # the allocator. A family extends them for its own fields; a numeric field without bounds
+    # fails the test suite.
+    limits: ClassVar[Bounds] = {
+        "num_classes": (1, 1_000_000), "num_frames": (1, 1024), "img_size": (1, 4096), "in_chans": (1, 64),
+        "embed_dim": (1, 65536), "depth": (1, 256), "num_heads": (1, 1024), "layer_norm_eps": (1e-30, 1.0),
+        "drop_path": (0.0, 1.0), "dropout": (0.0, 1.0), "head_dropout": (0.0, 1.0)}
+    choices: ClassVar[Choices] = {"mlp_activation": tuple(ACTIVATIONS)}
+
+    def __post_init__(self) -> None:
+        """Every config is checked as it is made: see vidcls.models.validate."""
+        check_fields(self, "arch", self.limits, self.choices)
+        check_divisible(self)
+
     def block_options(self) -> dict[str, Any]:
         """Keyword arguments of the family's blocks that come straight from the config
         (each block adds its own drop_path rate), named as the blocks name them."""
@@ -65,6 +81,8 @@ class ViTConfig(VideoConfig):
 
     patch_size: int = 16
     mlp_ratio: float = 4.0
+
+    limits: ClassVar[Bounds] = {**VideoConfig.limits, "patch_size": (1, 4096), "mlp_ratio": (0.01, 64.0)}
 
     def block_options(self) -> dict[str, Any]:
         return {**super().block_options(), "mlp_ratio": self.mlp_ratio}

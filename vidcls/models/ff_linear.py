@@ -24,7 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from einops import rearrange
@@ -32,6 +32,7 @@ from torch import nn
 
 from . import register
 from .base import VideoClassifier, VideoConfig
+from .validate import Bounds
 from .layers import (
     ConvMlp,
     DropPath,
@@ -66,6 +67,10 @@ class FFLinearConfig(VideoConfig):
     shift_div: int = 8  # C // shift_div channels come from each of t+1 and t-1 (8 Kinetics, 4 SSv2)
     attn_eps: float = 1e-6  # added to the linear-attention normaliser
     head_hidden: int = 768
+
+    limits: ClassVar[Bounds] = {**VideoConfig.limits, "patch_kernel": (1, 4096), "patch_stride": (1, 4096),
+                                "patch_padding": (0, 4096), "mlp_hidden": (1, 1 << 20), "shift_div": (0, 65536),
+                                "attn_eps": (1e-30, 1.0), "head_hidden": (1, 1 << 20)}
 
     def block_options(self) -> dict[str, Any]:
         return {**super().block_options(), "mlp_hidden": self.mlp_hidden, "fixation": self.fixation,

@@ -8,12 +8,14 @@ point of the scaling report.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from . import register
 from .base import VideoClassifier, ViTConfig
+from .validate import Bounds, Choices
 from .layers import (Block, TubeletEmbed, drop_path_rates, resize_cls_grid_embedding, resize_grid_embedding,
                      sinusoid_table)
 
@@ -30,6 +32,10 @@ class JointConfig(ViTConfig):
     mlp_activation: str = "gelu"  # "gelu_tanh" for ViViT checkpoints
     fc_norm_eps: float | None = None  # None: layer_norm_eps (VideoMAE's fc_norm uses 1e-5, its blocks 1e-12)
 
+    limits: ClassVar[Bounds] = {**ViTConfig.limits, "tubelet_size": (1, 1024), "fc_norm_eps": (1e-30, 1.0)}
+    choices: ClassVar[Choices] = {**ViTConfig.choices, "qkv_bias": (True, False, "qv"),
+                                  "pos_embed": ("learned", "sinusoidal"), "pool": ("cls", "mean")}
+
 
 @register("joint")
 class JointViT(VideoClassifier):
@@ -39,8 +45,6 @@ class JointViT(VideoClassifier):
 
     def __init__(self, config: JointConfig) -> None:
         super().__init__(config)
-        if config.pool not in ("cls", "mean") or config.pos_embed not in ("learned", "sinusoidal"):
-            raise ValueError(f"bad pool {config.pool!r} or pos_embed {config.pos_embed!r}")
         if config.pool == "cls" and not config.cls_token:
             raise ValueError("pool='cls' needs cls_token=True")
         c = config

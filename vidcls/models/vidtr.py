@@ -46,6 +46,7 @@ available as options (`vidcls convert` sets them for their checkpoints):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from einops import rearrange
@@ -53,6 +54,7 @@ from torch import nn
 
 from . import register
 from .base import VideoClassifier, ViTConfig
+from .validate import Bounds, Choices
 from .layers import (Attention, Block, DropPath, Mlp, TubeletEmbed, drop_path_rates, folded_sdpa,
                      resize_cls_grid_embedding)
 
@@ -74,6 +76,10 @@ class VidTrConfig(ViTConfig):
     attention: str = "separate"  # "separate": own temporal qkv / proj; "shared": the authors' block
     embedding: str = "tokens"  # "tokens": added to the grid once; "attention_input": the authors'
     pos_every_layer: bool = False  # with embedding="attention_input": positions in every block
+
+    limits: ClassVar[Bounds] = {**ViTConfig.limits, "pool_layers": (0, 255), "pool_tau": (1, 1024)}
+    choices: ClassVar[Choices] = {**ViTConfig.choices, "residual_pool": RESIDUAL_POOLS, "attention": ATTENTIONS,
+                                  "embedding": EMBEDDINGS}
 
 
 def gather_rows(x: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
@@ -227,10 +233,6 @@ class VidTr(VideoClassifier):
     def _check_variant(self) -> None:
         """The attention / embedding combinations that are defined (module docstring)."""
         c = self.config
-        if c.attention not in ATTENTIONS:
-            raise ValueError(f"attention must be one of {ATTENTIONS}, got {c.attention!r}")
-        if c.embedding not in EMBEDDINGS:
-            raise ValueError(f"embedding must be one of {EMBEDDINGS}, got {c.embedding!r}")
         if c.attention == "shared" and (c.pool_layers or c.separate_residuals):
             raise ValueError("attention='shared' (the authors' VidTr block) supports neither pooling "
                              "(pool_layers; their compact model is another module) nor separate_residuals")
@@ -242,8 +244,6 @@ class VidTr(VideoClassifier):
     def _pool_schedule(self) -> dict[int, int]:
         """Block index -> frames kept; a tau not below the frames present at run time keeps them all."""
         c = self.config
-        if c.residual_pool not in RESIDUAL_POOLS:
-            raise ValueError(f"residual_pool must be one of {RESIDUAL_POOLS}, got {c.residual_pool!r}")
         schedule = dict(zip(c.pool_layers, c.pool_tau))
         if len(c.pool_layers) != len(c.pool_tau) or len(schedule) != len(c.pool_layers):
             raise ValueError("pool_layers and pool_tau must pair up, one distinct layer per tau")

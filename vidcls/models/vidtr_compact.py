@@ -33,6 +33,7 @@ in the tests, not yet checked on the released K400 files):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from einops import rearrange
@@ -40,6 +41,7 @@ from torch import nn
 
 from . import register
 from .base import VideoClassifier, ViTConfig
+from .validate import Bounds
 from .layers import Block, TubeletEmbed, drop_path_rates, folded_sdpa
 from .vidtr import gather_rows, most_selective_rows, pool_residual, temporal_affinity
 
@@ -56,6 +58,8 @@ class CompactVidTrConfig(ViTConfig):
     head_dropout: float = 0.5
     pool_layers: tuple[int, ...] = AUTHORS_POOLING[8][0]  # 0-indexed blocks with topK_std pooling
     pool_tau: tuple[int, ...] = AUTHORS_POOLING[8][1]  # frames kept by each of those blocks
+
+    limits: ClassVar[Bounds] = {**ViTConfig.limits, "pool_layers": (0, 255), "pool_tau": (1, 1024)}
 
 
 class PoolingSeparableBlock(Block):

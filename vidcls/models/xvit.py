@@ -22,6 +22,7 @@ attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}, norm) plus time_embed and head.*.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import ClassVar
 
 import torch
 from einops import rearrange
@@ -29,6 +30,7 @@ from torch import nn
 
 from . import register
 from .base import VideoClassifier, ViTConfig
+from .validate import Bounds, Choices
 from .layers import (Attention, Block, TubeletEmbed, activation, drop_path_rates, resize_cls_grid_embedding,
                      resize_grid_embedding, temporal_channel_shift)
 
@@ -44,6 +46,9 @@ class XViTConfig(ViTConfig):
     head: str = "ta"  # "ta": Temporal Attention head; "mean": temporal mean of the class tokens
     head_hidden: int = 768
     head_dropout: float = 0.5
+
+    limits: ClassVar[Bounds] = {**ViTConfig.limits, "shift_div": (0, 65536), "head_hidden": (1, 1 << 20)}
+    choices: ClassVar[Choices] = {**ViTConfig.choices, "head": HEADS}
 
 
 class SpaceTimeMixingAttention(Attention):
@@ -124,8 +129,6 @@ class XViT(VideoClassifier):
     def __init__(self, config: XViTConfig) -> None:
         super().__init__(config)
         c = config
-        if c.head not in HEADS:
-            raise ValueError(f"head must be one of {HEADS}, got {c.head!r}")
         if c.shift_div and not 2 <= c.shift_div <= c.embed_dim:
             raise ValueError(f"shift_div must be 0 (no mixing) or 2..{c.embed_dim}, got {c.shift_div}")
         self.patch_embed = TubeletEmbed(in_chans=c.in_chans, dim=c.embed_dim, patch=c.patch_size)

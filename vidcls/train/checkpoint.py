@@ -5,6 +5,7 @@
     DIR/last/                               the latest state, replaced as a whole: config.json and
                                             model.safetensors (itself loadable) + trainer_state.pt
     DIR/metrics.jsonl, DIR/train.log        written by RunLog
+    DIR/.train.lock, DIR/.train.pid         held by the running `vidcls train` (one run per DIR)
 
 trainer_state.pt holds only tensors, numbers, strings and containers of them (optimizer,
 scheduler and grad-scaler state, RNG state, epoch and step), read back with
@@ -13,21 +14,87 @@ torch.load(weights_only=True): nothing in it is ever unpickled as code.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pickle
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from filelock import FileLock, Timeout
 from safetensors.torch import load_file
 from torch import nn
 
-from ..errors import UsageError, VidclsError
-from ..errors import first_line
-from ..fileio import atomic_directory, atomic_file
+from ..errors import UsageError, VidclsError, first_line, printable
+from ..fileio import atomic_directory, atomic_file, leftovers, write_text_atomic
 from ..modeldir import CONFIG_NAME, LAST, WEIGHTS_NAME, ModelCard, read_vidcls_card, write_config, write_weights
-from .log import METRICS_NAME
+from .log import LOG_NAME, METRICS_NAME
 
 STATE_NAME = "trainer_state.pt"
+LOCK_NAME, PID_NAME = ".train.lock", ".train.pid"
+# what restore() reads from a trainer state; a file without them is not one vidcls wrote
+STATE_KEYS = ("epoch", "step", "optimizer", "scheduler", "scaler", "rng", "train_sums", "best_top1", "best_epoch",
+              "skipped", "seconds", "config")
+
+
+@contextlib.contextmanager
+def run_lock(output: Path) -> Iterator[None]:
+    """Hold DIR for one `vidcls train`: a second one on the same DIR is a usage error naming the
+    first's pid (two runs would interleave metrics.jsonl and overwrite each other's checkpoints).
+
+    The lock is filelock's (an OS lock, released when the process dies, even by kill -9); the
+    pid is written beside it because filelock truncates the lock file on every attempt.
+    """
+    output.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(output / LOCK_NAME))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            pid = (output / PID_NAME).read_text().strip()
+        except OSError:
+            pid = "unknown"
+        raise UsageError(f"{printable(output)} is in use by another `vidcls train` (pid {printable(pid)}); "
+                         f"wait for it to end or choose another --output") from None
+    try:
+        write_text_atomic(output / PID_NAME, f"{os.getpid()}\n")
+        yield
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            (output / PID_NAME).unlink()
+        lock.release()
+
+
+def recover(output: Path) -> None:
+    """Repair what a killed run left in DIR (call under run_lock, so no writer is running).
+
+    A crash between atomic_directory's two renames leaves the previous checkpoint as
+    `.last.old` without `last/`: it is put back. Then the temporary files and folders of
+    interrupted writes (`.last.*`, `.model.*.tmp.safetensors`, ...) are deleted.
+    """
+    last, kept = output / LAST, output / f".{LAST}.old"
+    if not last.exists() and (kept / STATE_NAME).is_file():
+        os.replace(kept, last)
+    for target in (last, output / CONFIG_NAME, output / WEIGHTS_NAME, output / METRICS_NAME):
+        for path in leftovers(target):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+def never_checkpointed(output: Path) -> bool:
+    """Whether DIR holds a run that was killed before its first checkpoint: it has a train.log
+    but no last/, so nothing can resume it and its files (a best model of epoch 1, a metrics
+    row) are a start to redo, not a model to protect."""
+    return (output / LOG_NAME).is_file() and not (output / LAST).exists()
+
+
+def start_over(output: Path) -> list[str]:
+    """Delete the run files of a run that never checkpointed; returns their names."""
+    names = run_files(output)
+    for name in names:
+        (output / name).unlink()
+    return names
 
 
 def write_model_files(directory: Path, card: ModelCard, module: nn.Module) -> None:
@@ -58,7 +125,8 @@ def run_files(output: Path) -> list[str]:
 
 
 def last_directory(output: Path) -> Path | None:
-    """DIR/last, or the previous one that atomic_directory set aside if a crash hit between its renames."""
+    """DIR/last, or the previous one that atomic_directory set aside if a crash hit between its renames
+    (recover() puts it back; this also finds it for a reader that holds no lock)."""
     for candidate in (output / LAST, output / f".{LAST}.old"):
         if (candidate / STATE_NAME).is_file():
             return candidate
@@ -74,6 +142,20 @@ def load_last(output: Path) -> tuple[ModelCard, dict[str, torch.Tensor], dict[st
     try:
         weights = load_file(str(directory / WEIGHTS_NAME))
         state = torch.load(directory / STATE_NAME, map_location="cpu", weights_only=True)
-    except (SafetensorError, OSError, RuntimeError, ValueError) as exc:
-        raise VidclsError(f"{directory}: unreadable checkpoint ({first_line(exc)})") from None
+    except Exception as exc:  # noqa: BLE001 - whatever the file holds, the report is one line
+        raise VidclsError(f"{printable(directory)}: unreadable checkpoint ({unreadable_reason(exc)}); "
+                          f"start a new run without --resume") from None
+    missing = [key for key in STATE_KEYS if key not in state] if isinstance(state, dict) else list(STATE_KEYS)
+    if missing:
+        raise VidclsError(f"{printable(directory / STATE_NAME)}: not a trainer state vidcls wrote (no "
+                          f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}); start a new run without --resume")
     return read_vidcls_card(directory), weights, state
+
+
+def unreadable_reason(exc: BaseException) -> str:
+    """Why a checkpoint file could not be read, in a few words (torch's own messages run to six lines)."""
+    if isinstance(exc, pickle.UnpicklingError):
+        return "it holds objects other than tensors and plain data, and was refused without running them"
+    if isinstance(exc, EOFError):
+        return "the file is truncated"
+    return first_line(exc)

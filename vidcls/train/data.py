@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import signal
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from pathlib import Path, PurePath
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from ..errors import VidclsError, first_line
+from ..errors import VidclsError, first_line, printable
 from ..transforms import eval_views, train_view
 from ..video import load_clips, probe, random_clip_indices, read_frames
 from ..zoo import InputSpec
@@ -84,7 +85,7 @@ def list_samples(list_file: Path) -> list[Sample]:
 
 
 def text_rows(text: str, name: Path) -> Iterator[tuple[str, str]]:
-    """`path label` lines; the label is the rest of the line, so Kinetics names with spaces work.
+    """`path label` lines (see split_entry), so Kinetics names with spaces and paths with spaces work.
 
     A line with a path only takes its label from the path's folder (UCF101 test lists);
     blank lines and `#` comments are skipped.
@@ -93,24 +94,51 @@ def text_rows(text: str, name: Path) -> Iterator[tuple[str, str]]:
         line = line.strip()
         if not line or line.startswith("#"):
             continue
-        path, *rest = line.split(maxsplit=1)
-        label = rest[0] if rest else PurePath(path).parent.name
+        path, label = split_entry(line, name.parent)
+        label = label or PurePath(path).parent.name
         if not label:
             raise VidclsError(f"{name}:{number}: no label (write `path label`, or put the video "
                               f"in a folder named after its class)")
         yield path, label
 
 
+def split_entry(line: str, base: Path) -> tuple[str, str]:
+    """One `path label` line -> (path, label; "" if none).
+
+    With a tab, the path is what comes before it and the label what comes after (both may
+    hold spaces). Otherwise a space separates them, and either may hold spaces too: the path
+    is the longest run of leading words that names an existing file (`my clip.mp4 left`), else
+    the first word (`x.mp4 air drumming`, the Kinetics lists, and files that are missing).
+    """
+    if "\t" in line:
+        path, _, label = line.partition("\t")
+        return path.strip(), label.strip()
+    words = line.split(" ")
+    for cut in range(len(words) - 1, 1, -1):
+        path = " ".join(words[:cut]).rstrip()
+        if resolve_path(path, base).is_file():
+            return path, " ".join(words[cut:]).strip()
+    path, *rest = line.split(maxsplit=1)
+    return path, rest[0] if rest else ""
+
+
 def csv_rows(text: str, name: Path) -> Iterator[tuple[str, str]]:
     """Rows of a CSV whose header names a path column and a label column (PATH_COLUMNS, LABEL_COLUMNS)."""
-    reader = csv.DictReader(text.splitlines())
+    try:
+        yield from _csv_rows(csv.DictReader(io.StringIO(text, newline="")), name)
+    except csv.Error as exc:
+        raise VidclsError(f"{printable(name)}: not a readable CSV ({first_line(exc)})") from None
+
+
+def _csv_rows(reader: csv.DictReader, name: Path) -> Iterator[tuple[str, str]]:
     header = {column.strip().lower(): column for column in reader.fieldnames or []}
     path_column = next((header[c] for c in PATH_COLUMNS if c in header), None)
     label_column = next((header[c] for c in LABEL_COLUMNS if c in header), None)
     if path_column is None or label_column is None:
         raise VidclsError(f"{name}: the CSV header needs a path column ({', '.join(PATH_COLUMNS)}) and a "
                           f"label column ({', '.join(LABEL_COLUMNS)}); found: {', '.join(header) or 'nothing'}")
-    for number, row in enumerate(reader, 2):
+    for row in reader:
+        number = reader.line_num  # the row's last line: a quoted field may span several
         path, label = (row.get(path_column) or "").strip(), (row.get(label_column) or "").strip()
         if not path or not label:
             raise VidclsError(f"{name}:{number}: empty path or label")

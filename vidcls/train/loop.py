@@ -28,12 +28,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..choices import INFLATIONS, OPTIMIZERS
-from ..errors import UsageError, VidclsError
 from ..engine import PRECISIONS, autocast_context
+from ..errors import UsageError, VidclsError, first_line
+from ..modeldir import LAST, WEIGHTS_NAME, load_strict
 from ..models import build_model
 from ..models.layers import WEIGHT_LAYERS
 from . import distributed
-from .checkpoint import load_last, run_files, save_last, write_model_files
+from .checkpoint import (load_last, never_checkpointed, recover, run_files, run_lock, save_last, start_over,
+                         write_model_files)
 from .data import (Batch, EpochSampler, VideoClipDataset, class_list, derive_seed, label_indices, make_loader,
                    read_samples)
 from .distributed import Dist
@@ -285,9 +287,13 @@ class Trainer:
             if c.epochs < epochs_started(state):
                 raise UsageError(f"--epochs {c.epochs} is fewer than the {epochs_started(state)} epochs the run in "
                                  f"{c.output} has already started; pass --epochs {epochs_started(state)} or more")
-            self.net = build_model(self.card.family, self.card.arch)
-            self.net.load_state_dict(weights, strict=True)
+            self.net = build_model(self.card.family, self.card.arch, frames=self.card.input.frames,
+                                   size=self.card.input.size)
+            load_strict(self.net, weights, str(c.output / LAST / WEIGHTS_NAME))
             return state
+        if self.info.is_main and never_checkpointed(c.output) and run_files(c.output):
+            self.log.info(f"starting over: the run in {c.output} was stopped before its first checkpoint "
+                          f"(removed {', '.join(start_over(c.output))})")
         existing = run_files(c.output) if self.info.is_main else []
         if existing:
             raise UsageError(f"{c.output} already holds a run or a model ({', '.join(existing)}); pass --resume "
@@ -324,6 +330,14 @@ class Trainer:
         return warmup, total
 
     def restore(self, state: dict[str, Any]) -> None:
+        """Continue from a trainer state; one that does not fit this run is a one-line error."""
+        try:
+            self.restore_state(state)
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError) as exc:
+            raise VidclsError(f"{self.config.output / LAST}: the checkpoint does not fit this run "
+                              f"({type(exc).__name__}: {first_line(exc)}); start a new run without --resume") from None
+
+    def restore_state(self, state: dict[str, Any]) -> None:
         self.epoch, self.step = state["epoch"], state["step"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
@@ -524,17 +538,21 @@ class Trainer:
 def train(config: TrainConfig) -> TrainResult:
     """Train as `config` says; returns when done or when SIGINT / SIGTERM stopped it (checkpointed).
 
-    Launched by torchrun, each process runs this; rank 0 alone writes DIR.
+    Launched by torchrun, each process runs this; rank 0 alone writes DIR, holding its run lock
+    (a second run on DIR is refused) and first repairing what a killed run left (recover).
     """
     info = distributed.setup(config.device)
     finished = False
     try:
-        log = RunLog(config.output, enabled=info.is_main, progress=config.progress)
-        trainer = Trainer(config, info, log)
-        result = trainer.run()
-        del trainer  # with its DDP wrapper, which holds the process group: teardown must free it (see there)
-        if not result.interrupted:
-            log.info(summary_line(result))
+        with run_lock(config.output) if info.is_main else contextlib.nullcontext():
+            if info.is_main:
+                recover(config.output)
+            log = RunLog(config.output, enabled=info.is_main, progress=config.progress)
+            trainer = Trainer(config, info, log)
+            result = trainer.run()
+            del trainer  # with its DDP wrapper, which holds the process group: teardown must free it (see there)
+            if not result.interrupted:
+                log.info(summary_line(result))
         finished = True
         return result
     finally:

@@ -48,13 +48,14 @@ def starting_model(ref: str, init: str | None, classes: list[str], name: str,
         if card.family not in IMAGENET_FAMILIES:  # before a download that could not be used
             raise UsageError(f"--init imagenet: no ImageNet initialisation for family {card.family!r}; "
                              f"supported: {', '.join(IMAGENET_FAMILIES)}")
-        module = build_model(card.family, card.arch)
+        module = build_model(card.family, card.arch, frames=card.input.frames, size=card.input.size)
         report = init_from_imagenet(module, inflate)
         return StartingModel(card, module, f"the ImageNet image model {report.source} ({len(report.loaded)} "
                                            f"tensors; {len(report.kept)} video-only tensors and the head keep "
                                            f"their initialisation)")
     if init == "none" or (init is None and source_weights is None):
-        return StartingModel(card, build_model(card.family, card.arch), f"random initialisation of {ref!r}")
+        return StartingModel(card, build_model(card.family, card.arch, frames=card.input.frames,
+                                               size=card.input.size), f"random initialisation of {ref!r}")
     init_ref, init_card, init_weights = ref, source_card, source_weights
     if init is not None:
         init_ref = init
@@ -66,7 +67,8 @@ def starting_model(ref: str, init: str | None, classes: list[str], name: str,
                              f"{card.family!r}; the weights cannot fit")
     state, _, _ = to_vidcls(read_safetensors(init_weights))
     old_classes = make_config(init_card.family, init_card.arch).num_classes
-    module = build_model(card.family, {**card.arch, "num_classes": old_classes})
+    module = build_model(card.family, {**card.arch, "num_classes": old_classes}, frames=card.input.frames,
+                         size=card.input.size)
     replaced = load_with_new_head(module, state, len(classes), init_ref)
     origin = f"weights of {init_ref!r}"
     if replaced:
