@@ -13,10 +13,12 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch.utils.data import DataLoader, Dataset
@@ -129,10 +131,19 @@ class _VideoViews(Dataset):
         return decode_views(position, self.videos[position], self.recipe)
 
 
+def _quiet_broken_connections(kind: type[BaseException], value: BaseException, trace: Any) -> None:
+    """A worker's tensor-sharing thread (multiprocessing.resource_sharer, which reports through
+    sys.excepthook) loses its connection when the main process stops reading on Ctrl-C: that
+    is the run ending, not an error to print a traceback for."""
+    if not issubclass(kind, (ConnectionError, EOFError)):
+        sys.__excepthook__(kind, value, trace)
+
+
 def _init_worker(worker_id: int) -> None:
     """One torch and one decoder thread per worker, so N workers use N cores, not N x cores
     threads fighting over them; Ctrl-C is left to the main process, which stops cleanly."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.excepthook = _quiet_broken_connections
     torch.set_num_threads(1)
     video_io.set_decoder_threads(1)
 
