@@ -367,7 +367,8 @@ class Resolved:
 
 
 def resolve(ref: str, *, need_weights: bool = True) -> Resolved:
-    """The one resolver of flow 2: a REF (zoo name, hf://OWNER/REPO[@REV], model directory) -> card + weights.
+    """The one resolver of flow 2: a REF (zoo name, hf://OWNER/REPO[@REV], model directory, exported .onnx
+    file) -> card + weights (for an .onnx file: the file itself, its card read from its metadata).
 
     need_weights=False is for consumers that only build the architecture (benchmark, a
     training run with --init): a zoo entry is then described by models.yaml alone, with no
