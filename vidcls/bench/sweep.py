@@ -49,7 +49,7 @@ class BenchPoint:
     clips_per_s: float | None
     achieved_gflops_per_s: float | None
     matmul_gflops_per_s: float  # the device's measured matmul rate at this precision
-    mfu: float | None  # achieved / matmul rate; for onnxruntime-int8 an effective rate (may exceed 1)
+    mfu: float | None  # achieved / torch's matmul rate; for ONNX Runtime an effective rate (may exceed 1)
     compiled: bool
     error: str | None = None
     runtime: str = "torch"  # torch, onnxruntime (an exported fp32 .onnx) or onnxruntime-int8
@@ -163,7 +163,7 @@ def benchmark(models: Sequence[BenchModel], frames: Sequence[int], size: int | N
             cost = model_cost(model, *shape)
             measured = (measure_isolated if isolate else measure)(model, *shape, settings)
             points.append(make_point(model, *shape, settings, cost, measured, rate))
-            warn(mfu_warning(model.name, t, points[-1].mfu, effective=model.runtime == "onnxruntime-int8"))
+            warn(mfu_warning(model.name, t, points[-1].mfu, effective=model.runtime != "torch"))
             if on_point is not None:
                 on_point(points[-1])
     return BenchReport(points, significant(rate), found)
