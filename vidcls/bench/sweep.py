@@ -154,7 +154,10 @@ def benchmark(models: Sequence[BenchModel], frames: Sequence[int], size: int | N
         rate = matmul_rate(device, PRECISIONS[settings.precision])
         fp32 = rate if settings.precision == "fp32" else matmul_rate(device, torch.float32)
     for caught in busy:
-        warn(str(caught.message))
+        if issubclass(caught.category, BusyMachineWarning):
+            warn(str(caught.message))
+        else:  # not ours to report: back to Python's warning machinery
+            warnings.warn_explicit(caught.message, caught.category, caught.filename, caught.lineno)
     warn(precision_warning(device, settings.precision, rate, fp32))
     points = []
     for model in models:
