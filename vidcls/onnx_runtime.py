@@ -82,7 +82,7 @@ def providers(device: torch.device) -> list[str]:
     if device.type == "cuda":
         if "CUDAExecutionProvider" not in available:
             raise UsageError(f"device {device} asked for, but this onnxruntime has no CUDA provider; "
-                             f"install onnxruntime-gpu")
+                             f"install onnxruntime-gpu, or pass --device cpu")
         return ["CUDAExecutionProvider", "CPUExecutionProvider"]
     return ["CPUExecutionProvider"]
 
