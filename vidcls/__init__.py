@@ -10,6 +10,7 @@ The library API that the command line is built on, one function per command:
     >>> vidcls.benchmark(["joint", "ff-linear"], frames=[8, 16])   # vidcls benchmark
     >>> vidcls.download("timesformer-k400")               # vidcls download
     >>> vidcls.convert_checkpoint("ckpt.pth", "xvit", "out/")     # vidcls convert
+    >>> vidcls.export_model("demo-motion", "demo.onnx", quantize="int8")  # vidcls export (vidcls[onnx])
     >>> vidcls.train_model(vidcls.TrainConfig(model="xvit-tiny", train="data/train",
     ...                                       val="data/val", output="runs/x"))  # vidcls train
 
@@ -39,6 +40,7 @@ _LAZY = {
     "benchmark": ("api", "benchmark"), "list_models": ("api", "list_models"),
     "TrainConfig": ("train", "TrainConfig"), "TrainResult": ("train", "TrainResult"),
     "train_model": ("train", "train"), "convert_checkpoint": ("convert", "convert_checkpoint"),
+    "export_model": ("export", "export_model"), "ExportReport": ("export", "ExportReport"),
 }
 
 __all__ = sorted([*_LAZY, "UsageError", "VidclsError", "__version__"])
@@ -46,6 +48,7 @@ __all__ = sorted([*_LAZY, "UsageError", "VidclsError", "__version__"])
 if TYPE_CHECKING:  # what __getattr__ returns, for type checkers and IDEs
     from .api import EvalRun, PredictRun, benchmark, evaluate_run, list_models, predict_run  # noqa: F401
     from .convert import convert_checkpoint  # noqa: F401
+    from .export import ExportReport, export_model  # noqa: F401
     from .inference import Prediction, predict, predict_video  # noqa: F401
     from .train import TrainConfig, TrainResult  # noqa: F401
     from .train import train as train_model  # noqa: F401

@@ -22,7 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import cache, hub, web, zoofile
+from . import cache, hub, onnx_runtime, web, zoofile
 from .convert import PICKLE_NAME, PREPROCESSOR_NAME, read_checkpoint, to_vidcls
 from .convert import transformers as hf_format
 from .errors import UsageError, VidclsError, printable
@@ -369,7 +369,8 @@ class Resolved:
 
 
 def resolve(ref: str, *, need_weights: bool = True) -> Resolved:
-    """The one resolver of flow 2: a REF (zoo name, hf://OWNER/REPO[@REV], model directory) -> card + weights.
+    """The one resolver of flow 2: a REF (zoo name, hf://OWNER/REPO[@REV], model directory, exported .onnx
+    file) -> card + weights (for an .onnx file: the file itself, its card read from its metadata).
 
     need_weights=False is for consumers that only build the architecture (benchmark, a
     training run with --init): a zoo entry is then described by models.yaml alone, with no
@@ -388,6 +389,9 @@ def resolve(ref: str, *, need_weights: bool = True) -> Resolved:
             files = fetch_hub(ref)
             return Resolved(files.card, files.weights.path)
         return Resolved(_hub_card(ref), None)
+    onnx = onnx_runtime.onnx_file(ref)
+    if onnx is not None:
+        return Resolved(onnx_runtime.read_onnx_card(onnx)[0], onnx)
     path = Path(ref).expanduser()
     if path.is_dir():
         return Resolved(read_card(path), weights_in(path, ref) if need_weights else None)
@@ -403,7 +407,8 @@ def unknown_model_message(ref: str) -> str:
     """Why a REF names nothing: a missing path, a file where a directory belongs, or the closest zoo names."""
     path = Path(ref).expanduser()
     if path.exists():
-        return f"--model {ref}: is a file; a model is a directory (config.json + {WEIGHTS_NAME}), a zoo name or hf://"
+        return (f"--model {ref}: is a file; a model is a directory (config.json + {WEIGHTS_NAME}), an exported "
+                f".onnx file, a zoo name or hf://")
     if _looks_like_path(ref):
         return f"--model {ref}: no such directory"
     close = difflib.get_close_matches(ref, list(zoo_entries()), n=3, cutoff=0.6)
@@ -430,8 +435,17 @@ def load_model(ref: str, weights: str | Path | None = None, device: str | torch.
 
     An architecture without trained weights is refused unless allow_random=True (a random
     head prints confident-looking nonsense; benchmarks and training start from it on purpose).
+    An exported .onnx file (or a directory holding only model.onnx) runs on ONNX Runtime:
+    its module is an OnnxModule, called like the torch model, its card read from the file.
     """
     resolved = resolve(ref, need_weights=weights is None)  # --weights: the REF's own are not downloaded
+    if resolved.weights is not None and resolved.weights.suffix == ".onnx":
+        if weights is not None:
+            raise UsageError(f"--weights replaces a torch model's weights; {ref} is an exported ONNX graph "
+                             f"that carries its own")
+        session = onnx_runtime.open_session(resolved.weights, torch.device(device))
+        return LoadedModel(card=resolved.card, module=onnx_runtime.OnnxModule(session, torch.device(device)),
+                           weights=str(resolved.weights))
     weights_path = Path(weights) if weights is not None else resolved.weights
     if weights_path is None and not allow_random:
         raise UsageError(no_weights_message(ref))

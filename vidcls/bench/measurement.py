@@ -56,16 +56,16 @@ class RunSettings:
 def measure(model: BenchModel, frames: int, size: int, settings: RunSettings) -> Measurement:
     """Build the model here, warm it up, then time `repeats` forwards and record their peak memory.
 
-    Under torch.inference_mode and the precision's autocast. Out-of-memory becomes
+    Under torch.inference_mode and the precision's autocast (an exported .onnx model runs on ONNX
+    Runtime as exported: neither autocast nor --compile applies to it). Out-of-memory becomes
     Measurement.error instead of an exception, so a sweep can go on past it.
     """
     device = torch.device(settings.device)
     try:
         with cpu_threads(settings.threads):
-            with torch.device(device):
-                module = model.build(frames, size)
-                clip = torch.randn(settings.batch_size, 3, frames, size, size)
-            forward = torch.compile(module) if settings.compile else module
+            module = model.runner(frames, size, device)
+            clip = torch.randn(settings.batch_size, 3, frames, size, size, device=device)
+            forward = torch.compile(module) if settings.compile and model.onnx is None else module
             with torch.inference_mode(), autocast_context(device, settings.precision):
                 for _ in range(settings.warmup):
                     forward(clip)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -16,6 +17,7 @@ from torch import nn
 
 from ..errors import UsageError
 from ..models import build_model, families, make_config
+from ..onnx_runtime import OnnxModule, open_session, read_onnx_card
 from ..zoo import ModelCard, resolve
 from .flops import FlopCount, UncountedAttentionError, count_macs, parameter_counts
 
@@ -35,12 +37,21 @@ class BenchModel:
     frames: int
     size: int
     views: int = 1  # clips x crops of the recipe's test protocol
+    onnx: str | None = None  # an exported .onnx file: timed on ONNX Runtime, costed on the torch graph
+    runtime: str = "torch"  # torch, onnxruntime or onnxruntime-int8
 
     @classmethod
     def from_card(cls, card: ModelCard) -> BenchModel:
         spec = card.input
         return cls(name=card.name, family=card.family, arch=dict(card.arch), frames=spec.frames,
                    size=spec.size, views=spec.clips * spec.crops)
+
+    @classmethod
+    def from_onnx(cls, ref: str, path: Path) -> BenchModel:
+        """An exported file, named by its REF (side by side with the torch model of the same name)."""
+        card, facts = read_onnx_card(path)
+        runtime = "onnxruntime-int8" if facts.get("quantize") == "int8" else "onnxruntime"
+        return dataclasses.replace(cls.from_card(card), name=ref, onnx=str(path), runtime=runtime)
 
     def arch_at(self, frames: int, size: int) -> dict[str, Any]:
         """The architecture re-sized for clips of `frames` x `size` x `size`."""
@@ -54,8 +65,12 @@ class BenchModel:
         A tubelet embedding needs the size to be a multiple of its `patch_size` and the
         frame count one of its `tubelet_size`; a convolution patch embedding (ff-linear)
         has neither and takes any size. Checked before building, so a sweep fails at once
-        with the valid choices instead of deep inside a forward pass.
+        with the valid choices instead of deep inside a forward pass. An exported graph
+        takes only the shape it was exported at.
         """
+        if self.onnx is not None and (frames, size) != (self.frames, self.size):
+            raise UsageError(f"{self.name}: exported for {self.frames} x {self.size} px clips, asked for {frames} x "
+                             f"{size}; use --frames {self.frames} --size {self.size}, or export it again at that shape")
         config = make_config(self.family, self.arch)
         rules = ((size, getattr(config, "patch_size", 1), "size", "patch size"),
                  (frames, getattr(config, "tubelet_size", 1), "frame count", "tubelet size"))
@@ -66,9 +81,18 @@ class BenchModel:
                                  f"nearest valid {what}: {nearest}")
 
     def build(self, frames: int, size: int) -> nn.Module:
-        """A randomly initialised model for this shape, on the current default device, in eval mode."""
+        """A randomly initialised torch model for this shape, on the current default device, in eval mode
+        (for an exported file too: its cost is counted on the torch graph)."""
         self.check_shape(frames, size)
         return build_model(self.family, self.arch_at(frames, size)).eval()
+
+    def runner(self, frames: int, size: int, device: torch.device) -> nn.Module:
+        """What is timed: the torch model, or the exported file on ONNX Runtime (called like it)."""
+        if self.onnx is None:
+            with torch.device(device):
+                return self.build(frames, size)
+        self.check_shape(frames, size)
+        return OnnxModule(open_session(Path(self.onnx), device), device)
 
 
 def _nearest_multiples(value: int, step: int) -> list[int]:
@@ -78,8 +102,14 @@ def _nearest_multiples(value: int, step: int) -> list[int]:
 
 
 def resolve_models(refs: Sequence[str]) -> list[BenchModel]:
-    """Model references (zoo names, hf://, directories) -> what the benchmark builds; no weights read."""
-    return [BenchModel.from_card(resolve(ref, need_weights=False).card) for ref in refs]
+    """Model references (zoo names, hf://, directories, exported .onnx files) -> what the benchmark
+    builds; no torch weights read."""
+    models = []
+    for ref in refs:
+        resolved = resolve(ref, need_weights=False)
+        onnx = resolved.weights if resolved.weights is not None and resolved.weights.suffix == ".onnx" else None
+        models.append(BenchModel.from_onnx(ref, onnx) if onnx else BenchModel.from_card(resolved.card))
+    return models
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import statistics
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +22,7 @@ from ..engine import PRECISIONS
 from ..inference import resolve_device
 from .measurement import Measurement, RunSettings, measure, measure_isolated
 from .models import BenchModel, ModelCost, model_cost, significant
-from .roofline import matmul_rate, precision_warning
+from .roofline import BusyMachineWarning, matmul_rate, mfu_warning, precision_warning
 from .timing import cpu_threads
 
 
@@ -49,9 +50,10 @@ class BenchPoint:
     clips_per_s: float | None
     achieved_gflops_per_s: float | None
     matmul_gflops_per_s: float  # the device's measured matmul rate at this precision
-    mfu: float | None  # achieved / matmul rate
+    mfu: float | None  # achieved / torch's matmul rate; for ONNX Runtime an effective rate (may exceed 1)
     compiled: bool
     error: str | None = None
+    runtime: str = "torch"  # torch, onnxruntime (an exported fp32 .onnx) or onnxruntime-int8
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -74,8 +76,8 @@ def make_point(model: BenchModel, frames: int, size: int, settings: RunSettings,
         cpu_time_ms=sig(statistics.median(measured.cpu_times_ms)) if measured.cpu_times_ms else None,
         clips_per_s=sig(settings.batch_size / (median / 1e3)) if median else None,
         achieved_gflops_per_s=sig(achieved), matmul_gflops_per_s=sig(matmul_gflops),
-        mfu=sig(achieved / matmul_gflops) if achieved else None, compiled=settings.compile,
-        error=measured.error)
+        mfu=sig(achieved / matmul_gflops) if achieved else None, compiled=settings.compile and model.onnx is None,
+        error=measured.error, runtime=model.runtime)
 
 
 @dataclass
@@ -137,12 +139,27 @@ def benchmark(models: Sequence[BenchModel], frames: Sequence[int], size: int | N
     device = resolve_device(settings.device)
     settings = dataclasses.replace(settings, device=str(device))
     isolate = device.type == "cpu" if isolate is None else isolate
-    with cpu_threads(settings.threads):
+    if settings.precision != "fp32" and any(model.onnx for model in models):
+        raise UsageError(f"an exported .onnx model runs at the precision it was exported in; "
+                         f"benchmark it with --precision fp32, not {settings.precision}")
+    found: list[str] = []
+
+    def warn(message: str | None) -> None:
+        if message:
+            found.append(message)
+            if on_warning is not None:
+                on_warning(message)
+
+    with cpu_threads(settings.threads), warnings.catch_warnings(record=True) as busy:
+        warnings.simplefilter("always", BusyMachineWarning)
         rate = matmul_rate(device, PRECISIONS[settings.precision])
         fp32 = rate if settings.precision == "fp32" else matmul_rate(device, torch.float32)
-    warning = precision_warning(device, settings.precision, rate, fp32)
-    if warning and on_warning is not None:
-        on_warning(warning)
+    for caught in busy:
+        if issubclass(caught.category, BusyMachineWarning):
+            warn(str(caught.message))
+        else:  # not ours to report: back to Python's warning machinery
+            warnings.warn_explicit(caught.message, caught.category, caught.filename, caught.lineno)
+    warn(precision_warning(device, settings.precision, rate, fp32))
     points = []
     for model in models:
         for t in frames:
@@ -150,6 +167,7 @@ def benchmark(models: Sequence[BenchModel], frames: Sequence[int], size: int | N
             cost = model_cost(model, *shape)
             measured = (measure_isolated if isolate else measure)(model, *shape, settings)
             points.append(make_point(model, *shape, settings, cost, measured, rate))
+            warn(mfu_warning(model.name, t, points[-1].mfu, effective=model.runtime != "torch"))
             if on_point is not None:
                 on_point(points[-1])
-    return BenchReport(points, significant(rate), [warning] if warning else [])
+    return BenchReport(points, significant(rate), found)
