@@ -28,7 +28,7 @@ import ray
 import torch
 
 import vidcls
-from vidcls.engine import EngineSettings
+from vidcls.engine import PRECISIONS, EngineSettings
 from vidcls.errors import UsageError, VidclsError, first_line
 from vidcls.inference import classify
 from vidcls.inputs import VideoInput, gather
@@ -44,11 +44,11 @@ JSON_COLUMNS = ("top_k", "timing_ms", "warnings")
 class Classifier:
     """One Ray actor: the model is loaded once, in __init__, then each call classifies a batch of videos."""
 
-    def __init__(self, model: str, device: str, top_k: int, batch_size: int, threads: int) -> None:
+    def __init__(self, model: str, device: str, top_k: int, batch_size: int, threads: int, precision: str) -> None:
         self.device = torch.device(device)  # "cuda" is the GPU Ray gave this actor (CUDA_VISIBLE_DEVICES)
         self.model = vidcls.load_model(model, device=self.device)
         self.top_k = top_k
-        self.settings = EngineSettings(batch_size=batch_size, workers=0, threads=threads)
+        self.settings = EngineSettings(batch_size=batch_size, workers=0, threads=threads, precision=precision)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         videos = [VideoInput(str(name), str(source), str(error) or None)
@@ -103,9 +103,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--concurrency", type=int, help="actors (default: as many as the cluster fits)")
     parser.add_argument("--batch-videos", type=int, default=8, help="videos per map_batches call")
     parser.add_argument("--batch-size", type=int, default=8, help="views per forward pass, as in predict")
+    parser.add_argument("--precision", default="fp32", choices=PRECISIONS, help="bf16/fp16 for GPU actors")
     parser.add_argument("--address", default="auto",
                         help="auto (the running cluster), local (start one here) or ray://HOST:PORT")
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if min(args.top_k, args.batch_videos, args.batch_size, args.concurrency or 1) < 1:
+        parser.error("--top-k, --batch-videos, --batch-size and --concurrency must be >= 1")
+    return args
 
 
 def run(args: argparse.Namespace) -> str:
@@ -120,7 +124,7 @@ def run(args: argparse.Namespace) -> str:
     items = [{"video": v.name, "source": absolute(v.source), "error": v.error or ""} for v in todo]
     concurrency = args.concurrency or default_concurrency(args.num_cpus, args.num_gpus)
     actor = {"model": model, "device": "cuda" if args.num_gpus else "cpu", "top_k": args.top_k,
-             "batch_size": args.batch_size, "threads": max(1, int(args.num_cpus))}
+             "batch_size": args.batch_size, "threads": max(1, int(args.num_cpus)), "precision": args.precision}
     results = ray.data.from_items(items).map_batches(
         Classifier, fn_constructor_kwargs=actor, batch_size=args.batch_videos, concurrency=concurrency,
         num_cpus=args.num_cpus, num_gpus=args.num_gpus)
