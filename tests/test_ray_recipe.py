@@ -71,7 +71,9 @@ def run(recipe, *args: str) -> int:
     return recipe.main([*args, "--model", "demo-motion", "--concurrency", "2", "--batch-videos", "1"])
 
 
-def test_file_output_matches_predict_in_input_order_and_resumes(recipe, clips, expected, tmp_path, capsys) -> None:
+def test_recipe_matches_predict(recipe, clips, expected, tmp_path, capsys) -> None:
+    """One test, so that pytest-xdist starts one Ray instance, not one per worker."""
+    # an output FILE: in input order, resumable
     output = tmp_path / "preds.jsonl"
     assert run(recipe, *clips[:2], "--output", str(output)) == 0
     assert run(recipe, *clips, "--output", str(output)) == 2  # results there, no --resume: refused
@@ -82,9 +84,8 @@ def test_file_output_matches_predict_in_input_order_and_resumes(recipe, clips, e
     assert [r["video"] for r in records] == clips  # input order, each video once
     assert_same(records, expected)
 
-
-def test_folder_output_is_rays_json_files_with_the_same_results(recipe, clips, expected, tmp_path) -> None:
-    output = tmp_path / "preds"
-    assert run(recipe, *clips, "--output", str(output)) == 0
-    lines = [json.loads(line) for f in sorted(output.glob("*.json")) for line in f.read_text().splitlines()]
+    # an output FOLDER: Ray's write_json files, nested fields as JSON text
+    folder = tmp_path / "preds"
+    assert run(recipe, *clips, "--output", str(folder)) == 0
+    lines = [json.loads(line) for f in sorted(folder.glob("*.json")) for line in f.read_text().splitlines()]
     assert_same([recipe.record(row) for row in lines], expected)
