@@ -32,7 +32,7 @@ from vidcls.engine import PRECISIONS, EngineSettings
 from vidcls.errors import UsageError, VidclsError, first_line
 from vidcls.inference import classify
 from vidcls.inputs import VideoInput, gather
-from vidcls.results import FORMATS, ResultWriter, read_records
+from vidcls.results import ResultWriter, output_format, read_records
 from vidcls.video import is_url
 from vidcls.zoo import resolve
 
@@ -65,7 +65,11 @@ def record(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def is_file_output(output: Path) -> bool:
-    return output.suffix.lower() in FORMATS
+    """A FILE has a result suffix (another suffix is refused, as by predict); a FOLDER has none or exists."""
+    if output.is_dir() or not output.suffix:
+        return False
+    output_format(output)
+    return True
 
 
 def done_videos(output: Path, resume: bool) -> set[str]:
@@ -122,6 +126,8 @@ def run(args: argparse.Namespace) -> str:
     if not todo:
         return f"nothing to do: all {len(done)} videos are already in {args.output}"
     items = [{"video": v.name, "source": absolute(v.source), "error": v.error or ""} for v in todo]
+    # a FILE is written in input order; the setting is copied into each dataset when it is created
+    ray.data.DataContext.get_current().execution_options.preserve_order = is_file_output(args.output)
     concurrency = args.concurrency or default_concurrency(args.num_cpus, args.num_gpus)
     actor = {"model": model, "device": "cuda" if args.num_gpus else "cpu", "top_k": args.top_k,
              "batch_size": args.batch_size, "threads": max(1, int(args.num_cpus)), "precision": args.precision}
@@ -129,7 +135,6 @@ def run(args: argparse.Namespace) -> str:
         Classifier, fn_constructor_kwargs=actor, batch_size=args.batch_videos, concurrency=concurrency,
         num_cpus=args.num_cpus, num_gpus=args.num_gpus)
     if is_file_output(args.output):
-        ray.data.DataContext.get_current().execution_options.preserve_order = True
         failed = 0
         with ResultWriter(args.output, args.top_k, resume=args.resume) as writer:
             for row in results.iter_rows():

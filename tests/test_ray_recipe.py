@@ -40,12 +40,13 @@ def recipe():
 
 @pytest.fixture(scope="module")
 def clips(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
-    """Six sample clips, a file that is not a video and a missing file, in input order. Clip 2
-    takes ten times longer to decode than the others, so results would overtake it if the
-    recipe did not keep input order."""
+    """Six sample clips, a file that is not a video and a missing file, in input order. Clips 0
+    and 2 (the first of each run in the test) take ten times longer to decode than the others,
+    so results would overtake them if the recipe did not keep input order."""
     folder = tmp_path_factory.mktemp("clips")
     paths = [str(make_sample_clip(folder / f"{i}.mp4", DIRECTIONS[i % 4], seed=i)) for i in range(6)]
-    make_sample_clip(paths[2], "up", frames=64, height=720, width=1280, seed=2)
+    for slow in (0, 2):
+        make_sample_clip(paths[slow], DIRECTIONS[slow % 4], frames=64, height=720, width=1280, seed=slow)
     (folder / "bad.mp4").write_bytes(b"not a video")
     return [*paths, str(folder / "bad.mp4"), str(folder / "missing.mp4")]
 
@@ -75,7 +76,7 @@ def test_recipe_matches_predict(recipe, clips, expected, tmp_path, capsys) -> No
     """One test, so that pytest-xdist starts one Ray instance, not one per worker."""
     # an output FILE: in input order, resumable
     output = tmp_path / "preds.jsonl"
-    assert run(recipe, *clips[:2], "--output", str(output)) == 0
+    assert run(recipe, *clips[:2], "--output", str(output)) == 0  # the slow clip first
     assert run(recipe, *clips, "--output", str(output)) == 2  # results there, no --resume: refused
     assert "add --resume" in capsys.readouterr().err
     assert run(recipe, *clips, "--output", str(output), "--resume") == 0  # the slow clip first
