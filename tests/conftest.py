@@ -82,10 +82,18 @@ def encode_video(path: Path, num_frames: int, *, width: int = 48, height: int = 
     return path
 
 
+@pytest.fixture(scope="session")
+def vidcls_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("vidcls-home")
+
+
 @pytest.fixture(autouse=True)
-def packaged_zoo_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The tests see the zoo vidcls ships: a VIDCLS_ZOO of the user's environment is ignored."""
+def packaged_zoo_only(monkeypatch: pytest.MonkeyPatch, vidcls_home: Path) -> None:
+    """The tests see the zoo vidcls ships (a VIDCLS_ZOO of the user's environment is ignored)
+    and a cache of their own: nothing is read from or written to the user's ~/.cache/vidcls
+    (the benchmark's roofline record, downloads), unless a test sets VIDCLS_HOME itself."""
     monkeypatch.delenv("VIDCLS_ZOO", raising=False)
+    monkeypatch.setenv("VIDCLS_HOME", str(vidcls_home))
 
 
 @pytest.fixture

@@ -245,7 +245,7 @@ def _segments_table(results: list) -> Table:
 @guarded
 def predict_command(
     videos: Annotated[list[str], typer.Argument(help="Video files, folders (searched for videos), URLs (http(s)://, rtsp://), - for stdin, or @LIST (a file of inputs, one per line).", metavar="VIDEO", show_default=False)],
-    model: Annotated[str, typer.Option("--model", "-m", help=r"Zoo name, hf://OWNER/REPO\[@REV] or a model directory.")],  # \[: not rich markup
+    model: Annotated[str, typer.Option("--model", "-m", help=r"Zoo name, hf://OWNER/REPO\[@REV], a model directory, or an exported .onnx file (or a directory holding model.onnx).")],  # \[: not rich markup
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="How many labels to show per video.")] = 5,
     clips: Annotated[Optional[int], typer.Option("--clips", min=1, help="Temporal clips per video (default: the model's recipe).")] = None,
     crops: Annotated[Optional[int], typer.Option("--crops", **one_of("--crops", CROPS), help="Spatial crops per clip: 1 (centre) or 3 (left/centre/right); default: the model's recipe.")] = None,
@@ -349,7 +349,7 @@ def _evaluation_tables(summary) -> list[Table]:
 @app.command("evaluate")
 @guarded
 def evaluate_command(
-    model: Annotated[str, typer.Option("--model", "-m", help=r"Zoo name, hf://OWNER/REPO\[@REV] or a model directory.")],  # \[: not rich markup
+    model: Annotated[str, typer.Option("--model", "-m", help=r"Zoo name, hf://OWNER/REPO\[@REV], a model directory, or an exported .onnx file.")],  # \[: not rich markup
     data: Annotated[Path, typer.Option("--data", help="Labelled videos: a folder with one sub-folder per class, or a list file ('path label' lines, or a CSV with path and label columns), as for train.")],
     clips: Annotated[Optional[int], typer.Option("--clips", min=1, help="Temporal clips per video (default: the model's recipe).")] = None,
     crops: Annotated[Optional[int], typer.Option("--crops", **one_of("--crops", CROPS), help="Spatial crops per clip: 1 or 3 (default: the model's recipe).")] = None,
