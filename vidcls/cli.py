@@ -209,6 +209,19 @@ def _prediction_table(results: list) -> Table:
     return table
 
 
+# Options predict and evaluate share: one declaration, one help text.
+ClipsOption = Annotated[Optional[int], typer.Option("--clips", min=1, help="Temporal clips per video (default: the model's recipe).")]
+CropsOption = Annotated[Optional[int], typer.Option("--crops", **one_of("--crops", CROPS), help="Spatial crops per clip: 1 (centre) or 3 (left/centre/right); default: the model's recipe.")]
+FramesOption = Annotated[Optional[int], typer.Option("--frames", min=1, help="Frames per clip (default: the model's recipe; other counts interpolate the time embedding, with a warning).")]
+StrideOption = Annotated[Optional[int], typer.Option("--stride", min=1, help="Frames between samples with dense sampling (default: the model's recipe).")]
+SamplingOption = Annotated[Optional[str], typer.Option("--sampling", **one_of("--sampling", SAMPLINGS), help="segment: frames spread over the whole video; dense: frames x stride consecutive (default: the model's recipe).")]
+PrecisionOption = Annotated[str, typer.Option("--precision", **one_of("--precision", PRECISIONS), help="bf16/fp16 run under autocast; fp32 is right on CPUs.")]
+BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Views per forward pass (views of consecutive videos are batched together).")]
+WorkersOption = Annotated[Optional[int], typer.Option("--workers", min=0, help="Processes decoding videos ahead of the model (default on CPU: one per core for a cheap model (under 1 GMAC per video), else a quarter of the cores; with CUDA: all cores but two; 0: decode in this process).")]
+ThreadsOption = Annotated[Optional[int], typer.Option("--threads", min=1, help="Torch threads of the model process (default: 1 for a cheap model on CPU, whose cores decode; else one per core).")]
+WeightsOption = Annotated[Optional[Path], typer.Option("--weights", help="Local safetensors file replacing the model's weights.")]
+
+
 def _terminate_as_interrupt() -> None:
     """SIGTERM (a scheduler stopping the job) ends a run like Ctrl-C: finished results are kept."""
     import signal
@@ -247,17 +260,17 @@ def predict_command(
     videos: Annotated[list[str], typer.Argument(help="Video files, folders (searched for videos), URLs (http(s)://, rtsp://), - for stdin, or @LIST (a file of inputs, one per line).", metavar="VIDEO", show_default=False)],
     model: Annotated[str, typer.Option("--model", "-m", help=r"Zoo name, hf://OWNER/REPO\[@REV], a model directory, or an exported .onnx file (or a directory holding model.onnx).")],  # \[: not rich markup
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="How many labels to show per video.")] = 5,
-    clips: Annotated[Optional[int], typer.Option("--clips", min=1, help="Temporal clips per video (default: the model's recipe).")] = None,
-    crops: Annotated[Optional[int], typer.Option("--crops", **one_of("--crops", CROPS), help="Spatial crops per clip: 1 (centre) or 3 (left/centre/right); default: the model's recipe.")] = None,
-    frames: Annotated[Optional[int], typer.Option("--frames", min=1, help="Frames per clip (default: the model's recipe; other counts interpolate the time embedding, with a warning).")] = None,
-    stride: Annotated[Optional[int], typer.Option("--stride", min=1, help="Frames between samples with dense sampling (default: the model's recipe).")] = None,
-    sampling: Annotated[Optional[str], typer.Option("--sampling", **one_of("--sampling", SAMPLINGS), help="segment: frames spread over the whole video; dense: frames x stride consecutive (default: the model's recipe).")] = None,
+    clips: ClipsOption = None,
+    crops: CropsOption = None,
+    frames: FramesOption = None,
+    stride: StrideOption = None,
+    sampling: SamplingOption = None,
     device: Annotated[str, typer.Option("--device", **checked("--device", DEVICE_PATTERN, DEVICE_METAVAR), help="auto picks CUDA when available; under torchrun each process takes cuda:LOCAL_RANK.")] = "auto",
-    precision: Annotated[str, typer.Option("--precision", **one_of("--precision", PRECISIONS), help="bf16/fp16 run under autocast; fp32 is right on CPUs.")] = "fp32",
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Views per forward pass (views of consecutive videos are batched together).")] = 8,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=0, help="Processes decoding videos ahead of the model (default on CPU: one per core for a cheap model (under 1 GMAC per video), else a quarter of the cores; with CUDA: all cores but two; 0: decode in this process).")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Torch threads of the model process (default: 1 for a cheap model on CPU, whose cores decode; else one per core).")] = None,
-    weights: Annotated[Optional[Path], typer.Option("--weights", help="Local safetensors file replacing the model's weights.")] = None,
+    precision: PrecisionOption = "fp32",
+    batch_size: BatchSizeOption = 8,
+    workers: WorkersOption = None,
+    threads: ThreadsOption = None,
+    weights: WeightsOption = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write one result per video as it completes: .jsonl, .json or .csv (by suffix); every line is flushed, Ctrl-C keeps the finished ones.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue --output: skip the videos already in it (a torn last line is redone).")] = False,
     shard: Annotated[Optional[str], typer.Option("--shard", metavar="I/N", help="Classify every N-th video from position I of the input list (0 <= I < N); under torchrun each process takes its own.")] = None,
@@ -351,17 +364,17 @@ def _evaluation_tables(summary) -> list[Table]:
 def evaluate_command(
     model: Annotated[str, typer.Option("--model", "-m", help=r"Zoo name, hf://OWNER/REPO\[@REV], a model directory, or an exported .onnx file.")],  # \[: not rich markup
     data: Annotated[Path, typer.Option("--data", help="Labelled videos: a folder with one sub-folder per class, or a list file ('path label' lines, or a CSV with path and label columns), as for train.")],
-    clips: Annotated[Optional[int], typer.Option("--clips", min=1, help="Temporal clips per video (default: the model's recipe).")] = None,
-    crops: Annotated[Optional[int], typer.Option("--crops", **one_of("--crops", CROPS), help="Spatial crops per clip: 1 or 3 (default: the model's recipe).")] = None,
-    frames: Annotated[Optional[int], typer.Option("--frames", min=1, help="Frames per clip (default: the model's recipe).")] = None,
-    stride: Annotated[Optional[int], typer.Option("--stride", min=1, help="Frames between samples with dense sampling (default: the model's recipe).")] = None,
-    sampling: Annotated[Optional[str], typer.Option("--sampling", **one_of("--sampling", SAMPLINGS), help="segment or dense (default: the model's recipe).")] = None,
+    clips: ClipsOption = None,
+    crops: CropsOption = None,
+    frames: FramesOption = None,
+    stride: StrideOption = None,
+    sampling: SamplingOption = None,
     device: Annotated[str, typer.Option("--device", **checked("--device", DEVICE_PATTERN, DEVICE_METAVAR), help="auto picks CUDA when available.")] = "auto",
-    precision: Annotated[str, typer.Option("--precision", **one_of("--precision", PRECISIONS), help="bf16/fp16 run under autocast; fp32 is right on CPUs.")] = "fp32",
-    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Views per forward pass.")] = 8,
-    workers: Annotated[Optional[int], typer.Option("--workers", min=0, help="Processes decoding videos ahead of the model (default: as for predict; 0: in this process).")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Torch threads of the model process.")] = None,
-    weights: Annotated[Optional[Path], typer.Option("--weights", help="Local safetensors file replacing the model's weights.")] = None,
+    precision: PrecisionOption = "fp32",
+    batch_size: BatchSizeOption = 8,
+    workers: WorkersOption = None,
+    threads: ThreadsOption = None,
+    weights: WeightsOption = None,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Per-video predictions (with the true label), streamed: .jsonl, .json or .csv.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue --output: skip the videos already in it; the summary covers them all.")] = False,
     plot: Annotated[Optional[Path], typer.Option("--plot", help="Write the confusion matrix as PNG (needs matplotlib, the plot extra).")] = None,
