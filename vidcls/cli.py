@@ -321,7 +321,8 @@ def predict_command(
         print(json.dumps(run.to_json(), indent=2))
     elif output is None and failed < len(run.predictions):
         out.print(_segments_table(run.predictions) if options else _prediction_table(run.predictions))
-        out.print(cost_line(run.cost, [p.timing_ms for p in run.predictions if not p.error]), highlight=False)
+        if options is None:  # a timeline's cost is per window, not the per-video line
+            out.print(cost_line(run.cost, [p.timing_ms for p in run.predictions if not p.error]), highlight=False)
     if output is not None:
         resumed = f", {run.resumed} already there" if run.resumed else ""
         merged = f"; merged {run.merged} results from all processes" if run.merged is not None else ""
