@@ -191,3 +191,14 @@ def test_fixed_batch_and_shape(tmp_path):
     model = load_model(str(tmp_path / "b2.onnx"))
     assert (model.card.input.frames, model.card.input.size) == (4, 48)
     assert model.module(torch.randn(2, 3, 4, 48, 48)).shape == (2, 4)
+
+
+def test_a_shape_the_model_cannot_take_is_one_clear_line(tmp_path):
+    """The VidTr authors' embedding (added to the attention inputs) fixes the clip shape: exporting
+    at another frame count says so, instead of torch.export's "Failed to export ... step 1/3"."""
+    arch = {**zoo_entries()["vidtr-tiny"]["arch"], "embedding": "attention_input", "attention": "shared"}
+    ref = str(random_weights_dir(tmp_path, "vidtr", arch, "fixed-vidtr"))
+    result = runner.invoke(app, ["export", ref, "--frames", "16", "--out", str(tmp_path / "x.onnx")])
+    assert result.exit_code == 2, result.output
+    assert "cannot run on 16 frames of 32 px: this VidTr (embedding='attention_input') runs on 8 frames" in result.output
+    assert not (tmp_path / "x.onnx").exists()

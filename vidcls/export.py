@@ -176,6 +176,12 @@ def export_graph(module: torch.nn.Module, card: ModelCard, batch: str | int, ops
     """
     example = _random_clip(card, 2 if batch == "dynamic" else batch)
     dynamic = {INPUT_NAME: {0: torch.export.Dim("batch")}} if batch == "dynamic" else None
+    try:  # a model that cannot take this clip shape says why here, not inside torch.export's trace
+        with torch.no_grad():
+            module(example[:1])
+    except (ValueError, RuntimeError) as exc:
+        raise UsageError(f"{ref} cannot run on {card.input.frames} frames of {card.input.size} px: "
+                         f"{first_line(exc)}") from None
     try:
         with quiet(), torch.no_grad():
             program = torch.onnx.export(module, (example,), dynamo=True, opset_version=opset, verbose=False,
