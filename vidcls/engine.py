@@ -143,6 +143,10 @@ def _init_worker(worker_id: int) -> None:
     """One torch and one decoder thread per worker, so N workers use N cores, not N x cores
     threads fighting over them; Ctrl-C is left to the main process, which stops cleanly."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # The CLI's SIGTERM handler (stop like Ctrl-C) is inherited through fork; in a worker it would
+    # turn the main process's exit-time terminate() into a KeyboardInterrupt, after which the
+    # worker waits to flush its queue to a reader that is gone, and the main process joins it forever.
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     sys.excepthook = _quiet_broken_connections
     torch.set_num_threads(1)
     video_io.set_decoder_threads(1)
@@ -333,9 +337,15 @@ def score_videos(videos: Sequence[VideoInput], model: LoadedModel, device: torch
     batcher = _Batcher(model, device, settings)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
+    decoded_videos = iter(loader)
     try:
-        for decoded in loader:
+        for decoded in decoded_videos:
             yield from batcher.add(decoded)
         yield from batcher.flush()
     finally:
         torch.set_num_threads(previous)
+        # stop the workers now (Ctrl-C, a consumer that stopped), not whenever the iterator is
+        # collected: during interpreter exit that can meet half-torn-down multiprocessing state
+        stop = getattr(decoded_videos, "_shutdown_workers", None)
+        if stop is not None:
+            stop()
