@@ -82,6 +82,24 @@ def encode_video(path: Path, num_frames: int, *, width: int = 48, height: int = 
     return path
 
 
+@pytest.fixture
+def ctrl_c_after() -> Callable[[int], Callable[[object], None]]:
+    """ctrl_c_after(n): an on_result callback that raises KeyboardInterrupt at the n-th result,
+    as Ctrl-C in the middle of a run would."""
+
+    def make(count: int) -> Callable[[object], None]:
+        seen = []
+
+        def on_result(result: object) -> None:
+            seen.append(result)
+            if len(seen) == count:
+                raise KeyboardInterrupt
+
+        return on_result
+
+    return make
+
+
 @pytest.fixture(scope="session")
 def vidcls_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("vidcls-home")

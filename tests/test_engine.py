@@ -238,7 +238,7 @@ def test_stdin_input(folder):
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
-def test_output_streams_and_resume_redoes_only_what_is_missing(folder, tmp_path, suffix):
+def test_output_streams_and_resume_redoes_only_what_is_missing(folder, tmp_path, suffix, ctrl_c_after):
     out = tmp_path / f"out{suffix}"
     complete = vidcls.predict_run([folder], "demo-motion", device="cpu", workers=0, output=out)
     reference = {r["video"]: r["top_k"][0]["label"] if r["top_k"] else r["error"] for r in read_records(out)}
@@ -250,15 +250,8 @@ def test_output_streams_and_resume_redoes_only_what_is_missing(folder, tmp_path,
 
     # interrupted after 4 results (Ctrl-C in the middle of the run) ...
     out.unlink()
-    seen = []
-
-    def stop_after_four(prediction):
-        seen.append(prediction)
-        if len(seen) == 4:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        vidcls.predict_run([folder], "demo-motion", device="cpu", workers=2, output=out, on_result=stop_after_four)
+        vidcls.predict_run([folder], "demo-motion", device="cpu", workers=2, output=out, on_result=ctrl_c_after(4))
     assert len(read_records(out)) == 4
     if suffix == ".json":
         assert len(json.loads(out.read_text())) == 4  # closed on the way out

@@ -105,17 +105,10 @@ def test_summary_against_a_count_by_hand_and_a_400_class_plot(tmp_path):
         assert 1500 <= image.width <= 2600 and 1500 <= image.height <= 2400
 
 
-def test_interrupted_evaluation_resumes_and_covers_every_video(data, tmp_path):
+def test_interrupted_evaluation_resumes_and_covers_every_video(data, tmp_path, ctrl_c_after):
     out = tmp_path / "preds.jsonl"
-    seen = []
-
-    def stop(prediction):
-        seen.append(prediction)
-        if len(seen) == 5:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        vidcls.evaluate_run("demo-motion", data, output=out, workers=0, on_result=stop)
+        vidcls.evaluate_run("demo-motion", data, output=out, workers=0, on_result=ctrl_c_after(5))
     resumed = vidcls.evaluate_run("demo-motion", data, output=out, resume=True, workers=0)
     assert resumed.run.resumed == 5 and len(resumed.run.predictions) == 8
     full = vidcls.evaluate_run("demo-motion", data, workers=0)
