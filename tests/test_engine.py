@@ -374,3 +374,13 @@ def test_a_tiny_file_announcing_huge_frames_is_refused_alone(folder, tmp_path):
     good, refused = vidcls.predict([folder / "00-left.mp4", huge], "demo-motion", device="cpu", workers=1)
     assert good.top_k[0]["label"] == "left"
     assert refused.error == "frame size 8192x8192 is above the limit of 33.2 megapixels (8K UHD)"
+
+
+def test_list_entries_resolve_like_train_list_files(folder, tmp_path, monkeypatch):
+    """@LIST entries follow train's list-file rule: ~ expanded, relative to the list's folder."""
+    monkeypatch.setenv("HOME", str(folder))
+    listing = tmp_path / "sub" / "list.txt"
+    listing.parent.mkdir()
+    listing.write_text("~/00-left.mp4\nclip.mp4\n")
+    assert [v.source for v in gather([f"@{listing}"]).videos] == [str(folder / "00-left.mp4"),
+                                                                    str(listing.parent / "clip.mp4")]

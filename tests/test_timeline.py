@@ -268,3 +268,26 @@ def test_predict_timeline_from_the_command_line(path_clip, tmp_path):
     assert probe(tmp_path / "a-square-loop.mp4").num_frames == probe(path_clip).num_frames
     table = CliRunner().invoke(app, ["predict", str(path_clip), "-m", "demo-motion", "--timeline"])
     assert table.exit_code == 0 and "segments" in table.stdout and "0:04" in table.stdout
+
+
+def test_a_timeline_failure_costs_only_its_video(path_clip, tmp_path, monkeypatch):
+    """Not only decoding errors: any failure while labelling one video over time (here its plot)
+    is that video's one-line error, and the next video still gets its timeline."""
+    import vidcls.timeline_plot
+    from vidcls.api import TimelineOptions
+
+    real = vidcls.timeline_plot.plot_timeline
+
+    def plot(found, path, title=None):
+        if "first" in path.name:
+            raise OSError(28, "No space left on device")
+        return real(found, path, title=title)
+
+    monkeypatch.setattr(vidcls.timeline_plot, "plot_timeline", plot)
+    first, second = tmp_path / "first.mp4", tmp_path / "second.mp4"
+    for copy in (first, second):
+        copy.write_bytes(path_clip.read_bytes())
+    run = vidcls.predict_run([first, second], "demo-motion", timeline=TimelineOptions(plot=tmp_path / "tl.png"))
+    failed, done = run.predictions
+    assert failed.error == "timeline failed (OSError: [Errno 28] No space left on device)"
+    assert done.error is None and [s["label"] for s in done.timeline["segments"]] == [d for d, _ in LEGS]

@@ -184,6 +184,8 @@ def _timelines(videos: list[VideoInput], loaded: LoadedModel, target: torch.devi
                                                                                    len(videos) > 1))
         except VidclsError as exc:
             result.error = first_line(str(exc).removeprefix(f"{item.source}: "))
+        except Exception as exc:  # noqa: BLE001 - the model, a plot path, the encoder: one video's failure
+            result.error = f"timeline failed ({type(exc).__name__}: {first_line(exc)})"
         else:
             result.top_k = top_k_labels(found.probs.mean(dim=0), loaded.labels, top_k)
             result.timeline = found.to_json()

@@ -81,6 +81,12 @@ def _walk(folder: Path, found: list[VideoInput], skipped: Counter[str]) -> None:
             skipped[path.suffix.lower()] += 1
 
 
+def resolve_path(path: str, base: Path) -> Path:
+    """A list entry as a path: absolute as written, relative to the list's folder otherwise."""
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else base / candidate
+
+
 def _list_file(item: str) -> list[str]:
     """The inputs of an @LIST file: one per line, blank lines and # comments ignored; relative
     paths are relative to the list's folder (as in `train` list files)."""
@@ -90,7 +96,7 @@ def _list_file(item: str) -> list[str]:
     except (OSError, UnicodeDecodeError) as exc:
         raise UsageError(f"cannot read input list {path}: {getattr(exc, 'strerror', None) or exc}") from None
     entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
-    return [e if is_url(e) or Path(e).expanduser().is_absolute() else str(path.parent / e) for e in entries]
+    return [e if is_url(e) else str(resolve_path(e, path.parent)) for e in entries]
 
 
 def spool_stdin(directory: Path) -> Path:

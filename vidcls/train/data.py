@@ -25,6 +25,7 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from ..errors import VidclsError, first_line, printable
 from ..transforms import eval_views, train_view
+from ..inputs import resolve_path
 from ..video import load_clips, probe, random_clip_indices, read_frames
 from ..zoo import InputSpec
 
@@ -145,10 +146,6 @@ def _csv_rows(reader: csv.DictReader, name: Path) -> Iterator[tuple[str, str]]:
         yield path, label
 
 
-def resolve_path(path: str, base: Path) -> Path:
-    """A list entry as a path: absolute as written, relative to the list's folder otherwise."""
-    candidate = Path(path).expanduser()
-    return candidate if candidate.is_absolute() else base / candidate
 
 
 def class_list(labels: Iterable[str]) -> list[str]:
