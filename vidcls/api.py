@@ -20,13 +20,14 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .bench.cost import RunCost, run_cost
-from .engine import EngineSettings, Recipe
+from .bench.cost import RunCost
 from .bench.memory import PeakMemory
+from .engine import EngineSettings, Recipe
 from .errors import UsageError, VidclsError, first_line
-from .plotting import require_matplotlib
-from .inference import ModelRef, Prediction, check_options, classify, ready_model, top_k_labels
+from .inference import (RECIPE_KEYS, ModelRef, Prediction, check_options, classify, plan_run, ready_model,
+                        top_k_labels)
 from .inputs import VideoInput, gather, parse_shard, stdin_directory, take_shard
+from .plotting import require_matplotlib
 from .results import ResultWriter, merge, output_format, rank_path, read_records
 from .zoo import LoadedModel, zoo_entries, zoo_summary
 
@@ -103,20 +104,6 @@ def _done_videos(output: Path | None, place: Placement, resume: bool) -> set[str
                                  "or remove it to start over")
         return set()
     return {record["video"] for file in files for record in read_records(file)}
-
-
-RECIPE_KEYS = ("frames", "stride", "sampling", "clips", "crops")
-ENGINE_KEYS = ("batch_size", "workers", "threads", "precision")
-
-
-def _recipe_and_settings(loaded: LoadedModel, options: dict[str, Any]) -> tuple[Recipe, EngineSettings, RunCost]:
-    """The run's recipe, the engine's settings and the cost of one video, which sets the
-    default workers and threads (a cheap model on CPU is decode-bound)."""
-    recipe = Recipe.of(loaded.card.input, **{k: options.get(k) for k in RECIPE_KEYS})
-    cost = run_cost(loaded.card, recipe.clips, recipe.crops, None)
-    settings = EngineSettings(**{k: options[k] for k in ENGINE_KEYS if options.get(k) is not None},
-                              gmacs_per_video=cost.gmacs * cost.views)
-    return recipe, settings, cost
 
 
 def _collect(run: PredictRun, predictions: Callable[[], Iterator[Prediction]], target: torch.device, *,
@@ -239,7 +226,7 @@ def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str |
         todo = [v for v in mine if v.name not in done]
         if on_start is not None:
             on_start(len(todo))
-        recipe, settings, cost = _recipe_and_settings(loaded, options)
+        recipe, settings, cost = plan_run(loaded, options)
         run = PredictRun([], cost, len(inputs.videos), len(mine) - len(todo), inputs.skipped_note(), output)
         target_file = rank_path(output, place.rank) if place.torchrun and output else output
         if timeline is not None:
@@ -305,7 +292,7 @@ def evaluate_run(model: ModelRef, data: str | Path, *, weights: str | Path | Non
     todo = [item for item in items if item.name not in done]
     if on_start is not None:
         on_start(len(todo))
-    recipe, settings, cost = _recipe_and_settings(loaded, options)
+    recipe, settings, cost = plan_run(loaded, options)
     run = PredictRun([], cost, len(items), len(items) - len(todo), output=output)
     stream = functools.partial(classify, todo, loaded, target, top_k=5, recipe=recipe, settings=settings)
     peak = _collect(run, stream, target, top_k=5, file=output, resume=resume, on_result=on_result, extra=truth)

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from . import choices
+from .bench.cost import RunCost, run_cost
 from .engine import EngineSettings, Recipe, Scored, check_precision, score_videos
 from .errors import UsageError
 from .inputs import VideoInput, gather
@@ -110,6 +111,21 @@ def top_k_labels(probs: torch.Tensor, labels: Sequence[str], k: int) -> list[dic
             for s, i in zip(scores.tolist(), indices.tolist())]
 
 
+RECIPE_KEYS = ("frames", "stride", "sampling", "clips", "crops")
+ENGINE_KEYS = ("batch_size", "workers", "threads", "precision")
+
+
+def plan_run(loaded: LoadedModel, options: dict[str, Any]) -> tuple[Recipe, EngineSettings, RunCost]:
+    """The run's recipe, the engine's settings and the cost of one video, from predict's
+    options (RECIPE_KEYS, ENGINE_KEYS; None: the default): the cost sets the default workers
+    and threads (a cheap model on CPU is decode-bound), the same for every caller."""
+    recipe = Recipe.of(loaded.card.input, **{k: options.get(k) for k in RECIPE_KEYS})
+    cost = run_cost(loaded.card, recipe.clips, recipe.crops, None)
+    settings = EngineSettings(**{k: options[k] for k in ENGINE_KEYS if options.get(k) is not None},
+                              gmacs_per_video=cost.gmacs * cost.views)
+    return recipe, settings, cost
+
+
 def _prediction(scored: Scored, item: VideoInput, model: LoadedModel, top_k: int) -> Prediction:
     result = Prediction(video=item.name, model=model.name, frames_used=scored.frames_used, error=scored.error,
                         timing_ms=scored.timing_ms, warnings=scored.warnings)
@@ -159,15 +175,17 @@ def predict(videos: Iterable[str | Path], model: ModelRef, *, weights: str | Pat
     is loaded here, with `weights` (a safetensors file) replacing its own if given; a REF
     without trained weights is refused. frames / stride / sampling / clips / crops override
     the model's recipe; batch_size counts views per forward pass; workers are decoding
-    processes (None: chosen from the cores and device, 0: in this process) and threads the
+    processes (None: chosen from the cores, the device and the model's cost, as the CLI does;
+    0: in this process) and threads the
     model process's torch threads. on_video(name, index, total) and on_result(prediction)
     are called as each result arrives (progress bars).
     """
     check_options(top_k, clips, crops, precision, frames, stride, sampling)
     loaded, target = ready_model(model, weights, device)
     items = gather(videos).videos
-    recipe = Recipe.of(loaded.card.input, frames=frames, stride=stride, sampling=sampling, clips=clips, crops=crops)
-    settings = EngineSettings(batch_size=batch_size, workers=workers, threads=threads, precision=precision)
+    recipe, settings, _ = plan_run(loaded, dict(frames=frames, stride=stride, sampling=sampling, clips=clips,
+                                                crops=crops, batch_size=batch_size, workers=workers,
+                                                threads=threads, precision=precision))
     results = []
     for index, result in enumerate(classify(items, loaded, target, top_k=top_k, recipe=recipe, settings=settings)):
         if on_video is not None:
