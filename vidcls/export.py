@@ -265,17 +265,19 @@ def _logits(model: torch.nn.Module, views: torch.Tensor, batch: str | int) -> to
 def sample_views(card: ModelCard, clips: int = SAMPLE_CLIPS) -> torch.Tensor:
     """Sample clips (vidcls.synthetic, two per direction) encoded, decoded and cut by the card's recipe,
     as predict would feed them: the int8 check sees real decoded pixels, not noise."""
+    from .engine import Recipe, decode_views
+    from .inputs import VideoInput
     from .synthetic import DIRECTIONS, make_sample_clip
-    from .transforms import eval_views
-    from .video import load_clips
 
     spec, views = card.input, []
     with tempfile.TemporaryDirectory(prefix="vidcls-samples-") as scratch:
         for i in range(clips):
-            path = make_sample_clip(Path(scratch) / f"{i}.mp4", direction=DIRECTIONS[i % len(DIRECTIONS)],
-                                    frames=max(16, spec.frames * spec.stride), seed=i)
-            decoded, _ = load_clips(path, frames=spec.frames, stride=spec.stride, sampling=spec.sampling)
-            views.append(eval_views(decoded, spec.size, 1, spec.mean, spec.std, spec.resize, spec.aspect))
+            path = str(make_sample_clip(Path(scratch) / f"{i}.mp4", direction=DIRECTIONS[i % len(DIRECTIONS)],
+                                        frames=max(16, spec.frames * spec.stride), seed=i))
+            decoded = decode_views(i, VideoInput(path, path), Recipe(spec, clips=1, crops=1))
+            if decoded.views is None:
+                raise VidclsError(f"sample clip for the int8 check: {decoded.error}")
+            views.append(decoded.views)
     return torch.cat(views)
 
 

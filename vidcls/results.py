@@ -130,13 +130,11 @@ class ResultWriter:
             file = self.path.open("a" if existing else "w", encoding="utf-8", newline="")
         except OSError as exc:
             raise UsageError(f"cannot write --output {self.path}: {exc.strerror or exc}") from None
+        self.rows = csv.writer(file, lineterminator="\n")
         if self.format == ".csv" and not existing:
-            self._csv(file).writerow(csv_header(self.top_k, self.extra))
+            self.rows.writerow(csv_header(self.top_k, self.extra))
             file.flush()
         return file
-
-    def _csv(self, file: TextIO) -> Any:
-        return csv.writer(file, lineterminator="\n")
 
     @staticmethod
     def _json_line(record: Record, position: int) -> str:
@@ -144,7 +142,7 @@ class ResultWriter:
 
     def write(self, record: Record) -> None:
         if self.format == ".csv":
-            self._csv(self.file).writerow(csv_row(record, self.top_k, self.extra))
+            self.rows.writerow(csv_row(record, self.top_k, self.extra))
         elif self.format == ".json":
             self.file.write(self._json_line(record, self.count))
         else:
