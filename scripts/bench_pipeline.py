@@ -29,8 +29,10 @@ import av
 import torch
 
 import vidcls
-from vidcls.engine import default_workers
-from vidcls.synthetic import DIRECTIONS, make_sample_clip, random_spec, render_clip, write_video
+from vidcls.choices import DIRECTIONS
+from vidcls.inference.engine import default_workers
+from vidcls.video.encode import write_video
+from vidcls.video.synthetic import make_sample_clip, random_spec, render_clip
 
 
 def sample_clips(folder: Path, count: int) -> Path:
@@ -123,9 +125,9 @@ def memory_part(root: Path) -> dict:
 def gpu_part(root: Path, count: int) -> dict:
     from dataclasses import replace
 
-    from vidcls.modeldir import save_model_dir
     from vidcls.models import build_model
-    from vidcls.zoo import resolve
+    from vidcls.zoo.modeldir import save_model_dir
+    from vidcls.zoo.resolve import resolve
 
     card = resolve("videomae-k400", need_weights=False).card
     card = replace(card, name="videomae-random", labels=[f"class {i}" for i in range(400)])

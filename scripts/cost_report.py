@@ -27,8 +27,16 @@ from pathlib import Path
 
 import torch
 
-from vidcls.bench import (BenchModel, BenchReport, RunSettings, benchmark, model_cost, resolve_models,
-                          scaling_exponent, write_plot)
+from vidcls.bench import (
+    BenchModel,
+    BenchReport,
+    RunSettings,
+    benchmark,
+    model_cost,
+    resolve_models,
+    scaling_exponent,
+    write_plot,
+)
 
 # (zoo name, extra arch, frames, paper GMACs or None, what the paper row is)
 PAPER_SHAPES = [

@@ -34,7 +34,7 @@ from pathlib import Path
 import torch
 
 from vidcls.bench import PeakMemory, count_macs
-from vidcls.zoo import load_model
+from vidcls.zoo.resolve import load_model
 
 
 def synchronize(device: torch.device) -> None:

@@ -28,13 +28,14 @@ import ray
 import torch
 
 import vidcls
-from vidcls.engine import PRECISIONS, EngineSettings
+from vidcls.devices import PRECISIONS
 from vidcls.errors import UsageError, VidclsError, first_line
-from vidcls.inference import classify
-from vidcls.inputs import VideoInput, gather
-from vidcls.results import ResultWriter, output_format, read_records
-from vidcls.video import is_url
-from vidcls.zoo import resolve
+from vidcls.inference.engine import EngineSettings
+from vidcls.inference.predict import classify
+from vidcls.inference.results import ResultWriter, output_format, read_records
+from vidcls.video.container import is_url
+from vidcls.video.inputs import VideoInput, gather
+from vidcls.zoo.resolve import resolve
 
 # Arrow turns dicts into struct columns whose keys are the union over a block (a failed
 # video's empty timing_ms would come back as {"decode": null, ...}): these travel as JSON text.

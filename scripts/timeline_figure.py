@@ -4,9 +4,9 @@
     python scripts/timeline_figure.py --out x.png    # elsewhere
 
 A 24-second synthetic clip whose shape moves left, up, right, then down (6 s each, the
-drawing of vidcls.synthetic.render_path), classified over time by the shipped demo-motion
+drawing of vidcls.video.synthetic.render_path), classified over time by the shipped demo-motion
 model with the defaults of `vidcls predict --timeline` (2 s windows every 1 s), then drawn
-by vidcls.timeline_plot. Everything runs on the CPU in a few seconds.
+by vidcls.viz.timeline. Everything runs on the CPU in a few seconds.
 """
 
 from __future__ import annotations
@@ -16,9 +16,10 @@ import tempfile
 from pathlib import Path
 
 import vidcls
-from vidcls.synthetic import ShapeClipSpec, render_path, write_video
-from vidcls.timeline import segment_rows, timeline
-from vidcls.timeline_plot import plot_timeline
+from vidcls.inference.timeline import segment_rows, timeline
+from vidcls.video.encode import write_video
+from vidcls.video.synthetic import ShapeClipSpec, render_path
+from vidcls.viz.timeline import plot_timeline
 
 FPS = 12
 LEGS = [("left", 72), ("up", 72), ("right", 72), ("down", 72)]

@@ -4,7 +4,7 @@ Reproduce the shipped weights with:
 
     python scripts/train_demo_motion.py --out vidcls/assets/demo-motion
 
-The data is drawn by vidcls.synthetic: one shape moving left, right, up or down over a
+The data is drawn by vidcls.video.synthetic: one shape moving left, right, up or down over a
 varied background. Every clip gets its own size (32-128 px, square or not), shape, colour,
 speed, length and noise level, then goes through the preprocessing of `vidcls predict`
 (segment sampling of 8 frames, the whole frame resized to 32x32: `aspect: squash`, since a
@@ -24,11 +24,12 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from vidcls.choices import DIRECTIONS
 from vidcls.models import build_model
-from vidcls.synthetic import DIRECTIONS, random_spec, render_clip
-from vidcls.transforms import eval_views, fit_frame, to_channels_first, train_view
-from vidcls.video import segment_indices
-from vidcls.zoo import InputSpec, ModelCard, save_model_dir
+from vidcls.video.sampling import segment_indices
+from vidcls.video.synthetic import random_spec, render_clip
+from vidcls.video.transforms import eval_views, fit_frame, to_channels_first, train_view
+from vidcls.zoo.modeldir import InputSpec, ModelCard, save_model_dir
 
 # A joint space-time ViT: tubelets of 2 frames see motion directly and full attention relates
 # positions across frames; it learns this task in a few hundred steps (a tiny ff-linear of

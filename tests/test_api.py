@@ -6,7 +6,7 @@ import pytest
 
 import vidcls
 from vidcls.errors import UsageError
-from vidcls.synthetic import make_sample_clip
+from vidcls.video.synthetic import make_sample_clip
 
 COMMAND_FUNCTIONS = ["predict", "predict_run", "list_models", "benchmark", "download", "train_model",
                      "convert_checkpoint", "load_model", "save_model_dir", "predict_video", "evaluate_run"]
@@ -29,7 +29,10 @@ def test_every_public_name_is_importable_and_documented(name):
 
 def test_command_functions_are_public_and_the_ones_the_library_defines():
     assert set(COMMAND_FUNCTIONS) <= set(vidcls.__all__)
-    from vidcls import api, convert, inference, train, zoo
+    from vidcls import api, train
+    from vidcls.inference import predict as inference
+    from vidcls.zoo import convert
+    from vidcls.zoo import fetch as zoo
 
     assert vidcls.train_model is train.train and vidcls.convert_checkpoint is convert.convert_checkpoint
     assert vidcls.download is zoo.download and vidcls.predict is inference.predict

@@ -21,8 +21,8 @@ from vidcls.bench.sweep import BenchPoint, BenchReport, benchmark, scaling_expon
 from vidcls.cli import app
 from vidcls.errors import UsageError
 from vidcls.models import build_model
-from vidcls.synthetic import make_sample_clip
-from vidcls.zoo import InputSpec, ModelCard, save_model_dir
+from vidcls.video.synthetic import make_sample_clip
+from vidcls.zoo.modeldir import InputSpec, ModelCard, save_model_dir
 
 runner = CliRunner()
 # `benchmark --json` fields: those cli.md documents, then vidcls's extras. Written out, not read

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-RECORD = ("import sys\nfrom vidcls.cache import record_lock\n"
+RECORD = ("import sys\nfrom vidcls.zoo.cache import record_lock\n"
           "for i in range(50):\n    record_lock(f'{sys.argv[1]}/file{i}', f'{i:064x}')\n")
 
 

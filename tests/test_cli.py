@@ -19,7 +19,7 @@ import vidcls
 from vidcls import api, cli
 from vidcls.cli import app
 from vidcls.errors import UsageError
-from vidcls.synthetic import make_sample_clip
+from vidcls.video.synthetic import make_sample_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -6,12 +6,12 @@ from their public code) out of one of our models, converts it back and compares.
 
 import pytest
 import torch
-from authors_layouts import compact_authors_state, to_xvit_authors_layout, vidtr_authors_state
 
-from vidcls.convert import convert_checkpoint, detect_layout, read_checkpoint
+from authors_layouts import compact_authors_state, to_xvit_authors_layout, vidtr_authors_state
 from vidcls.errors import UsageError, VidclsError
 from vidcls.models import build_model
-from vidcls.zoo import load_model
+from vidcls.zoo.convert import convert_checkpoint, detect_layout, read_checkpoint
+from vidcls.zoo.resolve import load_model
 
 XVIT = {"num_classes": 6, "num_frames": 4, "img_size": 32, "patch_size": 8, "embed_dim": 64, "depth": 2,
         "num_heads": 4, "shift_div": 4, "head_hidden": 48, "head_dropout": 0.0}

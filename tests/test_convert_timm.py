@@ -12,10 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from hub_helpers import timm_vit_state
-
-from vidcls.convert.timm import init_from_image_state, inflate_patch
 from vidcls.errors import UsageError, VidclsError
 from vidcls.models import build_model
+from vidcls.zoo.convert.timm import inflate_patch, init_from_image_state
 
 WIDTH, DEPTH, HEADS, PATCH, SIZE = 32, 2, 4, 8, 32
 EPS = 1e-6

@@ -8,13 +8,13 @@ import json
 
 import pytest
 import torch
-from hub_helpers import save_transformers, tiny_transformers_model
 from safetensors.torch import load_file, save_file
 
-from vidcls.convert import convert_checkpoint
-from vidcls.convert.transformers import arch_from_config, input_from_preprocessor, rename
+from hub_helpers import save_transformers, tiny_transformers_model
 from vidcls.errors import UsageError, VidclsError
-from vidcls.zoo import load_model
+from vidcls.zoo.convert import convert_checkpoint
+from vidcls.zoo.convert.transformers import arch_from_config, input_from_preprocessor, rename
+from vidcls.zoo.resolve import load_model
 
 pytest.importorskip("transformers")
 

@@ -10,7 +10,9 @@ import random
 import pytest
 
 import vidcls
-from vidcls.synthetic import DIRECTIONS, random_spec, render_clip, write_video
+from vidcls.choices import DIRECTIONS
+from vidcls.video.encode import write_video
+from vidcls.video.synthetic import random_spec, render_clip
 
 SETTINGS = [  # (height, width, frames, fps, noise)
     (144, 96, 60, 30, 0.0),  # portrait, taller than any training clip, long clip

@@ -16,16 +16,18 @@ import torch
 from typer.testing import CliRunner
 
 import vidcls
-from vidcls import video as video_io
+from vidcls.choices import DIRECTIONS
 from vidcls.cli import app
-from vidcls.engine import EngineSettings, Recipe
 from vidcls.errors import UsageError
-from vidcls.inference import classify
-from vidcls.inputs import VideoInput, gather, take_shard
-from vidcls.results import ResultWriter, read_records
-from vidcls.synthetic import DIRECTIONS, make_sample_clip, random_spec, render_clip, write_video
-from vidcls.transforms import eval_views
-from vidcls.video import load_clips
+from vidcls.inference.engine import EngineSettings, Recipe
+from vidcls.inference.predict import classify
+from vidcls.inference.results import ResultWriter, read_records
+from vidcls.video import decode as video_io
+from vidcls.video.decode import load_clips
+from vidcls.video.encode import write_video
+from vidcls.video.inputs import VideoInput, gather, take_shard
+from vidcls.video.synthetic import make_sample_clip, random_spec, render_clip
+from vidcls.video.transforms import eval_views
 
 runner = CliRunner()
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +87,7 @@ def test_pipeline_equals_the_plain_loop_in_input_order(folder, model, settings):
 def test_a_video_that_breaks_the_model_costs_only_itself(folder, model, monkeypatch):
     """A forward pass that fails (or gives NaN) for one video's views fails that video alone,
     however the views were batched with other videos'."""
-    from vidcls import engine
+    from vidcls.inference import engine
 
     class Fragile(torch.nn.Module):
         def __init__(self, inner):
@@ -108,7 +110,7 @@ def test_a_video_that_breaks_the_model_costs_only_itself(folder, model, monkeypa
 
     monkeypatch.setattr(engine, "decode_views", decode)
     good = [i for i in gather([folder]).videos if "broken" not in i.name and "empty" not in i.name]
-    fragile = vidcls.zoo.LoadedModel(**{**vars(model), "module": Fragile(model.module)})
+    fragile = vidcls.zoo.resolve.LoadedModel(**{**vars(model), "module": Fragile(model.module)})
     for batch_size, reason in ((1, "kaboom"), (64, "not finite")):
         results = list(classify(good, fragile, torch.device("cpu"),
                                 settings=EngineSettings(workers=0, batch_size=batch_size)))
@@ -127,7 +129,7 @@ def test_frames_above_the_size_cap_are_refused_per_video(folder, model, monkeypa
 
 def test_decoded_memory_follows_the_model_not_the_video(tmp_path, model):
     """Frames are fitted as they are decoded: the decoding stage never holds full-size frames."""
-    from vidcls.engine import decode_views
+    from vidcls.inference.engine import decode_views
 
     big = tmp_path / "big.mp4"
     write_video(big, render_clip(random_spec(torch.Generator().manual_seed(0), "left", frames=12,

@@ -10,12 +10,14 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import vidcls
-from vidcls import engine
+from vidcls.choices import DIRECTIONS
 from vidcls.cli import app
 from vidcls.errors import UsageError
-from vidcls.evaluate import OTHER, match_labels, plot_confusion, summarize
-from vidcls.results import read_records
-from vidcls.synthetic import DIRECTIONS, make_sample_clip
+from vidcls.inference import engine
+from vidcls.inference.metrics import OTHER, match_labels, summarize
+from vidcls.inference.results import read_records
+from vidcls.video.synthetic import make_sample_clip
+from vidcls.viz.confusion import plot_confusion
 
 runner = CliRunner()
 

@@ -10,18 +10,21 @@ import sys
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
 import vidcls
-from vidcls import export as export_module
 from vidcls.bench.models import resolve_models
+from vidcls.choices import DIRECTIONS
 from vidcls.cli import app
 from vidcls.errors import UsageError, VidclsError
-from vidcls.export import FP32_TOLERANCE, export_model
+from vidcls.export import onnx as export_module
+from vidcls.export.onnx import FP32_TOLERANCE, export_model
 from vidcls.models import families
-from vidcls.onnx_runtime import CARD_KEY, EXPORT_KEY, OnnxModule, read_metadata
-from vidcls.synthetic import DIRECTIONS, random_spec, render_clip, write_video
-from vidcls.zoo import load_model, zoo_entries
-from typer.testing import CliRunner
+from vidcls.video.encode import write_video
+from vidcls.video.synthetic import random_spec, render_clip
+from vidcls.zoo.catalog import zoo_entries
+from vidcls.zoo.onnx import CARD_KEY, EXPORT_KEY, OnnxModule, read_metadata
+from vidcls.zoo.resolve import load_model
 
 runner = CliRunner()
 
@@ -34,8 +37,8 @@ COMPACT_ARCH = {"num_classes": 4, "num_frames": 8, "img_size": 32, "patch_size":
 
 def random_weights_dir(tmp_path, family, arch, name):
     """A model directory with random weights and labels (exports need trained-looking models)."""
-    from vidcls.modeldir import InputSpec, ModelCard, save_model_dir
     from vidcls.models import build_model
+    from vidcls.zoo.modeldir import InputSpec, ModelCard, save_model_dir
 
     torch.manual_seed(0)
     card = ModelCard(name=name, family=family, arch=arch, labels=list(DIRECTIONS),

@@ -20,7 +20,7 @@ from vidcls.models.layers import (
     relu_feature_map,
     temporal_channel_shift,
 )
-from vidcls.zoo import load_model
+from vidcls.zoo.resolve import load_model
 
 EPS = 1e-6
 # (row, column) offsets read by the 8 channel groups: up, down, left, right, then the diagonals

@@ -11,7 +11,8 @@ import pytest
 from typer.testing import CliRunner
 
 from vidcls.cli import app
-from vidcls.synthetic import random_spec, render_clip, write_video
+from vidcls.video.encode import write_video
+from vidcls.video.synthetic import random_spec, render_clip
 
 runner = CliRunner()
 CONTAINERS = {".mp4": "libx264", ".webm": "libvpx", ".mkv": "libx264"}

@@ -3,15 +3,17 @@
 import json
 
 import pytest
+import yaml
 import torch
-from hub_helpers import add_to_hub_cache, flip_byte, hub_cache, save_transformers, tiny_transformers_model  # noqa: F401
 from typer.testing import CliRunner
 
-from vidcls import hub
+from hub_helpers import add_to_hub_cache, flip_byte, hub_cache, save_transformers, tiny_transformers_model  # noqa: F401
 from vidcls.cli import app
 from vidcls.errors import UsageError, VidclsError
 from vidcls.models import build_model
-from vidcls.zoo import ModelCard, load_model, save_model_dir
+from vidcls.zoo import cache, hub
+from vidcls.zoo.modeldir import ModelCard, save_model_dir
+from vidcls.zoo.resolve import load_model
 
 pytest.importorskip("transformers")
 runner = CliRunner()
@@ -29,7 +31,7 @@ def vivit_repo(hub_cache, tmp_path):
 
 
 def lock_entries():
-    return json.loads(hub.lock_path().read_text())["files"]
+    return json.loads(cache.lock_path().read_text())["files"]
 
 
 def test_transformers_repo_loads_from_the_hub_cache_offline(vivit_repo):
@@ -50,7 +52,7 @@ def test_first_verified_load_records_the_digest_in_the_lock_file(vivit_repo):
     load_model("hf://someone/tiny-vivit")
     blob = (snapshot / "model.safetensors").resolve()
     assert lock_entries() == {f"someone/tiny-vivit@{snapshot.name}/model.safetensors": blob.name}
-    assert hub.lock_path().parent.name == "vidcls"
+    assert cache.lock_path().parent.name == "vidcls"
 
 
 def test_vidcls_format_repo_at_a_revision(hub_cache, tmp_path):
@@ -79,7 +81,7 @@ def test_flipped_byte_is_refused_and_removed_from_the_cache(vivit_repo):
     assert "vidcls download hf://someone/tiny-vivit" in message
     assert "Traceback" not in result.output
     assert not blob.exists() and not weights.is_symlink()  # not left looking valid
-    assert not hub.lock_path().exists()  # nothing recorded for a bad file
+    assert not cache.lock_path().exists()  # nothing recorded for a bad file
     with pytest.raises(VidclsError, match="not in the local Hub cache"):
         load_model("hf://someone/tiny-vivit")
 
@@ -98,14 +100,11 @@ def test_corruption_after_first_use_is_caught_by_the_lock_file(vivit_repo, tmp_p
         load_model("hf://someone/tiny-vivit")
 
 
-def test_pinned_digest_wins(vivit_repo, monkeypatch):
-    from vidcls import zoo
-
-    entries = dict(zoo.zoo_entries())
-    entries["pinned"] = {"family": "joint", "attention": "quadratic",
-                         "weights": {"repo": "someone/tiny-vivit", "filename": "model.safetensors",
-                                     "sha256": "0" * 64}}
-    monkeypatch.setattr(zoo, "zoo_entries", lambda: entries)
+def test_pinned_digest_wins(vivit_repo, tmp_path, monkeypatch):
+    entry = {"family": "joint", "attention": "quadratic",
+             "weights": {"repo": "someone/tiny-vivit", "filename": "model.safetensors", "sha256": "0" * 64}}
+    (tmp_path / "zoo.yaml").write_text(yaml.safe_dump({"models": {"pinned": entry}}))
+    monkeypatch.setenv("VIDCLS_ZOO", str(tmp_path / "zoo.yaml"))
     with pytest.raises(VidclsError, match="pinned in models.yaml.*vidcls download pinned"):
         load_model("pinned")
 
@@ -149,8 +148,8 @@ def test_download_of_a_model_without_hub_weights_is_a_usage_error():
 
 
 def test_damaged_lock_file_is_an_error_not_a_fresh_start(vivit_repo):
-    hub.lock_path().parent.mkdir(parents=True)
-    hub.lock_path().write_text("{not json")
+    cache.lock_path().parent.mkdir(parents=True)
+    cache.lock_path().write_text("{not json")
     with pytest.raises(VidclsError, match="lock file .* is unreadable"):
         load_model("hf://someone/tiny-vivit")
 

@@ -5,8 +5,8 @@ from importlib import resources
 import pytest
 
 from vidcls.errors import UsageError
-from vidcls.labels import label_set, label_sets, parse_labels
-from vidcls.zoo import zoo_entries
+from vidcls.zoo.catalog import zoo_entries
+from vidcls.zoo.labels import label_set, label_sets, parse_labels
 
 COUNTS = {"kinetics-400": 400, "kinetics-600": 600, "something-something-v2": 174}
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from vidcls.models import build_model, families, register
 from vidcls.models.base import VideoClassifier, VideoConfig
-from vidcls.zoo import zoo_entries
+from vidcls.zoo.catalog import zoo_entries
 
 ZOO_TINY = {name: (entry["family"], entry["arch"]) for name, entry in zoo_entries().items() if name.endswith("-tiny")}
 CASES = {

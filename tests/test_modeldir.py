@@ -9,8 +9,10 @@ import yaml
 
 from vidcls.errors import UsageError, VidclsError
 from vidcls.models import make_config
-from vidcls.zoo import (InputSpec, ModelCard, load_model, read_card, resolve, save_model_dir, zoo_card,
-                        zoo_entries, zoo_summary)
+from vidcls.zoo.cards import read_card
+from vidcls.zoo.catalog import zoo_card, zoo_entries, zoo_summary
+from vidcls.zoo.modeldir import InputSpec, ModelCard, save_model_dir
+from vidcls.zoo.resolve import load_model, resolve
 
 ARCH = {"num_classes": 3, "num_frames": 4, "img_size": 16, "patch_size": 8, "tubelet_size": 2,
         "embed_dim": 32, "depth": 1, "num_heads": 2}

@@ -16,8 +16,9 @@ import pytest
 ray = pytest.importorskip("ray")
 
 import vidcls
-from vidcls.results import read_records
-from vidcls.synthetic import DIRECTIONS, make_sample_clip
+from vidcls.choices import DIRECTIONS
+from vidcls.inference.results import read_records
+from vidcls.video.synthetic import make_sample_clip
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -15,12 +15,12 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from vidcls import zoo
 from vidcls.cli import app
 from vidcls.errors import VidclsError, check_finite, printable
 from vidcls.models import families
 from vidcls.models.validate import ConfigError, check_fits, unbounded_fields
-from vidcls.synthetic import make_sample_clip
+from vidcls.video.synthetic import make_sample_clip
+from vidcls.zoo import modeldir as zoo
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "vidcls" / "assets" / "demo-motion"

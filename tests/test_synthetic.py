@@ -1,4 +1,4 @@
-"""vidcls.synthetic: moving-shape clips, their random specs, and writing them as video."""
+"""vidcls.video.synthetic: moving-shape clips, their random specs, and writing them as video."""
 
 from __future__ import annotations
 
@@ -8,18 +8,11 @@ import random
 import pytest
 import torch
 
+from vidcls.choices import DIRECTIONS
 from vidcls.errors import VidclsError
-from vidcls.synthetic import (
-    DIRECTIONS,
-    SHAPES,
-    ShapeClipSpec,
-    make_sample_clip,
-    random_spec,
-    render_clip,
-    shape_mask,
-    write_video,
-)
-from vidcls.video import load_clips, probe, read_frames
+from vidcls.video.decode import load_clips, probe, read_frames
+from vidcls.video.encode import write_video
+from vidcls.video.synthetic import SHAPES, ShapeClipSpec, make_sample_clip, random_spec, render_clip, shape_mask
 
 
 def plain_spec(direction: str, **overrides) -> ShapeClipSpec:

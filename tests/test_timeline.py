@@ -6,15 +6,25 @@ import pytest
 import torch
 
 import vidcls
-import vidcls.video as video_module
+import vidcls.video.decode as video_module
 from vidcls.errors import UsageError
-from vidcls.inference import predict_video
-from vidcls.modeldir import InputSpec
-from vidcls.overlay import text_mask, window_caption, write_annotated_video
-from vidcls.synthetic import ShapeClipSpec, render_path, write_video
-from vidcls.timeline import (SEGMENT_COLUMNS, Timeline, Window, owned_bounds, plan_windows, segment_rows,
-                             smooth_probabilities, timeline)
-from vidcls.video import DecodeStats, open_frames, probe, read_frames
+from vidcls.inference.predict import predict_video
+from vidcls.inference.timeline import (
+    SEGMENT_COLUMNS,
+    Timeline,
+    Window,
+    owned_bounds,
+    plan_windows,
+    segment_rows,
+    smooth_probabilities,
+    timeline,
+)
+from vidcls.video.container import DecodeStats
+from vidcls.video.decode import open_frames, probe, read_frames
+from vidcls.video.encode import write_video
+from vidcls.video.synthetic import ShapeClipSpec, render_path
+from vidcls.viz.overlay import text_mask, window_caption, write_annotated_video
+from vidcls.zoo.modeldir import InputSpec
 
 FPS = 12
 LEGS = [("left", 48), ("up", 48), ("right", 48), ("down", 48)]  # 4 s each at 12 fps: a square loop
@@ -97,7 +107,7 @@ def test_windows_cover_the_video_without_gaps(num_frames, fps, window, hop):
 
 def test_video_is_opened_once_and_each_frame_decoded_once(path_clip, model, monkeypatch):
     opens, seen = [], []
-    real_open, real_frames = video_module.av.open, video_module._frames
+    real_open, real_frames = video_module.av.open, video_module.decoded_frames
 
     def counting_open(*args, **kwargs):
         opens.append(args[0])
@@ -109,7 +119,7 @@ def test_video_is_opened_once_and_each_frame_decoded_once(path_clip, model, monk
             yield frame
 
     monkeypatch.setattr(video_module.av, "open", counting_open)
-    monkeypatch.setattr(video_module, "_frames", recording_frames)
+    monkeypatch.setattr(video_module, "decoded_frames", recording_frames)
     stats = DecodeStats()
     result = timeline(path_clip, model, window_s=3.0, hop_s=1.5, stats=stats)
     assert opens == [str(path_clip)]
@@ -191,7 +201,7 @@ def test_plot_is_a_readable_png(loop_timeline, tmp_path):
     pytest.importorskip("matplotlib")
     from PIL import Image
 
-    from vidcls.timeline_plot import plot_timeline, tick_step
+    from vidcls.viz.timeline import plot_timeline, tick_step
 
     path = plot_timeline(loop_timeline, tmp_path / "timeline.png")
     with Image.open(path) as image:
@@ -248,7 +258,7 @@ def test_predict_timeline_from_the_command_line(path_clip, tmp_path):
     from typer.testing import CliRunner
 
     from vidcls.cli import app
-    from vidcls.results import read_records
+    from vidcls.inference.results import read_records
 
     bad = tmp_path / "bad.mp4"
     bad.write_text("not a video")
@@ -273,17 +283,17 @@ def test_predict_timeline_from_the_command_line(path_clip, tmp_path):
 def test_a_timeline_failure_costs_only_its_video(path_clip, tmp_path, monkeypatch):
     """Not only decoding errors: any failure while labelling one video over time (here its plot)
     is that video's one-line error, and the next video still gets its timeline."""
-    import vidcls.timeline_plot
+    import vidcls.viz.timeline
     from vidcls.api import TimelineOptions
 
-    real = vidcls.timeline_plot.plot_timeline
+    real = vidcls.viz.timeline.plot_timeline
 
     def plot(found, path, title=None):
         if "first" in path.name:
             raise OSError(28, "No space left on device")
         return real(found, path, title=title)
 
-    monkeypatch.setattr(vidcls.timeline_plot, "plot_timeline", plot)
+    monkeypatch.setattr(vidcls.viz.timeline, "plot_timeline", plot)
     first, second = tmp_path / "first.mp4", tmp_path / "second.mp4"
     for copy in (first, second):
         copy.write_bytes(path_clip.read_bytes())

@@ -22,24 +22,36 @@ from pathlib import Path
 
 import pytest
 import torch
-from hub_helpers import add_to_hub_cache, flip_byte, hub_cache, timm_vit_state  # noqa: F401
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
+from hub_helpers import add_to_hub_cache, flip_byte, hub_cache, timm_vit_state  # noqa: F401
+from vidcls.choices import DIRECTIONS
 from vidcls.cli import app
 from vidcls.errors import UsageError, VidclsError
-from vidcls.inference import predict_video
+from vidcls.inference.predict import predict_video
 from vidcls.models import build_model
-from vidcls.synthetic import DIRECTIONS, random_spec, render_clip, write_video
 from vidcls.train import TrainConfig, train
-from vidcls.train.data import (EpochSampler, VideoClipDataset, class_list, collate, folder_samples, label_indices,
-                               list_samples, read_samples)
-from vidcls.train.loop import Trainer, lr_factor, parameter_groups
-from vidcls.convert.timm import IMAGENET_REF
-from vidcls.hub import lock_path
+from vidcls.train.config import lr_factor
+from vidcls.train.data import (
+    EpochSampler,
+    VideoClipDataset,
+    class_list,
+    collate,
+    folder_samples,
+    label_indices,
+    list_samples,
+    read_samples,
+)
+from vidcls.train.loop import Trainer, parameter_groups
 from vidcls.train.weights import load_with_new_head, starting_model
-from vidcls.transforms import random_crop, train_view
-from vidcls.zoo import InputSpec, load_model
+from vidcls.video.encode import write_video
+from vidcls.video.synthetic import random_spec, render_clip
+from vidcls.video.transforms import random_crop, train_view
+from vidcls.zoo.cache import lock_path
+from vidcls.zoo.convert.timm import IMAGENET_REF
+from vidcls.zoo.modeldir import InputSpec
+from vidcls.zoo.resolve import load_model
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = InputSpec(frames=8, size=32, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
@@ -488,7 +500,7 @@ def test_resume_with_more_epochs_extends_a_finished_run(motion, tmp_path, one_th
 
 GLOO_PROBE = """import os, sys
 from vidcls.cli import app
-from vidcls.train import distributed
+from vidcls import devices as distributed
 
 
 def gloo_threads():

@@ -3,8 +3,16 @@
 import pytest
 import torch
 
-from vidcls.transforms import (crop_offsets, eval_views, fit_frame, normalize, resize_frames, resize_short_side,
-                               spatial_crops, to_channels_first)
+from vidcls.video.transforms import (
+    crop_offsets,
+    eval_views,
+    fit_frame,
+    normalize,
+    resize_frames,
+    resize_short_side,
+    spatial_crops,
+    to_channels_first,
+)
 
 
 def test_to_channels_first_scales_and_moves_axes():

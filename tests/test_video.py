@@ -14,20 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-import vidcls.video
+import vidcls.video.container
+import vidcls.video.decode
 from vidcls.errors import VidclsError
-from vidcls.video import (
-    DecodeStats,
-    VideoDecodeError,
-    dense_indices,
-    load_clips,
-    probe,
-    random_clip_indices,
-    read_frames,
-    rotate_frames,
-    sample_indices,
-    segment_indices,
-)
+from vidcls.video.container import DecodeStats, VideoDecodeError, rotate_frames
+from vidcls.video.decode import load_clips, probe, read_frames
+from vidcls.video.sampling import dense_indices, random_clip_indices, sample_indices, segment_indices
 
 # ----------------------------------------------------------------------------- probe
 
@@ -155,8 +147,8 @@ def test_read_frames_content_is_the_index(make_video, frame_index):
 def test_seeks_landing_past_the_target_are_retried_earlier(make_video, frame_index, monkeypatch):
     """Some demuxers land after the requested time; simulate one by aiming seeks 7 frames late."""
     path = make_video("late.mp4", 120)
-    aim = vidcls.video._Clock.pts
-    monkeypatch.setattr(vidcls.video._Clock, "pts", lambda clock, index: aim(clock, index + 7))
+    aim = vidcls.video.container.Clock.pts
+    monkeypatch.setattr(vidcls.video.container.Clock, "pts", lambda clock, index: aim(clock, index + 7))
     indices = [30, 31, 64, 100, 101, 119]
     stats = DecodeStats()
     assert [frame_index(f) for f in read_frames(path, indices, stats)] == indices
@@ -167,8 +159,8 @@ def test_a_seek_that_lands_early_is_not_repeated(make_video, frame_index, monkey
     """A policy that misjudges keyframes (MP4 index timestamps are decode times, so with B-frames
     it can think a keyframe lies just before the target) must not seek to the same keyframe forever."""
     path = make_video("gop10.mp4", 120)
-    monkeypatch.setattr(vidcls.video._SeekPolicy, "worth_it", lambda policy, current, target: target > current + 1)
-    seek = vidcls.video._FramePicker.seek
+    monkeypatch.setattr(vidcls.video.decode._SeekPolicy, "worth_it", lambda policy, current, target: target > current + 1)
+    seek = vidcls.video.decode._FramePicker.seek
     seeks = []
 
     def counted_seek(picker, index):  # a seek loop fails the test instead of hanging it
@@ -176,7 +168,7 @@ def test_a_seek_that_lands_early_is_not_repeated(make_video, frame_index, monkey
         assert len(seeks) <= 100, f"seeking in a loop: {seeks[-5:]}"
         seek(picker, index)
 
-    monkeypatch.setattr(vidcls.video._FramePicker, "seek", counted_seek)
+    monkeypatch.setattr(vidcls.video.decode._FramePicker, "seek", counted_seek)
     indices = [6, 18, 30, 42, 54, 66, 78, 90, 119]
     stats = DecodeStats()
     assert [frame_index(f) for f in read_frames(path, indices, stats)] == indices
@@ -269,9 +261,9 @@ def test_rotation_metadata_is_applied(make_video, rotation, corner):
 def test_legacy_rotate_tag_is_read_when_frames_carry_no_display_matrix():
     """Older FFmpeg builds export the phone "rotate" tag instead; this PyAV cannot write it."""
     legacy = SimpleNamespace(metadata={"rotate": "90"})
-    assert vidcls.video._rotation_cw(SimpleNamespace(rotation=0), legacy) == 90
-    assert vidcls.video._rotation_cw(SimpleNamespace(rotation=-90), SimpleNamespace(metadata={})) == 90
-    assert vidcls.video._rotation_cw(SimpleNamespace(rotation=180), SimpleNamespace(metadata={})) == 180
+    assert vidcls.video.container.rotation_cw(SimpleNamespace(rotation=0), legacy) == 90
+    assert vidcls.video.container.rotation_cw(SimpleNamespace(rotation=-90), SimpleNamespace(metadata={})) == 90
+    assert vidcls.video.container.rotation_cw(SimpleNamespace(rotation=180), SimpleNamespace(metadata={})) == 180
 
 
 def test_rotate_frames_turns_clockwise():

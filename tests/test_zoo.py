@@ -4,17 +4,18 @@ import json
 
 import pytest
 import torch
-from authors_layouts import compact_authors_state, vidtr_authors_state
-from hub_helpers import add_to_hub_cache, flip_byte, hub_cache, save_transformers, tiny_transformers_model  # noqa: F401
 from typer.testing import CliRunner
 
+from authors_layouts import compact_authors_state, vidtr_authors_state
+from hub_helpers import add_to_hub_cache, flip_byte, hub_cache, save_transformers, tiny_transformers_model  # noqa: F401
 from vidcls.cli import app
-from vidcls.convert import AUTHOR_LAYOUTS, infer_arch, to_vidcls
-from vidcls.convert.transformers import arch_from_config
 from vidcls.models import build_model, make_config
-from vidcls.synthetic import make_sample_clip
-from vidcls.cache import converted_dir, lock_path
-from vidcls.zoo import load_model, resolve, zoo_card, zoo_entries
+from vidcls.video.synthetic import make_sample_clip
+from vidcls.zoo.cache import converted_dir, lock_path
+from vidcls.zoo.catalog import zoo_card, zoo_entries
+from vidcls.zoo.convert import AUTHOR_LAYOUTS, infer_arch, to_vidcls
+from vidcls.zoo.convert.transformers import arch_from_config
+from vidcls.zoo.resolve import load_model, resolve
 
 pytest.importorskip("transformers")
 runner = CliRunner()

@@ -13,17 +13,19 @@ import time
 import pytest
 import torch
 import yaml
-from authors_layouts import compact_authors_state, to_xvit_authors_layout, vidtr_authors_state
 from rich.console import Console
 from typer.testing import CliRunner
 
-from vidcls import cache, cli, hub, web
+from authors_layouts import compact_authors_state, to_xvit_authors_layout, vidtr_authors_state
+from vidcls import cli
 from vidcls.cli import app
-from vidcls.convert import convert_checkpoint
 from vidcls.errors import UsageError, VidclsError
 from vidcls.models import build_model
-from vidcls.synthetic import make_sample_clip
-from vidcls.zoo import load_model, zoo_entries, zoo_origin
+from vidcls.video.synthetic import make_sample_clip
+from vidcls.zoo import cache, hub, web
+from vidcls.zoo.catalog import zoo_entries, zoo_origin
+from vidcls.zoo.convert import convert_checkpoint
+from vidcls.zoo.resolve import load_model
 
 runner = CliRunner()
 LABELS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]

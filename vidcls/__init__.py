@@ -16,8 +16,8 @@ The library API that the command line is built on, one function per command:
 
 The names are imported on first use: `import vidcls` (and `vidcls --help`) does not load
 torch, which takes seconds. `train_model` and `convert_checkpoint` are not called `train`
-and `convert` because those are the subpackages vidcls.train and vidcls.convert: Python
-rebinds `vidcls.train` to the subpackage whenever it is imported.
+and `convert` because vidcls.train is a subpackage (Python rebinds `vidcls.train` to it
+whenever it is imported), and for symmetry with it.
 """
 
 from __future__ import annotations
@@ -25,34 +25,37 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import UsageError as UsageError, VidclsError as VidclsError  # re-exported
+from vidcls.errors import UsageError as UsageError  # re-exported
+from vidcls.errors import VidclsError as VidclsError
 
 __version__ = "0.1.0"
 
 # public name -> (module, attribute), imported by __getattr__ on first use
 _LAZY = {
-    "LoadedModel": ("zoo", "LoadedModel"), "ModelCard": ("zoo", "ModelCard"), "load_model": ("zoo", "load_model"),
-    "save_model_dir": ("zoo", "save_model_dir"), "download": ("zoo", "download"),
-    "Prediction": ("inference", "Prediction"), "predict": ("inference", "predict"),
-    "predict_video": ("inference", "predict_video"),
+    "LoadedModel": ("zoo.resolve", "LoadedModel"), "ModelCard": ("zoo.modeldir", "ModelCard"), "load_model": ("zoo.resolve", "load_model"),
+    "save_model_dir": ("zoo.modeldir", "save_model_dir"), "download": ("zoo.fetch", "download"),
+    "Prediction": ("inference.predict", "Prediction"), "predict": ("inference.predict", "predict"),
+    "predict_video": ("inference.predict", "predict_video"),
     "PredictRun": ("api", "PredictRun"), "predict_run": ("api", "predict_run"),
     "EvalRun": ("api", "EvalRun"), "evaluate_run": ("api", "evaluate_run"),
     "benchmark": ("api", "benchmark"), "list_models": ("api", "list_models"),
-    "TrainConfig": ("train", "TrainConfig"), "TrainResult": ("train", "TrainResult"),
-    "train_model": ("train", "train"), "convert_checkpoint": ("convert", "convert_checkpoint"),
-    "export_model": ("export", "export_model"), "ExportReport": ("export", "ExportReport"),
+    "TrainConfig": ("train.config", "TrainConfig"), "TrainResult": ("train.config", "TrainResult"),
+    "train_model": ("train.loop", "train"), "convert_checkpoint": ("zoo.convert", "convert_checkpoint"),
+    "export_model": ("export.onnx", "export_model"), "ExportReport": ("export.onnx", "ExportReport"),
 }
 
 __all__ = sorted([*_LAZY, "UsageError", "VidclsError", "__version__"])
 
 if TYPE_CHECKING:  # what __getattr__ returns, for type checkers and IDEs
-    from .api import EvalRun, PredictRun, benchmark, evaluate_run, list_models, predict_run  # noqa: F401
-    from .convert import convert_checkpoint  # noqa: F401
-    from .export import ExportReport, export_model  # noqa: F401
-    from .inference import Prediction, predict, predict_video  # noqa: F401
-    from .train import TrainConfig, TrainResult  # noqa: F401
-    from .train import train as train_model  # noqa: F401
-    from .zoo import LoadedModel, ModelCard, download, load_model, save_model_dir  # noqa: F401
+    from vidcls.api import EvalRun, PredictRun, benchmark, evaluate_run, list_models, predict_run  # noqa: F401
+    from vidcls.export.onnx import ExportReport, export_model  # noqa: F401
+    from vidcls.inference.predict import Prediction, predict, predict_video  # noqa: F401
+    from vidcls.train import TrainConfig, TrainResult  # noqa: F401
+    from vidcls.train import train as train_model  # noqa: F401
+    from vidcls.zoo.convert import convert_checkpoint  # noqa: F401
+    from vidcls.zoo.fetch import download  # noqa: F401
+    from vidcls.zoo.modeldir import ModelCard, save_model_dir
+    from vidcls.zoo.resolve import LoadedModel, load_model
 
 
 def __getattr__(name: str) -> Any:

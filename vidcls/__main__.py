@@ -1,5 +1,5 @@
 """`python -m vidcls ...` runs the command line (and `torchrun -m vidcls ...` trains distributed)."""
 
-from .cli import main
+from vidcls.cli import main
 
 main()

@@ -12,7 +12,6 @@ import dataclasses
 import functools
 import os
 import time
-
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,20 +19,29 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .bench.cost import RunCost
-from .bench.memory import PeakMemory
-from .engine import EngineSettings, Recipe
-from .errors import UsageError, VidclsError, first_line
-from .inference import (RECIPE_KEYS, ModelRef, Prediction, check_options, classify, plan_run, ready_model,
-                        top_k_labels)
-from .inputs import VideoInput, gather, parse_shard, stdin_directory, take_shard
-from .plotting import require_matplotlib
-from .results import ResultWriter, merge, output_format, rank_path, read_records
-from .zoo import LoadedModel, zoo_entries, zoo_summary
+from vidcls.bench.cost import RunCost
+from vidcls.bench.memory import PeakMemory
+from vidcls.errors import UsageError, VidclsError, first_line
+from vidcls.inference.engine import EngineSettings, Recipe
+from vidcls.inference.predict import (
+    RECIPE_KEYS,
+    ModelRef,
+    Prediction,
+    check_options,
+    classify,
+    plan_run,
+    ready_model,
+    top_k_labels,
+)
+from vidcls.inference.results import ResultWriter, merge, output_format, rank_path, read_records
+from vidcls.video.inputs import VideoInput, gather, parse_shard, stdin_directory, take_shard
+from vidcls.viz.plotting import require_matplotlib
+from vidcls.zoo.catalog import zoo_entries, zoo_summary
+from vidcls.zoo.resolve import LoadedModel
 
 if TYPE_CHECKING:  # predict's path must not load the sweep (vidcls.bench's docstring): benchmark imports it
-    from .bench.sweep import BenchPoint, BenchReport
-    from .evaluate import EvalSummary
+    from vidcls.bench.sweep import BenchPoint, BenchReport
+    from vidcls.inference.metrics import EvalSummary
 
 
 def list_models() -> list[dict[str, Any]]:
@@ -137,7 +145,7 @@ class TimelineOptions:
     out_video: Path | None = None
 
     def check(self) -> None:
-        from .timeline import check_timeline_options
+        from vidcls.inference.timeline import check_timeline_options
 
         check_timeline_options(self.window_s, self.hop_s, self.smooth)
         if self.plot is not None:
@@ -150,11 +158,11 @@ class TimelineOptions:
 
 def _timelines(videos: list[VideoInput], loaded: LoadedModel, target: torch.device, top_k: int, recipe: Recipe,
                settings: EngineSettings, options: TimelineOptions) -> Iterator[Prediction]:
-    """One Prediction per video, each with its timeline (vidcls.timeline: one pass over the
+    """One Prediction per video, each with its timeline (vidcls.inference.timeline: one pass over the
     file); a video that fails, or whose plot or annotated video cannot be written, gets the error."""
-    from .overlay import write_annotated_video
-    from .timeline import timeline
-    from .timeline_plot import plot_timeline
+    from vidcls.inference.timeline import timeline
+    from vidcls.viz.overlay import write_annotated_video
+    from vidcls.viz.timeline import plot_timeline
 
     for item in videos:
         start = time.perf_counter()
@@ -198,7 +206,7 @@ def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str |
     batch_size, workers, threads). on_start(count) is called with the number of videos to
     classify, on_result(prediction) as each arrives. Inputs that hold no video at all are a
     UsageError: a command run on an empty folder should say so rather than print nothing.
-    timeline (TimelineOptions) labels each video over time instead (vidcls.timeline): each
+    timeline (TimelineOptions) labels each video over time instead (vidcls.inference.timeline): each
     Prediction then carries its windows and segments, and its top_k is the mean over windows.
     """
     top_k = options.pop("top_k", 5)
@@ -210,7 +218,7 @@ def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str |
         output_format(output)
     place = Placement.of(shard)
     if place.torchrun:
-        from .train.distributed import setup
+        from vidcls.devices import setup
 
         if output is None:
             raise UsageError("under torchrun, give --output FILE: each process writes FILE.rankR and rank 0 merges them")
@@ -242,7 +250,7 @@ def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str |
 
 def _finish_torchrun(place: Placement, output: Path, order: list[str], top_k: int) -> int | None:
     """Wait for every rank (a barrier), then rank 0 merges the rank files into --output."""
-    from .train.distributed import Dist, teardown
+    from vidcls.devices import Dist, teardown
 
     teardown(Dist(place.rank, place.world_size), finished=True)
     return merge(output, place.world_size, order, top_k) if place.rank == 0 else None
@@ -272,8 +280,9 @@ def evaluate_run(model: ModelRef, data: str | Path, *, weights: str | Path | Non
     predict_run does; the summary then covers every video in the file, resumed ones included.
     plot writes the confusion matrix as PNG.
     """
-    from .evaluate import match_labels, plot_confusion, summarize
-    from .train.data import read_samples
+    from vidcls.inference.metrics import match_labels, summarize
+    from vidcls.train.data import read_samples
+    from vidcls.viz.confusion import plot_confusion
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("evaluate runs in one process; use predict --output under torchrun, then evaluate --resume")
@@ -317,9 +326,9 @@ def benchmark(models: str | Sequence[str], frames: Sequence[int] = (8, 16, 32), 
     (batch_size, device, precision, warmup, repeats, compile, threads). isolate, on_point
     and on_warning are vidcls.bench.benchmark's.
     """
-    from .bench.measurement import RunSettings
-    from .bench.models import resolve_models
-    from .bench.sweep import benchmark as sweep
+    from vidcls.bench.measurement import RunSettings
+    from vidcls.bench.models import resolve_models
+    from vidcls.bench.sweep import benchmark as sweep
 
     refs = [models] if isinstance(models, str) else list(models)
     return sweep(resolve_models(refs), frames, size, RunSettings(**settings), isolate=isolate,

@@ -14,8 +14,9 @@ import functools
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -24,9 +25,18 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from typer.core import TyperGroup
 
-from . import __version__
-from .choices import CROPS, DEVICE_METAVAR, DEVICE_PATTERN, DIRECTIONS, INFLATIONS, OPTIMIZERS, PRECISIONS, SAMPLINGS
-from .errors import UsageError, VidclsError, first_line, printable
+from vidcls import __version__
+from vidcls.choices import (
+    CROPS,
+    DEVICE_METAVAR,
+    DEVICE_PATTERN,
+    DIRECTIONS,
+    INFLATIONS,
+    OPTIMIZERS,
+    PRECISIONS,
+    SAMPLINGS,
+)
+from vidcls.errors import UsageError, VidclsError, first_line, printable
 
 out = Console()
 err = Console(stderr=True)
@@ -178,7 +188,7 @@ def models_command(
 
     frames = frames per clip x sampling stride; views = clips x crops of the test protocol.
     """
-    from .api import list_models
+    from vidcls.api import list_models
 
     rows = list_models()
     if as_json:
@@ -210,16 +220,16 @@ def _prediction_table(results: list) -> Table:
 
 
 # Options predict and evaluate share: one declaration, one help text.
-ClipsOption = Annotated[Optional[int], typer.Option("--clips", min=1, help="Temporal clips per video (default: the model's recipe).")]
-CropsOption = Annotated[Optional[int], typer.Option("--crops", **one_of("--crops", CROPS), help="Spatial crops per clip: 1 (centre) or 3 (left/centre/right); default: the model's recipe.")]
-FramesOption = Annotated[Optional[int], typer.Option("--frames", min=1, help="Frames per clip (default: the model's recipe; other counts interpolate the time embedding, with a warning).")]
-StrideOption = Annotated[Optional[int], typer.Option("--stride", min=1, help="Frames between samples with dense sampling (default: the model's recipe).")]
-SamplingOption = Annotated[Optional[str], typer.Option("--sampling", **one_of("--sampling", SAMPLINGS), help="segment: frames spread over the whole video; dense: frames x stride consecutive (default: the model's recipe).")]
+ClipsOption = Annotated[int | None, typer.Option("--clips", min=1, help="Temporal clips per video (default: the model's recipe).")]
+CropsOption = Annotated[int | None, typer.Option("--crops", **one_of("--crops", CROPS), help="Spatial crops per clip: 1 (centre) or 3 (left/centre/right); default: the model's recipe.")]
+FramesOption = Annotated[int | None, typer.Option("--frames", min=1, help="Frames per clip (default: the model's recipe; other counts interpolate the time embedding, with a warning).")]
+StrideOption = Annotated[int | None, typer.Option("--stride", min=1, help="Frames between samples with dense sampling (default: the model's recipe).")]
+SamplingOption = Annotated[str | None, typer.Option("--sampling", **one_of("--sampling", SAMPLINGS), help="segment: frames spread over the whole video; dense: frames x stride consecutive (default: the model's recipe).")]
 PrecisionOption = Annotated[str, typer.Option("--precision", **one_of("--precision", PRECISIONS), help="bf16/fp16 run under autocast; fp32 is right on CPUs.")]
 BatchSizeOption = Annotated[int, typer.Option("--batch-size", min=1, help="Views per forward pass (views of consecutive videos are batched together).")]
-WorkersOption = Annotated[Optional[int], typer.Option("--workers", min=0, help="Processes decoding videos ahead of the model (default on CPU: one per core for a cheap model (under 1 GMAC per video), else a quarter of the cores; with CUDA: all cores but two; 0: decode in this process).")]
-ThreadsOption = Annotated[Optional[int], typer.Option("--threads", min=1, help="Torch threads of the model process (default: 1 for a cheap model on CPU, whose cores decode; else one per core).")]
-WeightsOption = Annotated[Optional[Path], typer.Option("--weights", help="Local safetensors file replacing the model's weights.")]
+WorkersOption = Annotated[int | None, typer.Option("--workers", min=0, help="Processes decoding videos ahead of the model (default on CPU: one per core for a cheap model (under 1 GMAC per video), else a quarter of the cores; with CUDA: all cores but two; 0: decode in this process).")]
+ThreadsOption = Annotated[int | None, typer.Option("--threads", min=1, help="Torch threads of the model process (default: 1 for a cheap model on CPU, whose cores decode; else one per core).")]
+WeightsOption = Annotated[Path | None, typer.Option("--weights", help="Local safetensors file replacing the model's weights.")]
 
 
 def _terminate_as_interrupt() -> None:
@@ -238,7 +248,7 @@ def _input_line(kind: str, style: str, text: str) -> None:
 
 def _segments_table(results: list) -> Table:
     """predict --timeline: each video's segments (consecutive windows with the same top-1)."""
-    from .timeline import SEGMENT_COLUMNS, segment_text
+    from vidcls.inference.timeline import SEGMENT_COLUMNS, segment_text
 
     table = Table(title="segments")
     table.add_column("video")
@@ -271,16 +281,16 @@ def predict_command(
     workers: WorkersOption = None,
     threads: ThreadsOption = None,
     weights: WeightsOption = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Write one result per video as it completes: .jsonl, .json or .csv (by suffix); every line is flushed, Ctrl-C keeps the finished ones.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write one result per video as it completes: .jsonl, .json or .csv (by suffix); every line is flushed, Ctrl-C keeps the finished ones.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue --output: skip the videos already in it (a torn last line is redone).")] = False,
-    shard: Annotated[Optional[str], typer.Option("--shard", metavar="I/N", help="Classify every N-th video from position I of the input list (0 <= I < N); under torchrun each process takes its own.")] = None,
+    shard: Annotated[str | None, typer.Option("--shard", metavar="I/N", help="Classify every N-th video from position I of the input list (0 <= I < N); under torchrun each process takes its own.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array (schema in docs/cli.md) to stdout.")] = False,
     timeline: Annotated[bool, typer.Option("--timeline", help="Label each video over time: the model's recipe on windows covering the video (one pass over the file); the table shows segments of the same top-1, the JSON each window too.", rich_help_panel="Long videos")] = False,
-    window: Annotated[Optional[float], typer.Option("--window", min=0.001, metavar="SECONDS", help="Window length (default: the model's clip span, frames x stride / fps, or 2 s for segment sampling); implies --timeline.", rich_help_panel="Long videos")] = None,
-    hop: Annotated[Optional[float], typer.Option("--hop", min=0.001, metavar="SECONDS", help="Time between window starts (default: half the window; at most the window); implies --timeline.", rich_help_panel="Long videos")] = None,
+    window: Annotated[float | None, typer.Option("--window", min=0.001, metavar="SECONDS", help="Window length (default: the model's clip span, frames x stride / fps, or 2 s for segment sampling); implies --timeline.", rich_help_panel="Long videos")] = None,
+    hop: Annotated[float | None, typer.Option("--hop", min=0.001, metavar="SECONDS", help="Time between window starts (default: half the window; at most the window); implies --timeline.", rich_help_panel="Long videos")] = None,
     smooth: Annotated[int, typer.Option("--smooth", min=1, metavar="N", help="Average the probabilities over N consecutive windows before labelling; implies --timeline when above 1.", rich_help_panel="Long videos")] = 1,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Draw the timeline as PNG (with several videos: FILE-<video>.png); needs matplotlib; implies --timeline.", rich_help_panel="Long videos")] = None,
-    out_video: Annotated[Optional[Path], typer.Option("--out-video", help="Write the video again with the current window's top-1 label and score on every frame (H.264; with several videos: FILE-<video>.mp4); implies --timeline.", rich_help_panel="Long videos")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Draw the timeline as PNG (with several videos: FILE-<video>.png); needs matplotlib; implies --timeline.", rich_help_panel="Long videos")] = None,
+    out_video: Annotated[Path | None, typer.Option("--out-video", help="Write the video again with the current window's top-1 label and score on every frame (H.264; with several videos: FILE-<video>.mp4); implies --timeline.", rich_help_panel="Long videos")] = None,
 ) -> None:
     """Classify videos and print the top-k labels of each.
 
@@ -288,8 +298,8 @@ def predict_command(
     classified is reported on stderr (exit code 1) and the others are still classified.
     With --output, results stream to the file and stdout gets only what --json asks for.
     """
-    from .api import TimelineOptions, predict_run
-    from .bench import cost_line
+    from vidcls.api import TimelineOptions, predict_run
+    from vidcls.bench import cost_line
 
     _terminate_as_interrupt()
     over_time = timeline or smooth > 1 or any(v is not None for v in (window, hop, plot, out_video))
@@ -376,9 +386,9 @@ def evaluate_command(
     workers: WorkersOption = None,
     threads: ThreadsOption = None,
     weights: WeightsOption = None,
-    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Per-video predictions (with the true label), streamed: .jsonl, .json or .csv.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Per-video predictions (with the true label), streamed: .jsonl, .json or .csv.")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue --output: skip the videos already in it; the summary covers them all.")] = False,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write the confusion matrix as PNG (needs matplotlib, the plot extra).")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write the confusion matrix as PNG (needs matplotlib, the plot extra).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the summary as one JSON object (schema in docs/cli.md).")] = False,
 ) -> None:
     """Measure a model's accuracy on labelled videos: top-1, top-5, mean class accuracy,
@@ -387,7 +397,7 @@ def evaluate_command(
     Videos that cannot be decoded are counted and listed (exit code 1), never part of an
     accuracy. A data label the model does not have stops the run before any decoding.
     """
-    from .api import evaluate_run
+    from vidcls.api import evaluate_run
 
     _terminate_as_interrupt()
     with _progress() as progress:
@@ -428,7 +438,7 @@ def sample_clip_command(
     seed: Annotated[int, typer.Option("--seed", help="Random seed for shape, colour and position.")] = 0,
 ) -> None:
     """Write a synthetic clip of a shape moving in one direction (input for demo-motion)."""
-    from .synthetic import make_sample_clip
+    from vidcls.video.synthetic import make_sample_clip
 
     path = make_sample_clip(output, direction=direction, frames=frames, height=height, width=width,
                             seed=seed)
@@ -478,7 +488,7 @@ def _benchmark_tables(report) -> tuple[Table, Table]:
 def benchmark_command(
     model: Annotated[str, typer.Option("--model", "-m", help="REF[,REF...]: zoo names, hf:// refs, model directories or exported .onnx files (timed on ONNX Runtime, at their exported shape), measured side by side.")],
     frames: Annotated[str, typer.Option("--frames", help="Comma-separated frame counts to sweep.")] = "8,16,32",
-    size: Annotated[Optional[int], typer.Option("--size", min=16, help="Frame size in pixels (default: each model's input size, 224 for the paper models).")] = None,
+    size: Annotated[int | None, typer.Option("--size", min=16, help="Frame size in pixels (default: each model's input size, 224 for the paper models).")] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Clips per forward pass.")] = 1,
     device: Annotated[str, typer.Option("--device", **checked("--device", DEVICE_PATTERN, DEVICE_METAVAR), help="auto picks CUDA when available.")] = "auto",
     precision: Annotated[str, typer.Option("--precision", **one_of("--precision", PRECISIONS), help="bf16/fp16 run under autocast; fp32 is the CPU default, and a CPU without native support for the others is warned about.")] = "fp32",
@@ -486,9 +496,9 @@ def benchmark_command(
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timed forward passes; the median is reported.")] = 5,
     compile_model: Annotated[bool, typer.Option("--compile", help="Run the model through torch.compile (warm-up includes compilation).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON array (schema in docs/cli.md), one object per (model, frames) point.")] = False,
-    plot: Annotated[Optional[Path], typer.Option("--plot", help="Write a PNG of GMACs, peak memory and latency vs frames (needs matplotlib, the plot extra).")] = None,
-    csv_path: Annotated[Optional[Path], typer.Option("--csv", help="Write the points as CSV.")] = None,
-    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="CPU threads for the timed passes and the matmul rate (default: torch's, one per core); 1 gives steadier numbers on a busy machine.")] = None,
+    plot: Annotated[Path | None, typer.Option("--plot", help="Write a PNG of GMACs, peak memory and latency vs frames (needs matplotlib, the plot extra).")] = None,
+    csv_path: Annotated[Path | None, typer.Option("--csv", help="Write the points as CSV.")] = None,
+    threads: Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for the timed passes and the matmul rate (default: torch's, one per core); 1 gives steadier numbers on a busy machine.")] = None,
     in_process: Annotated[bool, typer.Option("--in-process", help="On CPU, measure in this process instead of a fresh one per point: quicker, but an out-of-memory point can end the run.")] = False,
 ) -> None:
     """Measure how cost grows with the number of frames, for every model side by side.
@@ -505,9 +515,10 @@ def benchmark_command(
     timed passes, after malloc_trim returns freed memory). A point that does not fit in
     memory is reported as "out of memory at T=..." and the sweep goes on.
     """
-    from .api import benchmark
-    from .bench import write_csv, write_plot
-    from .plotting import require_matplotlib
+    from vidcls.api import benchmark
+    from vidcls.bench import write_csv
+    from vidcls.viz.scaling import write_plot
+    from vidcls.viz.plotting import require_matplotlib
 
     if plot is not None:
         require_matplotlib()  # before the sweep, not after it
@@ -553,8 +564,8 @@ def download_command(
     a file without a pinned digest records it in the lock file ($VIDCLS_HOME/lock.json, default
     ~/.cache/vidcls/lock.json); later downloads are checked against it.
     """
-    from .cache import lock_path
-    from .zoo import download
+    from vidcls.zoo.cache import lock_path
+    from vidcls.zoo.fetch import download
 
     verified = download(ref)
     how = f"recorded in {lock_path()}" if verified.recorded else "verified"
@@ -591,8 +602,8 @@ def convert_command(
     family: Annotated[str, typer.Option("--family", help="Target model family (divided, joint, xvit, vidtr, vidtr-compact, ...).")],
     output: Annotated[Path, typer.Option("--output", "-o", "--out", help="Model directory to write (config.json + model.safetensors); --out is an alias.")],
     allow_missing: Annotated[bool, typer.Option("--allow-missing", help="Write even if some weights are missing (they keep their initialisation).")] = False,
-    arch: Annotated[Optional[list[str]], typer.Option("--arch", help="KEY=VALUE hyper-parameter the checkpoint cannot tell (e.g. num_heads=12); repeatable.")] = None,
-    labels: Annotated[Optional[Path], typer.Option("--labels", help="Text file with one class name per line, in index order.")] = None,
+    arch: Annotated[list[str] | None, typer.Option("--arch", help="KEY=VALUE hyper-parameter the checkpoint cannot tell (e.g. num_heads=12); repeatable.")] = None,
+    labels: Annotated[Path | None, typer.Option("--labels", help="Text file with one class name per line, in index order.")] = None,
 ) -> None:
     """Convert a foreign checkpoint into a vidcls model directory.
 
@@ -602,7 +613,7 @@ def convert_command(
     with torch.load(weights_only=True) only. Prints the missing / unexpected keys; refuses
     to write a model with missing weights unless --allow-missing.
     """
-    from .convert import convert_checkpoint
+    from vidcls.zoo.convert import convert_checkpoint
 
     report = convert_checkpoint(src, family, output, allow_missing=allow_missing, arch=_arch_options(arch or []),
                                 labels=None if labels is None else _label_lines(labels))
@@ -618,12 +629,12 @@ def convert_command(
 def export_command(
     ref: Annotated[str, typer.Argument(help=r"Zoo name, hf://OWNER/REPO\[@REV] or a model directory.")],
     output: Annotated[Path, typer.Option("--out", "-o", "--output", help="The .onnx file to write (only once it passes the parity check).")],
-    frames: Annotated[Optional[int], typer.Option("--frames", min=1, help="Frames per clip baked into the graph (default: the model's recipe).")] = None,
-    size: Annotated[Optional[int], typer.Option("--size", min=16, help="Frame size in pixels baked into the graph (default: the model's recipe).")] = None,
+    frames: Annotated[int | None, typer.Option("--frames", min=1, help="Frames per clip baked into the graph (default: the model's recipe).")] = None,
+    size: Annotated[int | None, typer.Option("--size", min=16, help="Frame size in pixels baked into the graph (default: the model's recipe).")] = None,
     batch: Annotated[str, typer.Option("--batch", **checked("--batch", r"dynamic|[1-9][0-9]*", "dynamic|N"), help="A symbolic batch axis, or a fixed batch size.")] = "dynamic",
-    quantize: Annotated[Optional[str], typer.Option("--quantize", **one_of("--quantize", ("int8",)), help="int8: ONNX Runtime's dynamic quantisation of the linear layers (checked against fp32 torch on decoded sample clips).")] = None,
-    opset: Annotated[Optional[int], typer.Option("--opset", min=18, help="ONNX opset (default: torch's exporter's, 20 in torch 2.13; Gelu is a single op from 20).")] = None,
-    weights: Annotated[Optional[Path], typer.Option("--weights", help="Local safetensors file replacing the model's weights.")] = None,
+    quantize: Annotated[str | None, typer.Option("--quantize", **one_of("--quantize", ("int8",)), help="int8: ONNX Runtime's dynamic quantisation of the linear layers (checked against fp32 torch on decoded sample clips).")] = None,
+    opset: Annotated[int | None, typer.Option("--opset", min=18, help="ONNX opset (default: torch's exporter's, 20 in torch 2.13; Gelu is a single op from 20).")] = None,
+    weights: Annotated[Path | None, typer.Option("--weights", help="Local safetensors file replacing the model's weights.")] = None,
     allow_random: Annotated[bool, typer.Option("--allow-random", help="Export an architecture without trained weights (random initialisation), e.g. to benchmark it.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the export report as JSON to stdout.")] = False,
 ) -> None:
@@ -635,7 +646,7 @@ def export_command(
     torch on the top-1 class of 8 decoded sample clips at least 90% of the time (KL and
     relative error printed). A file that fails is not written (exit 1).
     """
-    from .export import export_model
+    from vidcls.export.onnx import export_model
 
     report = export_model(ref, output, frames=frames, size=size, batch=batch, quantize=quantize, opset=opset,
                           weights=weights, allow_random=allow_random)
@@ -662,16 +673,16 @@ def train_command(
     output: Annotated[Path, typer.Option("--output", "-o", "--out", help="Run directory: best model (config.json + model.safetensors), last/, metrics.jsonl, train.log; --out is an alias.")],
     epochs: Annotated[int, typer.Option("--epochs", min=1, help="Epochs in all; with --resume, more than the run planned extends it.")] = 10,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Clips per step and process (effective batch: x processes x --accumulate).")] = 8,
-    lr: Annotated[Optional[float], typer.Option("--lr", help=f"Peak learning rate (default: {LR_DEFAULTS}).")] = None,
+    lr: Annotated[float | None, typer.Option("--lr", help=f"Peak learning rate (default: {LR_DEFAULTS}).")] = None,
     optimizer: Annotated[str, typer.Option("--optimizer", **one_of("--optimizer", OPTIMIZERS), help="sgd: momentum 0.9, Nesterov.")] = "adamw",
-    weight_decay: Annotated[Optional[float], typer.Option("--weight-decay", help=f"On Linear/conv weights only, never on norms, biases or embeddings (default: {DECAY_DEFAULTS}).")] = None,
+    weight_decay: Annotated[float | None, typer.Option("--weight-decay", help=f"On Linear/conv weights only, never on norms, biases or embeddings (default: {DECAY_DEFAULTS}).")] = None,
     warmup_epochs: Annotated[float, typer.Option("--warmup-epochs", min=0, help="Linear warm-up length (at most half the run), then cosine decay to zero.")] = 1.0,
     label_smoothing: Annotated[float, typer.Option("--label-smoothing", min=0, max=0.99)] = 0.1,
     clip_grad: Annotated[float, typer.Option("--clip-grad", min=0, help="Max gradient norm (0: no clipping).")] = 1.0,
     accumulate: Annotated[int, typer.Option("--accumulate", min=1, help="Batches per optimizer step (gradient accumulation).")] = 1,
     precision: Annotated[str, typer.Option("--precision", **one_of("--precision", PRECISIONS), help="bf16/fp16 run under autocast, fp16 with a gradient scaler.")] = "fp32",
     compile_model: Annotated[bool, typer.Option("--compile", help="Train through torch.compile.")] = False,
-    init: Annotated[Optional[str], typer.Option("--init", help="none (random), imagenet, or a model REF whose weights to start from (a head for another class count is replaced); default: --model's own weights if it has any, else none.")] = None,
+    init: Annotated[str | None, typer.Option("--init", help="none (random), imagenet, or a model REF whose weights to start from (a head for another class count is replaced); default: --model's own weights if it has any, else none.")] = None,
     inflate: Annotated[str, typer.Option("--inflate", **one_of("--inflate", INFLATIONS), help="With --init imagenet: put the image patch kernel on the central frame of each tubelet (central) or spread it evenly over the tubelet (average).")] = "central",
     resume: Annotated[bool, typer.Option("--resume", help="Continue the run in --output from its last checkpoint, with the same options; a larger --epochs extends it (the learning-rate schedule is re-planned, see train.log).")] = False,
     workers: Annotated[int, typer.Option("--workers", min=0, help="DataLoader worker processes decoding videos (0: decode in the training process).")] = 4,
@@ -691,7 +702,7 @@ def train_command(
     """
     import signal
 
-    from .train import TrainConfig, train
+    from vidcls.train import TrainConfig, train
 
     config = TrainConfig(model=model, train=train_data, val=val_data, output=output, epochs=epochs,
                          batch_size=batch_size, lr=lr, optimizer=optimizer, weight_decay=weight_decay,

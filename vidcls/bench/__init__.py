@@ -14,7 +14,7 @@ One module per concern, each importing only those listed before it:
     memory       peak memory of a block of work; out-of-memory recognition
     measurement  one point's memory and latency, in this process or a fresh one
     sweep        `vidcls benchmark`: every model at every frame count, scaling exponents
-    outputs      the report as CSV and as a chart
+    outputs      the report as CSV (the chart is vidcls.viz.scaling)
     cost         `vidcls predict`'s cost line (flops and models only: no sweep, no subprocess)
 
 The public names below are importable from `vidcls.bench` itself; each loads only its own
@@ -36,7 +36,7 @@ _EXPORTS = {
     "Measurement": "measurement", "RunSettings": "measurement", "measure": "measurement",
     "measure_isolated": "measurement",
     "BenchPoint": "sweep", "BenchReport": "sweep", "benchmark": "sweep", "scaling_exponent": "sweep",
-    "write_csv": "outputs", "write_plot": "outputs",
+    "write_csv": "outputs",
     "RunCost": "cost", "cost_line": "cost", "run_cost": "cost",
 }
 

@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ..zoo import ModelCard
-from .models import BenchModel, model_cost, significant
+from vidcls.bench.models import BenchModel, model_cost, significant
+from vidcls.zoo.modeldir import ModelCard
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import FlopCounterMode
 
-from ..models.layers import WEIGHT_LAYERS
+from vidcls.models.layers import WEIGHT_LAYERS
 
 aten = torch.ops.aten
 

@@ -18,11 +18,11 @@ from pathlib import Path
 
 import torch
 
-from ..errors import VidclsError
-from ..engine import autocast_context
-from .memory import MIB, PeakMemory, is_out_of_memory, proc_status_kib
-from .models import BenchModel
-from .timing import cpu_threads, wall_and_cpu_ms
+from vidcls.bench.memory import MIB, PeakMemory, is_out_of_memory, proc_status_kib
+from vidcls.bench.models import BenchModel
+from vidcls.bench.timing import cpu_threads, wall_and_cpu_ms
+from vidcls.devices import autocast_context
+from vidcls.errors import VidclsError
 
 
 @dataclass

@@ -15,11 +15,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..errors import UsageError
-from ..models import build_model, families, make_config
-from ..onnx_runtime import OnnxModule, open_session, read_onnx_card
-from ..zoo import ModelCard, resolve
-from .flops import FlopCount, UncountedAttentionError, count_macs, parameter_counts
+from vidcls.bench.flops import FlopCount, UncountedAttentionError, count_macs, parameter_counts
+from vidcls.errors import UsageError
+from vidcls.models import build_model, families, make_config
+from vidcls.zoo.modeldir import ModelCard
+from vidcls.zoo.onnx import OnnxModule, open_session, read_onnx_card
+from vidcls.zoo.resolve import resolve
 
 
 @dataclass(frozen=True)

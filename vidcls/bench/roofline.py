@@ -16,8 +16,8 @@ from pathlib import Path
 
 import torch
 
-from ..fileio import write_text_atomic
-from .timing import wall_seconds
+from vidcls.bench.timing import wall_seconds
+from vidcls.fileio import write_text_atomic
 
 READINGS = 3  # separate readings per measurement, the best one kept
 FAR_BELOW = 0.5  # a rate under this share of the last good reading is re-measured
@@ -52,7 +52,7 @@ def matmul_reading(device: torch.device, dtype: torch.dtype, seconds: float = 0.
 
 
 def record_path() -> Path:
-    from ..cache import home
+    from vidcls.zoo.cache import home
 
     return home() / "roofline.json"
 

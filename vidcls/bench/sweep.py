@@ -17,13 +17,12 @@ from typing import Any
 
 import torch
 
-from ..errors import UsageError
-from ..engine import PRECISIONS
-from ..inference import resolve_device
-from .measurement import Measurement, RunSettings, measure, measure_isolated
-from .models import BenchModel, ModelCost, model_cost, significant
-from .roofline import BusyMachineWarning, matmul_rate, mfu_warning, precision_warning
-from .timing import cpu_threads
+from vidcls.bench.measurement import Measurement, RunSettings, measure, measure_isolated
+from vidcls.bench.models import BenchModel, ModelCost, model_cost, significant
+from vidcls.bench.roofline import BusyMachineWarning, matmul_rate, mfu_warning, precision_warning
+from vidcls.bench.timing import cpu_threads
+from vidcls.devices import PRECISIONS, resolve_device
+from vidcls.errors import UsageError
 
 
 @dataclass

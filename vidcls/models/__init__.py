@@ -14,9 +14,9 @@ import importlib
 import pkgutil
 from typing import Any
 
-from ..errors import UsageError, printable
-from .base import VideoClassifier, VideoConfig
-from .validate import check_fits, show
+from vidcls.errors import UsageError, printable
+from vidcls.models.base import VideoClassifier, VideoConfig
+from vidcls.models.validate import check_fits, show
 
 _FAMILIES: dict[str, type[VideoClassifier]] = {}
 

@@ -27,8 +27,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .layers import ACTIVATIONS, init_vit_weights, reset_to_default_init
-from .validate import Bounds, Choices, check_divisible, check_fields
+from vidcls.models.layers import ACTIVATIONS, init_vit_weights, reset_to_default_init
+from vidcls.models.validate import Bounds, Choices, check_divisible, check_fields
 
 
 @dataclass(kw_only=True)

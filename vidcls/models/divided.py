@@ -18,10 +18,17 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from . import register
-from .base import VideoClassifier, ViTConfig
-from .layers import (Attention, DropPath, Mlp, TubeletEmbed, drop_path_rates, resize_cls_grid_embedding,
-                     resize_grid_embedding)
+from vidcls.models import register
+from vidcls.models.base import VideoClassifier, ViTConfig
+from vidcls.models.layers import (
+    Attention,
+    DropPath,
+    Mlp,
+    TubeletEmbed,
+    drop_path_rates,
+    resize_cls_grid_embedding,
+    resize_grid_embedding,
+)
 
 
 @dataclass

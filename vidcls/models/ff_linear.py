@@ -30,10 +30,9 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from . import register
-from .base import VideoClassifier, VideoConfig
-from .validate import Bounds
-from .layers import (
+from vidcls.models import register
+from vidcls.models.base import VideoClassifier, VideoConfig
+from vidcls.models.layers import (
     ConvMlp,
     DropPath,
     drop_path_rates,
@@ -43,6 +42,7 @@ from .layers import (
     resize_grid_embedding,
     temporal_channel_shift,
 )
+from vidcls.models.validate import Bounds
 
 
 @dataclass

@@ -13,11 +13,17 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from . import register
-from .base import VideoClassifier, ViTConfig
-from .validate import Bounds, Choices
-from .layers import (Block, TubeletEmbed, drop_path_rates, resize_cls_grid_embedding, resize_grid_embedding,
-                     sinusoid_table)
+from vidcls.models import register
+from vidcls.models.base import VideoClassifier, ViTConfig
+from vidcls.models.layers import (
+    Block,
+    TubeletEmbed,
+    drop_path_rates,
+    resize_cls_grid_embedding,
+    resize_grid_embedding,
+    sinusoid_table,
+)
+from vidcls.models.validate import Bounds, Choices
 
 
 @dataclass

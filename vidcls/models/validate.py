@@ -32,7 +32,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from ..errors import VidclsError, first_line, printable
+from vidcls.errors import VidclsError, first_line, printable
 
 Bounds = dict[str, tuple[float, float]]  # field -> (lowest, highest), both allowed
 Choices = dict[str, tuple[Any, ...]]  # field -> the values it may take

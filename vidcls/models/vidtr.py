@@ -52,11 +52,19 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from . import register
-from .base import VideoClassifier, ViTConfig
-from .validate import Bounds, Choices
-from .layers import (Attention, Block, DropPath, Mlp, TubeletEmbed, drop_path_rates, folded_sdpa,
-                     resize_cls_grid_embedding)
+from vidcls.models import register
+from vidcls.models.base import VideoClassifier, ViTConfig
+from vidcls.models.layers import (
+    Attention,
+    Block,
+    DropPath,
+    Mlp,
+    TubeletEmbed,
+    drop_path_rates,
+    folded_sdpa,
+    resize_cls_grid_embedding,
+)
+from vidcls.models.validate import Bounds, Choices
 
 RESIDUAL_POOLS = ("head", "mean")
 ATTENTIONS = ("separate", "shared")

@@ -39,11 +39,11 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from . import register
-from .base import VideoClassifier, ViTConfig
-from .validate import Bounds
-from .layers import Block, TubeletEmbed, drop_path_rates, folded_sdpa
-from .vidtr import gather_rows, most_selective_rows, pool_residual, temporal_affinity
+from vidcls.models import register
+from vidcls.models.base import VideoClassifier, ViTConfig
+from vidcls.models.layers import Block, TubeletEmbed, drop_path_rates, folded_sdpa
+from vidcls.models.validate import Bounds
+from vidcls.models.vidtr import gather_rows, most_selective_rows, pool_residual, temporal_affinity
 
 # The authors' two compact variants, by frame count: pooling blocks and the frames each keeps.
 AUTHORS_POOLING = {8: ((1, 3, 5), (6, 4, 2)), 16: ((1, 2, 4), (8, 4, 2))}

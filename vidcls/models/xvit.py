@@ -28,11 +28,19 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from . import register
-from .base import VideoClassifier, ViTConfig
-from .validate import Bounds, Choices
-from .layers import (Attention, Block, TubeletEmbed, activation, drop_path_rates, resize_cls_grid_embedding,
-                     resize_grid_embedding, temporal_channel_shift)
+from vidcls.models import register
+from vidcls.models.base import VideoClassifier, ViTConfig
+from vidcls.models.layers import (
+    Attention,
+    Block,
+    TubeletEmbed,
+    activation,
+    drop_path_rates,
+    resize_cls_grid_embedding,
+    resize_grid_embedding,
+    temporal_channel_shift,
+)
+from vidcls.models.validate import Bounds, Choices
 
 HEADS = ("ta", "mean")
 

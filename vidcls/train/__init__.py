@@ -10,6 +10,7 @@ starting model), distributed (torchrun / DDP), loop (optimise, evaluate, resume,
 checkpoint (what DIR holds), log (console, train.log, metrics.jsonl).
 """
 
-from .loop import TrainConfig, TrainResult, train
+from vidcls.train.config import TrainConfig, TrainResult
+from vidcls.train.loop import train
 
 __all__ = ["TrainConfig", "TrainResult", "train"]

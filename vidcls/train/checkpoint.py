@@ -27,10 +27,18 @@ from filelock import FileLock, Timeout
 from safetensors.torch import load_file
 from torch import nn
 
-from ..errors import UsageError, VidclsError, first_line, printable
-from ..fileio import atomic_directory, atomic_file, leftovers, write_text_atomic
-from ..modeldir import CONFIG_NAME, LAST, WEIGHTS_NAME, ModelCard, read_vidcls_card, write_config, write_weights
-from .log import LOG_NAME, METRICS_NAME
+from vidcls.errors import UsageError, VidclsError, first_line, printable
+from vidcls.fileio import atomic_directory, atomic_file, leftovers, write_text_atomic
+from vidcls.train.log import LOG_NAME, METRICS_NAME
+from vidcls.zoo.modeldir import (
+    CONFIG_NAME,
+    LAST,
+    WEIGHTS_NAME,
+    ModelCard,
+    read_vidcls_card,
+    write_config,
+    write_weights,
+)
 
 STATE_NAME = "trainer_state.pt"
 LOCK_NAME, PID_NAME = ".train.lock", ".train.pid"

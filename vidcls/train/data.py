@@ -23,11 +23,12 @@ from pathlib import Path, PurePath
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
-from ..errors import VidclsError, first_line, printable
-from ..transforms import eval_views, train_view
-from ..inputs import resolve_path
-from ..video import load_clips, probe, random_clip_indices, read_frames
-from ..zoo import InputSpec
+from vidcls.errors import VidclsError, first_line, printable
+from vidcls.video.decode import load_clips, probe, read_frames
+from vidcls.video.inputs import resolve_path
+from vidcls.video.sampling import random_clip_indices
+from vidcls.video.transforms import eval_views, train_view
+from vidcls.zoo.modeldir import InputSpec
 
 PATH_COLUMNS = ("path", "video", "video_path", "filename", "file")
 LABEL_COLUMNS = ("label", "class", "category")

@@ -11,15 +11,12 @@ never stopped (on CPU, where the kernels are deterministic).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import random
 import signal
 import threading
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,134 +24,43 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..choices import INFLATIONS, OPTIMIZERS
-from ..engine import PRECISIONS, autocast_context
-from ..errors import UsageError, VidclsError, first_line
-from ..modeldir import LAST, WEIGHTS_NAME, load_strict
-from ..models import build_model
-from ..models.layers import WEIGHT_LAYERS
-from . import distributed
-from .checkpoint import (load_last, never_checkpointed, recover, run_files, run_lock, save_last, start_over,
-                         write_model_files)
-from .data import (Batch, EpochSampler, VideoClipDataset, class_list, derive_seed, label_indices, make_loader,
-                   read_samples)
-from .distributed import Dist
-from .log import Bars, RunLog
-from .weights import starting_model
-
-# Options that may change between a run and its --resume: those that do not change the result,
-# and --epochs, which extends (or shortens) the plan: Trainer.plan_schedule re-plans the decay.
-RESUME_MAY_CHANGE = frozenset({"resume", "workers", "device", "compile", "progress", "init", "inflate", "epochs",
-                               "grad_checkpointing"})
-
-
-@dataclass
-class TrainConfig:
-    """Everything a training run depends on (the options of `vidcls train`)."""
-
-    model: str
-    train: Path
-    val: Path
-    output: Path
-    epochs: int = 10
-    batch_size: int = 8  # clips per process and step; the effective batch is x processes x accumulate
-    lr: float | None = None  # None: the optimizer's default (OPTIMIZERS)
-    optimizer: str = "adamw"
-    weight_decay: float | None = None  # None: the optimizer's default
-    momentum: float = 0.9  # SGD only
-    warmup_epochs: float = 1.0  # at most half the run
-    label_smoothing: float = 0.1
-    clip_grad: float = 1.0  # max gradient norm; 0 turns clipping off
-    accumulate: int = 1
-    precision: str = "fp32"
-    compile: bool = False
-    grad_checkpointing: bool = False  # recompute block activations in the backward pass: less memory, same result
-    init: str | None = None  # None: --model's own weights if it has any; "none"; "imagenet"; a REF
-    inflate: str = "central"  # --init imagenet: patch kernel on the central frame, or averaged over the tubelet
-    resume: bool = False
-    workers: int = 4
-    device: str = "auto"
-    seed: int = 0
-    flip: bool = True
-    shuffle_frames: bool = False
-    scale: tuple[float, float] = (1.0, 1.25)
-    max_bad_fraction: float = 0.05
-    progress: bool = True
-
-    def __post_init__(self) -> None:
-        self.train, self.val, self.output = Path(self.train), Path(self.val), Path(self.output)
-        self.scale = tuple(self.scale)
-        checks = [(self.epochs >= 1, "--epochs must be >= 1"), (self.batch_size >= 1, "--batch-size must be >= 1"),
-                  (self.accumulate >= 1, "--accumulate must be >= 1"), (self.workers >= 0, "--workers must be >= 0"),
-                  (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
-                  (self.inflate in INFLATIONS, f"--inflate must be one of {', '.join(INFLATIONS)}"),
-                  (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
-                  (self.lr is None or self.lr > 0, "--lr must be > 0"),
-                  (self.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
-                  (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
-                  (self.clip_grad >= 0, "--clip-grad must be >= 0"),
-                  (0 <= self.max_bad_fraction <= 1, "--max-bad-fraction must be in [0, 1]"),
-                  (0 < self.scale[0] <= self.scale[1], "scale jitter must be 0 < low <= high")]
-        for ok, message in checks:
-            if not ok:
-                raise UsageError(message)
-
-    @property
-    def learning_rate(self) -> float:
-        return self.lr if self.lr is not None else OPTIMIZERS[self.optimizer][0]
-
-    @property
-    def decay(self) -> float:
-        return self.weight_decay if self.weight_decay is not None else OPTIMIZERS[self.optimizer][1]
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain values (paths made absolute) for the checkpoint and the --resume comparison."""
-        values = dataclasses.asdict(self)
-        for key in ("train", "val", "output"):
-            values[key] = str(Path(values[key]).expanduser().resolve())
-        values["scale"] = list(values["scale"])
-        return values
-
-
-@dataclass
-class TrainResult:
-    """How a run ended: the metrics curve, the best epoch, and what was skipped."""
-
-    output: Path
-    classes: list[str]
-    history: list[dict[str, Any]]
-    best_top1: float
-    best_epoch: int
-    skipped: dict[str, str]  # undecodable video -> reason (train and val)
-    seconds: float
-    interrupted: str | None = None  # signal name when stopped by SIGINT / SIGTERM
-
-
-# ----------------------------------------------------------------------------- pure pieces
-
-
-def lr_factor(step: int, warmup: int, total: int) -> float:
-    """Multiplier of the base learning rate at optimizer step `step` (0-based).
-
-    Linear warm-up over `warmup` steps (avoids large early updates that wreck pretrained
-    weights), then a cosine decay to zero at `total`.
-    """
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-
-def schedule_steps(epochs: int, warmup_epochs: float, updates_per_epoch: int) -> tuple[int, int]:
-    """(warm-up steps, total optimizer steps) of a run; the warm-up is at most half the run,
-    so a short run still decays."""
-    total = epochs * updates_per_epoch
-    return min(round(warmup_epochs * updates_per_epoch), total // 2), total
-
-
-def epochs_started(state: dict[str, Any]) -> int:
-    """Epochs a checkpointed run has finished, plus the one it stopped in, if any."""
-    return state["epoch"] + (1 if state["step"] else 0)
+from vidcls.devices import Dist, autocast_context
+from vidcls.errors import UsageError, VidclsError, first_line
+from vidcls.models import build_model
+from vidcls.models.layers import WEIGHT_LAYERS
+from vidcls import devices as distributed
+from vidcls.train.checkpoint import (
+    load_last,
+    never_checkpointed,
+    recover,
+    run_files,
+    run_lock,
+    save_last,
+    start_over,
+    write_model_files,
+)
+from vidcls.train.config import (
+    TrainConfig,
+    TrainResult,
+    changed_options,
+    epochs_started,
+    lr_factor,
+    schedule_steps,
+    summary_line,
+)
+from vidcls.train.data import (
+    Batch,
+    EpochSampler,
+    VideoClipDataset,
+    class_list,
+    derive_seed,
+    label_indices,
+    make_loader,
+    read_samples,
+)
+from vidcls.train.log import Bars, RunLog
+from vidcls.train.weights import starting_model
+from vidcls.zoo.modeldir import LAST, WEIGHTS_NAME, load_strict
 
 
 def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -182,12 +88,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
-
-
-def changed_options(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """Options that differ from the checkpointed run's and would change the result."""
-    return [f"--{key.replace('_', '-')} (was {saved.get(key)!r}, now {value!r})" for key, value in current.items()
-            if key not in RESUME_MAY_CHANGE and saved.get(key) != value]
 
 
 class GracefulStop:
@@ -557,10 +457,3 @@ def train(config: TrainConfig) -> TrainResult:
         return result
     finally:
         distributed.teardown(info, finished)
-
-
-def summary_line(result: TrainResult) -> str:
-    skipped = f"; {len(result.skipped)} undecodable video(s) skipped, listed in {result.output / 'train.log'}" \
-        if result.skipped else ""
-    return (f"done in {result.seconds:.0f}s: best val top-1 {100 * result.best_top1:.1f}% at epoch "
-            f"{result.best_epoch}, saved in {result.output}{skipped}")

@@ -3,7 +3,7 @@
 --init none      random initialisation
 --init REF       the weights of any model REF (zoo name, hf://, directory; foreign key layouts
                  are translated); a classifier for another class count is replaced by a fresh one
---init imagenet  ImageNet-21k ViT-B/16 weights inflated to video (vidcls.convert.timm)
+--init imagenet  ImageNet-21k ViT-B/16 weights inflated to video (vidcls.zoo.convert.timm)
 default          the weights of --model itself when it has any, else random
 """
 
@@ -14,14 +14,14 @@ from pathlib import Path
 
 import torch
 
-from ..convert import to_vidcls
-from ..convert.timm import FAMILIES as IMAGENET_FAMILIES
-from ..convert.timm import init_from_imagenet
-from ..errors import UsageError
-from ..modeldir import ModelCard, load_strict, read_safetensors
-from ..models import build_model, make_config
-from ..models.base import VideoClassifier
-from ..zoo import resolve
+from vidcls.errors import UsageError
+from vidcls.models import build_model, make_config
+from vidcls.models.base import VideoClassifier
+from vidcls.zoo.convert import to_vidcls
+from vidcls.zoo.convert.timm import FAMILIES as IMAGENET_FAMILIES
+from vidcls.zoo.convert.timm import init_from_imagenet
+from vidcls.zoo.modeldir import ModelCard, load_strict, read_safetensors
+from vidcls.zoo.resolve import resolve
 
 
 @dataclass

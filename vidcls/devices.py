@@ -1,0 +1,139 @@
+"""Where and how a model runs: the device, the precision, and the torchrun process group.
+
+The one low module that inference, benchmark and training share for these choices, so
+`--device`, `--precision` and torchrun mean the same in every command.
+
+torchrun: `torchrun --nproc-per-node N -m vidcls train ...` starts N copies of the command
+with RANK, WORLD_SIZE and LOCAL_RANK in the environment. Without them every process-group
+helper here is a no-op for a single process, so callers have one code path.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from vidcls import choices
+from vidcls.errors import UsageError
+
+
+def resolve_device(name: str | torch.device) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; an unavailable CUDA request is a usage error."""
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"bad device {name!r}; use {choices.DEVICE_METAVAR}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"device {name!r} asked for, but CUDA is not available here")
+    return device
+
+
+PRECISIONS = {name: getattr(torch, dtype) for name, dtype in choices.PRECISIONS.items()}
+
+
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise UsageError(f"bad precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+
+
+def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    """Mixed precision for bf16/fp16; fp32 runs without autocast."""
+    check_precision(precision)
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=PRECISIONS[precision])
+
+
+@dataclass(frozen=True)
+class Dist:
+    """Where this process sits in the run, and the device it trains on."""
+
+    rank: int = 0
+    world_size: int = 1
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0 alone writes checkpoints, logs and metrics."""
+        return self.rank == 0
+
+    @property
+    def enabled(self) -> bool:
+        return self.world_size > 1
+
+
+def setup(device: str) -> Dist:
+    """Join the process group when launched by torchrun: nccl on CUDA (one GPU per local rank), else gloo."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    target = resolve_device(device)
+    if world_size == 1:
+        return Dist(device=target)
+    if target.type == "cuda":
+        target = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(target)
+    if not dist.is_initialized():
+        # Imported before init_process_group: its functions' `group=group.WORLD` defaults are evaluated at
+        # import, and DDP imports it (through torch._dynamo) once the group exists; the defaults would then
+        # hold the group for good and `teardown` could never free it (see there). Not at module import:
+        # single-process runs (every predict) need not pay for it.
+        import torch.distributed.nn as _group_world_defaults  # noqa: F401
+        dist.init_process_group("nccl" if target.type == "cuda" else "gloo")
+    return Dist(rank=dist.get_rank(), world_size=dist.get_world_size(), device=target)
+
+
+def teardown(info: Dist, finished: bool) -> None:
+    """Leave and free the process group. Call it once the DDP wrapper, which also holds the group,
+    is gone: destroy_process_group then drops the last reference, and the group's destructor (run
+    with the GIL released) joins gloo's worker threads while the interpreter is whole.
+
+    Left running, a worker can still be releasing the last collectives' tensors after `wait`
+    returned (a barrier keeps the collectives in flight when it was queued until the barrier
+    itself is destroyed); if Python is finalizing by then, the decref's GIL request ends the thread
+    with pthread_exit, whose unwind through a noexcept destructor aborts the rank ("terminate
+    called without an active exception", SIGABRT; pytorch/pytorch#190489) and fails the torchrun.
+
+    A rank that finished waits at a barrier first, so none closes its connections while a peer is
+    still in the run; after a failure there is no barrier: the other ranks may never reach it."""
+    if not (info.enabled and dist.is_initialized()):
+        return
+    if finished:
+        dist.barrier()
+    gc.collect()  # the trainer may be kept alive by a reference cycle after `del`: free its DDP wrapper now
+    dist.destroy_process_group()
+
+
+def wrap(module: nn.Module, info: Dist) -> nn.Module:
+    """DDP around the module when distributed (it averages gradients in backward), else the module."""
+    if not info.enabled:
+        return module
+    return DistributedDataParallel(module, device_ids=[info.device.index] if info.device.type == "cuda" else None)
+
+
+def sum_across(values: torch.Tensor, info: Dist) -> torch.Tensor:
+    """Element-wise sum over all processes (metric counters); a copy, on the input's device."""
+    if not info.enabled:
+        return values.clone()
+    reduced = values.to(info.device, torch.float64)
+    dist.all_reduce(reduced, op=dist.ReduceOp.SUM)
+    return reduced.to(values.device, values.dtype)
+
+
+def merge_dicts(local: dict[str, Any], info: Dist) -> dict[str, Any]:
+    """The union of one small dict per process (the undecodable videos each rank met)."""
+    if not info.enabled:
+        return dict(local)
+    gathered: list[dict[str, Any] | None] = [None] * info.world_size
+    dist.all_gather_object(gathered, local)
+    return {key: value for part in gathered for key, value in (part or {}).items()}

@@ -1,0 +1,182 @@
+"""Flow 1, a video becomes labels: decode -> views -> model -> softmax averaged over views -> top-k.
+
+The public face of the engine (vidcls.inference.engine): every per-video failure is recorded on that
+video's Prediction, so one bad file never costs the results of the others.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vidcls import choices
+from vidcls.bench.cost import RunCost, run_cost
+from vidcls.choices import SAMPLINGS
+from vidcls.devices import check_precision, resolve_device
+from vidcls.errors import UsageError
+from vidcls.inference.engine import EngineSettings, Recipe, Scored, score_videos
+from vidcls.video.inputs import VideoInput, gather
+from vidcls.zoo.resolve import LoadedModel, load_model
+
+ModelRef = LoadedModel | str | os.PathLike
+
+
+@dataclass
+class Prediction:
+    """The result for one input video, in the JSON schema of `predict --json` (docs/cli.md).
+
+    processing_s is the time spent on this video (decode, preprocess and its share of the
+    forward passes, which overlap with other videos' decoding), not the video's duration. The JSON also carries it as `seconds`, its deprecated former name,
+    for one more release.
+    """
+
+    video: str
+    model: str
+    top_k: list[dict[str, Any]] = field(default_factory=list)
+    frames_used: int = 0
+    processing_s: float = 0.0
+    error: str | None = None
+    timing_ms: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)  # the decoder saw damage; the result may be off
+    timeline: dict[str, Any] | None = None  # predict --timeline: {"timeline": [...], "segments": [...]}
+
+    @property
+    def seconds(self) -> float:
+        """Deprecated alias of processing_s (the name read as the video's duration)."""
+        warnings.warn("Prediction.seconds is deprecated; use processing_s", DeprecationWarning, stacklevel=2)
+        return self.processing_s
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object; with --timeline it also has `timeline` and `segments` (docs/cli.md)."""
+        row = {**asdict(self), "seconds": self.processing_s}
+        over_time = row.pop("timeline")
+        return {**row, **(over_time or {})}
+
+
+def check_options(top_k: int = 5, clips: int | None = None, crops: int | None = None,
+                  precision: str = "fp32", frames: int | None = None, stride: int | None = None,
+                  sampling: str | None = None) -> None:
+    """Refuse values that would fail on every video, before a model is loaded or a video decoded."""
+    counts = {"top_k": top_k, "clips": clips, "frames": frames, "stride": stride}
+    bad = {k: v for k, v in counts.items() if v is not None and v < 1}
+    if bad:
+        raise UsageError(", ".join(f"{k} must be >= 1, got {v}" for k, v in bad.items()))
+    if crops is not None and crops not in choices.CROPS:
+        raise UsageError(f"crops must be 1 (centre) or 3 (left/centre/right), got {crops}")
+    if sampling is not None and sampling not in SAMPLINGS:
+        raise UsageError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+    check_precision(precision)
+
+
+def ready_model(model: ModelRef, weights: str | Path | None = None,
+                device: str | torch.device | None = None) -> tuple[LoadedModel, torch.device]:
+    """(model, device its inputs go to) for a LoadedModel or a REF.
+
+    A REF is loaded on `device` (default auto) and refused when it has no trained weights:
+    a random head would print confident-looking nonsense. A LoadedModel stays where it is;
+    `device` defaults to that of its parameters.
+    """
+    if isinstance(model, LoadedModel):
+        if weights is not None:
+            raise UsageError("weights= replaces the weights of a REF; load_model(ref, weights=...) a LoadedModel")
+        return model, resolve_device(device) if device is not None else next(model.module.parameters()).device
+    target = resolve_device("auto" if device is None else device)
+    return load_model(os.fspath(model), weights=weights, device=target), target
+
+
+def top_k_labels(probs: torch.Tensor, labels: Sequence[str], k: int) -> list[dict[str, Any]]:
+    """The k most probable classes, most probable first."""
+    scores, indices = probs.topk(min(k, probs.numel()))
+    return [{"label": labels[i], "index": i, "score": round(s, 6)}
+            for s, i in zip(scores.tolist(), indices.tolist())]
+
+
+RECIPE_KEYS = ("frames", "stride", "sampling", "clips", "crops")
+ENGINE_KEYS = ("batch_size", "workers", "threads", "precision")
+
+
+def plan_run(loaded: LoadedModel, options: dict[str, Any]) -> tuple[Recipe, EngineSettings, RunCost]:
+    """The run's recipe, the engine's settings and the cost of one video, from predict's
+    options (RECIPE_KEYS, ENGINE_KEYS; None: the default): the cost sets the default workers
+    and threads (a cheap model on CPU is decode-bound), the same for every caller."""
+    recipe = Recipe.of(loaded.card.input, **{k: options.get(k) for k in RECIPE_KEYS})
+    cost = run_cost(loaded.card, recipe.clips, recipe.crops, None)
+    settings = EngineSettings(**{k: options[k] for k in ENGINE_KEYS if options.get(k) is not None},
+                              gmacs_per_video=cost.gmacs * cost.views)
+    return recipe, settings, cost
+
+
+def _prediction(scored: Scored, item: VideoInput, model: LoadedModel, top_k: int) -> Prediction:
+    result = Prediction(video=item.name, model=model.name, frames_used=scored.frames_used, error=scored.error,
+                        timing_ms=scored.timing_ms, warnings=scored.warnings)
+    if scored.probs is not None:
+        result.top_k = top_k_labels(scored.probs, model.labels, top_k)
+    result.processing_s = round(sum(scored.timing_ms.values()) / 1e3, 4)
+    return result
+
+
+def classify(videos: Sequence[VideoInput], model: LoadedModel, device: torch.device, *, top_k: int = 5,
+             recipe: Recipe | None = None, settings: EngineSettings = EngineSettings()) -> Iterator[Prediction]:
+    """Each video's Prediction, in input order, as soon as it is known (the engine's stream).
+
+    recipe defaults to the model's own (InputSpec); settings are the engine's (batch size in
+    views, workers, threads, precision).
+    """
+    recipe = recipe or Recipe.of(model.card.input)
+    for scored in score_videos(videos, model, device, recipe, settings):
+        yield _prediction(scored, videos[scored.position], model, top_k)
+
+
+def predict_video(path: str | Path, model: LoadedModel, *, top_k: int = 5, clips: int | None = None,
+                  crops: int | None = None, device: str | torch.device | None = None,
+                  precision: str = "fp32", batch_size: int = 8) -> Prediction:
+    """Classify one video in this process; a failure becomes the Prediction's error, never an exception.
+
+    clips / crops default to the model's test recipe; device to where the model is.
+    """
+    check_options(top_k, clips, crops, precision)
+    model, device = ready_model(model, device=device)
+    recipe = Recipe.of(model.card.input, clips=clips, crops=crops)
+    item = VideoInput(os.fspath(path), os.fspath(path))
+    settings = EngineSettings(batch_size=batch_size, workers=0, threads=torch.get_num_threads(), precision=precision)
+    return next(classify([item], model, device, top_k=top_k, recipe=recipe, settings=settings))
+
+
+def predict(videos: Iterable[str | Path], model: ModelRef, *, weights: str | Path | None = None,
+            top_k: int = 5, clips: int | None = None, crops: int | None = None,
+            frames: int | None = None, stride: int | None = None, sampling: str | None = None,
+            device: str | torch.device | None = None, precision: str = "fp32", batch_size: int = 8,
+            workers: int | None = None, threads: int | None = None,
+            on_video: Callable[[str, int, int], None] | None = None,
+            on_result: Callable[[Prediction], None] | None = None) -> list[Prediction]:
+    """Classify every video (folders expanded, @LIST files read, URLs opened by ffmpeg), in input order.
+
+    model: a LoadedModel, or a REF (zoo name, hf://OWNER/REPO[@REV], model directory) that
+    is loaded here, with `weights` (a safetensors file) replacing its own if given; a REF
+    without trained weights is refused. frames / stride / sampling / clips / crops override
+    the model's recipe; batch_size counts views per forward pass; workers are decoding
+    processes (None: chosen from the cores, the device and the model's cost, as the CLI does;
+    0: in this process) and threads the
+    model process's torch threads. on_video(name, index, total) and on_result(prediction)
+    are called as each result arrives (progress bars).
+    """
+    check_options(top_k, clips, crops, precision, frames, stride, sampling)
+    loaded, target = ready_model(model, weights, device)
+    items = gather(videos).videos
+    recipe, settings, _ = plan_run(loaded, dict(frames=frames, stride=stride, sampling=sampling, clips=clips,
+                                                crops=crops, batch_size=batch_size, workers=workers,
+                                                threads=threads, precision=precision))
+    results = []
+    for index, result in enumerate(classify(items, loaded, target, top_k=top_k, recipe=recipe, settings=settings)):
+        if on_video is not None:
+            on_video(result.video, index, len(items))
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+    return results

@@ -1,0 +1,338 @@
+"""Labels over time for a long video: the model's clip recipe applied to windows that cover it.
+
+A window is a stretch of the video; inside it the model's own test recipe picks the frames
+(`frames` x `stride` dense clips, or one frame per segment) and cuts its views, exactly as
+`predict` does for a whole video, so a window as long as the video gives predict's answer
+(the difference MMAction2 users meet between its long-video demo and its test script).
+
+The whole video is read in ONE pass: the frame indices of all windows are known up front, the
+decoder is asked for them in increasing chunks (one window's worth at a time), each frame is
+decoded at most once and fitted to the model's size as it is decoded, and a window's views go
+to the model as soon as its last frame is in, batched with the next windows'. Memory holds
+the frames of about one window plus one batch of views, never the file; time follows the
+number of windows (frames between them are skipped by seeking), not the file's length.
+
+Each window "owns" the part of the video closer to its centre than to its neighbours'; owned
+spans tile the video, so consecutive windows with the same top-1 merge into segments that
+never overlap, and every frame of the video has exactly one current window (the annotated
+video, vidcls.viz.overlay).
+"""
+
+from __future__ import annotations
+
+import bisect
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vidcls.devices import autocast_context
+from vidcls.errors import UsageError
+from vidcls.inference.predict import check_options, ready_model, top_k_labels
+from vidcls.video.container import DecodeStats, VideoDecodeError
+from vidcls.video.decode import FrameReader, open_frames
+from vidcls.video.sampling import sample_indices
+from vidcls.video.transforms import crop_views, fitted_frame
+from vidcls.zoo.modeldir import InputSpec
+from vidcls.zoo.resolve import LoadedModel
+
+SEGMENT_SAMPLING_WINDOW_S = 2.0  # default window of segment-sampled models, whose clip has no span of its own
+
+
+# ----------------------------------------------------------------------------- windows
+
+
+@dataclass(frozen=True)
+class Window:
+    """One window: its span in seconds and the frame indices of its clips (clips x frames, flat)."""
+
+    start_s: float
+    end_s: float
+    indices: tuple[int, ...]
+
+
+def default_window_s(spec: InputSpec, fps: float) -> float:
+    """The model's clip span at this frame rate (frames x stride / fps), or 2 s for segment sampling."""
+    if spec.sampling == "dense":
+        return spec.frames * spec.stride / fps
+    return SEGMENT_SAMPLING_WINDOW_S
+
+
+def window_starts(duration_s: float, window_s: float, hop_s: float) -> list[float]:
+    """Starts hop_s apart from 0; the last window ends at the video's end (it may overlap more).
+
+    A video shorter than one window gets one window from 0.
+    """
+    if duration_s <= window_s:
+        return [0.0]
+    count = math.ceil((duration_s - window_s) / hop_s - 1e-9)
+    return [k * hop_s for k in range(count)] + [duration_s - window_s]
+
+
+def plan_windows(num_frames: int, fps: float, spec: InputSpec, window_s: float, hop_s: float,
+                 clips: int) -> list[Window]:
+    """Windows covering frames [0, num_frames) at `fps`, each with its clips' frame indices.
+
+    A window's frames are the indices whose time falls in it; the recipe samples among them
+    as sample_indices samples a whole video, offset to the window's first frame.
+    """
+    duration = num_frames / fps
+    windows = []
+    for start in window_starts(duration, window_s, hop_s):
+        end = min(duration, start + window_s)
+        first = min(num_frames - 1, round(start * fps))
+        count = max(1, min(num_frames, round(end * fps)) - first)
+        clip_indices = sample_indices(count, spec.frames, spec.stride, clips, spec.sampling)
+        windows.append(Window(start, end, tuple(first + i for clip in clip_indices for i in clip)))
+    return windows
+
+
+def owned_bounds(windows: Sequence[Window]) -> list[float]:
+    """len(windows) + 1 times: window k owns [bounds[k], bounds[k + 1]), the times closer to its
+    centre than to a neighbour's; the first starts at 0, the last ends at the video's end."""
+    centres = [(w.start_s + w.end_s) / 2 for w in windows]
+    middles = [(a + b) / 2 for a, b in zip(centres, centres[1:])]
+    return [windows[0].start_s, *middles, windows[-1].end_s]
+
+
+def smooth_probabilities(probs: torch.Tensor, windows: int) -> torch.Tensor:
+    """Moving average of (W, classes) over `windows` consecutive windows, centred, shorter at the ends."""
+    if windows <= 1:
+        return probs
+    before, after = (windows - 1) // 2, windows // 2
+    sums = torch.cat([torch.zeros_like(probs[:1]), probs.cumsum(0)])
+    rows = torch.arange(len(probs))
+    low, high = (rows - before).clamp(min=0), (rows + after + 1).clamp(max=len(probs))
+    return (sums[high] - sums[low]) / (high - low)[:, None]
+
+
+# ----------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class Segment:
+    """Consecutive windows with the same top-1 label, over their owned spans.
+
+    score: that label's probability averaged over the segment, each window weighted by
+    how long it owns.
+    """
+
+    start_s: float
+    end_s: float
+    label: str
+    index: int
+    score: float
+
+
+@dataclass
+class Timeline:
+    """Per-window probabilities of one video, and what is derived from them.
+
+    probs are the (smoothed) per-window class probabilities, softmax averaged over each
+    window's views; stats counts what decoding them cost.
+    """
+
+    video: str
+    model: str
+    labels: list[str]
+    fps: float
+    num_frames: int
+    windows: list[Window]
+    probs: torch.Tensor  # (len(windows), classes)
+    top_k: int = 5
+    stats: DecodeStats | None = None
+
+    @property
+    def duration_s(self) -> float:
+        return self.num_frames / self.fps
+
+    def bounds(self) -> list[float]:
+        return owned_bounds(self.windows)
+
+    def window_at(self, time_s: float) -> int:
+        """The index of the window that owns `time_s` (clamped to the video)."""
+        return min(len(self.windows) - 1, max(0, bisect.bisect_right(self.bounds(), time_s) - 1))
+
+    def top1(self) -> list[int]:
+        return self.probs.argmax(dim=1).tolist()
+
+    def segments(self) -> list[Segment]:
+        """Runs of windows with the same top-1, merged; they tile the video without overlap."""
+        bounds, top1 = self.bounds(), self.top1()
+        segments = []
+        start = 0
+        for k in range(1, len(top1) + 1):
+            if k < len(top1) and top1[k] == top1[start]:
+                continue
+            label = top1[start]
+            spans = torch.tensor([bounds[j + 1] - bounds[j] for j in range(start, k)], dtype=torch.float64)
+            scores = self.probs[start:k, label].double()
+            score = float((spans * scores).sum() / spans.sum()) if spans.sum() > 0 else float(scores.mean())
+            segments.append(Segment(bounds[start], bounds[k], self.labels[label], label, score))
+            start = k
+        return segments
+
+    def to_json(self) -> dict[str, Any]:
+        """{"timeline": [{start_s, end_s, top_k}], "segments": [{start_s, end_s, label, score}]}."""
+        return {
+            "timeline": [{"start_s": round(w.start_s, 3), "end_s": round(w.end_s, 3),
+                          "top_k": top_k_labels(p, self.labels, self.top_k)}
+                         for w, p in zip(self.windows, self.probs)],
+            "segments": [{"start_s": round(s.start_s, 3), "end_s": round(s.end_s, 3), "label": s.label,
+                          "score": round(s.score, 6)} for s in self.segments()],
+        }
+
+
+SEGMENT_COLUMNS = ("start", "end", "duration", "label", "score")
+
+
+def clock_text(seconds: float) -> str:
+    """12.3 -> '0:12.3', 4000 -> '1:06:40.0': minutes always, hours when there are any."""
+    tenths = round(seconds * 10)
+    minutes, rest = divmod(tenths, 600)
+    hours, minutes = divmod(minutes, 60)
+    head = f"{hours}:{minutes:02d}" if hours else f"{minutes}"
+    return f"{head}:{rest // 10:02d}.{rest % 10}"
+
+
+def segment_text(segment: dict[str, Any]) -> tuple[str, ...]:
+    """One segment of Timeline.to_json() as text under SEGMENT_COLUMNS, for a table."""
+    start, end = segment["start_s"], segment["end_s"]
+    return (clock_text(start), clock_text(end), f"{end - start:.1f} s", segment["label"], f"{segment['score']:.3f}")
+
+
+def segment_rows(timeline: Timeline) -> list[tuple[str, ...]]:
+    """The segments as text rows under SEGMENT_COLUMNS, for a table (rich, markdown, CSV)."""
+    return [segment_text(s) for s in timeline.to_json()["segments"]]
+
+
+# ----------------------------------------------------------------------------- the pass over the video
+
+
+def _window_chunks(windows: Sequence[Window]) -> Iterator[tuple[int, list[int], int]]:
+    """(window, the new indices to decode for it, the lowest index still needed after it).
+
+    Windows are ordered by start, so a window's frames are complete once every index up to
+    its highest is decoded; indices come in increasing chunks, as FrameReader.pick wants.
+    """
+    pending = sorted({i for w in windows for i in w.indices})
+    lows = [min(w.indices) for w in windows]
+    next_low = [math.inf] * len(windows)  # the lowest index of any later window
+    for k in range(len(windows) - 2, -1, -1):
+        next_low[k] = min(lows[k + 1], next_low[k + 1])
+    done = 0
+    for k, window in enumerate(windows):
+        upto = bisect.bisect_right(pending, max(window.indices), lo=done)
+        yield k, pending[done:upto], next_low[k]
+        done = upto
+
+
+def _clip_tensor(frames: dict[int, torch.Tensor], indices: Sequence[int], clips: int) -> torch.Tensor:
+    """Fitted frames (3, h, w) at `indices` -> (clips, 3, T, h, w), copied row by row (no torch.stack)."""
+    sample = frames[indices[0]]
+    per_clip = len(indices) // clips
+    out = torch.empty((clips, sample.shape[0], per_clip, *sample.shape[1:]), dtype=sample.dtype)
+    for n, index in enumerate(indices):
+        out[n // per_clip, :, n % per_clip] = frames[index]
+    return out
+
+
+class _Batcher:
+    """Collects views of consecutive windows and runs them through the model batch_size at a time.
+
+    A window's probabilities (softmax averaged over its views) are known once its last view
+    has been through the model.
+    """
+
+    def __init__(self, model: LoadedModel, device: torch.device, precision: str, batch_size: int,
+                 windows: int) -> None:
+        self.model, self.device, self.precision, self.batch_size = model, device, precision, batch_size
+        self.views: list[torch.Tensor] = []  # queued views, one tensor per window
+        self.owners: list[int] = []
+        self.sums = torch.zeros(windows, len(model.labels), dtype=torch.float64)
+        self.counts = torch.zeros(windows, dtype=torch.int64)
+
+    def add(self, window: int, views: torch.Tensor) -> None:
+        self.views.append(views)
+        self.owners.append(window)
+        if sum(len(v) for v in self.views) >= self.batch_size:
+            self.flush()
+
+    @torch.inference_mode()
+    def flush(self) -> None:
+        if not self.views:
+            return
+        batch = torch.cat(self.views)
+        owners = torch.repeat_interleave(torch.tensor(self.owners), torch.tensor([len(v) for v in self.views]))
+        self.views, self.owners = [], []
+        with autocast_context(self.device, self.precision):
+            for chunk, who in zip(batch.split(self.batch_size), owners.split(self.batch_size)):
+                probs = self.model.module(chunk.to(self.device, non_blocking=True)).float().softmax(dim=-1)
+                self.sums.index_add_(0, who, probs.cpu().double())
+                self.counts.index_add_(0, who, torch.ones_like(who))
+
+    def probabilities(self) -> torch.Tensor:
+        self.flush()
+        return (self.sums / self.counts[:, None]).float()
+
+
+def check_timeline_options(window_s: float | None, hop_s: float | None, smooth: int) -> None:
+    """Refuse window/hop/smooth values before a model is loaded or a video decoded."""
+    if window_s is not None and not window_s > 0:
+        raise UsageError(f"--window must be > 0 seconds, got {window_s}")
+    if hop_s is not None and not hop_s > 0:
+        raise UsageError(f"--hop must be > 0 seconds, got {hop_s}")
+    if window_s is not None and hop_s is not None and hop_s > window_s:
+        raise UsageError(f"--hop {hop_s} is longer than --window {window_s}: the windows would leave gaps")
+    if smooth < 1:
+        raise UsageError(f"--smooth must be >= 1 window, got {smooth}")
+
+
+def _run(reader: FrameReader, windows: Sequence[Window], spec: InputSpec, clips: int, crops: int,
+         batcher: _Batcher) -> None:
+    frames: dict[int, torch.Tensor] = {}
+    for k, wanted, keep_from in _window_chunks(windows):
+        frames.update(reader.pick(wanted))
+        clip = _clip_tensor(frames, windows[k].indices, clips)
+        batcher.add(k, crop_views(clip, spec.size, crops, spec.mean, spec.std))
+        for index in [i for i in frames if i < keep_from]:
+            del frames[index]
+
+
+def timeline(source: str | Path, model: LoadedModel | str, *, window_s: float | None = None,
+             hop_s: float | None = None, smooth: int = 1, top_k: int = 5, clips: int | None = None,
+             crops: int | None = None, device: str | torch.device | None = None, precision: str = "fp32",
+             batch_size: int = 8, stats: DecodeStats | None = None) -> Timeline:
+    """Labels over time: the model's recipe on windows covering `source`, in one pass over the file.
+
+    window_s defaults to default_window_s (the clip's span), hop_s to half the window (a hop
+    longer than the window would leave gaps: UsageError). smooth averages the probabilities
+    over that many consecutive windows before top-k and segments. clips / crops default to
+    the model's test views per window. A file that cannot be decoded raises VideoDecodeError
+    naming it; `stats` (a DecodeStats) receives the decoder's counters.
+    """
+    check_options(top_k, clips, crops, precision)
+    check_timeline_options(window_s, hop_s, smooth)
+    model, device = ready_model(model, device=device)
+    spec = model.card.input
+    clips, crops = clips or spec.clips, crops or spec.crops
+    stats = stats if stats is not None else DecodeStats()
+    fit = partial(fitted_frame, side=spec.resize or spec.size, aspect=spec.aspect)
+    try:
+        with open_frames(source, stats, fit) as reader:
+            fps, num_frames = reader.info.fps, reader.info.num_frames
+            window = window_s or default_window_s(spec, fps)
+            hop = hop_s or window / 2
+            check_timeline_options(window, hop, smooth)
+            windows = plan_windows(num_frames, fps, spec, window, hop, clips)
+            batcher = _Batcher(model, device, precision, batch_size, len(windows))
+            _run(reader, windows, spec, clips, crops, batcher)
+    except VideoDecodeError as exc:
+        raise VideoDecodeError(f"{source}: {exc}") from exc
+    probs = smooth_probabilities(batcher.probabilities(), smooth)
+    return Timeline(video=str(source), model=model.name, labels=model.labels, fps=fps, num_frames=num_frames,
+                    windows=windows, probs=probs, top_k=top_k, stats=stats)

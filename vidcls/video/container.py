@@ -1,0 +1,238 @@
+"""Open a video file or URL with PyAV and iterate its decoded frames, every failure one line.
+
+The layer under decode.py: containers, the video stream, the frame clock (indices against
+timestamps) and display rotation. Every failure of the container, the demuxer or the decoder
+becomes a VideoDecodeError with a one-line reason, so one bad file in a batch is reported
+instead of crashing the run.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import av.error
+import torch
+from av.container import InputContainer
+from av.video.stream import VideoStream
+
+from vidcls.errors import VidclsError
+
+# Demuxers that read a single still picture: "image2" plus the "<codec>_pipe" family
+# (png_pipe, jpeg_pipe, webp_pipe, bmp_pipe, ...).
+_STILL_IMAGE_FORMATS = ("image2", "image2pipe")
+# ffmpeg's "tty" demuxer renders .txt/.nfo/.ans files as ANSI-art video; never what a user means.
+_TEXT_FORMATS = ("tty",)
+_DEFAULT_FPS = Fraction(25)  # ffmpeg's own fallback when a stream states no rate at all
+# Network inputs are handed to ffmpeg as they are; a stalled server must not hang a run.
+_NETWORK_OPTIONS = {"rw_timeout": "30000000", "timeout": "30000000"}  # microseconds
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# Largest frame decoded: 8K UHD. A few hundred bytes of H.264 can announce 8192x8192 frames;
+# refusing them up front keeps one hostile file from claiming gigabytes (README, Guarantees).
+MAX_FRAME_PIXELS = 7680 * 4320
+
+
+class VideoDecodeError(VidclsError):
+    """A video file cannot be read; the message is a one-line reason (the caller adds the path)."""
+
+
+@dataclass
+class DecodeStats:
+    """Counters filled in by read_frames/load_clips: decoding stays sparse, and damage is seen.
+
+    corrupt_frames counts frames the decoder flagged as concealed (a damaged middle decodes to
+    smeared pictures without any exception); bad_packets counts packets the demuxer or the
+    decoder rejected.
+    """
+
+    frames_decoded: int = 0
+    seeks: int = 0
+    corrupt_frames: int = 0
+    bad_packets: int = 0
+
+    def warnings(self) -> list[str]:
+        """One line per kind of damage seen, for the result of the video ([] when clean)."""
+        notes = []
+        if self.corrupt_frames:
+            notes.append(f"decoder concealed damage in {self.corrupt_frames} frame(s); the result may be off")
+        if self.bad_packets:
+            notes.append(f"{self.bad_packets} packet(s) could not be decoded and were skipped")
+        return notes
+
+
+@dataclass(frozen=True)
+class Clock:
+    """Converts between frame indices and stream timestamps (exact rational arithmetic).
+
+    start_pts is the timestamp of frame 0.
+    """
+
+    fps: Fraction
+    time_base: Fraction
+    start_pts: int
+
+    def index(self, pts: int) -> int:
+        return round((pts - self.start_pts) * self.time_base * self.fps)
+
+    def pts(self, index: int) -> int:
+        """The latest timestamp still rounding to `index`, so a backward seek lands on or before it."""
+        return self.start_pts + math.ceil((index + Fraction(1, 2)) / (self.fps * self.time_base)) - 1
+
+
+# ----------------------------------------------------------------------------- opening files
+
+
+def _unparsable(source: str | Path) -> str:
+    """Why ffmpeg finds no usable container: name the common cut-off MP4 (it starts with 'ftyp')."""
+    if is_url(source):
+        return "not a video file or unsupported format"
+    with Path(source).open("rb") as f:
+        head = f.read(12)
+    if head[4:8] == b"ftyp":
+        return "incomplete MP4 (index missing or cut off: truncated download or unfinished recording?)"
+    return "not a video file or unsupported format"
+
+
+def _open_failure(err: Exception, path: Path) -> str:
+    """A one-line reason for av.open() failing on an existing, non-empty file."""
+    if isinstance(err, PermissionError):
+        return "permission denied"
+    if isinstance(err, (av.error.InvalidDataError, av.error.EOFError)):
+        return _unparsable(path)
+    if isinstance(err, av.error.FFmpegError):
+        return f"cannot open: {err.strerror}"
+    return f"cannot read file: {getattr(err, 'strerror', None) or err}"
+
+
+def _video_stream(container: InputContainer, path: str | Path) -> VideoStream:
+    """The first real video stream; cover art (attached pictures), still images and text are refused."""
+    fmt = container.format.name
+    if fmt in _TEXT_FORMATS:
+        raise VideoDecodeError("not a video file (looks like text)")
+    if fmt in _STILL_IMAGE_FORMATS or fmt.endswith("_pipe"):
+        raise VideoDecodeError("still image, not a video")
+    for stream in container.streams.video:
+        if not stream.disposition & av.stream.Disposition.attached_pic:
+            return stream
+    if container.streams.audio:
+        raise VideoDecodeError("no video stream (audio-only file?)")
+    raise VideoDecodeError(_unparsable(path))  # subtitles, data, or a header cut short
+
+
+def is_url(source: str | Path) -> bool:
+    """http(s)://, rtsp://, ... : opened by ffmpeg itself, never turned into a Path."""
+    return isinstance(source, str) and bool(_URL.match(source))
+
+
+_decoder_threads = 0  # 0: ffmpeg's choice (one per core)
+
+
+def set_decoder_threads(threads: int) -> None:
+    """Decoder threads per opened video in this process (0: ffmpeg's choice).
+
+    Worker processes that decode in parallel take 1 each, so that N workers use N cores
+    instead of N x cores threads fighting over them.
+    """
+    global _decoder_threads
+    _decoder_threads = threads
+
+
+def _open_container(path: str | Path) -> InputContainer:
+    if is_url(path):
+        try:
+            return av.open(str(path), metadata_errors="ignore", options=_NETWORK_OPTIONS)
+        except (av.error.FFmpegError, OSError, ValueError) as err:
+            raise VideoDecodeError(f"cannot open: {getattr(err, 'strerror', None) or err}") from err
+    path = Path(path)
+    try:
+        if not path.exists():
+            raise VideoDecodeError("file not found")
+        if path.is_dir():
+            raise VideoDecodeError("is a directory, not a video file")
+        if path.stat().st_size == 0:
+            raise VideoDecodeError("file is empty (0 bytes)")
+        return av.open(str(path), metadata_errors="ignore")
+    except (av.error.FFmpegError, OSError, ValueError) as err:
+        raise VideoDecodeError(_open_failure(err, path)) from err
+
+
+@contextmanager
+def open_video(path: str | Path) -> Iterator[tuple[InputContainer, VideoStream]]:
+    """Open a file or URL and its video stream, turning every PyAV/OS failure inside into VideoDecodeError."""
+    container = _open_container(path)
+    with container:
+        try:
+            stream = _video_stream(container, path)
+            stream.thread_type = "AUTO"
+            if _decoder_threads:
+                stream.codec_context.thread_count = _decoder_threads
+            yield container, stream
+        except VideoDecodeError:
+            raise
+        except (av.error.FFmpegError, OSError, ValueError, IndexError) as err:
+            reason = getattr(err, "strerror", None) or str(err) or type(err).__name__
+            raise VideoDecodeError(f"decoding failed: {' '.join(reason.split())}") from err
+
+
+def decoded_frames(container: InputContainer, stream: VideoStream,
+            stats: DecodeStats) -> Iterator[av.VideoFrame]:
+    """Decode from the current position to the end, skipping corrupt packets like ffmpeg does.
+
+    A demuxer error (cut-off file) ends the stream after draining the frames still buffered.
+    """
+    packets = container.demux(stream)
+    while True:
+        try:
+            packet = next(packets, None)
+        except av.error.FFmpegError:
+            stats.bad_packets += 1
+            packet = None
+        try:
+            decoded = stream.decode(packet)
+        except (av.error.InvalidDataError, av.error.EOFError):
+            stats.bad_packets += packet is not None  # the end-of-stream flush may say EOF
+            decoded = []
+        for frame in decoded:
+            stats.frames_decoded += 1
+            stats.corrupt_frames += frame.is_corrupt
+            yield frame
+        if packet is None:
+            return
+
+
+def _rate(stream: VideoStream) -> Fraction:
+    for rate in (stream.average_rate, stream.guessed_rate, stream.base_rate):
+        if rate:
+            return Fraction(rate)
+    return _DEFAULT_FPS
+
+
+def stream_clock(stream: VideoStream, first: av.VideoFrame) -> Clock:
+    start = first.pts if first.pts is not None else stream.start_time or 0
+    return Clock(fps=_rate(stream), time_base=Fraction(stream.time_base or Fraction(1, 1)), start_pts=start)
+
+
+# ----------------------------------------------------------------------------- rotation
+
+
+def rotation_cw(frame: av.VideoFrame, stream: VideoStream) -> int:
+    """Clockwise display rotation in {0, 90, 180, 270}.
+
+    The display matrix arrives on every decoded frame (VideoFrame.rotation, counter-clockwise);
+    old muxers/PyAV versions expose the legacy clockwise "rotate" stream tag instead.
+    """
+    ccw = getattr(frame, "rotation", 0) or 0
+    legacy = stream.metadata.get("rotate")
+    clockwise = -ccw if ccw else float(legacy or 0)
+    return round(clockwise / 90) % 4 * 90
+
+
+def rotate_frames(frames: torch.Tensor, rotation: int) -> torch.Tensor:
+    """Turn (..., H, W, C) frames `rotation` degrees clockwise (a multiple of 90)."""
+    return torch.rot90(frames, k=(-rotation // 90) % 4, dims=(-3, -2)) if rotation % 360 else frames

@@ -1,0 +1,153 @@
+"""What the user named becomes the list of videos a run classifies, before anything is decoded.
+
+Inputs are files, folders (searched for videos by extension), URLs that ffmpeg opens itself
+(http(s)://, rtsp://, ...), `-` for a video on stdin, and `@LIST` files of one input per line.
+Nothing here raises for one bad input: a folder that cannot be listed becomes a failed input
+like a missing file, so the others are still classified.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vidcls.errors import UsageError
+from vidcls.video.container import is_url
+
+VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg",
+                              ".wmv", ".flv", ".ts", ".mts", ".m2ts", ".3gp", ".ogv", ".gif",
+                              ".y4m", ".mjpeg", ".mxf", ".vob", ".asf", ".f4v", ".h264", ".hevc"})
+STDIN = "-"
+_SHARD = re.compile(r"^(\d+)/(\d+)$")
+
+
+@dataclass(frozen=True)
+class VideoInput:
+    """One video of a run: `name` is how results and errors call it (the path as found, the
+    URL, or "-"), `source` what the decoder opens, `error` a reason known before decoding."""
+
+    name: str
+    source: str
+    error: str | None = None
+
+
+@dataclass
+class InputList:
+    """The videos of a run, in order, and the files in folders that were passed over."""
+
+    videos: list[VideoInput]
+    skipped: Counter[str] = field(default_factory=Counter)  # extension -> files not taken
+
+    def skipped_note(self) -> str | None:
+        """One line saying how many files in folders were not taken as videos, and which kinds."""
+        if not self.skipped:
+            return None
+        total = sum(self.skipped.values())
+        kinds = ", ".join(f"{ext or '(no extension)'} x{n}" for ext, n in self.skipped.most_common(5))
+        more = ", ..." if len(self.skipped) > 5 else ""
+        return f"skipped {total} file(s) in folders that are not videos by their extension ({kinds}{more})"
+
+
+def _is_dir(path: Path) -> bool:
+    """is_dir() that answers False where the path cannot even be looked at (a folder above it
+    without permission): the decoder then reports it as that input's failure."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
+
+
+def _walk(folder: Path, found: list[VideoInput], skipped: Counter[str]) -> None:
+    """Videos below `folder`, sorted; an unreadable folder (the top one or below) is a failed input."""
+    try:
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
+    except OSError as exc:
+        found.append(VideoInput(str(folder), str(folder), f"cannot list folder: {exc.strerror or exc}"))
+        return
+    for entry in entries:
+        path = Path(entry.path)
+        if _is_dir(path):
+            _walk(path, found, skipped)
+        elif path.suffix.lower() in VIDEO_EXTENSIONS:
+            found.append(VideoInput(str(path), str(path)))
+        else:
+            skipped[path.suffix.lower()] += 1
+
+
+def resolve_path(path: str, base: Path) -> Path:
+    """A list entry as a path: absolute as written, relative to the list's folder otherwise."""
+    candidate = Path(path).expanduser()
+    return candidate if candidate.is_absolute() else base / candidate
+
+
+def _list_file(item: str) -> list[str]:
+    """The inputs of an @LIST file: one per line, blank lines and # comments ignored; relative
+    paths are relative to the list's folder (as in `train` list files)."""
+    path = Path(item[1:]).expanduser()
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"cannot read input list {path}: {getattr(exc, 'strerror', None) or exc}") from None
+    entries = [line.strip() for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return [e if is_url(e) else str(resolve_path(e, path.parent)) for e in entries]
+
+
+def spool_stdin(directory: Path) -> Path:
+    """Copy the video on stdin to a file: decoding seeks, and a pipe cannot."""
+    if sys.stdin is None or sys.stdin.isatty():
+        raise UsageError("input '-' reads a video from stdin, but stdin is a terminal; pipe a file in")
+    target = directory / "stdin-video"
+    with target.open("wb") as out:
+        shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+    return target
+
+
+def gather(inputs: Iterable[str | Path], stdin_dir: Path | None = None) -> InputList:
+    """Expand the inputs: folders into the videos below them (sorted), @LIST files into their
+    lines; files, URLs and missing paths are kept as given (a missing file is reported as a
+    failed input, not dropped). `-` is spooled into stdin_dir (required when `-` is given)."""
+    found: list[VideoInput] = []
+    skipped: Counter[str] = Counter()
+    pending = [os.fspath(i) for i in inputs]
+    pending.reverse()
+    while pending:
+        item = pending.pop()
+        if item.startswith("@") and not Path(item).exists():
+            pending.extend(reversed(_list_file(item)))
+        elif item == STDIN:
+            if stdin_dir is None:
+                raise UsageError("input '-' (stdin) is not accepted here")
+            found.append(VideoInput(STDIN, str(spool_stdin(stdin_dir))))
+        elif is_url(item):
+            found.append(VideoInput(item, item))
+        elif _is_dir(Path(item)):
+            _walk(Path(item), found, skipped)
+        else:
+            found.append(VideoInput(item, item))
+    return InputList(found, skipped)
+
+
+def stdin_directory() -> tempfile.TemporaryDirectory:
+    """A private temporary folder for a spooled stdin video, removed when the run ends."""
+    return tempfile.TemporaryDirectory(prefix="vidcls-stdin-")
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """'I/N' -> (I, N) with 0 <= I < N."""
+    match = _SHARD.match(text.strip())
+    if not match or not int(match[1]) < int(match[2]):
+        raise UsageError(f"bad --shard {text!r}: use I/N with 0 <= I < N, e.g. 0/4")
+    return int(match[1]), int(match[2])
+
+
+def take_shard(videos: Sequence[VideoInput], index: int, count: int) -> list[VideoInput]:
+    """Every count-th video from position index: shards are disjoint, together complete, and
+    stable for the same inputs (folders are listed sorted)."""
+    return list(videos[index::count])

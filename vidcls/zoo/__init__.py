@@ -1,0 +1,15 @@
+"""Flow 2: a REF (zoo name, hf://, model directory, .onnx file) becomes a ready model.
+
+    modeldir   model directories: config.json (the ModelCard) + model.safetensors, read and written
+    labels     packaged label sets (Kinetics-400, ...)
+    cache      vidcls's cache, digests and verified files
+    hub        the Hugging Face Hub: downloads, offline mode, pins
+    web        weights at a plain URL: resumable download, checksums
+    convert    foreign checkpoints (transformers, timm, the X-ViT and VidTr authors') to vidcls
+    cards      the one card reader of a model directory in either format
+    entries    reading and validating zoo files (models.yaml, VIDCLS_ZOO)
+    catalog    the zoo's entries by name, their cards and weight sources
+    onnx       an exported .onnx model on ONNX Runtime, called like the torch module
+    fetch      downloading and verifying an entry's or an hf:// REF's weights
+    resolve    REF -> card + weights -> LoadedModel (`load_model`)
+"""

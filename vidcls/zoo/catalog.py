@@ -1,0 +1,102 @@
+"""The zoo's entries: the packaged models.yaml plus the user's VIDCLS_ZOO files, by name.
+
+What each entry describes (its card, where its weights come from, a summary row for
+`vidcls models`), read from the catalog alone: nothing here downloads.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from vidcls.zoo import entries as zoofile
+from vidcls.zoo.cards import read_card
+from vidcls.zoo.labels import label_set
+from vidcls.zoo.modeldir import (
+    InputSpec,
+    ModelCard,
+)
+
+# ---------------------------------------------------------------- models.yaml (+ VIDCLS_ZOO files)
+
+
+def zoo_entries() -> dict[str, dict[str, Any]]:
+    """The zoo's entries by name: the packaged models.yaml plus the VIDCLS_ZOO files (vidcls.zoo.entries)."""
+    return zoofile.load().entries
+
+
+def catalog_entry(name: str) -> dict[str, Any]:
+    return zoo_entries()[name]
+
+
+def zoo_origin(name: str) -> str:
+    """Where a zoo entry is defined: "vidcls" (the packaged models.yaml) or the path of a VIDCLS_ZOO file."""
+    return zoofile.load().origins.get(name, zoofile.SHIPPED)
+
+
+def hub_weights(name: str) -> dict[str, Any] | None:
+    """A zoo entry's Hub pin {repo, revision, filename, sha256}, or None if it has no Hub weights."""
+    weights = catalog_entry(name).get("weights") or {}
+    return weights if "repo" in weights else None
+
+
+def url_weights(name: str) -> dict[str, Any] | None:
+    """A zoo entry's URL source {url, layout, sha256}, or None if its weights are not at a URL."""
+    weights = catalog_entry(name).get("weights") or {}
+    return weights if "url" in weights else None
+
+
+def zoo_card(name: str) -> ModelCard:
+    """The card of a zoo entry, without touching the network.
+
+    Entries that ship weights are read from their directory; Hub entries are described by
+    models.yaml alone (their downloaded config.json is the authority once fetched); URL
+    entries by models.yaml alone, always (the file holds tensors only), their labels by
+    `labels:` or else the shipped label set named by `dataset:`.
+    """
+    entry = catalog_entry(name)
+    directory = entry_directory(name)
+    if directory is not None:
+        return read_card(directory)
+    labels = entry.get("labels")
+    if labels is None and url_weights(name) is not None:
+        labels = label_set(entry["dataset"])
+    return ModelCard(name=name, family=entry["family"], arch=dict(entry.get("arch", {})),
+                     input=InputSpec.from_dict(entry.get("input", {})), labels=labels)
+
+
+def entry_directory(name: str) -> Path | None:
+    """The local directory holding a zoo entry's config and weights, or None if it has none."""
+    weights = catalog_entry(name).get("weights") or {}
+    if "package" in weights:
+        return Path(str(resources.files("vidcls").joinpath("assets", weights["package"])))
+    return None
+
+
+def weights_source(name: str) -> str | None:
+    """Human-readable origin of a zoo entry's weights, or None for an architecture only."""
+    weights = catalog_entry(name).get("weights") or {}
+    if "package" in weights:
+        return f"package:{weights['package']}"
+    if "repo" in weights:
+        return f"hf://{weights['repo']}@{weights.get('revision', 'main')}"
+    return weights.get("url")
+
+
+def zoo_summary(name: str) -> dict[str, Any]:
+    """One row of `vidcls models`: what a user needs to pick a model."""
+    entry = catalog_entry(name)
+    card = zoo_card(name)
+    published = entry.get("published") or {}
+    return {"name": name, "family": card.family, "attention": entry["attention"],
+            "frames": card.input.frames, "stride": card.input.stride, "size": card.input.size,
+            "views": card.input.clips * card.input.crops, "weights": weights_source(name),
+            "labels": entry.get("dataset"), "top1": published.get("top1"), "top1_views": published.get("views"),
+            "gmacs": published.get("gmacs"), "verified": entry.get("verified"), "zoo": zoo_origin(name),
+            "description": entry.get("description", "")}
+
+
+def with_weights() -> list[str]:
+    """The zoo entries that come with trained weights (shipped, on the Hub or at a URL)."""
+    return [name for name in zoo_entries() if weights_source(name) is not None]

@@ -1,0 +1,179 @@
+"""From a model reference to a ready model: models.yaml, the Hub, URLs, model directories, weights.
+
+A REF is a zoo name from models.yaml (or a VIDCLS_ZOO file), `hf://OWNER/REPO[@REVISION]`,
+or a local directory, each in vidcls format (config.json + model.safetensors) or in the
+`transformers` format of TimeSformer, VideoMAE or ViViT (config.json [+
+preprocessor_config.json] + model.safetensors). A zoo entry's weights may also be a
+pickle checkpoint at a URL (the X-ViT and VidTr authors' files), converted once into a
+model directory in the vidcls cache. Every path ends in a `ModelCard` (what to build and
+how to feed it) plus, when weights exist, a safetensors file; foreign key names are
+translated on load.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vidcls.errors import UsageError, VidclsError, printable
+from vidcls.models import build_model, make_config
+from vidcls.models.validate import ConfigError
+from vidcls.zoo import onnx as onnx_runtime
+from vidcls.zoo.cards import pickle_only_message, read_card
+from vidcls.zoo.catalog import entry_directory, with_weights, zoo_card, zoo_entries
+from vidcls.zoo.convert import PICKLE_NAME, to_vidcls
+from vidcls.zoo.fetch import fetch, fetch_hub, hub_card, is_hub, is_url
+from vidcls.zoo.modeldir import (
+    WEIGHTS_NAME,
+    ModelCard,
+    load_strict,
+    read_safetensors,
+)
+
+
+@dataclass
+class LoadedModel:
+    """A ready model with what is needed to feed it and name its outputs."""
+
+    card: ModelCard
+    module: nn.Module
+    weights: str | None  # where the weights came from; None = random initialisation
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def labels(self) -> list[str]:
+        """Class names; placeholders when the model has no labelled head."""
+        if self.card.labels is not None:
+            return self.card.labels
+        return [f"class_{i}" for i in range(self.card.arch.get("num_classes", 0))]
+
+
+def weights_in(directory: Path, ref: str) -> Path:
+    """The safetensors file of a model directory; a pickle-only one is refused with the fix."""
+    path = Path(directory) / WEIGHTS_NAME
+    if not path.is_file() and (Path(directory) / PICKLE_NAME).is_file():
+        raise VidclsError(pickle_only_message(ref))
+    return path
+
+
+def load_weights(module: nn.Module, path: Path) -> None:
+    """Load a safetensors file strictly (foreign key names translated); one-line errors."""
+    state, unused, _ = to_vidcls(read_safetensors(path))
+    load_strict(module, state, str(path), unused)
+
+
+# ---------------------------------------------------------------- REF resolution
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """What a REF names: its card, and its weights file when they were asked for and exist.
+
+    weights is None for an architecture without trained weights, and whenever the caller
+    said it does not need them (then nothing but the config was read or downloaded).
+    """
+
+    card: ModelCard
+    weights: Path | None
+
+
+def resolve(ref: str, *, need_weights: bool = True) -> Resolved:
+    """The one resolver of flow 2: a REF (zoo name, hf://OWNER/REPO[@REV], model directory, exported .onnx
+    file) -> card + weights (for an .onnx file: the file itself, its card read from its metadata).
+
+    need_weights=False is for consumers that only build the architecture (benchmark, a
+    training run with --init): a zoo entry is then described by models.yaml alone, with no
+    network access at all, and an hf:// repository by its config files alone. With
+    need_weights=True Hub weights are downloaded (or found in the cache) and verified, and a
+    URL entry's file downloaded, verified and converted once (fetch_url).
+    """
+    if ref in zoo_entries():
+        if need_weights and (is_hub(ref) or is_url(ref)):
+            files = fetch(ref)
+            return Resolved(files.card, files.weights.path)
+        directory = entry_directory(ref)
+        return Resolved(zoo_card(ref), directory / WEIGHTS_NAME if directory and need_weights else None)
+    if ref.startswith("hf://"):
+        if need_weights:
+            files = fetch_hub(ref)
+            return Resolved(files.card, files.weights.path)
+        return Resolved(hub_card(ref), None)
+    onnx = onnx_runtime.onnx_file(ref)
+    if onnx is not None:
+        return Resolved(onnx_runtime.read_onnx_card(onnx)[0], onnx)
+    path = Path(ref).expanduser()
+    if path.is_dir():
+        return Resolved(read_card(path), weights_in(path, ref) if need_weights else None)
+    raise UsageError(unknown_model_message(ref))
+
+
+def _looks_like_path(ref: str) -> bool:
+    """Whether a REF was meant as a path (a zoo name never holds a separator or starts with . or ~)."""
+    return "/" in ref or "\\" in ref or ref.startswith((".", "~"))
+
+
+def unknown_model_message(ref: str) -> str:
+    """Why a REF names nothing: a missing path, a file where a directory belongs, or the closest zoo names."""
+    path = Path(ref).expanduser()
+    if path.exists():
+        return (f"--model {ref}: is a file; a model is a directory (config.json + {WEIGHTS_NAME}), an exported "
+                f".onnx file, a zoo name or hf://")
+    if _looks_like_path(ref):
+        return f"--model {ref}: no such directory"
+    close = difflib.get_close_matches(ref, list(zoo_entries()), n=3, cutoff=0.6)
+    hint = f"did you mean {' or '.join(close)}? " if close else ""
+    return f"unknown model {ref!r}; {hint}`vidcls models` lists the zoo (a REF may also be hf://OWNER/REPO or a model directory)"
+
+
+def check_labels(card: ModelCard) -> None:
+    """The head size must match the label list, or predictions would be mislabelled."""
+    config = make_config(card.family, card.arch)
+    if card.labels is not None and len(card.labels) != config.num_classes:
+        raise VidclsError(f"model {card.name!r} has {len(card.labels)} labels but a head of "
+                          f"{config.num_classes} classes")
+
+
+def load_model(ref: str, weights: str | Path | None = None, device: str | torch.device = "cpu",
+               allow_random: bool = False) -> LoadedModel:
+    """Build the model a REF names and load its weights (or `weights`, a safetensors file).
+
+    An architecture without trained weights is refused unless allow_random=True (a random
+    head prints confident-looking nonsense; benchmarks and training start from it on purpose).
+    An exported .onnx file (or a directory holding only model.onnx) runs on ONNX Runtime:
+    its module is an OnnxModule, called like the torch model, its card read from the file.
+    """
+    resolved = resolve(ref, need_weights=weights is None)  # --weights: the REF's own are not downloaded
+    if resolved.weights is not None and resolved.weights.suffix == ".onnx":
+        if weights is not None:
+            raise UsageError(f"--weights replaces a torch model's weights; {ref} is an exported ONNX graph "
+                             f"that carries its own")
+        session = onnx_runtime.open_session(resolved.weights, torch.device(device))
+        return LoadedModel(card=resolved.card, module=onnx_runtime.OnnxModule(session, torch.device(device)),
+                           weights=str(resolved.weights))
+    weights_path = Path(weights) if weights is not None else resolved.weights
+    if weights_path is None and not allow_random:
+        raise UsageError(no_weights_message(ref))
+    check_labels(resolved.card)
+    card = resolved.card
+    try:
+        module = build_model(card.family, card.arch, frames=card.input.frames, size=card.input.size)
+    except ConfigError as exc:
+        raise ConfigError(f"model {printable(ref)}: {exc}") from None
+    if weights_path is not None:
+        load_weights(module, weights_path)
+    module.eval().to(device)
+    return LoadedModel(card=resolved.card, module=module, weights=str(weights_path) if weights_path else None)
+
+
+def no_weights_message(ref: str) -> str:
+    """Why an architecture cannot classify, and the ways out."""
+    return (f"model {ref!r} is an architecture without trained weights; pass --weights FILE (a safetensors "
+            f"file), fine-tune it with `vidcls train`, convert a checkpoint with `vidcls convert`, or pick a "
+            f"zoo model with weights: {', '.join(with_weights())}")
