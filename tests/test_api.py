@@ -78,3 +78,23 @@ def test_benchmark_takes_refs():
                               threads=1)
     assert [(p.model, p.frames) for p in report.points] == [("joint-tiny", 2), ("joint-tiny", 4)]
     assert report.points[1].gmacs > report.points[0].gmacs > 0
+
+
+@pytest.mark.parametrize("typo", [{"topk": 1}, {"worker": 0}, {"batchsize": 4}])
+def test_misspelt_run_options_are_a_type_error(typo, tmp_path):
+    """predict_run and evaluate_run take RunOptions' fields: a misspelt one is refused at the call,
+    before any model is loaded, instead of being silently ignored."""
+    with pytest.raises(TypeError, match=next(iter(typo))):
+        vidcls.predict_run([str(tmp_path)], "demo-motion", **typo)
+    with pytest.raises(TypeError, match=next(iter(typo))):
+        vidcls.evaluate_run("demo-motion", tmp_path, **typo)
+
+
+def test_run_options_refuse_bad_values_in_one_place():
+    from vidcls.errors import UsageError
+    from vidcls.inference.options import RunOptions
+
+    for bad in ({"top_k": 0}, {"workers": -1}, {"crops": 2}, {"sampling": "random"}, {"precision": "fp64"},
+                {"batch_size": 0}):
+        with pytest.raises(UsageError):
+            RunOptions(**bad)

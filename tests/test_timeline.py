@@ -1,5 +1,6 @@
 """Timelines of long videos: windows, one pass over the file, segments, the plot and the annotated video."""
 
+import json
 import time
 
 import pytest
@@ -284,7 +285,7 @@ def test_a_timeline_failure_costs_only_its_video(path_clip, tmp_path, monkeypatc
     """Not only decoding errors: any failure while labelling one video over time (here its plot)
     is that video's one-line error, and the next video still gets its timeline."""
     import vidcls.viz.timeline
-    from vidcls.api import TimelineOptions
+    from vidcls.inference.options import TimelineOptions
 
     real = vidcls.viz.timeline.plot_timeline
 
@@ -301,3 +302,25 @@ def test_a_timeline_failure_costs_only_its_video(path_clip, tmp_path, monkeypatc
     failed, done = run.predictions
     assert failed.error == "timeline failed (OSError: [Errno 28] No space left on device)"
     assert done.error is None and [s["label"] for s in done.timeline["segments"]] == [d for d, _ in LEGS]
+
+
+def test_overflowing_logits_are_that_videos_error_in_strict_json(path_clip, model, tmp_path):
+    """The timeline batches through the engine's batcher: a head whose logits overflow fails the
+    video with one reason (exit 1), and --json stays strict JSON (no NaN is ever printed)."""
+    from typer.testing import CliRunner
+
+    from vidcls.cli import app
+    from vidcls.zoo.modeldir import save_model_dir
+
+    broken = vidcls.load_model("demo-motion").module
+    with torch.no_grad():
+        broken.get_classifier().weight.fill_(3e38)
+    directory = save_model_dir(tmp_path / "overflow", model.card, broken)
+    result = CliRunner().invoke(app, ["predict", str(path_clip), "--model", str(directory), "--timeline", "--json"])
+
+    def refuse(constant):
+        raise AssertionError(f"{constant} in --json output")
+
+    records = json.loads(result.stdout, parse_constant=refuse)
+    assert result.exit_code == 1
+    assert records[0]["top_k"] == [] and "not finite" in records[0]["error"]

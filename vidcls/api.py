@@ -22,12 +22,11 @@ import torch
 from vidcls.bench.cost import RunCost
 from vidcls.bench.memory import PeakMemory
 from vidcls.errors import UsageError, VidclsError, first_line
-from vidcls.inference.engine import EngineSettings, Recipe
+from vidcls.inference.engine import Recipe
+from vidcls.inference.options import RunOptions, TimelineOptions
 from vidcls.inference.predict import (
-    RECIPE_KEYS,
     ModelRef,
     Prediction,
-    check_options,
     classify,
     plan_run,
     ready_model,
@@ -132,62 +131,83 @@ def _collect(run: PredictRun, predictions: Callable[[], Iterator[Prediction]], t
     return peak.mib
 
 
-@dataclass(frozen=True)
-class TimelineOptions:
-    """predict --timeline: window and hop in seconds (None: the model's clip span, half of it),
-    smoothing over N windows, and the files to draw (plot PNG, annotated video); with several
-    videos each file name gets the video's name: timeline.png -> timeline-clip.png."""
-
-    window_s: float | None = None
-    hop_s: float | None = None
-    smooth: int = 1
-    plot: Path | None = None
-    out_video: Path | None = None
-
-    def check(self) -> None:
-        from vidcls.inference.timeline import check_timeline_options
-
-        check_timeline_options(self.window_s, self.hop_s, self.smooth)
-        if self.plot is not None:
-            require_matplotlib()  # before the run, not after it
-
-    @staticmethod
-    def path_for(path: Path, video: VideoInput, several: bool) -> Path:
-        return path.with_name(f"{path.stem}-{Path(video.name).stem}{path.suffix}") if several else path
-
-
-def _timelines(videos: list[VideoInput], loaded: LoadedModel, target: torch.device, top_k: int, recipe: Recipe,
-               settings: EngineSettings, options: TimelineOptions) -> Iterator[Prediction]:
+def _timelines(videos: list[VideoInput], loaded: LoadedModel, target: torch.device, options: RunOptions,
+               recipe: Recipe, over_time: TimelineOptions) -> Iterator[Prediction]:
     """One Prediction per video, each with its timeline (vidcls.inference.timeline: one pass over the
     file); a video that fails, or whose plot or annotated video cannot be written, gets the error."""
     from vidcls.inference.timeline import timeline
     from vidcls.viz.overlay import write_annotated_video
     from vidcls.viz.timeline import plot_timeline
 
+    several = len(videos) > 1
     for item in videos:
         start = time.perf_counter()
         result = Prediction(video=item.name, model=loaded.name)
         try:
-            found = timeline(item.source, loaded, window_s=options.window_s, hop_s=options.hop_s,
-                             smooth=options.smooth, top_k=top_k, clips=recipe.clips, crops=recipe.crops,
-                             device=target, precision=settings.precision, batch_size=settings.batch_size)
-            if options.plot is not None:
-                plot_timeline(found, TimelineOptions.path_for(options.plot, item, len(videos) > 1),
+            found = timeline(item.source, loaded, window_s=over_time.window_s, hop_s=over_time.hop_s,
+                             smooth=over_time.smooth, top_k=options.top_k, clips=recipe.clips, crops=recipe.crops,
+                             device=target, precision=options.precision, batch_size=options.batch_size)
+            if over_time.plot is not None:
+                plot_timeline(found, TimelineOptions.path_for(over_time.plot, item.name, several),
                               title=f"{loaded.name}: {item.name}")
-            if options.out_video is not None:
-                write_annotated_video(item.source, found, TimelineOptions.path_for(options.out_video, item,
-                                                                                   len(videos) > 1))
+            if over_time.out_video is not None:
+                write_annotated_video(item.source, found,
+                                      TimelineOptions.path_for(over_time.out_video, item.name, several))
         except VidclsError as exc:
             result.error = first_line(str(exc).removeprefix(f"{item.source}: "))
         except Exception as exc:  # noqa: BLE001 - the model, a plot path, the encoder: one video's failure
             result.error = f"timeline failed ({type(exc).__name__}: {first_line(exc)})"
         else:
-            result.top_k = top_k_labels(found.probs.mean(dim=0), loaded.labels, top_k)
+            result.top_k = top_k_labels(found.probs.mean(dim=0), loaded.labels, options.top_k)
             result.timeline = found.to_json()
             result.frames_used = sum(len(window.indices) for window in found.windows)
             result.warnings = found.stats.warnings()
         result.processing_s = round(time.perf_counter() - start, 4)
         yield result
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What predict_run and evaluate_run share once their inputs are known: the videos, where
+    the records go, and the callbacks."""
+
+    videos: list[VideoInput]
+    output: Path | None
+    resume: bool
+    place: Placement
+    on_start: Callable[[int], None] | None
+    on_result: Callable[[Prediction], None] | None
+    extra: dict[str, dict[str, Any]] | None = None  # fields added to each video's record (evaluate: its label)
+
+
+def _run(job: _Job, loaded: LoadedModel, target: torch.device, options: RunOptions,
+         over_time: TimelineOptions | None = None) -> PredictRun:
+    """Classify the job's videos not already in its output, streaming each record as it completes."""
+    done = _done_videos(job.output, job.place, job.resume)
+    mine = take_shard(job.videos, job.place.rank, job.place.world_size)
+    todo = [v for v in mine if v.name not in done]
+    if job.on_start is not None:
+        job.on_start(len(todo))
+    recipe, settings, cost = plan_run(loaded, options)
+    run = PredictRun([], cost, len(job.videos), len(mine) - len(todo), output=job.output)
+    if over_time is not None:
+        stream = functools.partial(_timelines, todo, loaded, target, options, recipe, over_time)
+    else:
+        stream = functools.partial(classify, todo, loaded, target, top_k=options.top_k, recipe=recipe,
+                                   settings=settings)
+    file = rank_path(job.output, job.place.rank) if job.place.torchrun and job.output else job.output
+    peak = _collect(run, stream, target, top_k=options.top_k, file=file, resume=job.resume,
+                    on_result=job.on_result, extra=job.extra)
+    run.cost = dataclasses.replace(cost, peak_memory_mib=peak)
+    return run
+
+
+def _checked_output(output: str | Path | None) -> Path | None:
+    """--output as a Path whose suffix names a format we write (refused before any work)."""
+    if output is None:
+        return None
+    output_format(Path(output))
+    return Path(output)
 
 
 def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str | Path | None = None,
@@ -202,20 +222,18 @@ def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str |
     line flushed; Ctrl-C keeps the finished ones); resume skips the videos already in it.
     shard "I/N" takes every N-th video from position I; under torchrun each rank takes its
     own and writes OUTPUT.rankR, and rank 0 merges them into OUTPUT in input order.
-    options are predict's (top_k, clips, crops, frames, stride, sampling, precision,
-    batch_size, workers, threads). on_start(count) is called with the number of videos to
-    classify, on_result(prediction) as each arrives. Inputs that hold no video at all are a
-    UsageError: a command run on an empty folder should say so rather than print nothing.
-    timeline (TimelineOptions) labels each video over time instead (vidcls.inference.timeline): each
-    Prediction then carries its windows and segments, and its top_k is the mean over windows.
+    options are RunOptions' fields (top_k, clips, crops, frames, stride, sampling, precision,
+    batch_size, workers, threads): a name that is not one is a TypeError. on_start(count) is
+    called with the number of videos to classify, on_result(prediction) as each arrives.
+    Inputs that hold no video at all are a UsageError: a command run on an empty folder should
+    say so rather than print nothing. timeline (TimelineOptions) labels each video over time
+    instead (vidcls.inference.timeline): each Prediction then carries its windows and segments,
+    and its top_k is the mean over windows.
     """
-    top_k = options.pop("top_k", 5)
-    check_options(top_k, **{k: options[k] for k in (*RECIPE_KEYS, "precision") if options.get(k) is not None})
-    if timeline is not None:
-        timeline.check()
-    output = Path(output) if output is not None else None
-    if output is not None:
-        output_format(output)
+    run_options = RunOptions(**options)
+    if timeline is not None and timeline.plot is not None:
+        require_matplotlib()  # before the run, not after it
+    output = _checked_output(output)
     place = Placement.of(shard)
     if place.torchrun:
         from vidcls.devices import setup
@@ -229,22 +247,11 @@ def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str |
         if not inputs.videos:
             raise UsageError("no video files found in the given paths"
                              + (f" ({inputs.skipped_note()})" if inputs.skipped else ""))
-        mine = take_shard(inputs.videos, place.rank, place.world_size)
-        done = _done_videos(output, place, resume)
-        todo = [v for v in mine if v.name not in done]
-        if on_start is not None:
-            on_start(len(todo))
-        recipe, settings, cost = plan_run(loaded, options)
-        run = PredictRun([], cost, len(inputs.videos), len(mine) - len(todo), inputs.skipped_note(), output)
-        target_file = rank_path(output, place.rank) if place.torchrun and output else output
-        if timeline is not None:
-            stream = functools.partial(_timelines, todo, loaded, target, top_k, recipe, settings, timeline)
-        else:
-            stream = functools.partial(classify, todo, loaded, target, top_k=top_k, recipe=recipe, settings=settings)
-        peak = _collect(run, stream, target, top_k=top_k, file=target_file, resume=resume, on_result=on_result)
-    run.cost = dataclasses.replace(cost, peak_memory_mib=peak)
+        job = _Job(inputs.videos, output, resume, place, on_start, on_result)
+        run = _run(job, loaded, target, run_options, timeline)
+    run.skipped_note = inputs.skipped_note()
     if place.torchrun:
-        run.merged = _finish_torchrun(place, output, [v.name for v in inputs.videos], top_k)
+        run.merged = _finish_torchrun(place, output, [v.name for v in inputs.videos], run_options.top_k)
     return run
 
 
@@ -273,12 +280,11 @@ def evaluate_run(model: ModelRef, data: str | Path, *, weights: str | Path | Non
     """Accuracy of `model` on DATA (a class-folder tree, a `path label` list or a CSV, as in
     `train`): top-1, top-5, mean class accuracy, per-class accuracy, confusion matrix.
 
+    predict_run on the data's videos, each record carrying its true `label`, then the metrics.
     The data's labels are matched to the model's before any video is decoded (an unknown one
-    is a UsageError). Predictions use the model's multi-view recipe unless options (predict's
-    clips, crops, frames, stride, sampling, batch_size, workers, threads, precision) say
-    otherwise. output / resume stream the per-video records (each with its true `label`) as
-    predict_run does; the summary then covers every video in the file, resumed ones included.
-    plot writes the confusion matrix as PNG.
+    is a UsageError). options are RunOptions' fields but top_k (always 5: top-5 is reported).
+    output / resume stream the per-video records as predict_run does; the summary then covers
+    every video in the file, resumed ones included. plot writes the confusion matrix as PNG.
     """
     from vidcls.inference.metrics import match_labels, summarize
     from vidcls.train.data import read_samples
@@ -286,26 +292,16 @@ def evaluate_run(model: ModelRef, data: str | Path, *, weights: str | Path | Non
 
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UsageError("evaluate runs in one process; use predict --output under torchrun, then evaluate --resume")
+    run_options = RunOptions(top_k=5, **options)
     if plot is not None:
         require_matplotlib()  # before the run, not after it
-    check_options(5, **{k: options[k] for k in (*RECIPE_KEYS, "precision") if options.get(k) is not None})
-    output = Path(output) if output is not None else None
-    if output is not None:
-        output_format(output)
+    output = _checked_output(output)
     loaded, target = ready_model(model, weights, device)
     samples = read_samples(data)
     mapping = match_labels([s.label for s in samples], loaded.labels, loaded.name)
     truth = {str(s.path): {"label": mapping[s.label]} for s in samples}
     items = [VideoInput(str(s.path), str(s.path)) for s in samples]
-    done = _done_videos(output, Placement(), resume)
-    todo = [item for item in items if item.name not in done]
-    if on_start is not None:
-        on_start(len(todo))
-    recipe, settings, cost = plan_run(loaded, options)
-    run = PredictRun([], cost, len(items), len(items) - len(todo), output=output)
-    stream = functools.partial(classify, todo, loaded, target, top_k=5, recipe=recipe, settings=settings)
-    peak = _collect(run, stream, target, top_k=5, file=output, resume=resume, on_result=on_result, extra=truth)
-    run.cost = dataclasses.replace(cost, peak_memory_mib=peak)
+    run = _run(_Job(items, output, resume, Placement(), on_start, on_result, truth), loaded, target, run_options)
     if output is not None:
         records = [r for r in read_records(output) if r["video"] in truth]
     else:

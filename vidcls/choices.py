@@ -5,6 +5,8 @@ would cost seconds on every `vidcls --help`; the library modules that act on the
 them from here, so a new value is added once and both sides see it.
 """
 
+from vidcls.errors import UsageError
+
 # --precision: name -> torch dtype attribute (inference maps these to dtypes for autocast)
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
 # sample-clip --direction: where the shape moves
@@ -20,3 +22,9 @@ DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
 DEVICE_METAVAR = "auto|cpu|cuda[:N]"
 # predict --sampling: frames spread over the whole video, or frames x stride consecutive
 SAMPLINGS = ("segment", "dense")
+
+
+def check_precision(precision: str) -> None:
+    """The one check of a precision name (predict, evaluate, timeline, benchmark, train)."""
+    if precision not in PRECISIONS:
+        raise UsageError(f"bad precision {precision!r}; choose from {', '.join(PRECISIONS)}")

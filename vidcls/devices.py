@@ -43,14 +43,9 @@ def resolve_device(name: str | torch.device) -> torch.device:
 PRECISIONS = {name: getattr(torch, dtype) for name, dtype in choices.PRECISIONS.items()}
 
 
-def check_precision(precision: str) -> None:
-    if precision not in PRECISIONS:
-        raise UsageError(f"bad precision {precision!r}; choose from {', '.join(PRECISIONS)}")
-
-
 def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
     """Mixed precision for bf16/fp16; fp32 runs without autocast."""
-    check_precision(precision)
+    choices.check_precision(precision)
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=PRECISIONS[precision])

@@ -21,6 +21,7 @@ from vidcls.bench.measurement import Measurement, RunSettings, measure, measure_
 from vidcls.bench.models import BenchModel, ModelCost, model_cost, significant
 from vidcls.bench.roofline import BusyMachineWarning, matmul_rate, mfu_warning, precision_warning
 from vidcls.bench.timing import cpu_threads
+from vidcls.choices import check_precision
 from vidcls.devices import PRECISIONS, resolve_device
 from vidcls.errors import UsageError
 
@@ -113,11 +114,14 @@ def scaling_exponent(frames: Sequence[float], values: Sequence[float]) -> float 
         return None
     xs, ys = [math.log(t) for t in frames], [math.log(v) for v in values]
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
+
+
+DEFAULT_SETTINGS = RunSettings()
 
 
 def benchmark(models: Sequence[BenchModel], frames: Sequence[int], size: int | None = None,
-              settings: RunSettings = RunSettings(), isolate: bool | None = None,
+              settings: RunSettings = DEFAULT_SETTINGS, isolate: bool | None = None,
               on_point: Callable[[BenchPoint], None] | None = None,
               on_warning: Callable[[str], None] | None = None) -> BenchReport:
     """Cost every model at every frame count: counted MACs, parameters, measured memory and time.
@@ -128,13 +132,7 @@ def benchmark(models: Sequence[BenchModel], frames: Sequence[int], size: int | N
     not fit in memory is reported with error "out of memory at T=..." and the sweep goes
     on. on_point gets each point as it is done, on_warning each warning as soon as it is known.
     """
-    if not models or not frames or any(t < 1 for t in frames):
-        raise UsageError("benchmark needs at least one model and positive frame counts")
-    if settings.precision not in PRECISIONS:
-        raise UsageError(f"bad precision {settings.precision!r}; choose from {', '.join(PRECISIONS)}")
-    for model in models:
-        for t in frames:
-            model.check_shape(t, size or model.size)
+    _check_request(models, frames, size, settings)
     device = resolve_device(settings.device)
     settings = dataclasses.replace(settings, device=str(device))
     isolate = device.type == "cpu" if isolate is None else isolate
@@ -149,6 +147,32 @@ def benchmark(models: Sequence[BenchModel], frames: Sequence[int], size: int | N
             if on_warning is not None:
                 on_warning(message)
 
+    rate, fp32 = _matmul_rates(device, settings, warn)
+    warn(precision_warning(device, settings.precision, rate, fp32))
+    points = []
+    for model in models:
+        for t in frames:
+            points.append(_measure_point(model, t, size, settings, rate, isolate))
+            warn(mfu_warning(model.name, t, points[-1].mfu, effective=model.runtime != "torch"))
+            if on_point is not None:
+                on_point(points[-1])
+    return BenchReport(points, significant(rate), found)
+
+
+def _check_request(models: Sequence[BenchModel], frames: Sequence[int], size: int | None,
+                   settings: RunSettings) -> None:
+    """UsageError for an empty sweep, a bad precision, or a shape a model's patch embedding refuses."""
+    if not models or not frames or any(t < 1 for t in frames):
+        raise UsageError("benchmark needs at least one model and positive frame counts")
+    check_precision(settings.precision)
+    for model in models:
+        for t in frames:
+            model.check_shape(t, size or model.size)
+
+
+def _matmul_rates(device: torch.device, settings: RunSettings,
+                  warn: Callable[[str | None], None]) -> tuple[float, float]:
+    """The device's matmul rate at the run's precision and at fp32; busy-machine warnings go to `warn`."""
     with cpu_threads(settings.threads), warnings.catch_warnings(record=True) as busy:
         warnings.simplefilter("always", BusyMachineWarning)
         rate = matmul_rate(device, PRECISIONS[settings.precision])
@@ -158,15 +182,13 @@ def benchmark(models: Sequence[BenchModel], frames: Sequence[int], size: int | N
             warn(str(caught.message))
         else:  # not ours to report: back to Python's warning machinery
             warnings.warn_explicit(caught.message, caught.category, caught.filename, caught.lineno)
-    warn(precision_warning(device, settings.precision, rate, fp32))
-    points = []
-    for model in models:
-        for t in frames:
-            shape = (t, size or model.size)
-            cost = model_cost(model, *shape)
-            measured = (measure_isolated if isolate else measure)(model, *shape, settings)
-            points.append(make_point(model, *shape, settings, cost, measured, rate))
-            warn(mfu_warning(model.name, t, points[-1].mfu, effective=model.runtime != "torch"))
-            if on_point is not None:
-                on_point(points[-1])
-    return BenchReport(points, significant(rate), found)
+    return rate, fp32
+
+
+def _measure_point(model: BenchModel, frames: int, size: int | None, settings: RunSettings, rate: float,
+                   isolate: bool) -> BenchPoint:
+    """Count and measure one model at one frame count (in a fresh process if `isolate`)."""
+    shape = (frames, size or model.size)
+    cost = model_cost(model, *shape)
+    measured = (measure_isolated if isolate else measure)(model, *shape, settings)
+    return make_point(model, *shape, settings, cost, measured, rate)

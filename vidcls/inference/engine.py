@@ -14,7 +14,6 @@ import os
 import signal
 import sys
 import time
-from collections import deque
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,8 +21,8 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vidcls.devices import autocast_context
-from vidcls.errors import VidclsError, check_finite, first_line
+from vidcls.errors import VidclsError, first_line
+from vidcls.inference.batcher import Batcher, Scores
 from vidcls.video import container as video_io
 from vidcls.video.container import DecodeStats
 from vidcls.video.decode import load_clips
@@ -179,15 +178,6 @@ class EngineSettings:
 
 
 @dataclass
-class _Pending:
-    """A decoded video waiting for its views' share of forward passes."""
-
-    decoded: Decoded
-    rows: list[torch.Tensor] = field(default_factory=list)
-    model_ms: float = 0.0
-
-
-@dataclass
 class Scored:
     """A video's outcome: mean softmax over its views (None when it failed)."""
 
@@ -199,108 +189,19 @@ class Scored:
     timing_ms: dict[str, float]
 
 
-def _model_failure(exc: BaseException) -> str:
-    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
-        return "model ran out of memory (try a smaller --batch-size)"
-    return f"model failed ({type(exc).__name__}: {first_line(exc)})"
+def _scored(done: Scores) -> Scored:
+    """A video's Scored from the batcher's outcome for its Decoded."""
+    decoded: Decoded = done.owner
+    timing = decoded.timing_ms if done.probs is None else {**decoded.timing_ms, "model": round(done.model_ms, 2)}
+    frames_used = decoded.frames_used if done.probs is not None else 0
+    return Scored(decoded.position, done.probs, frames_used, done.error, decoded.warnings, timing)
 
 
-class _Batcher:
-    """Packs consecutive videos' views into forward passes of batch_size views and hands
-    videos back, in input order, once all their views are scored."""
-
-    def __init__(self, model: LoadedModel, device: torch.device, settings: EngineSettings) -> None:
-        self.model, self.device, self.settings = model, device, settings
-        self.pending: deque[_Pending] = deque()
-        self.queue: deque[tuple[_Pending, torch.Tensor]] = deque()  # views not yet run
-        self.queued = 0
-
-    def add(self, decoded: Decoded) -> Iterator[Scored]:
-        entry = _Pending(decoded)
-        self.pending.append(entry)
-        if decoded.views is not None:
-            self.queue.append((entry, decoded.views))
-            self.queued += len(decoded.views)
-            decoded.views = None
-        while self.queued >= self.settings.batch_size:
-            self._run(self.settings.batch_size)
-        yield from self._ready()
-
-    def flush(self) -> Iterator[Scored]:
-        while self.queued:
-            self._run(self.settings.batch_size)
-        yield from self._ready()
-
-    def _take(self, count: int) -> list[tuple[_Pending, torch.Tensor]]:
-        """Up to `count` views from the front of the queue, as (owner, views) pieces."""
-        pieces = []
-        while count and self.queue:
-            entry, views = self.queue.popleft()
-            pieces.append((entry, views[:count]))
-            if len(views) > count:
-                self.queue.appendleft((entry, views[count:]))
-            count -= len(pieces[-1][1])
-        self.queued -= sum(len(v) for _, v in pieces)
-        return pieces
-
-    def _run(self, count: int) -> None:
-        pieces = [(e, v) for e, v in self._take(count) if e.decoded.error is None]
-        if not pieces:
-            return
-        try:
-            self._forward(pieces)
-        except Exception as exc:  # noqa: BLE001 - find the failing video by running each on its own
-            if len(pieces) == 1:
-                self._fail(pieces[0][0], _model_failure(exc))
-                return
-            for piece in pieces:
-                try:
-                    self._forward([piece])
-                except Exception as exc:  # noqa: BLE001 - one video's failure is that video's error
-                    self._fail(piece[0], _model_failure(exc))
-
-    def _fail(self, entry: _Pending, reason: str) -> None:
-        """Record a video's failure and drop its views still waiting for a forward pass."""
-        entry.decoded.error = reason
-        entry.rows.clear()
-        kept = [(owner, views) for owner, views in self.queue if owner is not entry]
-        self.queued = sum(len(views) for _, views in kept)
-        self.queue = deque(kept)
-
-    @torch.inference_mode()
-    def _forward(self, pieces: list[tuple[_Pending, torch.Tensor]]) -> None:
-        batch = torch.cat([v for _, v in pieces]) if len(pieces) > 1 else pieces[0][1]
-        if self.device.type == "cuda" and not batch.is_pinned():  # views of several videos: cat unpinned them
-            batch = batch.pin_memory()
-        start = time.perf_counter()
-        with autocast_context(self.device, self.settings.precision):
-            logits = self.model.module(batch.to(self.device, non_blocking=True))
-        probs = logits.float().softmax(dim=-1).cpu()
-        elapsed = 1e3 * (time.perf_counter() - start)
-        offset = 0
-        for entry, views in pieces:
-            rows = probs[offset:offset + len(views)]
-            offset += len(views)
-            entry.model_ms += elapsed * len(views) / len(batch)
-            try:
-                check_finite(rows, "model output")
-            except VidclsError as exc:
-                self._fail(entry, f"{exc}: check the weights")
-                continue
-            if entry.decoded.error is None:
-                entry.rows.append(rows)
-
-    def _ready(self) -> Iterator[Scored]:
-        """The finished videos at the front: input order is kept, so a video waits for those before it."""
-        while self.pending and not any(owner is self.pending[0] for owner, _ in self.queue):
-            entry = self.pending.popleft()
-            d = entry.decoded
-            if d.error is None:
-                probs = torch.cat(entry.rows).mean(dim=0)
-                timing = {**d.timing_ms, "model": round(entry.model_ms, 2)}
-            else:
-                probs, timing = None, d.timing_ms
-            yield Scored(d.position, probs, d.frames_used if probs is not None else 0, d.error, d.warnings, timing)
+def _add(batcher: Batcher, decoded: Decoded) -> Iterator[Scored]:
+    """Queue a decoded video's views; its tensor is released here, the batcher holds the views."""
+    views, decoded.views = decoded.views, None
+    for done in batcher.add(decoded, views, decoded.error):
+        yield _scored(done)
 
 
 def score_videos(videos: Sequence[VideoInput], model: LoadedModel, device: torch.device, recipe: Recipe,
@@ -318,14 +219,14 @@ def score_videos(videos: Sequence[VideoInput], model: LoadedModel, device: torch
                         collate_fn=_keep, worker_init_fn=_init_worker if workers else None,
                         prefetch_factor=settings.prefetch if workers else None,
                         pin_memory=device.type == "cuda")
-    batcher = _Batcher(model, device, settings)
+    batcher = Batcher(model.module, device, settings.precision, settings.batch_size)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     decoded_videos = iter(loader)
     try:
         for decoded in decoded_videos:
-            yield from batcher.add(decoded)
-        yield from batcher.flush()
+            yield from _add(batcher, decoded)
+        yield from map(_scored, batcher.flush())
     finally:
         torch.set_num_threads(previous)
         # stop the workers now (Ctrl-C, a consumer that stopped), not whenever the iterator is

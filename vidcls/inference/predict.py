@@ -15,12 +15,11 @@ from typing import Any
 
 import torch
 
-from vidcls import choices
 from vidcls.bench.cost import RunCost, run_cost
-from vidcls.choices import SAMPLINGS
-from vidcls.devices import check_precision, resolve_device
+from vidcls.devices import resolve_device
 from vidcls.errors import UsageError
 from vidcls.inference.engine import EngineSettings, Recipe, Scored, score_videos
+from vidcls.inference.options import RunOptions
 from vidcls.video.inputs import VideoInput, gather
 from vidcls.zoo.resolve import LoadedModel, load_model
 
@@ -59,21 +58,6 @@ class Prediction:
         return {**row, **(over_time or {})}
 
 
-def check_options(top_k: int = 5, clips: int | None = None, crops: int | None = None,
-                  precision: str = "fp32", frames: int | None = None, stride: int | None = None,
-                  sampling: str | None = None) -> None:
-    """Refuse values that would fail on every video, before a model is loaded or a video decoded."""
-    counts = {"top_k": top_k, "clips": clips, "frames": frames, "stride": stride}
-    bad = {k: v for k, v in counts.items() if v is not None and v < 1}
-    if bad:
-        raise UsageError(", ".join(f"{k} must be >= 1, got {v}" for k, v in bad.items()))
-    if crops is not None and crops not in choices.CROPS:
-        raise UsageError(f"crops must be 1 (centre) or 3 (left/centre/right), got {crops}")
-    if sampling is not None and sampling not in SAMPLINGS:
-        raise UsageError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
-    check_precision(precision)
-
-
 def ready_model(model: ModelRef, weights: str | Path | None = None,
                 device: str | torch.device | None = None) -> tuple[LoadedModel, torch.device]:
     """(model, device its inputs go to) for a LoadedModel or a REF.
@@ -97,18 +81,14 @@ def top_k_labels(probs: torch.Tensor, labels: Sequence[str], k: int) -> list[dic
             for s, i in zip(scores.tolist(), indices.tolist())]
 
 
-RECIPE_KEYS = ("frames", "stride", "sampling", "clips", "crops")
-ENGINE_KEYS = ("batch_size", "workers", "threads", "precision")
-
-
-def plan_run(loaded: LoadedModel, options: dict[str, Any]) -> tuple[Recipe, EngineSettings, RunCost]:
-    """The run's recipe, the engine's settings and the cost of one video, from predict's
-    options (RECIPE_KEYS, ENGINE_KEYS; None: the default): the cost sets the default workers
-    and threads (a cheap model on CPU is decode-bound), the same for every caller."""
-    recipe = Recipe.of(loaded.card.input, **{k: options.get(k) for k in RECIPE_KEYS})
+def plan_run(loaded: LoadedModel, options: RunOptions) -> tuple[Recipe, EngineSettings, RunCost]:
+    """The run's recipe, the engine's settings and the cost of one video: the cost sets the
+    default workers and threads (a cheap model on CPU is decode-bound), the same for every caller."""
+    recipe = Recipe.of(loaded.card.input, frames=options.frames, stride=options.stride, sampling=options.sampling,
+                       clips=options.clips, crops=options.crops)
     cost = run_cost(loaded.card, recipe.clips, recipe.crops, None)
-    settings = EngineSettings(**{k: options[k] for k in ENGINE_KEYS if options.get(k) is not None},
-                              gmacs_per_video=cost.gmacs * cost.views)
+    settings = EngineSettings(batch_size=options.batch_size, workers=options.workers, threads=options.threads,
+                              precision=options.precision, gmacs_per_video=cost.gmacs * cost.views)
     return recipe, settings, cost
 
 
@@ -140,7 +120,7 @@ def predict_video(path: str | Path, model: LoadedModel, *, top_k: int = 5, clips
 
     clips / crops default to the model's test recipe; device to where the model is.
     """
-    check_options(top_k, clips, crops, precision)
+    RunOptions(top_k=top_k, clips=clips, crops=crops, precision=precision, batch_size=batch_size)
     model, device = ready_model(model, device=device)
     recipe = Recipe.of(model.card.input, clips=clips, crops=crops)
     item = VideoInput(os.fspath(path), os.fspath(path))
@@ -166,12 +146,11 @@ def predict(videos: Iterable[str | Path], model: ModelRef, *, weights: str | Pat
     model process's torch threads. on_video(name, index, total) and on_result(prediction)
     are called as each result arrives (progress bars).
     """
-    check_options(top_k, clips, crops, precision, frames, stride, sampling)
+    options = RunOptions(top_k=top_k, clips=clips, crops=crops, frames=frames, stride=stride, sampling=sampling,
+                         precision=precision, batch_size=batch_size, workers=workers, threads=threads)
     loaded, target = ready_model(model, weights, device)
     items = gather(videos).videos
-    recipe, settings, _ = plan_run(loaded, dict(frames=frames, stride=stride, sampling=sampling, clips=clips,
-                                                crops=crops, batch_size=batch_size, workers=workers,
-                                                threads=threads, precision=precision))
+    recipe, settings, _ = plan_run(loaded, options)
     results = []
     for index, result in enumerate(classify(items, loaded, target, top_k=top_k, recipe=recipe, settings=settings)):
         if on_video is not None:

@@ -30,9 +30,10 @@ from typing import Any
 
 import torch
 
-from vidcls.devices import autocast_context
-from vidcls.errors import UsageError
-from vidcls.inference.predict import check_options, ready_model, top_k_labels
+from vidcls.errors import VidclsError
+from vidcls.inference.batcher import Batcher, Scores
+from vidcls.inference.options import RunOptions, check_timeline_options
+from vidcls.inference.predict import ready_model, top_k_labels
 from vidcls.video.container import DecodeStats, VideoDecodeError
 from vidcls.video.decode import FrameReader, open_frames
 from vidcls.video.sampling import sample_indices
@@ -241,66 +242,24 @@ def _clip_tensor(frames: dict[int, torch.Tensor], indices: Sequence[int], clips:
     return out
 
 
-class _Batcher:
-    """Collects views of consecutive windows and runs them through the model batch_size at a time.
-
-    A window's probabilities (softmax averaged over its views) are known once its last view
-    has been through the model.
-    """
-
-    def __init__(self, model: LoadedModel, device: torch.device, precision: str, batch_size: int,
-                 windows: int) -> None:
-        self.model, self.device, self.precision, self.batch_size = model, device, precision, batch_size
-        self.views: list[torch.Tensor] = []  # queued views, one tensor per window
-        self.owners: list[int] = []
-        self.sums = torch.zeros(windows, len(model.labels), dtype=torch.float64)
-        self.counts = torch.zeros(windows, dtype=torch.int64)
-
-    def add(self, window: int, views: torch.Tensor) -> None:
-        self.views.append(views)
-        self.owners.append(window)
-        if sum(len(v) for v in self.views) >= self.batch_size:
-            self.flush()
-
-    @torch.inference_mode()
-    def flush(self) -> None:
-        if not self.views:
-            return
-        batch = torch.cat(self.views)
-        owners = torch.repeat_interleave(torch.tensor(self.owners), torch.tensor([len(v) for v in self.views]))
-        self.views, self.owners = [], []
-        with autocast_context(self.device, self.precision):
-            for chunk, who in zip(batch.split(self.batch_size), owners.split(self.batch_size)):
-                probs = self.model.module(chunk.to(self.device, non_blocking=True)).float().softmax(dim=-1)
-                self.sums.index_add_(0, who, probs.cpu().double())
-                self.counts.index_add_(0, who, torch.ones_like(who))
-
-    def probabilities(self) -> torch.Tensor:
-        self.flush()
-        return (self.sums / self.counts[:, None]).float()
-
-
-def check_timeline_options(window_s: float | None, hop_s: float | None, smooth: int) -> None:
-    """Refuse window/hop/smooth values before a model is loaded or a video decoded."""
-    if window_s is not None and not window_s > 0:
-        raise UsageError(f"--window must be > 0 seconds, got {window_s}")
-    if hop_s is not None and not hop_s > 0:
-        raise UsageError(f"--hop must be > 0 seconds, got {hop_s}")
-    if window_s is not None and hop_s is not None and hop_s > window_s:
-        raise UsageError(f"--hop {hop_s} is longer than --window {window_s}: the windows would leave gaps")
-    if smooth < 1:
-        raise UsageError(f"--smooth must be >= 1 window, got {smooth}")
-
-
-def _run(reader: FrameReader, windows: Sequence[Window], spec: InputSpec, clips: int, crops: int,
-         batcher: _Batcher) -> None:
+def _window_probabilities(reader: FrameReader, windows: Sequence[Window], spec: InputSpec, clips: int,
+                          crops: int, batcher: Batcher) -> torch.Tensor:
+    """(windows, classes) mean softmax of each window's views, decoding the file once; a window the
+    model fails on (an error, non-finite outputs) fails the video with the batcher's reason."""
     frames: dict[int, torch.Tensor] = {}
+    done: list[Scores] = []
     for k, wanted, keep_from in _window_chunks(windows):
         frames.update(reader.pick(wanted))
         clip = _clip_tensor(frames, windows[k].indices, clips)
-        batcher.add(k, crop_views(clip, spec.size, crops, spec.mean, spec.std))
+        done.extend(batcher.add(k, crop_views(clip, spec.size, crops, spec.mean, spec.std)))
         for index in [i for i in frames if i < keep_from]:
             del frames[index]
+    done.extend(batcher.flush())
+    failed = next((d for d in done if d.error is not None), None)
+    if failed is not None:
+        start = windows[failed.owner].start_s
+        raise VidclsError(f"window at {clock_text(start)}: {failed.error}")
+    return torch.stack([d.probs for d in done])
 
 
 def timeline(source: str | Path, model: LoadedModel | str, *, window_s: float | None = None,
@@ -315,7 +274,7 @@ def timeline(source: str | Path, model: LoadedModel | str, *, window_s: float | 
     the model's test views per window. A file that cannot be decoded raises VideoDecodeError
     naming it; `stats` (a DecodeStats) receives the decoder's counters.
     """
-    check_options(top_k, clips, crops, precision)
+    RunOptions(top_k=top_k, clips=clips, crops=crops, precision=precision, batch_size=batch_size)
     check_timeline_options(window_s, hop_s, smooth)
     model, device = ready_model(model, device=device)
     spec = model.card.input
@@ -329,10 +288,10 @@ def timeline(source: str | Path, model: LoadedModel | str, *, window_s: float | 
             hop = hop_s or window / 2
             check_timeline_options(window, hop, smooth)
             windows = plan_windows(num_frames, fps, spec, window, hop, clips)
-            batcher = _Batcher(model, device, precision, batch_size, len(windows))
-            _run(reader, windows, spec, clips, crops, batcher)
+            batcher = Batcher(model.module, device, precision, batch_size)
+            probs = _window_probabilities(reader, windows, spec, clips, crops, batcher)
     except VideoDecodeError as exc:
         raise VideoDecodeError(f"{source}: {exc}") from exc
-    probs = smooth_probabilities(batcher.probabilities(), smooth)
+    probs = smooth_probabilities(probs, smooth)
     return Timeline(video=str(source), model=model.name, labels=model.labels, fps=fps, num_frames=num_frames,
                     windows=windows, probs=probs, top_k=top_k, stats=stats)

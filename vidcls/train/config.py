@@ -10,8 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vidcls.choices import INFLATIONS, OPTIMIZERS
-from vidcls.devices import PRECISIONS
+from vidcls.choices import INFLATIONS, OPTIMIZERS, check_precision
 from vidcls.errors import UsageError
 
 # Options that may change between a run and its --resume: those that do not change the result,
@@ -60,7 +59,6 @@ class TrainConfig:
                   (self.accumulate >= 1, "--accumulate must be >= 1"), (self.workers >= 0, "--workers must be >= 0"),
                   (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
                   (self.inflate in INFLATIONS, f"--inflate must be one of {', '.join(INFLATIONS)}"),
-                  (self.precision in PRECISIONS, f"--precision must be one of {', '.join(PRECISIONS)}"),
                   (self.lr is None or self.lr > 0, "--lr must be > 0"),
                   (self.warmup_epochs >= 0, "--warmup-epochs must be >= 0"),
                   (0 <= self.label_smoothing < 1, "--label-smoothing must be in [0, 1)"),
@@ -70,6 +68,7 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise UsageError(message)
+        check_precision(self.precision)
 
     @property
     def learning_rate(self) -> float:

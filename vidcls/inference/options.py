@@ -1,0 +1,80 @@
+"""The options of a run, typed and checked once: what predict, evaluate and the timeline accept.
+
+A frozen dataclass rather than `**options` read with `.get`: a misspelt keyword
+(`topk=1`, `worker=0`) is a TypeError at the call instead of silently ignored, and a value that
+would fail on every video is refused (UsageError) before a model is loaded or a video decoded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidcls import choices
+from vidcls.errors import UsageError
+
+# how the defaults read in `--help` and docs/cli.md; None means "the model's recipe" or "chosen by the engine"
+DEFAULT_TOP_K = 5
+DEFAULT_BATCH_SIZE = 8
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """How to classify: top-k, the clip recipe (None: the model's own) and the engine's settings."""
+
+    top_k: int = DEFAULT_TOP_K
+    clips: int | None = None  # temporal clips per video
+    crops: int | None = None  # spatial crops per clip: 1 or 3
+    frames: int | None = None
+    stride: int | None = None
+    sampling: str | None = None  # "segment" or "dense"
+    precision: str = "fp32"
+    batch_size: int = DEFAULT_BATCH_SIZE  # views per forward pass
+    workers: int | None = None  # decoding processes; None: chosen from the model's cost; 0: in this process
+    threads: int | None = None  # torch threads of the model process; None: chosen with the workers
+
+    def __post_init__(self) -> None:
+        at_least = {"top_k": (self.top_k, 1), "clips": (self.clips, 1), "frames": (self.frames, 1),
+                    "stride": (self.stride, 1), "batch_size": (self.batch_size, 1), "workers": (self.workers, 0),
+                    "threads": (self.threads, 1)}
+        bad = [f"{name} must be >= {low}, got {value}" for name, (value, low) in at_least.items()
+               if value is not None and value < low]
+        if bad:
+            raise UsageError(", ".join(bad))
+        if self.crops is not None and self.crops not in choices.CROPS:
+            raise UsageError(f"crops must be 1 (centre) or 3 (left/centre/right), got {self.crops}")
+        if self.sampling is not None and self.sampling not in choices.SAMPLINGS:
+            raise UsageError(f"sampling must be one of {', '.join(choices.SAMPLINGS)}, got {self.sampling!r}")
+        choices.check_precision(self.precision)
+
+
+@dataclass(frozen=True)
+class TimelineOptions:
+    """predict --timeline: window and hop in seconds (None: the model's clip span, half of it),
+    smoothing over N windows, and the files to draw (plot PNG, annotated video); with several
+    videos each file name gets the video's name: timeline.png -> timeline-clip.png."""
+
+    window_s: float | None = None
+    hop_s: float | None = None
+    smooth: int = 1
+    plot: Path | None = None
+    out_video: Path | None = None
+
+    def __post_init__(self) -> None:
+        check_timeline_options(self.window_s, self.hop_s, self.smooth)
+
+    @staticmethod
+    def path_for(path: Path, video_name: str, several: bool) -> Path:
+        return path.with_name(f"{path.stem}-{Path(video_name).stem}{path.suffix}") if several else path
+
+
+def check_timeline_options(window_s: float | None, hop_s: float | None, smooth: int) -> None:
+    """Refuse window/hop/smooth values before a model is loaded or a video decoded."""
+    if window_s is not None and not window_s > 0:
+        raise UsageError(f"--window must be > 0 seconds, got {window_s}")
+    if hop_s is not None and not hop_s > 0:
+        raise UsageError(f"--hop must be > 0 seconds, got {hop_s}")
+    if window_s is not None and hop_s is not None and hop_s > window_s:
+        raise UsageError(f"--hop {hop_s} is longer than --window {window_s}: the windows would leave gaps")
+    if smooth < 1:
+        raise UsageError(f"--smooth must be >= 1 window, got {smooth}")
