@@ -46,7 +46,7 @@ PAPER_SHAPES = [
     ("joint", {"tubelet_size": 2, "cls_token": False, "pool": "mean", "pos_embed": "sinusoidal"}, 16, 180,
      "VideoMAE ViT-B layout (tubelet 2), 16x224"),
     ("ff-linear-ssv2", {}, 16, 254, "LVT, one fixation gate per attention (count from the authors' code)"),
-    ("ff-linear", {}, 16, 265, "LVT, separate q and k gates (count of spec/models.md)"),
+    ("ff-linear", {}, 16, 265, "LVT, separate q and k gates (count of docs/models.md)"),
     ("linear", {}, 16, None, "LVT backbone without fixation or shifts"),
     ("vidtr-s", {}, 8, 89, "VidTr-S 8x8 (paper's convention unclear)"),
     ("vidtr-m", {}, 16, 179, "VidTr-M 16x4"),

@@ -13,7 +13,7 @@ switchable so that the same module is also the plain `linear` baseline:
 
 The shape (conv patch embedding with overlapping 16/14 patches and no spatial position
 embedding, temporal-then-spatial blocks, depthwise-conv MLP, two-layer head) follows the
-authors' code as summarised in spec/models.md section 1; the paper itself does not give it.
+authors' code as summarised in docs/models.md section 1; the paper itself does not give it.
 Unconfirmed against the authors' code, so kept as config options: the LayerNorm epsilon
 (1e-6), the bias of the qkv projection (on), and the linear-attention epsilon (1e-6).
 No video checkpoint has been published, so the zoo entries are architectures only.
