@@ -98,7 +98,7 @@ def test_models_json_is_the_library_listing(monkeypatch):
 
 def test_models_table_fits_80_columns(monkeypatch):
     """Each model is one line of whole cells at 80 columns; --with-weights adds the full sources."""
-    monkeypatch.setattr(cli, "out", Console(width=80))
+    monkeypatch.setattr(cli.zoo, "out", Console(width=80))
     rows = vidcls.list_models()
     lines = invoke("models").stdout.splitlines()
     assert max(map(len, lines)) <= 80
@@ -153,7 +153,7 @@ def test_each_bad_input_is_one_line_and_keeps_good_results(good_clips, bad_input
     assert rows[0]["top_k"] and rows[-1]["top_k"]
     error_lines = result.stderr.strip().splitlines()
     assert len(error_lines) == len(bad_inputs)
-    for bad, row, line in zip(bad_inputs, rows[1:-1], error_lines):
+    for bad, row, line in zip(bad_inputs, rows[1:-1], error_lines, strict=True):
         assert row["top_k"] == [] and row["error"]
         assert str(bad) in line and line.startswith("error:")
     assert "Traceback" not in result.output
@@ -228,7 +228,7 @@ def test_help_lists_the_choices(command, listed):
 
 
 def test_every_cli_md_reference_names_docs_cli_md():
-    source = (ROOT / "vidcls" / "cli.py").read_text()
+    source = "".join(path.read_text() for path in (ROOT / "vidcls" / "cli").glob("*.py"))
     assert source.count("cli.md") == source.count("docs/cli.md") > 0
 
 

@@ -1,0 +1,197 @@
+"""What the commands print: tables, progress bars and the one-line error/warning/note/done messages.
+
+Rendering only; parsing lives in the command modules and the work in the library.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from vidcls.errors import printable
+
+out = Console()
+err = Console(stderr=True)
+
+
+WEIGHTS_MARKS = ("attention is linear in the ff-linear family, quadratic in the others. weights: hf = on the "
+                 "Hugging Face Hub, url = the authors' file at a URL (both fetched and verified on first use), "
+                 "package = shipped with vidcls, none = architecture only (train it, or pass --weights); "
+                 "--with-weights for sources and published top-1")
+
+
+# the one label-set name too long for an 80-column table, in the abbreviation its papers use
+SHORT_LABELS = {"something-something-v2": "sth-sth-v2"}
+
+
+def weights_mark(source: str | None) -> str:
+    """hf, url, package or none: the kind of a weights source, short enough for an 80-column table."""
+    if source is None:
+        return "none"
+    scheme = source.split(":")[0]
+    return "url" if scheme in ("http", "https") else scheme
+
+
+def plain_table(title: str, caption: str | None = None) -> Table:
+    """A borderless table, one space between columns, so that it fits 80 columns."""
+    return Table(title=title, caption=caption, caption_justify="left", box=None, pad_edge=False,
+                 padding=(0, 1, 0, 0), header_style="bold")
+
+
+def models_tables(rows: list[dict[str, Any]], with_weights: bool) -> list[Table]:
+    """The zoo, with a short mark for where the weights come from (hf, url, package or none); a `zoo`
+    column names the VIDCLS_ZOO file of each entry when there are any; with_weights adds a table of
+    the full sources and published top-1."""
+    user_zoo = any(row["zoo"] != "vidcls" for row in rows)
+    table = plain_table("vidcls model zoo", WEIGHTS_MARKS)
+    for column in ("name", "family", "frames", "size", "views", "weights", "labels", *(("zoo",) if user_zoo else ())):
+        table.add_column(column, no_wrap=column != "zoo", overflow="fold",
+                         justify="right" if column in ("size", "views") else "left")
+    for row in rows:
+        table.add_row(row["name"], row["family"], f"{row['frames']}x{row['stride']}",
+                      str(row["size"]), str(row["views"]), weights_mark(row["weights"]),
+                      SHORT_LABELS.get(row["labels"], row["labels"] or "-"), *((row["zoo"],) if user_zoo else ()))
+    if not with_weights:
+        return [table]
+    sources = plain_table("weights")
+    for column in ("name", "top-1 (views)", "source"):  # the source last: a long one folds inside its column
+        sources.add_column(column, no_wrap=column == "name", overflow="fold")
+    for row in rows:
+        if row["weights"]:
+            views = f" ({row['top1_views']})" if row["top1_views"] else ""
+            top1 = "-" if row["top1"] is None else f"{row['top1']}{views}"
+            sources.add_row(row["name"], top1, row["weights"])
+    return [table, sources]
+
+
+def progress_bar() -> Progress:
+    """A transient progress bar on stderr, only on a terminal (a piped or logged stderr keeps
+    just the messages, and an error stays the only line)."""
+    return Progress(TextColumn("[progress.description]{task.description}"), BarColumn(),
+                    MofNCompleteColumn(), TimeElapsedColumn(), console=err, transient=True,
+                    disable=not err.is_terminal)
+
+
+def prediction_table(results: list) -> Table:
+    table = Table(title="predictions")
+    for column, justify in (("video", "left"), ("#", "right"), ("label", "left"), ("score", "right")):
+        table.add_column(column, justify=justify)
+    for result in results:
+        if result.error:
+            continue
+        for rank, item in enumerate(result.top_k, 1):
+            table.add_row(result.video if rank == 1 else "", str(rank), item["label"],
+                          f"{item['score']:.3f}", end_section=rank == len(result.top_k))
+    return table
+
+
+def input_line(kind: str, style: str, text: str) -> None:
+    err.print(f"[bold {style}]{kind}:[/] {escape(text)}", highlight=False, soft_wrap=True)
+
+
+def segments_table(results: list) -> Table:
+    """predict --timeline: each video's segments (consecutive windows with the same top-1)."""
+    from vidcls.inference.timeline import SEGMENT_COLUMNS, segment_text
+
+    table = Table(title="segments")
+    table.add_column("video")
+    for column in SEGMENT_COLUMNS:
+        table.add_column(column, justify="left" if column == "label" else "right")
+    for result in results:
+        if result.error:
+            continue
+        rows = [segment_text(s) for s in result.timeline["segments"]]
+        for n, row in enumerate(rows):
+            table.add_row(escape(printable(result.video)) if n == 0 else "", *map(escape, row),
+                          end_section=n == len(rows) - 1)
+    return table
+
+
+def percent(value: float | None) -> str:
+    return "n/a" if value is None else f"{100 * value:.2f}%"
+
+
+def evaluation_tables(summary) -> list[Table]:
+    """The headline numbers, then per-class accuracy (all classes up to 30; else the 10 worst
+    and 10 best, --json has them all)."""
+    head = plain_table(f"evaluation of {summary.model}")
+    head.add_column("metric")
+    head.add_column("value", justify="right")
+    for name, value in (("top-1", percent(summary.top1)), ("top-5", percent(summary.top5)),
+                        ("mean class accuracy", percent(summary.mean_class_accuracy)),
+                        ("videos evaluated", str(summary.evaluated)),
+                        ("could not be classified", str(len(summary.failed)))):
+        head.add_row(name, value)
+    rows = sorted(((v["accuracy"], label, v["videos"]) for label, v in summary.per_class.items()
+                   if v["accuracy"] is not None), key=lambda r: (r[0], r[1]))
+    caption = None
+    if len(rows) > 30:
+        caption = f"the 10 worst and 10 best of {len(rows)} classes; --json lists all"
+        rows = rows[:10] + rows[-10:]
+    per_class = plain_table("per-class accuracy", caption)
+    for column, justify in (("class", "left"), ("accuracy", "right"), ("videos", "right")):
+        per_class.add_column(column, justify=justify)
+    for accuracy, label, videos in rows:
+        per_class.add_row(escape(label), percent(accuracy), str(videos))
+    return [head, per_class]
+
+
+EFFECTIVE_MFU = ("onnxruntime rows: GMACs are the torch graph's and MFU is an effective rate against torch's matmul "
+                 "rate; ONNX Runtime's own GEMM kernels, and int8 products, can beat it, so it may exceed 100%")
+
+
+def benchmark_tables(report) -> tuple[Table, Table]:
+    def num(value: Any, spec: str = ".4g") -> str:
+        return "-" if value is None else format(value, spec)
+
+    effective = any(p.runtime != "torch" for p in report.points)
+    points = Table(title=f"cost per point (device matmul rate {report.matmul_gflops_per_s:.1f} GFLOP/s)",
+                   caption=EFFECTIVE_MFU if effective else None, caption_justify="left")
+    for column in ("model", "T", "size", "params M", "GMACs/view", "attn %", "peak MiB", "latency ms",
+                   "min-max ms", "CPU ms", "clips/s", "MFU"):
+        points.add_column(column, justify="left" if column == "model" else "right")
+    for p in report.points:
+        spread = "-" if p.latency_ms is None else f"{p.latency_min_ms:.4g}-{p.latency_max_ms:.4g}"
+        points.add_row(p.model, str(p.frames), str(p.size), f"{p.params / 1e6:.2f}", f"{p.gmacs:.4g} x{p.views}",
+                       f"{100 * p.attention_share:.0f}", num(p.peak_memory_mib), p.error or num(p.latency_ms),
+                       spread, num(p.cpu_time_ms), num(p.clips_per_s, ".3g"), num(p.mfu, ".1%"))
+    scaling = Table(title="cost ~ T^k: exponent k (1 linear, 2 quadratic)")
+    for column in ("model", "GMACs", "peak memory", "latency", "CPU time"):
+        scaling.add_column(column, justify="left" if column == "model" else "right")
+    for name in report.models():
+        scaling.add_row(name, *(num(value, ".2f") for value in report.exponents(name).values()))
+    return points, scaling
+
+
+class VideoProgress:
+    """A progress bar over the videos of a run (on stderr, only on a terminal) and the callbacks that
+    drive it: on_start(total), then on_result(prediction) for each, which also prints that video's
+    error and warnings as one line each and counts the failures."""
+
+    def __init__(self, verb: str) -> None:
+        self.verb, self.failed = verb, 0
+        self.bar = progress_bar()
+        self.task = self.bar.add_task(verb, visible=False)
+
+    def __enter__(self) -> VideoProgress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)
+
+    def on_start(self, total: int) -> None:
+        self.bar.update(self.task, total=total, visible=total > 1)
+
+    def on_result(self, result: Any) -> None:
+        self.bar.update(self.task, advance=1, description=f"{self.verb} {Path(result.video).name}")
+        if result.error:
+            self.failed += 1
+            input_line("error", "red", f"{printable(result.video)}: {result.error}")
+        for warning in result.warnings:
+            input_line("warning", "yellow", f"{printable(result.video)}: {warning}")
