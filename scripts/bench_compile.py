@@ -64,7 +64,8 @@ def main() -> None:
             rows.append(row)
             after = row["pays_off_after_forwards"]
             print(f"{row['model']} T={frames}: eager {row['median_ms']['eager']:.0f} ms, compiled "
-                  f"{row['median_ms']['compiled']:.0f} ms (median of {args.rounds}; best {row['best_ms']['eager']:.0f} / "
+                  f"{row['median_ms']['compiled']:.0f} ms (median of {args.rounds}; "
+                  f"best {row['best_ms']['eager']:.0f} / "
                   f"{row['best_ms']['compiled']:.0f}), {row['speedup_median']:.2f}x, first compiled call "
                   f"{row['first_compiled_call_s']:.0f} s, pays off after "
                   f"{'never' if after is None else f'{after:.0f} forwards'}", flush=True)

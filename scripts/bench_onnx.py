@@ -40,15 +40,15 @@ def measure(ref: str, frames: int, size: int | None, rounds: int, scratch: Path)
     card = exports["fp32"]
     clip = torch.randn(1, 3, card.frames, card.size, card.size)
     times: dict[str, list[float]] = {name: [] for name in runners}
-    for name, module in runners.items():  # warm-up
+    for module in runners.values():  # warm-up
         module(clip)
     for _ in range(rounds):
         for name, module in runners.items():
             times[name].append(timed(module, clip))
     median = {name: statistics.median(values) for name, values in times.items()}
     best = {name: min(values) for name, values in times.items()}
-    return {"model": ref, "frames": card.frames, "size": card.size, "gmacs": card.gmacs, "threads": torch.get_num_threads(),
-            "median_ms": median, "best_ms": best, "rounds": rounds,
+    return {"model": ref, "frames": card.frames, "size": card.size, "gmacs": card.gmacs,
+            "threads": torch.get_num_threads(), "median_ms": median, "best_ms": best, "rounds": rounds,
             "speedup_median": {name: median["torch"] / value for name, value in median.items()},
             "speedup_best": {name: best["torch"] / value for name, value in best.items()},
             "export": {kind: {"seconds": r.seconds, "mib": r.bytes / 2**20, "opset": r.opset, "parity": r.parity.line()}
@@ -68,11 +68,15 @@ def main() -> None:
         for ref in args.models.split(","):
             rows.append(measure(ref, args.frames, args.size, args.rounds, Path(scratch)))
             row = rows[-1]
-            print(f"{ref} T={row['frames']}: median ms " + ", ".join(f"{k} {v:.0f}" for k, v in row["median_ms"].items())
-                  + " | speed-up (median) " + ", ".join(f"{k} {v:.2f}x" for k, v in row["speedup_median"].items())
-                  + " | best " + ", ".join(f"{k} {v:.2f}x" for k, v in row["speedup_best"].items()), flush=True)
+            print(f"{ref} T={row['frames']}: median ms "
+                  + ", ".join(f"{k} {v:.0f}" for k, v in row["median_ms"].items())
+                  + " | speed-up (median) "
+                  + ", ".join(f"{k} {v:.2f}x" for k, v in row["speedup_median"].items())
+                  + " | best " + ", ".join(f"{k} {v:.2f}x" for k, v in row["speedup_best"].items()),
+                  flush=True)
             for kind, facts in row["export"].items():
-                print(f"  export {kind}: {facts['seconds']:.0f} s, {facts['mib']:.0f} MiB; {facts['parity']}", flush=True)
+                print(f"  export {kind}: {facts['seconds']:.0f} s, {facts['mib']:.0f} MiB; {facts['parity']}",
+                      flush=True)
             write_text_atomic(args.out, json.dumps(rows, indent=2) + "\n")
 
 

@@ -57,7 +57,7 @@ def tubelet(model: BenchModel) -> int:
 def fit_line(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float]:
     """Least-squares (intercept, slope) of ys against xs."""
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
-    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
+    slope = sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / sum((x - mx) ** 2 for x in xs)
     return my - slope * mx, slope
 
 
@@ -79,7 +79,7 @@ def largest_frames(model: BenchModel, settings: RunSettings, budget_mib: float) 
     per_frame = slope + input_mib(1)
     frames = math.floor((budget_mib - weights_mib - intercept) / per_frame)
     frames -= frames % tubelet(model)
-    return {"weights_mib": weights_mib, "peak_mib": dict(zip(MEMORY_FRAMES, peaks)),
+    return {"weights_mib": weights_mib, "peak_mib": dict(zip(MEMORY_FRAMES, peaks, strict=True)),
             "mib_per_frame": per_frame, "intercept_mib": intercept, "largest_frames": frames}
 
 
@@ -148,7 +148,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--budget-gib", type=float, default=8.0)
-    parser.add_argument("--threads", type=int, default=1, help="CPU threads per measurement (1: steady on a shared machine)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="CPU threads per measurement (1: steady on a shared machine)")
     parser.add_argument("--search", default="ff-linear",
                         help="comma-separated models whose largest N is searched by running it (linear-time ones)")
     parser.add_argument("--json", type=Path, help="write every measured number here")

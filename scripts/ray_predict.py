@@ -53,7 +53,7 @@ class Classifier:
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list[Any]]:
         videos = [VideoInput(str(name), str(source), str(error) or None)
-                  for name, source, error in zip(batch["video"], batch["source"], batch["error"])]
+                  for name, source, error in zip(batch["video"], batch["source"], batch["error"], strict=True)]
         records = [p.to_json() for p in classify(videos, self.model, self.device, top_k=self.top_k,
                                                  settings=self.settings)]
         return {key: [json.dumps(r[key]) if key in JSON_COLUMNS else r[key] for r in records]

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-pytest_plugins = ["http_helpers"]  # the 127.0.0.1 `server` fixture
-
+# fixture modules: http_helpers (the 127.0.0.1 `server`), hub_helpers (`hub_cache`)
+pytest_plugins = ["http_helpers", "hub_helpers"]
 
 
 def pytest_configure(config: pytest.Config) -> None:

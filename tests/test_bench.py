@@ -204,7 +204,8 @@ def test_benchmark_json_matches_cli_md(tmp_path):
         arch = {**TINY_JOINT, "num_frames": row["frames"]}  # the position table is sized for the frames
         macs, attention = cost_by_hand(arch)
         assert set(row) == {*CLI_MD_FIELDS, *EXTRA_FIELDS} and row["error"] is None
-        assert (row["size"], row["batch_size"], row["device"], row["precision"], row["views"]) == (32, 1, "cpu", "fp32", 1)
+        settings = (row["size"], row["batch_size"], row["device"], row["precision"], row["views"])
+        assert settings == (32, 1, "cpu", "fp32", 1)
         assert row["gmacs"] == pytest.approx(macs / 1e9, rel=1e-5)
         assert row["gflops"] == pytest.approx(2 * macs / 1e9, rel=1e-5)
         assert row["attention_share"] == pytest.approx(attention / macs, rel=1e-5)

@@ -89,7 +89,8 @@ def vidtr_authors_forward(state: dict, video: torch.Tensor, heads: int) -> torch
                 for row in range(rows):
                     merged[row, :, sl] = attention(q[row, :, sl], k[row, :, sl], temporal[row])
             x = x + merged @ state[layer + "self_attn.out_proj.weight"].T + state[layer + "self_attn.out_proj.bias"]
-            hidden = torch.relu(norm(x, layer + "norm2") @ state[layer + "linear1.weight"].T + state[layer + "linear1.bias"])
+            hidden = torch.relu(norm(x, layer + "norm2") @ state[layer + "linear1.weight"].T
+                                + state[layer + "linear1.bias"])
             x = x + hidden @ state[layer + "linear2.weight"].T + state[layer + "linear2.bias"]
         final = norm(x, "encoder.norm")[0, 0]
         logits.append(final @ state["fc.weight"].T + state["fc.bias"])
@@ -190,8 +191,10 @@ def compact_authors_forward(state: dict, video: torch.Tensor, heads: int, pool: 
                 q, k, v = qkv[:, :c], qkv[:, c:2 * c], qkv[:, 2 * c:]
                 merged = torch.cat([softmax_rows(q[:, sl] @ k[:, sl].T / d ** 0.5) @ v[:, sl]
                                     for sl in (slice(j * d, (j + 1) * d) for j in range(heads))], dim=1)
-                seq = seq + merged @ state[layer + "self_attn.out_proj.weight"].T + state[layer + "self_attn.out_proj.bias"]
-            hidden = torch.relu(norm(seq, layer + "norm2") @ state[layer + "linear1.weight"].T + state[layer + "linear1.bias"])
+                seq = (seq + merged @ state[layer + "self_attn.out_proj.weight"].T
+                       + state[layer + "self_attn.out_proj.bias"])
+            hidden = torch.relu(norm(seq, layer + "norm2") @ state[layer + "linear1.weight"].T
+                                + state[layer + "linear1.bias"])
             seq = seq + hidden @ state[layer + "linear2.weight"].T + state[layer + "linear2.bias"]
         logits.append(norm(seq, "encoder.norm")[0] @ state["fc.weight"].T + state["fc.bias"])
     return torch.stack(logits)
@@ -210,8 +213,10 @@ def test_compact_vidtr_authors_checkpoint_converts_to_identical_logits(frames, d
                                 arch={"num_heads": heads, "img_size": size} | arch)
     assert report.layout == "vidtr-compact" and not report.missing and not report.unexpected
     loaded = load_model(str(tmp_path / "out"))
-    assert {k: loaded.card.arch[k] for k in ("num_frames", "img_size", "depth", "pool_layers", "pool_tau")} == \
-        {"num_frames": frames, "img_size": size, "depth": depth, "pool_layers": list(pool), "pool_tau": list(pool.values())}
+    assert {k: loaded.card.arch[k] for k in ("num_frames", "img_size", "depth", "pool_layers", "pool_tau")} == {
+        "num_frames": frames, "img_size": size, "depth": depth,
+        "pool_layers": list(pool), "pool_tau": list(pool.values()),
+    }
     torch.manual_seed(0)
     video = torch.randn(2, 3, frames, size, size)
     with torch.no_grad():

@@ -42,7 +42,7 @@ def test_demo_motion_predicts_direction_of_unseen_clips(fresh_clips):
     model = vidcls.load_model("demo-motion")
     results = vidcls.predict([path for path, _ in fresh_clips], model, top_k=1)
     correct = {d: 0 for d in DIRECTIONS}
-    for result, (_, direction) in zip(results, fresh_clips):
+    for result, (_, direction) in zip(results, fresh_clips, strict=True):
         assert result.error is None
         correct[direction] += result.top_k[0]["label"] == direction
     per_direction = {d: correct[d] / (len(fresh_clips) // 4) for d in DIRECTIONS}

@@ -309,7 +309,8 @@ def test_shards_are_disjoint_and_complete(folder):
 
 def test_torchrun_two_processes_merge_in_input_order(folder, tmp_path):
     out = tmp_path / "merged.csv"
-    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", "-m", "vidcls", "predict", str(folder), "-m", "demo-motion",
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                           "-m", "vidcls", "predict", str(folder), "-m", "demo-motion",
                            "-o", str(out), "--workers", "0", "--device", "cpu"],
                           env=ENV, capture_output=True, text=True, timeout=300)
     assert done.returncode == 1, done.stderr  # two inputs are broken, the rest classified
@@ -356,7 +357,8 @@ def test_hostile_names_give_one_escaped_error_line(tmp_path):
     result = runner.invoke(app, ["predict", str(name), "-m", "demo-motion", "--workers", "0"])
     assert result.exit_code == 1
     (line,) = result.stderr.splitlines()
-    assert "\x1b" not in result.stderr and line.endswith("bad\\nname\\x1b[31m.mp4: not a video file or unsupported format")
+    assert "\x1b" not in result.stderr
+    assert line.endswith("bad\\nname\\x1b[31m.mp4: not a video file or unsupported format")
 
 
 def test_a_tiny_file_announcing_huge_frames_is_refused_alone(folder, tmp_path):

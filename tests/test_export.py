@@ -105,7 +105,7 @@ def test_int8_is_smaller_and_agrees_with_fp32_on_demo_motion(demo_onnx, tmp_path
         paths.append(tmp_path / f"{i}.mp4")
     fp32 = vidcls.predict(paths, "demo-motion", top_k=1)
     int8 = vidcls.predict(paths, str(root / "int8.onnx"), top_k=1)
-    agree = sum(a.top_k[0]["label"] == b.top_k[0]["label"] for a, b in zip(fp32, int8)) / len(paths)
+    agree = sum(a.top_k[0]["label"] == b.top_k[0]["label"] for a, b in zip(fp32, int8, strict=True)) / len(paths)
     assert agree >= 0.95
 
 
@@ -120,7 +120,7 @@ def test_predict_on_an_onnx_file_gives_the_torch_top_k(demo_onnx, tmp_path):
         runs[name] = json.loads(result.stdout)[0]
     torch_top, onnx_top = runs["torch"]["top_k"], runs["onnx"]["top_k"]
     assert [t["label"] for t in onnx_top] == [t["label"] for t in torch_top]
-    assert all(abs(a["score"] - b["score"]) < 1e-4 for a, b in zip(onnx_top, torch_top))
+    assert all(abs(a["score"] - b["score"]) < 1e-4 for a, b in zip(onnx_top, torch_top, strict=True))
     assert runs["onnx"]["model"] == "demo-motion" and runs["onnx"]["gmacs"] == runs["torch"]["gmacs"]
     # a directory holding model.onnx (and no torch weights) is an ONNX model too; a loaded one works as well
     directory = tmp_path / "exported"
@@ -151,7 +151,8 @@ def test_benchmark_puts_torch_and_onnx_side_by_side(demo_onnx, monkeypatch, tmp_
 def test_a_file_that_fails_parity_is_not_written(tmp_path, monkeypatch):
     forward = OnnxModule.forward
     monkeypatch.setattr(OnnxModule, "forward", lambda self, video: forward(self, video) + 1e-3)
-    with pytest.raises(VidclsError, match=r"does not match the torch model \(max \|logit diff\| 0\.001.*nothing written"):
+    with pytest.raises(VidclsError,
+                       match=r"does not match the torch model \(max \|logit diff\| 0\.001.*nothing written"):
         export_model("joint-tiny", tmp_path / "bad.onnx", allow_random=True)
     assert list(tmp_path.iterdir()) == []
 
@@ -203,5 +204,6 @@ def test_a_shape_the_model_cannot_take_is_one_clear_line(tmp_path):
     ref = str(random_weights_dir(tmp_path, "vidtr", arch, "fixed-vidtr"))
     result = runner.invoke(app, ["export", ref, "--frames", "16", "--out", str(tmp_path / "x.onnx")])
     assert result.exit_code == 2, result.output
-    assert "cannot run on 16 frames of 32 px: this VidTr (embedding='attention_input') runs on 8 frames" in result.output
+    expected = "cannot run on 16 frames of 32 px: this VidTr (embedding='attention_input') runs on 8 frames"
+    assert expected in result.output
     assert not (tmp_path / "x.onnx").exists()

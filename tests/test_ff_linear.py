@@ -208,14 +208,15 @@ def test_association_lets_temporal_attention_see_the_grid_neighbours():
         diff = block.temporal_attn(disturbed, 1, shift) - block.temporal_attn(x, 1, shift)
     changed = diff.abs().amax(dim=(0, 1, 3)) > 1e-6
     rows, cols = changed.nonzero().flatten().div(8, rounding_mode="floor"), changed.nonzero().flatten() % 8
-    assert sorted(zip(rows.tolist(), cols.tolist())) == [(r, c) for r in range(3) for c in range(3)]
+    assert sorted(zip(rows.tolist(), cols.tolist(), strict=True)) == [(r, c) for r in range(3) for c in range(3)]
 
 
 # ---------------------------------------------------------------- whole models
 
 
 def test_linear_baseline_is_the_same_backbone_without_fixation_or_association():
-    lvt, plain = load_model("ff-linear-tiny", allow_random=True).module, load_model("linear-tiny", allow_random=True).module
+    lvt = load_model("ff-linear-tiny", allow_random=True).module
+    plain = load_model("linear-tiny", allow_random=True).module
     assert all(block.neighbourhood and block.temporal_attn.fixation is not None for block in lvt.blocks)
     assert not any(block.neighbourhood or block.spatial_attn.fixation is not None for block in plain.blocks)
     assert {n for n in lvt.state_dict() if ".fixation." not in n} == set(plain.state_dict())

@@ -76,7 +76,7 @@ def test_mutants_never_cost_the_good_clips(corpus):
     failed = [r["video"] for r in rows if r["error"]]
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(error_lines) == len(failed) == len(set(failed))
-    for line, video in zip(error_lines, failed):
+    for line, video in zip(error_lines, failed, strict=True):
         assert line.startswith(f"error: {video}: ")
     assert all(re.fullmatch(r"[^\n\x1b]*", r["error"]) for r in rows if r["error"])
     assert result.exit_code == (1 if failed else 0)

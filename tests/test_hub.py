@@ -3,11 +3,11 @@
 import json
 
 import pytest
-import yaml
 import torch
+import yaml
 from typer.testing import CliRunner
 
-from hub_helpers import add_to_hub_cache, flip_byte, hub_cache, save_transformers, tiny_transformers_model  # noqa: F401
+from hub_helpers import add_to_hub_cache, flip_byte, save_transformers, tiny_transformers_model
 from vidcls.cli import app
 from vidcls.errors import UsageError, VidclsError
 from vidcls.models import build_model

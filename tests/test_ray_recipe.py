@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-ray = pytest.importorskip("ray")
-
 import vidcls
 from vidcls.choices import DIRECTIONS
 from vidcls.inference.results import read_records
 from vidcls.video.synthetic import make_sample_clip
+
+ray = pytest.importorskip("ray")
 
 ROOT = Path(__file__).resolve().parents[1]
 

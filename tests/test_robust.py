@@ -135,7 +135,7 @@ def test_a_bad_config_file_is_one_line(tmp_path, clip, config, expected):
 def test_the_worst_configs_fail_fast_through_the_real_command(tmp_path, clip):
     """The issue's cases in a real process: no traceback, no C++ stack, one line, in seconds."""
     for name, change in (("deep", {"depth": 10**9}), ("wide", {"embed_dim": 10**400})):
-        directory = model_dir(tmp_path / name, lambda c: {**c, "arch": {**c["arch"], **change}})
+        directory = model_dir(tmp_path / name, lambda c, change=change: {**c, "arch": {**c["arch"], **change}})
         done = subprocess.run([sys.executable, "-m", "vidcls", "predict", str(clip), "--model", str(directory)],
                               capture_output=True, text=True, timeout=60, cwd=ROOT)
         assert done.returncode == 1 and len(done.stderr.splitlines()) == 1, done.stderr

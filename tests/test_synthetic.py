@@ -64,7 +64,7 @@ def test_random_spec_keeps_the_shape_inside_and_visible():
     for seed in range(300):
         spec = random_spec(random.Random(seed), frames=16)
         assert 32 <= spec.height <= 128 and 32 <= spec.width <= 128
-        assert all(abs(c - b) >= 64 for c, b in zip(spec.color, spec.background))
+        assert all(abs(c - b) >= 64 for c, b in zip(spec.color, spec.background, strict=True))
         step_y, step_x = {"left": (0, -1), "right": (0, 1), "up": (-1, 0), "down": (1, 0)}[spec.direction]
         travel = spec.speed * (spec.frames - 1)
         for t in (0, travel):

@@ -2,6 +2,7 @@
 
 import json
 import time
+from itertools import pairwise
 
 import pytest
 import torch
@@ -79,7 +80,7 @@ def test_json_has_timeline_and_segments(loop_timeline):
     assert [t["label"] for t in first["top_k"]][0] == "left" and len(first["top_k"]) == 4
     segments = record["segments"]
     assert segments[0]["start_s"] == 0.0 and segments[-1]["end_s"] == 16.0
-    assert all(a["end_s"] == b["start_s"] for a, b in zip(segments, segments[1:]))
+    assert all(a["end_s"] == b["start_s"] for a, b in pairwise(segments))
     assert all(0.5 < s["score"] <= 1 for s in segments)
     rows = segment_rows(loop_timeline)
     assert len(rows[0]) == len(SEGMENT_COLUMNS) and rows[0][3] == "left" and rows[-1][1] == "0:16.0"
@@ -93,17 +94,17 @@ def test_windows_cover_the_video_without_gaps(num_frames, fps, window, hop):
     windows = plan_windows(num_frames, fps, spec, window, hop, clips=2)
     duration = num_frames / fps
     assert windows[0].start_s == 0.0 and windows[-1].end_s == pytest.approx(duration)
-    for a, b in zip(windows, windows[1:]):
+    for a, b in pairwise(windows):
         assert a.start_s < b.start_s <= a.end_s  # no gap between consecutive windows
     for w in windows:
         assert w.end_s - w.start_s == pytest.approx(min(window, duration))
         assert len(w.indices) == 16 and all(0 <= i < num_frames for i in w.indices)
         assert all(round(w.start_s * fps) <= i < max(round(w.end_s * fps), 1) for i in w.indices)
         if round(w.end_s * fps) - round(w.start_s * fps) >= 15:  # room for the recipe's 8 frames 2 apart
-            assert {b - a for a, b in zip(w.indices[:8], w.indices[1:8])} == {2}
+            assert {b - a for a, b in pairwise(w.indices[:8])} == {2}
     bounds = owned_bounds(windows)
     assert bounds[0] == 0.0 and bounds[-1] == pytest.approx(duration)
-    assert all(a < b for a, b in zip(bounds, bounds[1:]))
+    assert all(a < b for a, b in pairwise(bounds))
 
 
 def test_video_is_opened_once_and_each_frame_decoded_once(path_clip, model, monkeypatch):

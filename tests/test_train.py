@@ -25,7 +25,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from hub_helpers import add_to_hub_cache, flip_byte, hub_cache, timm_vit_state  # noqa: F401
+from hub_helpers import add_to_hub_cache, flip_byte, timm_vit_state
 from vidcls.choices import DIRECTIONS
 from vidcls.cli import app
 from vidcls.errors import UsageError, VidclsError
@@ -271,7 +271,7 @@ def test_new_head_replaces_only_the_classifier(name, classifier):
         load_with_new_head(build_model(card.family, card.arch), wider.state_dict(), 4, "src")
 
 
-def test_init_imagenet_reads_timm_weights_from_the_hub_cache(hub_cache, tmp_path):  # noqa: F811 (fixture)
+def test_init_imagenet_reads_timm_weights_from_the_hub_cache(hub_cache, tmp_path):
     """--init imagenet goes through the real download path (offline cache, LFS checksum, lock file)."""
     image = timm_vit_state(width=64, depth=2, patch=8, side=4)  # joint-tiny's shape, not ViT-B
     (tmp_path / "timm").mkdir()
@@ -286,7 +286,7 @@ def test_init_imagenet_reads_timm_weights_from_the_hub_cache(hub_cache, tmp_path
     assert any(key.startswith("timm/vit_base_patch16_224") for key in json.loads(lock_path().read_text())["files"])
 
 
-def test_init_imagenet_refuses_a_corrupted_cached_file(hub_cache, tmp_path):  # noqa: F811 (fixture)
+def test_init_imagenet_refuses_a_corrupted_cached_file(hub_cache, tmp_path):
     (tmp_path / "timm").mkdir()
     save_file(timm_vit_state(width=64), tmp_path / "timm" / "model.safetensors")
     snapshot = add_to_hub_cache(hub_cache, IMAGENET_REF.removeprefix("hf://"), tmp_path / "timm")
@@ -396,8 +396,9 @@ def test_gradient_accumulation_matches_the_larger_batch(motion, tmp_path, one_th
     model = load_model(str(tmp_path / "big" / "last"))
     predictions = [predict_video(sample.path, model, top_k=4) for sample in read_samples(val)]
     truth = [Path(p.video).parent.name for p in predictions]
-    top1 = sum(p.top_k[0]["label"] == t for p, t in zip(predictions, truth)) / len(truth)
-    loss = -sum(math.log(next(k["score"] for k in p.top_k if k["label"] == t)) for p, t in zip(predictions, truth))
+    top1 = sum(p.top_k[0]["label"] == t for p, t in zip(predictions, truth, strict=True)) / len(truth)
+    loss = -sum(math.log(next(k["score"] for k in p.top_k if k["label"] == t))
+                for p, t in zip(predictions, truth, strict=True))
     assert runs[0].history[-1]["val_top1"] == pytest.approx(top1)
     assert runs[0].history[-1]["val_loss"] == pytest.approx(loss / len(truth), abs=1e-4)
 
@@ -596,7 +597,8 @@ def test_grad_checkpointing_flag_trains_to_the_same_weights(motion, tmp_path, on
                                *(["--grad-checkpointing"] if name == "checkpointed" else []))
         assert code == 0, output
     assert asked == [False, True]
-    plain, checkpointed = (load_file(tmp_path / name / "last" / "model.safetensors") for name in ("plain", "checkpointed"))
+    plain, checkpointed = (load_file(tmp_path / name / "last" / "model.safetensors")
+                           for name in ("plain", "checkpointed"))
     assert all(torch.allclose(plain[k], checkpointed[k], atol=1e-6) for k in plain)
 
 

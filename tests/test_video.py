@@ -6,6 +6,7 @@ import random
 import struct
 import time
 import zlib
+from itertools import pairwise
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -68,7 +69,7 @@ def test_segment_indices_pad_short_videos_by_repetition():
 
 def test_dense_indices_stride_and_centre():
     (clip,) = dense_indices(100, 8, 4)
-    assert [b - a for a, b in zip(clip, clip[1:])] == [4] * 7
+    assert [b - a for a, b in pairwise(clip)] == [4] * 7
     assert abs((clip[0] + clip[-1]) / 2 - 50) <= 1  # centred in the video
 
 
@@ -159,7 +160,8 @@ def test_a_seek_that_lands_early_is_not_repeated(make_video, frame_index, monkey
     """A policy that misjudges keyframes (MP4 index timestamps are decode times, so with B-frames
     it can think a keyframe lies just before the target) must not seek to the same keyframe forever."""
     path = make_video("gop10.mp4", 120)
-    monkeypatch.setattr(vidcls.video.decode._SeekPolicy, "worth_it", lambda policy, current, target: target > current + 1)
+    monkeypatch.setattr(vidcls.video.decode._SeekPolicy, "worth_it",
+                        lambda policy, current, target: target > current + 1)
     seek = vidcls.video.decode._FramePicker.seek
     seeks = []
 

@@ -81,7 +81,7 @@ def test_blocks_match_loops(options, attend_by_hand):
     with torch.no_grad():
         grid = model.embed(video)
         assert grid.shape == (2, 7, 10, 32)
-        for block, tau in zip(model.blocks, options.get("pool_tau", [None, None])):
+        for block, tau in zip(model.blocks, options.get("pool_tau", [None, None]), strict=True):
             expected = block_by_hand(block, grid, attend_by_hand, options.get("separate_residuals", False))
             grid = block(grid)
             assert grid.shape[1] == (7 if tau is None else tau + 1)

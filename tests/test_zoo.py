@@ -7,7 +7,7 @@ import torch
 from typer.testing import CliRunner
 
 from authors_layouts import compact_authors_state, vidtr_authors_state
-from hub_helpers import add_to_hub_cache, flip_byte, hub_cache, save_transformers, tiny_transformers_model  # noqa: F401
+from hub_helpers import add_to_hub_cache, flip_byte, save_transformers, tiny_transformers_model
 from vidcls.cli import app
 from vidcls.models import build_model, make_config
 from vidcls.video.synthetic import make_sample_clip
@@ -39,12 +39,16 @@ def test_models_lists_weights_source_and_labels():
 
 # The authors' released checkpoints outside the Hub (their READMEs): file, label set, top-1, views.
 AUTHORS_FILES = {
-    "xvit-k600": ("www.adrianbulat.com/downloads/NeurIPS2021/models/xvit_b16_16_k600.pth", "kinetics-600", 84.51, "1x3"),
+    "xvit-k600": ("www.adrianbulat.com/downloads/NeurIPS2021/models/xvit_b16_16_k600.pth", "kinetics-600",
+                  84.51, "1x3"),
     "xvit-ssv2": ("www.adrianbulat.com/downloads/NeurIPS2021/models/xvit_b16_16_ss2.pth", "something-something-v2",
                   67.19, "2x3"),
-    "vidtr-s-k400": ("gluonmm.s3.amazonaws.com/pretrained/vidtr_s_8x8_patch16_224_k400.pth", "kinetics-400", 77.7, "10x3"),
-    "vidtr-m-k400": ("gluonmm.s3.amazonaws.com/pretrained/vidtr_m_16x4_patch16_224_k400.pth", "kinetics-400", 78.6, "10x3"),
-    "vidtr-l-k400": ("gluonmm.s3.amazonaws.com/pretrained/vidtr_l_32x2_patch16_224_k400.pth", "kinetics-400", 79.1, "10x3"),
+    "vidtr-s-k400": ("gluonmm.s3.amazonaws.com/pretrained/vidtr_s_8x8_patch16_224_k400.pth", "kinetics-400",
+                     77.7, "10x3"),
+    "vidtr-m-k400": ("gluonmm.s3.amazonaws.com/pretrained/vidtr_m_16x4_patch16_224_k400.pth", "kinetics-400",
+                     78.6, "10x3"),
+    "vidtr-l-k400": ("gluonmm.s3.amazonaws.com/pretrained/vidtr_l_32x2_patch16_224_k400.pth", "kinetics-400",
+                     79.1, "10x3"),
     "c-vidtr-s-k400": ("gluonmm.s3.amazonaws.com/pretrained/cvidtr_s_8x8_patch16_224_k400.pth", "kinetics-400",
                        75.7, "10x3"),
     "c-vidtr-m-k400": ("gluonmm.s3.amazonaws.com/pretrained/cvidtr_m_16x4_patch16_224_k400.pth", "kinetics-400",

@@ -32,7 +32,8 @@ __version__ = "0.1.0"
 
 # public name -> (module, attribute), imported by __getattr__ on first use
 _LAZY = {
-    "LoadedModel": ("zoo.resolve", "LoadedModel"), "ModelCard": ("zoo.modeldir", "ModelCard"), "load_model": ("zoo.resolve", "load_model"),
+    "LoadedModel": ("zoo.resolve", "LoadedModel"), "ModelCard": ("zoo.modeldir", "ModelCard"),
+    "load_model": ("zoo.resolve", "load_model"),
     "save_model_dir": ("zoo.modeldir", "save_model_dir"), "download": ("zoo.fetch", "download"),
     "Prediction": ("inference.predict", "Prediction"), "predict": ("inference.predict", "predict"),
     "predict_video": ("inference.predict", "predict_video"),
@@ -54,8 +55,8 @@ if TYPE_CHECKING:  # what __getattr__ returns, for type checkers and IDEs
     from vidcls.train import train as train_model  # noqa: F401
     from vidcls.zoo.convert import convert_checkpoint  # noqa: F401
     from vidcls.zoo.fetch import download  # noqa: F401
-    from vidcls.zoo.modeldir import ModelCard, save_model_dir
-    from vidcls.zoo.resolve import LoadedModel, load_model
+    from vidcls.zoo.modeldir import ModelCard, save_model_dir  # noqa: F401
+    from vidcls.zoo.resolve import LoadedModel, load_model  # noqa: F401
 
 
 def __getattr__(name: str) -> Any:

@@ -239,7 +239,8 @@ def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str |
         from vidcls.devices import setup
 
         if output is None:
-            raise UsageError("under torchrun, give --output FILE: each process writes FILE.rankR and rank 0 merges them")
+            raise UsageError("under torchrun, give --output FILE: "
+                             "each process writes FILE.rankR and rank 0 merges them")
         device = setup("auto" if device is None else str(device)).device
     loaded, target = ready_model(model, weights, device)
     with stdin_directory() as spool:

@@ -31,8 +31,8 @@ class Prediction:
     """The result for one input video, in the JSON schema of `predict --json` (docs/cli.md).
 
     processing_s is the time spent on this video (decode, preprocess and its share of the
-    forward passes, which overlap with other videos' decoding), not the video's duration. The JSON also carries it as `seconds`, its deprecated former name,
-    for one more release.
+    forward passes, which overlap with other videos' decoding), not the video's duration.
+    The JSON also carries it as `seconds`, its deprecated former name, for one more release.
     """
 
     video: str
@@ -78,7 +78,7 @@ def top_k_labels(probs: torch.Tensor, labels: Sequence[str], k: int) -> list[dic
     """The k most probable classes, most probable first."""
     scores, indices = probs.topk(min(k, probs.numel()))
     return [{"label": labels[i], "index": i, "score": round(s, 6)}
-            for s, i in zip(scores.tolist(), indices.tolist())]
+            for s, i in zip(scores.tolist(), indices.tolist(), strict=True)]
 
 
 def plan_run(loaded: LoadedModel, options: RunOptions) -> tuple[Recipe, EngineSettings, RunCost]:
@@ -102,13 +102,14 @@ def _prediction(scored: Scored, item: VideoInput, model: LoadedModel, top_k: int
 
 
 def classify(videos: Sequence[VideoInput], model: LoadedModel, device: torch.device, *, top_k: int = 5,
-             recipe: Recipe | None = None, settings: EngineSettings = EngineSettings()) -> Iterator[Prediction]:
+             recipe: Recipe | None = None, settings: EngineSettings | None = None) -> Iterator[Prediction]:
     """Each video's Prediction, in input order, as soon as it is known (the engine's stream).
 
     recipe defaults to the model's own (InputSpec); settings are the engine's (batch size in
-    views, workers, threads, precision).
+    views, workers, threads, precision), the defaults when None.
     """
     recipe = recipe or Recipe.of(model.card.input)
+    settings = settings or EngineSettings()
     for scored in score_videos(videos, model, device, recipe, settings):
         yield _prediction(scored, videos[scored.position], model, top_k)
 

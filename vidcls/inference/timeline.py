@@ -25,6 +25,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
+from itertools import pairwise
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +97,7 @@ def owned_bounds(windows: Sequence[Window]) -> list[float]:
     """len(windows) + 1 times: window k owns [bounds[k], bounds[k + 1]), the times closer to its
     centre than to a neighbour's; the first starts at 0, the last ends at the video's end."""
     centres = [(w.start_s + w.end_s) / 2 for w in windows]
-    middles = [(a + b) / 2 for a, b in zip(centres, centres[1:])]
+    middles = [(a + b) / 2 for a, b in pairwise(centres)]
     return [windows[0].start_s, *middles, windows[-1].end_s]
 
 
@@ -182,7 +183,7 @@ class Timeline:
         return {
             "timeline": [{"start_s": round(w.start_s, 3), "end_s": round(w.end_s, 3),
                           "top_k": top_k_labels(p, self.labels, self.top_k)}
-                         for w, p in zip(self.windows, self.probs)],
+                         for w, p in zip(self.windows, self.probs, strict=True)],
             "segments": [{"start_s": round(s.start_s, 3), "end_s": round(s.end_s, 3), "label": s.label,
                           "score": round(s.score, 6)} for s in self.segments()],
         }

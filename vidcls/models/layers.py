@@ -311,7 +311,7 @@ def neighbour_shift_2d(x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     group = x.shape[-1] // 16
     *groups, stay = x.unflatten(-2, (h, w)).split([group] * 8 + [x.shape[-1] - 8 * group], dim=-1)
     moved = [read_neighbour(part, [(-3, d_row), (-2, d_col)])
-             for part, (d_row, d_col) in zip(groups, NEIGHBOUR_OFFSETS)]
+             for part, (d_row, d_col) in zip(groups, NEIGHBOUR_OFFSETS, strict=True)]
     return torch.cat([*moved, stay], dim=-1).flatten(-3, -2)
 
 

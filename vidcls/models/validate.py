@@ -77,7 +77,7 @@ def has_type(value: Any, hint: Any) -> bool:
         if not isinstance(value, (list, tuple)):
             return False
         items = [args[0]] * len(value) if args[-1:] == (Ellipsis,) else list(args)
-        return len(items) == len(value) and all(has_type(v, t) for v, t in zip(value, items))
+        return len(items) == len(value) and all(has_type(v, t) for v, t in zip(value, items, strict=True))
     if hint is bool:
         return isinstance(value, bool)
     if hint is int:
@@ -217,7 +217,8 @@ def check_fits(model_class: type[torch.nn.Module], config: Any, frames: int, siz
     module = meta_model(model_class, config)
     params = sum(p.numel() for p in module.parameters())
     weights = sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
-    need = f"{params / 1e6:,.0f} M parameters ({weights / GIB:,.1f} GiB, set by arch.depth, arch.embed_dim and the other sizes)"
+    need = (f"{params / 1e6:,.0f} M parameters ({weights / GIB:,.1f} GiB, "
+            f"set by arch.depth, arch.embed_dim and the other sizes)")
     if weights <= available:
         activation = largest_activation(module, config.in_chans, frames, size)
         if weights + activation <= available:

@@ -252,7 +252,7 @@ class VidTr(VideoClassifier):
     def _pool_schedule(self) -> dict[int, int]:
         """Block index -> frames kept; a tau not below the frames present at run time keeps them all."""
         c = self.config
-        schedule = dict(zip(c.pool_layers, c.pool_tau))
+        schedule = dict(zip(c.pool_layers, c.pool_tau, strict=False))  # unequal lengths: refused just below
         if len(c.pool_layers) != len(c.pool_tau) or len(schedule) != len(c.pool_layers):
             raise ValueError("pool_layers and pool_tau must pair up, one distinct layer per tau")
         if any(not 0 <= layer < c.depth for layer in schedule) or any(tau < 1 for tau in schedule.values()):

@@ -33,6 +33,7 @@ in the tests, not yet checked on the released K400 files):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import ClassVar
 
 import torch
@@ -139,10 +140,10 @@ class CompactVidTr(VideoClassifier):
             raise ValueError("pool_layers and pool_tau must pair up, at least one pooling block")
         if list(layers) != sorted(set(layers)) or not 0 <= layers[0] <= layers[-1] < c.depth:
             raise ValueError(f"pool_layers must be increasing block indices in 0..{c.depth - 1}, got {list(layers)}")
-        if any(not 1 <= after < before for before, after in zip(frames, frames[1:])):
+        if any(not 1 <= after < before for before, after in pairwise(frames)):
             raise ValueError(f"pool_tau must keep fewer frames at each pooling block, from {c.num_frames} "
                              f"frames down to at least 1, got {list(taus)}")
-        return dict(zip(layers, taus))
+        return dict(zip(layers, taus, strict=True))
 
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) normalised video -> final-normed tokens (B, 1 + tau*S, C), class token first."""

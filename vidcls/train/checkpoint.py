@@ -156,7 +156,8 @@ def load_last(output: Path) -> tuple[ModelCard, dict[str, torch.Tensor], dict[st
     missing = [key for key in STATE_KEYS if key not in state] if isinstance(state, dict) else list(STATE_KEYS)
     if missing:
         raise VidclsError(f"{printable(directory / STATE_NAME)}: not a trainer state vidcls wrote (no "
-                          f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}); start a new run without --resume")
+                          f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}); "
+                          f"start a new run without --resume")
     return read_vidcls_card(directory), weights, state
 
 

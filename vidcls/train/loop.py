@@ -24,11 +24,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vidcls import devices as distributed
 from vidcls.devices import Dist, autocast_context
 from vidcls.errors import UsageError, VidclsError, first_line
 from vidcls.models import build_model
 from vidcls.models.layers import WEIGHT_LAYERS
-from vidcls import devices as distributed
 from vidcls.train.checkpoint import (
     load_last,
     never_checkpointed,
@@ -241,7 +241,7 @@ class Trainer:
         self.epoch, self.step = state["epoch"], state["step"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs):
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
             # the lr of the next step, from the schedule as (re-)planned for --epochs
             group["lr"] = base * lr_factor(self.scheduler.last_epoch, self.warmup_steps, self.total_steps)
         self.scaler.load_state_dict(state["scaler"])

@@ -18,7 +18,7 @@ def write_plot(report: BenchReport, path: str | Path, title: str | None = None) 
     plt = require_matplotlib()
     path = Path(path)
     fig, axes = plt.subplots(1, len(PLOT_PANELS), figsize=(13, 4.2), dpi=100, layout="constrained")
-    for ax, (metric, label) in zip(axes, PLOT_PANELS):
+    for ax, (metric, label) in zip(axes, PLOT_PANELS, strict=True):
         for model in report.models():
             xs, ys = report.series(model, metric)
             if xs:

@@ -69,7 +69,7 @@ def plot_timeline(timeline: Timeline, path: str | Path, title: str | None = None
     mesh = grid.pcolormesh(bounds.numpy(), range(len(classes) + 1), scores, cmap="Greys", vmin=0, vmax=1,
                            shading="flat")
     grid.set_yticks([r + 0.5 for r in range(len(classes))], [_short(timeline.labels[c]) for c in classes])
-    for tick, c in zip(grid.get_yticklabels(), classes):
+    for tick, c in zip(grid.get_yticklabels(), classes, strict=True):
         tick.set_color(colours[c])
     grid.invert_yaxis()
     fig.colorbar(mesh, ax=grid, label="score", fraction=0.03, pad=0.01)

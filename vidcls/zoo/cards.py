@@ -50,7 +50,8 @@ def _run_hint(directory: Path) -> str:
     if not (last / CONFIG_NAME).is_file():
         return ""
     return (f"; it is a training run without a best model yet (stopped during its first epoch?): its latest "
-            f"checkpoint is {last} (--model {last}), or continue it with `vidcls train ... --output {directory} --resume`")
+            f"checkpoint is {last} (--model {last}), "
+            f"or continue it with `vidcls train ... --output {directory} --resume`")
 
 
 def pickle_only_message(ref: str) -> str:

@@ -124,7 +124,8 @@ def url_problem(entry: dict[str, Any]) -> str | None:
     if layout not in LAYOUTS:
         return f"weights layout must be one of {', '.join(LAYOUTS)} (how the file's keys are named)"
     if layout in AUTHOR_LAYOUTS and AUTHOR_LAYOUTS[layout].FAMILY != entry["family"]:
-        return f"a checkpoint in the {layout} layout converts to family {AUTHOR_LAYOUTS[layout].FAMILY}, not {entry['family']}"
+        return (f"a checkpoint in the {layout} layout converts to family {AUTHOR_LAYOUTS[layout].FAMILY}, "
+                f"not {entry['family']}")
     digest = weights.get("sha256")
     if digest is not None and not (isinstance(digest, str) and len(digest) == 64
                                    and all(c in "0123456789abcdefABCDEF" for c in digest)):

@@ -227,7 +227,8 @@ def check_weights(module: nn.Module, state: dict[str, torch.Tensor], source: str
     for key in sorted(set(state) & set(expected)):
         tensor = state[key]
         if expected[key].is_floating_point() and not tensor.is_floating_point():
-            raise VidclsError(f"{printable(source)}: tensor {printable(key)} is {str(tensor.dtype).removeprefix('torch.')}, "
+            dtype = str(tensor.dtype).removeprefix("torch.")
+            raise VidclsError(f"{printable(source)}: tensor {printable(key)} is {dtype}, "
                               f"not floating point: not weights this model can use")
         if tensor.is_floating_point():
             check_finite(tensor, f"{printable(source)}: tensor {printable(key)}")

@@ -26,6 +26,7 @@ from vidcls.zoo.modeldir import ModelCard
 ONNX_NAME = "model.onnx"  # the exported graph inside a model directory
 CARD_KEY = "vidcls.card"  # ONNX metadata: the card's config.json, as JSON
 EXPORT_KEY = "vidcls.export"  # ONNX metadata: how the file was made (JSON: opset, batch, quantize, parity, gmacs)
+CPU = torch.device("cpu")  # the default device of sessions and OnnxModule
 INSTALL_HINT = "pip install 'vidcls[onnx]' (onnx, onnxruntime, onnxscript)"
 
 
@@ -87,7 +88,7 @@ def providers(device: torch.device) -> list[str]:
     return ["CPUExecutionProvider"]
 
 
-def open_session(path: Path, device: torch.device = torch.device("cpu"), threads: int | None = None) -> Any:
+def open_session(path: Path, device: torch.device = CPU, threads: int | None = None) -> Any:
     """An InferenceSession with all graph optimisations; threads defaults to torch's CPU thread count,
     so `--threads` and torch.set_num_threads govern both runtimes alike."""
     ort = require()
@@ -111,7 +112,7 @@ class OnnxModule(nn.Module):
     unchanged. The session is not a torch graph: autocast and torch.compile do not apply.
     """
 
-    def __init__(self, session: Any, device: torch.device = torch.device("cpu")) -> None:
+    def __init__(self, session: Any, device: torch.device = CPU) -> None:
         super().__init__()
         self.session = session
         self.input_name = session.get_inputs()[0].name

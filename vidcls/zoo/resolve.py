@@ -129,7 +129,8 @@ def unknown_model_message(ref: str) -> str:
         return f"--model {ref}: no such directory"
     close = difflib.get_close_matches(ref, list(zoo_entries()), n=3, cutoff=0.6)
     hint = f"did you mean {' or '.join(close)}? " if close else ""
-    return f"unknown model {ref!r}; {hint}`vidcls models` lists the zoo (a REF may also be hf://OWNER/REPO or a model directory)"
+    return (f"unknown model {ref!r}; {hint}`vidcls models` lists the zoo "
+            f"(a REF may also be hf://OWNER/REPO or a model directory)")
 
 
 def check_labels(card: ModelCard) -> None:
