@@ -13,7 +13,7 @@ import time
 import pytest
 import torch
 import yaml
-from authors_layouts import compact_authors_state, to_xvit_authors_layout, vidtr_authors_state
+from authors_layouts import compact_authors_state, slowfast_saved, vidtr_authors_state, xvit_authors_state
 from rich.console import Console
 from typer.testing import CliRunner
 
@@ -21,7 +21,6 @@ from vidcls import cache, cli, hub, web
 from vidcls.cli import app
 from vidcls.convert import convert_checkpoint
 from vidcls.errors import UsageError, VidclsError
-from vidcls.models import build_model
 from vidcls.synthetic import make_sample_clip
 from vidcls.zoo import load_model, zoo_entries, zoo_origin
 
@@ -51,7 +50,8 @@ def write_zoo(path, entries: dict) -> str:
 # ---------------------------------------------------------------- the authors' layouts, tiny
 
 XVIT_ARCH = {"num_classes": 6, "num_frames": 4, "img_size": 32, "patch_size": 8, "embed_dim": 64, "depth": 2,
-             "num_heads": 4, "shift_div": 4, "head_hidden": 48, "head_dropout": 0.0}
+             "num_heads": 4, "shift_div": 4, "num_segments": 2, "head_hidden": 48, "head_dropout": 0.0,
+             "head_layer_norm_eps": 1e-5}
 VIDTR_ARCH = {"num_classes": 6, "num_frames": 4, "img_size": 32, "patch_size": 16, "embed_dim": 32, "depth": 2,
               "num_heads": 4, "mlp_ratio": 2.0, "mlp_activation": "relu", "layer_norm_eps": 1e-5,
               "attention": "shared", "embedding": "attention_input", "pos_every_layer": False}
@@ -60,19 +60,10 @@ COMPACT_ARCH = {"num_classes": 6, "num_frames": 8, "img_size": 32, "patch_size":
                 "pool_layers": [1, 3, 5], "pool_tau": [6, 4, 2]}
 
 
-def xvit_checkpoint() -> dict:
-    torch.manual_seed(0)
-    model = build_model("xvit", XVIT_ARCH)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(0.1 * torch.randn_like(param))
-        model.head.block.attn.qkv.bias.zero_()  # their TA block has no qkv bias
-    return {"epoch": 30, "model_state": to_xvit_authors_layout(model.state_dict())}
-
-
 # name -> (family = layout, arch in the zoo entry, the authors' checkpoint, --arch for `vidcls convert`)
 LAYOUTS = {
-    "xvit": ("xvit", XVIT_ARCH, xvit_checkpoint, {"num_heads": 4, "shift_div": 4}),
+    "xvit": ("xvit", XVIT_ARCH, lambda: slowfast_saved(xvit_authors_state(64, 2, 4, 6, 48, img=32, patch=8)),
+             {"num_heads": 4, "shift_div": 4, "num_segments": 2}),
     "vidtr": ("vidtr", VIDTR_ARCH, lambda: {"model": vidtr_authors_state(32, 2, 4, 4, 16, 6)}, {"num_heads": 4}),
     "vidtr-compact": ("vidtr-compact", COMPACT_ARCH,
                       lambda: {"state_dict": compact_authors_state(32, 7, 8, 4, 16, 6)},

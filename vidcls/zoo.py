@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from . import cache, hub, onnx_runtime, web, zoofile
-from .convert import PICKLE_NAME, PREPROCESSOR_NAME, read_checkpoint, to_vidcls
+from .convert import PICKLE_NAME, PREPROCESSOR_NAME, fit_to_arch, read_checkpoint, to_vidcls
 from .convert import transformers as hf_format
 from .errors import UsageError, VidclsError, printable
 from .labels import label_set
@@ -230,7 +230,8 @@ def keep_converted(source: cache.VerifiedFile, card: ModelCard, layout: str | No
                 raise VidclsError(f"{source.key}: the checkpoint's keys are in the {found} layout, not the {layout} "
                                   f"layout its zoo entry names")
             module = build_model(card.family, card.arch)
-            load_strict(module, state, f"{source.key} (as zoo model {card.name!r})", unused)
+            load_strict(module, fit_to_arch(found, state, card.arch), f"{source.key} (as zoo model {card.name!r})",
+                        unused)
             save_model_dir(target, card, module)
     return dataclasses.replace(source, path=target / WEIGHTS_NAME)
 
