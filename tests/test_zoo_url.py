@@ -2,27 +2,33 @@
 
 The authors' checkpoint layouts (built in the tests, as the converter tests build them) are
 served by an HTTP server on 127.0.0.1 that honours Range requests and counts what it is
-asked; a user zoo file points entries at it. No other address is ever contacted.
+asked; a user zoo file points entries at it. No other address is ever contacted. Every
+released checkpoint of the shipped zoo is also served in its own layout (last section).
 """
 
+import copy
 import hashlib
 import json
 import socket
 import time
+from dataclasses import dataclass
 
 import pytest
 import torch
 import yaml
-from authors_layouts import compact_authors_state, slowfast_saved, vidtr_authors_state, xvit_authors_state
+from authors_layouts import (compact_authors_state, gluonmm_saved, slowfast_saved, vidtr_authors_state,
+                             xvit_authors_forward, xvit_authors_state)
 from rich.console import Console
 from typer.testing import CliRunner
 
 from vidcls import cache, cli, hub, web
 from vidcls.cli import app
-from vidcls.convert import convert_checkpoint
+from vidcls.convert import convert_checkpoint, fit_to_arch, to_vidcls
 from vidcls.errors import UsageError, VidclsError
+from vidcls.labels import label_set
+from vidcls.models import build_model
 from vidcls.synthetic import make_sample_clip
-from vidcls.zoo import load_model, zoo_entries, zoo_origin
+from vidcls.zoo import load_model, url_weights, zoo_card, zoo_entries, zoo_origin
 
 runner = CliRunner()
 LABELS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]
@@ -312,3 +318,133 @@ def test_missing_or_malformed_user_zoo_file_is_a_usage_error(tmp_path, monkeypat
     monkeypatch.setenv("VIDCLS_ZOO", str(tmp_path / "list.yaml"))
     with pytest.raises(UsageError, match="expected a mapping `models:`"):
         zoo_entries()
+
+
+# ---------------------------------------------------------------- every released checkpoint, its own layout
+
+
+@dataclass(frozen=True)
+class Released:
+    """What the authors' config file (`source`) of one released checkpoint says, transcribed here so that
+    the zoo entry is checked against it rather than against itself. Their ViT-B throughout: 768 wide, 12
+    blocks of 12 heads, MLP 3072, 224 px frames cut in 16 px patches."""
+
+    layout: str
+    source: str
+    frames: int  # DATA.NUM_FRAMES / MODEL.TEMP_LEN: the clip, and the rows of their time or position table
+    stride: int | None  # DATA.SAMPLING_RATE / DATA.FRAME_RATE; None: one frame from each of `frames` segments
+    classes: int
+    views: tuple[int, int]  # test clips x crops
+    segments: int = 0  # XVIT.NUM_SEGMENTS
+    shift_div: int = 0  # XVIT.SHIFT_DIV
+    pool_layers: tuple[int, ...] = ()  # MODEL.LAYER_POOL
+    pool_dropped: tuple[int, ...] = ()  # MODEL.NUMBER_OF_KEYS: frames dropped at each (their `t - k`)
+
+    def checkpoint(self, width: int, meta: bool = False, time_rows: int | None = None) -> dict:
+        """The state dict their code saves for this config, `width` wide (768: theirs)."""
+        rows = time_rows or self.frames
+        if self.layout == "xvit":
+            return xvit_authors_state(width, 12, rows, self.classes, head_mlp=width, meta=meta)
+        build = vidtr_authors_state if self.layout == "vidtr" else compact_authors_state
+        return build(width, 12, self.frames, patches=196, patch=16, classes=self.classes, mlp=4 * width, meta=meta)
+
+    def saved(self, state: dict) -> dict:
+        """The checkpoint file's content: SlowFast's wrapper for X-ViT, gluonmm's for VidTr."""
+        return slowfast_saved(state) if self.layout == "xvit" else gluonmm_saved(state)
+
+
+GLUONMM = "amazon-science/gluonmm scripts/action_recognition/config/"
+RELEASED = {
+    "xvit-k600": Released("xvit", "1adrianb/video-transformers configs/Kinetics/xvit_B16_16x16_k600.yaml",
+                          frames=16, stride=16, classes=600, views=(1, 3), segments=8, shift_div=8),
+    "xvit-ssv2": Released("xvit", "1adrianb/video-transformers configs/SSv2/xvit_B16_16x16.yaml",
+                          frames=16, stride=None, classes=174, views=(2, 3), segments=16, shift_div=4),
+    "vidtr-s-k400": Released("vidtr", GLUONMM + "vidtr_s_8x8_patch16_224_k400.yaml", 8, 8, 400, (10, 3)),
+    "vidtr-m-k400": Released("vidtr", GLUONMM + "vidtr_m_16x4_patch16_224_k400.yaml", 16, 4, 400, (10, 3)),
+    "vidtr-l-k400": Released("vidtr", GLUONMM + "vidtr_l_32x2_patch16_224_k400.yaml", 32, 2, 400, (10, 3)),
+    "c-vidtr-s-k400": Released("vidtr-compact", GLUONMM + "cvidtr_s_8x8_patch16_224_k400.yaml", 8, 8, 400, (10, 3),
+                               pool_layers=(1, 3, 5), pool_dropped=(2, 2, 2)),
+    "c-vidtr-m-k400": Released("vidtr-compact", GLUONMM + "cvidtr_m_16x4_patch16_224_k400.yaml", 16, 4, 400,
+                               (10, 3), pool_layers=(1, 2, 4), pool_dropped=(8, 4, 2)),
+}
+NARROW = 48  # the one reduction of the served checkpoints: 4 channels per head instead of 64
+
+
+def test_every_released_checkpoint_of_the_zoo_is_covered():
+    assert {name for name in zoo_entries() if url_weights(name) is not None} == set(RELEASED)
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED))
+def test_released_entry_is_its_authors_config(name):
+    release, entry = RELEASED[name], zoo_entries()[name]
+    arch, recipe = entry["arch"], entry["input"]
+    assert entry["family"] == entry["weights"]["layout"] == release.layout
+    assert {k: arch[k] for k in ("num_frames", "num_classes", "img_size", "patch_size", "embed_dim", "depth",
+                                 "num_heads")} == {"num_frames": release.frames, "num_classes": release.classes,
+                                                   "img_size": 224, "patch_size": 16, "embed_dim": 768, "depth": 12,
+                                                   "num_heads": 12}
+    assert (recipe["frames"], recipe["clips"], recipe["crops"]) == (release.frames, *release.views)
+    assert (recipe["sampling"], recipe["stride"]) == (("segment", 1) if release.stride is None
+                                                      else ("dense", release.stride))
+    assert len(label_set(entry["dataset"])) == release.classes
+    if release.layout == "xvit":
+        assert (arch["num_segments"], arch["shift_div"], arch["head_layer_norm_eps"]) == \
+            (release.segments, release.shift_div, 1e-5)
+    if release.layout == "vidtr-compact":
+        kept = [release.frames - sum(release.pool_dropped[:i + 1]) for i in range(len(release.pool_dropped))]
+        assert (arch["pool_layers"], arch["pool_tau"]) == (list(release.pool_layers), kept)
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED))
+def test_released_layout_at_full_size_is_the_entry_key_for_key(name):
+    """Every tensor their code saves for this config, at full size (meta device: shapes and dtypes only),
+    has its place, shape and dtype in the entry's model, and the model has nothing else."""
+    release, card = RELEASED[name], zoo_card(name)
+    state, unused, layout = to_vidcls(release.checkpoint(768, meta=True))
+    state = fit_to_arch(layout, state, card.arch)
+    assert layout == release.layout and not unused
+    with torch.device("meta"):
+        model = build_model(card.family, card.arch)
+    expected = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+    assert {k: (tuple(v.shape), v.dtype) for k, v in state.items()} == expected
+
+
+def narrowed(name: str, url: str) -> dict:
+    """The shipped entry, its ViT width narrowed to NARROW, its weights at `url`."""
+    entry = copy.deepcopy(zoo_entries()[name])
+    entry["arch"] |= {"embed_dim": NARROW} | ({"head_hidden": NARROW} if entry["family"] == "xvit" else {})
+    entry["weights"] |= {"url": url, "sha256": None}
+    return entry
+
+
+@pytest.mark.parametrize("name, time_rows", [(name, None) for name in sorted(RELEASED)] + [("xvit-k600", 8)],
+                         ids=[*sorted(RELEASED), "xvit-k600-8-time-rows"])
+def test_released_entry_converts_through_its_url_and_runs_at_its_recipe(name, time_rows, online, server, tmp_path,
+                                                                         monkeypatch):
+    """The entry's own layout (every number of it but the width, NARROW instead of 768: a full-width
+    forward at 8-32 x 224 takes 4-8 s here, and the full-width layout is checked key for key above),
+    saved as their code saves it, served on 127.0.0.1, loaded by the entry's name and run at its recipe.
+
+    time_rows: xvit-k600 with an 8-row time table, which their code (temp_embed of DATA.NUM_FRAMES rows)
+    would not save for its config but which the README once expected; it converts too, repeated over the
+    clip as their forward would use it."""
+    release = RELEASED[name]
+    state = release.checkpoint(NARROW, time_rows=time_rows)
+    url = f"http://127.0.0.1:{server.server_address[1]}/{name}.pth"
+    server.served.files[f"/{name}.pth"] = pickle_bytes(release.saved(state), tmp_path)
+    monkeypatch.setenv("VIDCLS_ZOO", write_zoo(tmp_path / "released.yaml", {name: narrowed(name, url)}))
+    loaded = load_model(name)
+    recipe = loaded.card.input
+    assert recipe == zoo_card(name).input and (recipe.frames, recipe.size) == (release.frames, 224)
+    assert len(loaded.labels) == release.classes == loaded.module.num_classes
+    classifier = state["consensus.mlp_head.4.weight" if release.layout == "xvit" else "fc.weight"]
+    assert torch.equal(loaded.module.get_classifier().weight, classifier)
+    torch.manual_seed(0)
+    video = torch.randn(1, 3, recipe.frames, recipe.size, recipe.size)
+    with torch.no_grad():
+        logits = loaded.module(video)
+        assert logits.shape == (1, release.classes) and torch.isfinite(logits).all()
+        if release.layout == "xvit":
+            expected = xvit_authors_forward(state, video, 12, release.segments, release.shift_div)
+            assert (logits - expected).abs().max().item() <= 1e-4
+    assert server.served.requests == [(f"/{name}.pth", None)]
