@@ -9,6 +9,7 @@ released checkpoint of the shipped zoo is also served in its own layout (last se
 import copy
 import hashlib
 import json
+import shutil
 import socket
 import time
 from dataclasses import dataclass
@@ -28,7 +29,7 @@ from vidcls.errors import UsageError, VidclsError
 from vidcls.labels import label_set
 from vidcls.models import build_model
 from vidcls.synthetic import make_sample_clip
-from vidcls.zoo import load_model, url_weights, zoo_card, zoo_entries, zoo_origin
+from vidcls.zoo import load_model, pin_hint, url_weights, zoo_card, zoo_entries, zoo_origin
 
 runner = CliRunner()
 LABELS = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta"]
@@ -133,7 +134,10 @@ def test_url_entry_downloads_verifies_converts_and_predicts_like_the_converter(l
     download = runner.invoke(app, ["download", name])
     assert download.exit_code == 0, download.output
     assert f"{name}.pth" in download.stderr and "100%" in download.stderr  # huggingface_hub's progress bar
-    assert f"{url} sha256 {hashlib.sha256(data).hexdigest()[:16]}... recorded in" in download.stderr
+    digest = hashlib.sha256(data).hexdigest()
+    assert f"{url} sha256 {digest} recorded in" in download.stderr
+    assert f"set `sha256: {digest}` in the weights of '{name}' in {tmp_path / 'lab-zoo.yaml'}" in \
+        " ".join(download.stderr.split())
     directory = cache.converted_dir(hashlib.sha256(data).hexdigest())
     assert download.stdout.strip() == str(directory)
     assert json.loads(cache.lock_path().read_text())["files"] == {url: hashlib.sha256(data).hexdigest()}
@@ -153,6 +157,37 @@ def test_url_entry_downloads_verifies_converts_and_predicts_like_the_converter(l
     first = predictions(clip, name)
     assert predictions(clip, name) == first == predictions(clip, str(hand))
     assert len(server.served.requests) == 1  # load and predicts read the converted cache only
+
+
+def test_digest_printed_by_the_first_download_pinned_makes_later_downloads_verified(served_zoo, server, tmp_path,
+                                                                                      monkeypatch):
+    """The first person to download an unpinned file pins what `download` printed; a fresh machine is then
+    checked against that pin (and says nothing more about pinning), and a changed file is refused."""
+    name, url, data = served_zoo("vidtr")
+    first = runner.invoke(app, ["download", name])
+    hint = " ".join(first.stderr.split())
+    digest = hint.split("set `sha256: ")[1].split("`")[0]
+    assert first.exit_code == 0 and digest == hashlib.sha256(data).hexdigest()
+    zoo = yaml.safe_load((tmp_path / "lab-zoo.yaml").read_text())
+    zoo["models"][name]["weights"]["sha256"] = digest
+    (tmp_path / "lab-zoo.yaml").write_text(yaml.safe_dump(zoo))
+    monkeypatch.setenv("VIDCLS_HOME", str(tmp_path / "another-machine"))
+    again = runner.invoke(app, ["download", name])
+    assert again.exit_code == 0 and "pin it" not in again.stderr and f"sha256 {digest}" in again.stderr
+    assert len(server.served.requests) == 2
+    shutil.rmtree(tmp_path / "another-machine")
+    server.served.files[f"/{name}.pth"] = data[:-1] + bytes([data[-1] ^ 0xFF])
+    refused = runner.invoke(app, ["download", name])
+    assert refused.exit_code == 1 and f"the sha256 pinned in {tmp_path / 'lab-zoo.yaml'}" in \
+        " ".join(refused.output.split())
+
+
+def test_pin_hint_names_the_file_that_defines_the_entry():
+    digest = "ab" * 32
+    shipped = pin_hint("xvit-k600", digest)
+    assert f"set `sha256: {digest}` in the weights of 'xvit-k600' in vidcls's models.yaml" in shipped
+    assert "VIDCLS_ZOO" in shipped
+    assert pin_hint("timesformer-k400", digest) is None and pin_hint("xvit-tiny", digest) is None
 
 
 def test_first_predict_downloads_and_offline_mode_then_works_from_the_cache(served_zoo, server, tmp_path):
@@ -205,8 +240,6 @@ def test_wrong_byte_against_the_pinned_digest_is_refused_and_deleted(served_zoo,
 
 
 def test_changed_file_behind_a_recorded_url_is_refused(served_zoo, server):
-    import shutil
-
     name, url, data = served_zoo("vidtr")
     assert runner.invoke(app, ["download", name]).exit_code == 0
     shutil.rmtree(cache.home() / "converted")  # the conversion is gone: the file is fetched again

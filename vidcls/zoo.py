@@ -331,6 +331,22 @@ def fetch_url(ref: str) -> Fetched:
     return Fetched(card, converted)
 
 
+def pin_hint(ref: str, sha256: str) -> str | None:
+    """How to pin the digest of a URL entry's file in its zoo file, or None if it is pinned already
+    (or the REF is no URL entry).
+
+    A first download only records the digest in this machine's lock file; written into the
+    entry, it makes every later download, on any machine, verified against it.
+    """
+    pin = url_weights(ref) if ref in zoo_entries() else None
+    if pin is None or pin.get("sha256"):
+        return None
+    origin = zoo_origin(ref)
+    where = (f"in vidcls's models.yaml (a change to send upstream), or in a copy of the entry in a zoo file "
+             f"named by {zoofile.ENV}" if origin == zoofile.SHIPPED else f"in {origin}")
+    return f"to pin it for everyone, set `sha256: {sha256}` in the weights of {ref!r} {where}"
+
+
 def download(ref: str) -> cache.VerifiedFile:
     """`vidcls download`: prefetch a zoo entry's weights (Hub or URL), or an hf:// repository's files.
 
