@@ -113,8 +113,8 @@ def infer_arch(state: dict[str, torch.Tensor], family: str) -> dict[str, Any]:
     """Hyper-parameters read off the shapes of a state dict in our layout.
 
     The head count leaves no trace in the shapes: ViT's 64 channels per head is assumed
-    (override with `arch`). Options without a trace (X-ViT's shift_div, VidTr's pooling
-    schedule) keep the family's defaults.
+    (override with `arch`). Options without a trace (X-ViT's shift_div and num_segments, VidTr's
+    pooling schedule) keep the family's defaults.
     """
     try:
         width, in_chans, tubelet, _, patch = state["patch_embed.proj.weight"].shape  # Conv3d (C, 3, t, p, p)
