@@ -1,49 +1,63 @@
 """The papers' own checkpoint layouts: X-ViT's and VidTr's convert exactly.
 
 No released file is used: each test writes a checkpoint with the authors' key names (taken
-from their public code) out of one of our models, converts it back and compares.
+from their public code), converts it and compares the logits with a plain re-implementation
+of the authors' forward written in the tests.
 """
 
 import pytest
 import torch
 
-from authors_layouts import compact_authors_state, to_xvit_authors_layout, vidtr_authors_state
+from authors_layouts import (
+    compact_authors_state,
+    slowfast_saved,
+    vidtr_authors_state,
+    xvit_authors_forward,
+    xvit_authors_state,
+)
 from vidcls.errors import UsageError, VidclsError
-from vidcls.models import build_model
 from vidcls.zoo.convert import convert_checkpoint, detect_layout, read_checkpoint
 from vidcls.zoo.resolve import load_model
 
-XVIT = {"num_classes": 6, "num_frames": 4, "img_size": 32, "patch_size": 8, "embed_dim": 64, "depth": 2,
-        "num_heads": 4, "shift_div": 4, "head_hidden": 48, "head_dropout": 0.0}
 
-
-@pytest.fixture
-def xvit_model():
-    torch.manual_seed(0)
-    model = build_model("xvit", XVIT).eval()
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(0.1 * torch.randn_like(param))
-        model.head.block.attn.qkv.bias.zero_()  # what a qkv without bias computes
-    return model
-
-
-def test_xvit_authors_checkpoint_converts_to_identical_logits(xvit_model, tmp_path):
-    checkpoint = {"epoch": 30, "model_state": to_xvit_authors_layout(xvit_model.state_dict()), "cfg": "..."}
-    torch.save(checkpoint, tmp_path / "xvit_b16_16_k600.pth")
-    report = convert_checkpoint(tmp_path / "xvit_b16_16_k600.pth", "xvit", tmp_path / "out",
-                                arch={"num_heads": 4, "shift_div": 4})
-    assert report.layout == "xvit" and not report.missing and not report.unexpected
+@pytest.mark.parametrize("frames, table, segments", [
+    (8, 8, 4),  # their K600 config in small: two mixing groups, one time row per frame
+    (8, 4, 4),  # a time table shorter than the clip repeats over it, as their view of the frames does
+    (6, 6, 0),  # one group, the whole clip (their SSv2 config: NUM_SEGMENTS = NUM_FRAMES)
+])
+def test_xvit_authors_checkpoint_matches_their_forward(frames, table, segments, tmp_path):
+    c, heads, size = 32, 4, 32
+    state = xvit_authors_state(c, depth=2, frames=table, classes=6, head_mlp=24, img=size, patch=8)
+    torch.save(slowfast_saved(state), tmp_path / "xvit_b16_16_k600.pth")
+    arch = {"num_heads": heads, "shift_div": 4, "num_segments": segments, "num_frames": frames}
+    report = convert_checkpoint(tmp_path / "xvit_b16_16_k600.pth", "xvit", tmp_path / "out", arch=arch)
+    assert report.layout == "xvit" and not report.missing and not report.unexpected  # new_fc: built, never called
     loaded = load_model(str(tmp_path / "out"))
-    assert {k: loaded.card.arch[k] for k in ("num_frames", "img_size", "head_hidden", "num_classes")} == \
-        {"num_frames": 4, "img_size": 32, "head_hidden": 48, "num_classes": 6}
-    video = torch.randn(2, 3, 4, 32, 32)
+    assert {k: loaded.card.arch[k] for k in ("num_frames", "img_size", "head_hidden", "num_classes",
+                                              "num_segments", "head_layer_norm_eps")} == \
+        {"num_frames": frames, "img_size": size, "head_hidden": 24, "num_classes": 6, "num_segments": segments,
+         "head_layer_norm_eps": 1e-5}
+    torch.manual_seed(0)
+    video = torch.randn(2, 3, frames, size, size)
     with torch.no_grad():
-        assert torch.allclose(loaded.module(video), xvit_model(video), atol=1e-5)
+        expected = xvit_authors_forward(state, video, heads, segments or frames, shift_div=4)
+        gap = (loaded.module(video) - expected).abs().max().item()
+        assert gap <= 1e-5, gap
+        if segments:  # the groups do matter: mixing across the whole clip gives other logits
+            for attn in (block.attn for block in loaded.module.blocks):
+                attn.num_segments = 0
+            assert (loaded.module(video) - expected).abs().max().item() > 1e-3
 
 
-def test_ddp_prefix_and_wrappers_are_unwrapped(xvit_model, tmp_path):
-    state = {f"module.{k}": v for k, v in to_xvit_authors_layout(xvit_model.state_dict()).items()}
+def test_xvit_mixing_groups_must_tile_the_clip(tmp_path):
+    torch.save(slowfast_saved(xvit_authors_state(32, 1, 8, 6, 24, img=32, patch=8)), tmp_path / "xvit.pth")
+    with pytest.raises(VidclsError, match="num_frames 8 is not a whole number of num_segments 3"):
+        convert_checkpoint(tmp_path / "xvit.pth", "xvit", tmp_path / "out", arch={"num_heads": 4, "num_segments": 3})
+    assert not (tmp_path / "out").exists()
+
+
+def test_ddp_prefix_and_wrappers_are_unwrapped(tmp_path):
+    state = {f"module.{k}": v for k, v in xvit_authors_state(32, 1, 4, 6, 24, img=32, patch=8).items()}
     torch.save({"state_dict": state}, tmp_path / "ddp.pt")
     assert detect_layout(read_checkpoint(tmp_path / "ddp.pt")) == "xvit"
 

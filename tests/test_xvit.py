@@ -8,20 +8,22 @@ import pytest
 import torch
 
 from vidcls.models import build_model
-from vidcls.models.xvit import SpaceTimeMixingAttention
+from vidcls.models.xvit import SpaceTimeMixingAttention, mix_within_groups
 
 ARCH = {"num_classes": 4, "num_frames": 8, "img_size": 16, "patch_size": 4, "embed_dim": 32, "depth": 4,
         "num_heads": 4, "head_hidden": 32, "head_dropout": 0.0}
 
 
-def mix_by_hand(x, fold_div):
-    """Frame t of x (B, T, N, C) rebuilt as [t+1 | t-1 | t] channel slices, zeros off the clip."""
+def mix_by_hand(x, fold_div, group=0):
+    """Frame t of x (B, T, N, C) rebuilt as [t+1 | t-1 | t] channel slices, zeros off the clip and
+    where the neighbour lies in another group of `group` consecutive frames (0: one group)."""
     fold, frames = x.shape[-1] // fold_div, x.shape[1]
+    group = group or frames
     zeros = torch.zeros_like(x[:, 0])
     mixed = []
     for t in range(frames):
-        later = x[:, t + 1] if t + 1 < frames else zeros
-        earlier = x[:, t - 1] if t > 0 else zeros
+        later = x[:, t + 1] if t + 1 < frames and (t + 1) // group == t // group else zeros
+        earlier = x[:, t - 1] if t > 0 and (t - 1) // group == t // group else zeros
         mixed.append(torch.cat([later[..., :fold], earlier[..., fold:2 * fold], x[:, t, ..., 2 * fold:]], dim=-1))
     return torch.stack(mixed, dim=1)
 
@@ -51,6 +53,20 @@ def test_mixed_keys_and_values_are_channel_slices_of_neighbour_frames(fold_div):
     plain_k = attn.qkv(x).chunk(3, dim=-1)[1]  # (B, T, N, C)
     expected = mix_by_hand(plain_k, fold_div).unflatten(-1, (4, 8)).transpose(2, 3)
     assert torch.allclose(attn.mix(k), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("frames, group", [(16, 8), (16, 4), (6, 6), (6, 0), (4, 1)])
+def test_mixing_stays_within_groups_of_num_segments_frames(frames, group):
+    torch.manual_seed(0)
+    x = torch.randn(2, frames, 3, 16)
+    assert torch.equal(mix_within_groups(x, 4, group), mix_by_hand(x, 4, group))
+
+
+def test_mixing_groups_must_tile_the_clip():
+    with pytest.raises(ValueError, match="6 frames is not a whole number of 4-frame mixing groups"):
+        mix_within_groups(torch.zeros(1, 6, 2, 8), 4, 4)
+    with pytest.raises(ValueError, match="num_frames 8 is not a whole number of num_segments 3"):
+        build_model("xvit", {**ARCH, "num_segments": 3})
 
 
 @pytest.mark.parametrize("summary", [False, True])
@@ -92,6 +108,12 @@ def test_mixing_reaches_one_more_frame_each_layer():
                                                           list(range(8))]
 
 
+def test_mixing_groups_keep_frames_in_their_group():
+    """Two groups of 4 (their K600 grouping, halved): frame 3 never reaches frames 4..7."""
+    assert changed_frames_per_layer({"shift_div": 8, "num_segments": 4}) == [[2, 3], [1, 2, 3], [0, 1, 2, 3],
+                                                                              [0, 1, 2, 3]]
+
+
 def test_summary_tokens_connect_all_frames_in_one_layer():
     assert changed_frames_per_layer({"shift_div": 0, "summary_tokens": True})[0] == list(range(8))
 
@@ -106,6 +128,9 @@ def test_temporal_attention_head_reads_the_learnable_token_and_the_frame_class_t
         expected = head.fc2(torch.nn.functional.gelu(head.fc1(head.norm(clip))))
         assert model.get_classifier() is head.fc2
         assert torch.allclose(model.forward_head(features), expected, atol=1e-6)
+    assert {m.eps for m in head.modules() if isinstance(m, torch.nn.LayerNorm)} == {1e-6}  # the backbone's
+    authors = build_model("xvit", {**ARCH, "head_layer_norm_eps": 1e-5}).head
+    assert {m.eps for m in authors.modules() if isinstance(m, torch.nn.LayerNorm)} == {1e-5}
 
 
 def test_mean_head_classifies_the_mean_frame_class_token_and_config_checks():

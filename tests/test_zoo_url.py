@@ -2,13 +2,17 @@
 
 The authors' checkpoint layouts (built in the tests, as the converter tests build them) are
 served by an HTTP server on 127.0.0.1 that honours Range requests and counts what it is
-asked; a user zoo file points entries at it. No other address is ever contacted.
+asked; a user zoo file points entries at it. No other address is ever contacted. Every
+released checkpoint of the shipped zoo is also served in its own layout (last section).
 """
 
+import copy
 import hashlib
 import json
+import shutil
 import socket
 import time
+from dataclasses import dataclass
 
 import pytest
 import torch
@@ -16,15 +20,24 @@ import yaml
 from rich.console import Console
 from typer.testing import CliRunner
 
-from authors_layouts import compact_authors_state, to_xvit_authors_layout, vidtr_authors_state
+from authors_layouts import (
+    compact_authors_state,
+    gluonmm_saved,
+    slowfast_saved,
+    vidtr_authors_state,
+    xvit_authors_forward,
+    xvit_authors_state,
+)
 from vidcls import cli
 from vidcls.cli import app
 from vidcls.errors import UsageError, VidclsError
 from vidcls.models import build_model
 from vidcls.video.synthetic import make_sample_clip
 from vidcls.zoo import cache, hub, web
-from vidcls.zoo.catalog import zoo_entries, zoo_origin
-from vidcls.zoo.convert import convert_checkpoint
+from vidcls.zoo.catalog import url_weights, zoo_card, zoo_entries, zoo_origin
+from vidcls.zoo.convert import convert_checkpoint, fit_to_arch, to_vidcls
+from vidcls.zoo.fetch import pin_hint
+from vidcls.zoo.labels import label_set
 from vidcls.zoo.resolve import load_model
 
 runner = CliRunner()
@@ -53,7 +66,8 @@ def write_zoo(path, entries: dict) -> str:
 # ---------------------------------------------------------------- the authors' layouts, tiny
 
 XVIT_ARCH = {"num_classes": 6, "num_frames": 4, "img_size": 32, "patch_size": 8, "embed_dim": 64, "depth": 2,
-             "num_heads": 4, "shift_div": 4, "head_hidden": 48, "head_dropout": 0.0}
+             "num_heads": 4, "shift_div": 4, "num_segments": 2, "head_hidden": 48, "head_dropout": 0.0,
+             "head_layer_norm_eps": 1e-5}
 VIDTR_ARCH = {"num_classes": 6, "num_frames": 4, "img_size": 32, "patch_size": 16, "embed_dim": 32, "depth": 2,
               "num_heads": 4, "mlp_ratio": 2.0, "mlp_activation": "relu", "layer_norm_eps": 1e-5,
               "attention": "shared", "embedding": "attention_input", "pos_every_layer": False}
@@ -62,19 +76,10 @@ COMPACT_ARCH = {"num_classes": 6, "num_frames": 8, "img_size": 32, "patch_size":
                 "pool_layers": [1, 3, 5], "pool_tau": [6, 4, 2]}
 
 
-def xvit_checkpoint() -> dict:
-    torch.manual_seed(0)
-    model = build_model("xvit", XVIT_ARCH)
-    with torch.no_grad():
-        for param in model.parameters():
-            param.add_(0.1 * torch.randn_like(param))
-        model.head.block.attn.qkv.bias.zero_()  # their TA block has no qkv bias
-    return {"epoch": 30, "model_state": to_xvit_authors_layout(model.state_dict())}
-
-
 # name -> (family = layout, arch in the zoo entry, the authors' checkpoint, --arch for `vidcls convert`)
 LAYOUTS = {
-    "xvit": ("xvit", XVIT_ARCH, xvit_checkpoint, {"num_heads": 4, "shift_div": 4}),
+    "xvit": ("xvit", XVIT_ARCH, lambda: slowfast_saved(xvit_authors_state(64, 2, 4, 6, 48, img=32, patch=8)),
+             {"num_heads": 4, "shift_div": 4, "num_segments": 2}),
     "vidtr": ("vidtr", VIDTR_ARCH, lambda: {"model": vidtr_authors_state(32, 2, 4, 4, 16, 6)}, {"num_heads": 4}),
     "vidtr-compact": ("vidtr-compact", COMPACT_ARCH,
                       lambda: {"state_dict": compact_authors_state(32, 7, 8, 4, 16, 6)},
@@ -138,7 +143,10 @@ def test_url_entry_downloads_verifies_converts_and_predicts_like_the_converter(l
     download = runner.invoke(app, ["download", name])
     assert download.exit_code == 0, download.output
     assert f"{name}.pth" in download.stderr and "100%" in download.stderr  # huggingface_hub's progress bar
-    assert f"{url} sha256 {hashlib.sha256(data).hexdigest()[:16]}... recorded in" in download.stderr
+    digest = hashlib.sha256(data).hexdigest()
+    assert f"{url} sha256 {digest} recorded in" in download.stderr
+    assert f"set `sha256: {digest}` in the weights of '{name}' in {tmp_path / 'lab-zoo.yaml'}" in \
+        " ".join(download.stderr.split())
     directory = cache.converted_dir(hashlib.sha256(data).hexdigest())
     assert download.stdout.strip() == str(directory)
     assert json.loads(cache.lock_path().read_text())["files"] == {url: hashlib.sha256(data).hexdigest()}
@@ -158,6 +166,37 @@ def test_url_entry_downloads_verifies_converts_and_predicts_like_the_converter(l
     first = predictions(clip, name)
     assert predictions(clip, name) == first == predictions(clip, str(hand))
     assert len(server.served.requests) == 1  # load and predicts read the converted cache only
+
+
+def test_digest_printed_by_the_first_download_pinned_makes_later_downloads_verified(served_zoo, server, tmp_path,
+                                                                                      monkeypatch):
+    """The first person to download an unpinned file pins what `download` printed; a fresh machine is then
+    checked against that pin (and says nothing more about pinning), and a changed file is refused."""
+    name, url, data = served_zoo("vidtr")
+    first = runner.invoke(app, ["download", name])
+    hint = " ".join(first.stderr.split())
+    digest = hint.split("set `sha256: ")[1].split("`")[0]
+    assert first.exit_code == 0 and digest == hashlib.sha256(data).hexdigest()
+    zoo = yaml.safe_load((tmp_path / "lab-zoo.yaml").read_text())
+    zoo["models"][name]["weights"]["sha256"] = digest
+    (tmp_path / "lab-zoo.yaml").write_text(yaml.safe_dump(zoo))
+    monkeypatch.setenv("VIDCLS_HOME", str(tmp_path / "another-machine"))
+    again = runner.invoke(app, ["download", name])
+    assert again.exit_code == 0 and "pin it" not in again.stderr and f"sha256 {digest}" in again.stderr
+    assert len(server.served.requests) == 2
+    shutil.rmtree(tmp_path / "another-machine")
+    server.served.files[f"/{name}.pth"] = data[:-1] + bytes([data[-1] ^ 0xFF])
+    refused = runner.invoke(app, ["download", name])
+    assert refused.exit_code == 1 and f"the sha256 pinned in {tmp_path / 'lab-zoo.yaml'}" in \
+        " ".join(refused.output.split())
+
+
+def test_pin_hint_names_the_file_that_defines_the_entry():
+    digest = "ab" * 32
+    shipped = pin_hint("xvit-k600", digest)
+    assert f"set `sha256: {digest}` in the weights of 'xvit-k600' in vidcls's models.yaml" in shipped
+    assert "VIDCLS_ZOO" in shipped
+    assert pin_hint("timesformer-k400", digest) is None and pin_hint("xvit-tiny", digest) is None
 
 
 def test_first_predict_downloads_and_offline_mode_then_works_from_the_cache(served_zoo, server, tmp_path):
@@ -210,8 +249,6 @@ def test_wrong_byte_against_the_pinned_digest_is_refused_and_deleted(served_zoo,
 
 
 def test_changed_file_behind_a_recorded_url_is_refused(served_zoo, server):
-    import shutil
-
     name, url, data = served_zoo("vidtr")
     assert runner.invoke(app, ["download", name]).exit_code == 0
     shutil.rmtree(cache.home() / "converted")  # the conversion is gone: the file is fetched again
@@ -282,7 +319,7 @@ def test_user_zoo_adds_and_overrides_entries_and_models_says_where_from(tmp_path
     rows = {row["name"]: row for row in json.loads(runner.invoke(app, ["models", "--json"]).stdout)}
     assert rows["lab-joint"]["zoo"] == second and rows["joint-tiny"]["zoo"] == first
     assert rows["demo-motion"]["zoo"] == "vidcls"
-    monkeypatch.setattr(cli, "out", Console(width=400))  # the table's console is made at import
+    monkeypatch.setattr(cli.zoo, "out", Console(width=400))  # the table's console is made at import
     table = runner.invoke(app, ["models"])
     assert table.exit_code == 0 and second in table.output
     monkeypatch.delenv("VIDCLS_ZOO")
@@ -323,3 +360,133 @@ def test_missing_or_malformed_user_zoo_file_is_a_usage_error(tmp_path, monkeypat
     monkeypatch.setenv("VIDCLS_ZOO", str(tmp_path / "list.yaml"))
     with pytest.raises(UsageError, match="expected a mapping `models:`"):
         zoo_entries()
+
+
+# ---------------------------------------------------------------- every released checkpoint, its own layout
+
+
+@dataclass(frozen=True)
+class Released:
+    """What the authors' config file (`source`) of one released checkpoint says, transcribed here so that
+    the zoo entry is checked against it rather than against itself. Their ViT-B throughout: 768 wide, 12
+    blocks of 12 heads, MLP 3072, 224 px frames cut in 16 px patches."""
+
+    layout: str
+    source: str
+    frames: int  # DATA.NUM_FRAMES / MODEL.TEMP_LEN: the clip, and the rows of their time or position table
+    stride: int | None  # DATA.SAMPLING_RATE / DATA.FRAME_RATE; None: one frame from each of `frames` segments
+    classes: int
+    views: tuple[int, int]  # test clips x crops
+    segments: int = 0  # XVIT.NUM_SEGMENTS
+    shift_div: int = 0  # XVIT.SHIFT_DIV
+    pool_layers: tuple[int, ...] = ()  # MODEL.LAYER_POOL
+    pool_dropped: tuple[int, ...] = ()  # MODEL.NUMBER_OF_KEYS: frames dropped at each (their `t - k`)
+
+    def checkpoint(self, width: int, meta: bool = False, time_rows: int | None = None) -> dict:
+        """The state dict their code saves for this config, `width` wide (768: theirs)."""
+        rows = time_rows or self.frames
+        if self.layout == "xvit":
+            return xvit_authors_state(width, 12, rows, self.classes, head_mlp=width, meta=meta)
+        build = vidtr_authors_state if self.layout == "vidtr" else compact_authors_state
+        return build(width, 12, self.frames, patches=196, patch=16, classes=self.classes, mlp=4 * width, meta=meta)
+
+    def saved(self, state: dict) -> dict:
+        """The checkpoint file's content: SlowFast's wrapper for X-ViT, gluonmm's for VidTr."""
+        return slowfast_saved(state) if self.layout == "xvit" else gluonmm_saved(state)
+
+
+GLUONMM = "amazon-science/gluonmm scripts/action_recognition/config/"
+RELEASED = {
+    "xvit-k600": Released("xvit", "1adrianb/video-transformers configs/Kinetics/xvit_B16_16x16_k600.yaml",
+                          frames=16, stride=16, classes=600, views=(1, 3), segments=8, shift_div=8),
+    "xvit-ssv2": Released("xvit", "1adrianb/video-transformers configs/SSv2/xvit_B16_16x16.yaml",
+                          frames=16, stride=None, classes=174, views=(2, 3), segments=16, shift_div=4),
+    "vidtr-s-k400": Released("vidtr", GLUONMM + "vidtr_s_8x8_patch16_224_k400.yaml", 8, 8, 400, (10, 3)),
+    "vidtr-m-k400": Released("vidtr", GLUONMM + "vidtr_m_16x4_patch16_224_k400.yaml", 16, 4, 400, (10, 3)),
+    "vidtr-l-k400": Released("vidtr", GLUONMM + "vidtr_l_32x2_patch16_224_k400.yaml", 32, 2, 400, (10, 3)),
+    "c-vidtr-s-k400": Released("vidtr-compact", GLUONMM + "cvidtr_s_8x8_patch16_224_k400.yaml", 8, 8, 400, (10, 3),
+                               pool_layers=(1, 3, 5), pool_dropped=(2, 2, 2)),
+    "c-vidtr-m-k400": Released("vidtr-compact", GLUONMM + "cvidtr_m_16x4_patch16_224_k400.yaml", 16, 4, 400,
+                               (10, 3), pool_layers=(1, 2, 4), pool_dropped=(8, 4, 2)),
+}
+NARROW = 48  # the one reduction of the served checkpoints: 4 channels per head instead of 64
+
+
+def test_every_released_checkpoint_of_the_zoo_is_covered():
+    assert {name for name in zoo_entries() if url_weights(name) is not None} == set(RELEASED)
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED))
+def test_released_entry_is_its_authors_config(name):
+    release, entry = RELEASED[name], zoo_entries()[name]
+    arch, recipe = entry["arch"], entry["input"]
+    assert entry["family"] == entry["weights"]["layout"] == release.layout
+    assert {k: arch[k] for k in ("num_frames", "num_classes", "img_size", "patch_size", "embed_dim", "depth",
+                                 "num_heads")} == {"num_frames": release.frames, "num_classes": release.classes,
+                                                   "img_size": 224, "patch_size": 16, "embed_dim": 768, "depth": 12,
+                                                   "num_heads": 12}
+    assert (recipe["frames"], recipe["clips"], recipe["crops"]) == (release.frames, *release.views)
+    assert (recipe["sampling"], recipe["stride"]) == (("segment", 1) if release.stride is None
+                                                      else ("dense", release.stride))
+    assert len(label_set(entry["dataset"])) == release.classes
+    if release.layout == "xvit":
+        assert (arch["num_segments"], arch["shift_div"], arch["head_layer_norm_eps"]) == \
+            (release.segments, release.shift_div, 1e-5)
+    if release.layout == "vidtr-compact":
+        kept = [release.frames - sum(release.pool_dropped[:i + 1]) for i in range(len(release.pool_dropped))]
+        assert (arch["pool_layers"], arch["pool_tau"]) == (list(release.pool_layers), kept)
+
+
+@pytest.mark.parametrize("name", sorted(RELEASED))
+def test_released_layout_at_full_size_is_the_entry_key_for_key(name):
+    """Every tensor their code saves for this config, at full size (meta device: shapes and dtypes only),
+    has its place, shape and dtype in the entry's model, and the model has nothing else."""
+    release, card = RELEASED[name], zoo_card(name)
+    state, unused, layout = to_vidcls(release.checkpoint(768, meta=True))
+    state = fit_to_arch(layout, state, card.arch)
+    assert layout == release.layout and not unused
+    with torch.device("meta"):
+        model = build_model(card.family, card.arch)
+    expected = {k: (tuple(v.shape), v.dtype) for k, v in model.state_dict().items()}
+    assert {k: (tuple(v.shape), v.dtype) for k, v in state.items()} == expected
+
+
+def narrowed(name: str, url: str) -> dict:
+    """The shipped entry, its ViT width narrowed to NARROW, its weights at `url`."""
+    entry = copy.deepcopy(zoo_entries()[name])
+    entry["arch"] |= {"embed_dim": NARROW} | ({"head_hidden": NARROW} if entry["family"] == "xvit" else {})
+    entry["weights"] |= {"url": url, "sha256": None}
+    return entry
+
+
+@pytest.mark.parametrize("name, time_rows", [(name, None) for name in sorted(RELEASED)] + [("xvit-k600", 8)],
+                         ids=[*sorted(RELEASED), "xvit-k600-8-time-rows"])
+def test_released_entry_converts_through_its_url_and_runs_at_its_recipe(name, time_rows, online, server, tmp_path,
+                                                                         monkeypatch):
+    """The entry's own layout (every number of it but the width, NARROW instead of 768: a full-width
+    forward at 8-32 x 224 takes 4-8 s here, and the full-width layout is checked key for key above),
+    saved as their code saves it, served on 127.0.0.1, loaded by the entry's name and run at its recipe.
+
+    time_rows: xvit-k600 with an 8-row time table, which their code (temp_embed of DATA.NUM_FRAMES rows)
+    would not save for its config but which the README once expected; it converts too, repeated over the
+    clip as their forward would use it."""
+    release = RELEASED[name]
+    state = release.checkpoint(NARROW, time_rows=time_rows)
+    url = f"http://127.0.0.1:{server.server_address[1]}/{name}.pth"
+    server.served.files[f"/{name}.pth"] = pickle_bytes(release.saved(state), tmp_path)
+    monkeypatch.setenv("VIDCLS_ZOO", write_zoo(tmp_path / "released.yaml", {name: narrowed(name, url)}))
+    loaded = load_model(name)
+    recipe = loaded.card.input
+    assert recipe == zoo_card(name).input and (recipe.frames, recipe.size) == (release.frames, 224)
+    assert len(loaded.labels) == release.classes == loaded.module.num_classes
+    classifier = state["consensus.mlp_head.4.weight" if release.layout == "xvit" else "fc.weight"]
+    assert torch.equal(loaded.module.get_classifier().weight, classifier)
+    torch.manual_seed(0)
+    video = torch.randn(1, 3, recipe.frames, recipe.size, recipe.size)
+    with torch.no_grad():
+        logits = loaded.module(video)
+        assert logits.shape == (1, release.classes) and torch.isfinite(logits).all()
+        if release.layout == "xvit":
+            expected = xvit_authors_forward(state, video, 12, release.segments, release.shift_div)
+            assert (logits - expected).abs().max().item() <= 1e-4
+    assert server.served.requests == [(f"/{name}.pth", None)]

@@ -75,14 +75,18 @@ def download_command(
     HF_HUB_OFFLINE. A zoo entry's file at a URL is downloaded (resuming a partial download),
     converted once and kept as a model directory in $VIDCLS_HOME/converted. A first download of
     a file without a pinned digest records it in the lock file ($VIDCLS_HOME/lock.json, default
-    ~/.cache/vidcls/lock.json); later downloads are checked against it.
+    ~/.cache/vidcls/lock.json); later downloads are checked against it. The digest is printed,
+    and for a URL entry that pins none, how to pin it in its zoo file.
     """
     from vidcls.zoo.cache import lock_path
-    from vidcls.zoo.fetch import download
+    from vidcls.zoo.fetch import download, pin_hint
 
     verified = download(ref)
     how = f"recorded in {lock_path()}" if verified.recorded else "verified"
-    err.print(f"{ref}: {verified.key} sha256 {verified.sha256[:16]}... {how}", highlight=False, soft_wrap=True)
+    err.print(f"{ref}: {verified.key} sha256 {verified.sha256} {how}", highlight=False, soft_wrap=True)
+    hint = pin_hint(ref, verified.sha256)
+    if hint is not None:
+        err.print(hint, highlight=False, soft_wrap=True)
     out.print(str(verified.path.parent), highlight=False, soft_wrap=True)
 
 

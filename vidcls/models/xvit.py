@@ -8,12 +8,34 @@ each query of frame t sees its neighbours at no extra multiply-add. A Temporal A
 (TA) head, one transformer layer over the T per-frame class tokens plus a learnable token,
 turns the frames into a clip prediction.
 
-Choices not fixed by the paper, each a config option:
+From the authors' code (1adrianb/video-transformers; read, not copied), which the
+`num_segments` and `head_layer_norm_eps` options reproduce:
+- slowfast/models/temporal_shift.py (TemporalShift, make_temporal_shift): the shift is
+  applied to K and V only, after the qkv projection, to every token (class token included),
+  with fold = C // shift_div counted over all heads (head-major channels); the frames of a
+  batch are cut into consecutive groups of XVIT.NUM_SEGMENTS and the shift never crosses a
+  group: channels [0, fold) of the last frame of a group and [fold, 2 fold) of its first
+  are zero, with no wrap-round. configs/Kinetics/xvit_B16_16x16_k600.yaml mixes a 16-frame
+  clip in two groups of 8 (NUM_SEGMENTS: 8, SHIFT_DIV: 8), configs/SSv2/xvit_B16_16x16.yaml
+  in one group of 16 (NUM_SEGMENTS: 16, SHIFT_DIV: 4); LOCATIONS_LIST covers every block.
+- slowfast/models/transformers/vit.py: temp_embed is (1, num_frames, 1, C) with num_frames
+  = DATA.NUM_FRAMES (16 in both configs, passed by video_model_builder.py), added after the
+  position table by viewing the frames as rows of num_frames; so a shorter table would
+  repeat over consecutive groups of its length (vidcls.convert.xvit.fit_state does that to
+  such a checkpoint). The final LayerNorm is applied and each frame's class token read
+  (`self.norm(x)[:, 0]`); the image head is a Dropout.
+- slowfast/models/head_helper.py (VitHead) and video_model_builder.py: with CONSENSUS_TYPE
+  "vit" the head takes the class tokens of all T frames of the clip at once (no per-group
+  pooling): a learnable token is prepended, one Block (qkv without bias, torch's default
+  LayerNorm eps 1e-5) runs, and the token's output goes through LayerNorm (eps 1e-5),
+  Linear, GELU, Dropout, Linear. Their "avg" consensus instead averages per-frame logits over
+  groups of NUM_SEGMENTS frames, one output per group; our "mean" head averages over the
+  whole clip, which is the same when the clip is one group.
+
+Choices not fixed by the paper or that code, each a config option:
 - (unconfirmed) summary tokens (`summary_tokens`): a frame's summary is the mean of its
   patch tokens' (unshifted) keys and values, class token excluded; equal to projecting the
   mean of the layer-normed patch tokens, because the projection is linear.
-- (unconfirmed) the backbone's final LayerNorm (`norm`) is applied to the per-frame class
-  tokens before the head, as in the image ViT the backbone starts from.
 
 Parameter names follow timm's ViT (patch_embed.proj, cls_token, pos_embed, blocks.N.{norm1,
 attn.qkv, attn.proj, norm2, mlp.fc1, mlp.fc2}, norm) plus time_embed and head.*.
@@ -50,12 +72,15 @@ class XViTConfig(ViTConfig):
     """Hyper-parameters of X-ViT (defaults: ViT-B/16, 8 frames x 224, Kinetics shift_div 8, TA head)."""
 
     shift_div: int = 8  # C // shift_div channels come from each neighbour; 0 turns mixing off
+    num_segments: int = 0  # frames per mixing group (their XVIT.NUM_SEGMENTS); 0: the whole clip is one group
     summary_tokens: bool = False  # (unconfirmed) see the module docstring
     head: str = "ta"  # "ta": Temporal Attention head; "mean": temporal mean of the class tokens
     head_hidden: int = 768
     head_dropout: float = 0.5
+    head_layer_norm_eps: float | None = None  # the TA head's LayerNorms; None: layer_norm_eps (theirs: 1e-5)
 
-    limits: ClassVar[Bounds] = {**ViTConfig.limits, "shift_div": (0, 65536), "head_hidden": (1, 1 << 20)}
+    limits: ClassVar[Bounds] = {**ViTConfig.limits, "shift_div": (0, 65536), "num_segments": (0, 1024),
+                                "head_hidden": (1, 1 << 20), "head_layer_norm_eps": (1e-30, 1.0)}
     choices: ClassVar[Choices] = {**ViTConfig.choices, "head": HEADS}
 
 
@@ -68,20 +93,22 @@ class SpaceTimeMixingAttention(Attention):
     """
 
     def __init__(self, *, dim: int, num_heads: int, qkv_bias: bool, proj_drop: float, shift_div: int,
-                 summary_tokens: bool) -> None:
+                 summary_tokens: bool, num_segments: int = 0) -> None:
         super().__init__(dim=dim, num_heads=num_heads, qkv_bias=qkv_bias, proj_drop=proj_drop)
         self.shift_div = shift_div
         self.summary_tokens = summary_tokens
+        self.num_segments = num_segments
 
     def mix(self, x: torch.Tensor) -> torch.Tensor:
         """Per-head keys or values (B, T, H, N, d) -> the same with channels from frames t+1 and t-1.
 
-        The channel slices are counted over the full width C across heads, as in the paper.
+        The channel slices are counted over the full width C across heads, as in the paper
+        and the authors' code; frames mix only within their group of `num_segments`.
         """
         if not self.shift_div:
             return x
         heads = x.shape[2]
-        shifted = temporal_channel_shift(rearrange(x, "b t h n d -> b t n (h d)"), self.shift_div, dim=1)
+        shifted = mix_within_groups(rearrange(x, "b t h n d -> b t n (h d)"), self.shift_div, self.num_segments)
         return rearrange(shifted, "b t n (h d) -> b t h n d", h=heads)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,6 +117,22 @@ class SpaceTimeMixingAttention(Attention):
         if self.summary_tokens:
             mixed_k, mixed_v = append_summaries(mixed_k, k), append_summaries(mixed_v, v)
         return self.attend(q, mixed_k, mixed_v)
+
+
+def mix_within_groups(x: torch.Tensor, shift_div: int, group: int) -> torch.Tensor:
+    """(B, T, N, C) -> the temporal channel shift applied within consecutive groups of `group` frames.
+
+    group = 0 (or T) shifts over the whole clip. The authors' K600 model was trained mixing
+    16-frame clips as two 8-frame groups, so frames 7 and 8 never exchange channels: each
+    group's edge frames read zeros where a neighbour would lie outside the group.
+    """
+    frames = x.shape[1]
+    group = group or frames
+    if frames % group:
+        raise ValueError(f"a clip of {frames} frames is not a whole number of {group}-frame mixing groups "
+                         f"(arch.num_segments = {group})")
+    grouped = x.unflatten(1, (frames // group, group))
+    return temporal_channel_shift(grouped, shift_div, dim=2).flatten(1, 2)
 
 
 def append_summaries(mixed: torch.Tensor, plain: torch.Tensor) -> torch.Tensor:
@@ -139,6 +182,9 @@ class XViT(VideoClassifier):
         c = config
         if c.shift_div and not 2 <= c.shift_div <= c.embed_dim:
             raise ValueError(f"shift_div must be 0 (no mixing) or 2..{c.embed_dim}, got {c.shift_div}")
+        if c.num_segments and c.num_frames % c.num_segments:
+            raise ValueError(f"num_frames {c.num_frames} is not a whole number of num_segments {c.num_segments} "
+                             f"(frames per mixing group)")
         self.patch_embed = TubeletEmbed(in_chans=c.in_chans, dim=c.embed_dim, patch=c.patch_size)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, c.embed_dim))
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + (c.img_size // c.patch_size) ** 2, c.embed_dim))
@@ -148,12 +194,13 @@ class XViT(VideoClassifier):
             Block(**c.block_options(), drop_path=rate,
                   attn=SpaceTimeMixingAttention(dim=c.embed_dim, num_heads=c.num_heads, qkv_bias=c.qkv_bias,
                                                 proj_drop=c.dropout, shift_div=c.shift_div,
-                                                summary_tokens=c.summary_tokens))
+                                                summary_tokens=c.summary_tokens, num_segments=c.num_segments))
             for rate in drop_path_rates(c.drop_path, c.depth))
         self.norm = nn.LayerNorm(c.embed_dim, eps=c.layer_norm_eps)
         if c.head == "ta":
+            head_eps = c.layer_norm_eps if c.head_layer_norm_eps is None else c.head_layer_norm_eps
             self.head = TemporalAttentionHead(dim=c.embed_dim, num_heads=c.num_heads, mlp_ratio=c.mlp_ratio,
-                                              qkv_bias=c.qkv_bias, act=c.mlp_activation, eps=c.layer_norm_eps,
+                                              qkv_bias=c.qkv_bias, act=c.mlp_activation, eps=head_eps,
                                               hidden=c.head_hidden, num_classes=c.num_classes)
         else:
             self.head = nn.Linear(c.embed_dim, c.num_classes)

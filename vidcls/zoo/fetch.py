@@ -12,8 +12,8 @@ from vidcls.models import build_model
 from vidcls.zoo import cache, hub, web
 from vidcls.zoo import entries as zoofile
 from vidcls.zoo.cards import pickle_only_message, read_card
-from vidcls.zoo.catalog import catalog_entry, hub_weights, url_weights, zoo_card, zoo_entries
-from vidcls.zoo.convert import PICKLE_NAME, PREPROCESSOR_NAME, read_checkpoint, to_vidcls
+from vidcls.zoo.catalog import catalog_entry, hub_weights, url_weights, zoo_card, zoo_entries, zoo_origin
+from vidcls.zoo.convert import PICKLE_NAME, PREPROCESSOR_NAME, fit_to_arch, read_checkpoint, to_vidcls
 from vidcls.zoo.modeldir import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -68,7 +68,8 @@ def keep_converted(source: cache.VerifiedFile, card: ModelCard, layout: str | No
                 raise VidclsError(f"{source.key}: the checkpoint's keys are in the {found} layout, not the {layout} "
                                   f"layout its zoo entry names")
             module = build_model(card.family, card.arch)
-            load_strict(module, state, f"{source.key} (as zoo model {card.name!r})", unused)
+            load_strict(module, fit_to_arch(found, state, card.arch), f"{source.key} (as zoo model {card.name!r})",
+                        unused)
             save_model_dir(target, card, module)
     return dataclasses.replace(source, path=target / WEIGHTS_NAME)
 
@@ -166,6 +167,22 @@ def fetch_url(ref: str) -> Fetched:
         converted = keep_converted(source, card, layout=pin["layout"])
         source.path.unlink()
     return Fetched(card, converted)
+
+
+def pin_hint(ref: str, sha256: str) -> str | None:
+    """How to pin the digest of a URL entry's file in its zoo file, or None if it is pinned already
+    (or the REF is no URL entry).
+
+    A first download only records the digest in this machine's lock file; written into the
+    entry, it makes every later download, on any machine, verified against it.
+    """
+    pin = url_weights(ref) if ref in zoo_entries() else None
+    if pin is None or pin.get("sha256"):
+        return None
+    origin = zoo_origin(ref)
+    where = (f"in vidcls's models.yaml (a change to send upstream), or in a copy of the entry in a zoo file "
+             f"named by {zoofile.ENV}" if origin == zoofile.SHIPPED else f"in {origin}")
+    return f"to pin it for everyone, set `sha256: {sha256}` in the weights of {ref!r} {where}"
 
 
 def download(ref: str) -> cache.VerifiedFile:

@@ -45,7 +45,8 @@ PREPROCESSOR_NAME = "preprocessor_config.json"
 
 # Source layouts other than transformers (whose config.json gives the arch): each module
 # says how to recognise it (matches), translate its keys (to_vidcls_state), which family it
-# feeds (FAMILY) and, optionally, what its authors' code fixes beyond the shapes (arch_hints).
+# feeds (FAMILY) and, optionally, what its authors' code fixes beyond the shapes (arch_hints) and
+# how their forward uses a tensor the architecture holds in another shape (fit_state).
 AUTHOR_LAYOUTS = {"xvit": xvit, "vidtr": vidtr, "vidtr-compact": vidtr_compact}
 
 
@@ -57,6 +58,13 @@ def detect_layout(state: dict[str, torch.Tensor]) -> str:
         if layout.matches(state):
             return name
     return "vidcls"
+
+
+def fit_to_arch(layout: str, state: dict[str, torch.Tensor], arch: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """A translated state dict as the architecture it loads into uses it, where its layout's code
+    says how (a module's `fit_state`: X-ViT's time table shorter than the clip); else as it is."""
+    fit = getattr(AUTHOR_LAYOUTS.get(layout), "fit_state", None)
+    return state if fit is None else fit(state, arch)
 
 
 def to_vidcls(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], list[str], str]:
@@ -115,8 +123,8 @@ def infer_arch(state: dict[str, torch.Tensor], family: str) -> dict[str, Any]:
     """Hyper-parameters read off the shapes of a state dict in our layout.
 
     The head count leaves no trace in the shapes: ViT's 64 channels per head is assumed
-    (override with `arch`). Options without a trace (X-ViT's shift_div, VidTr's pooling
-    schedule) keep the family's defaults.
+    (override with `arch`). Options without a trace (X-ViT's shift_div and num_segments, VidTr's
+    pooling schedule) keep the family's defaults.
     """
     try:
         width, in_chans, tubelet, _, patch = state["patch_embed.proj.weight"].shape  # Conv3d (C, 3, t, p, p)
@@ -253,6 +261,7 @@ def convert_checkpoint(src: str | Path, family: str, out: str | Path | None, all
         raise UsageError(f"this is a checkpoint in the {layout} authors' layout, which converts to "
                          f"--family {AUTHOR_LAYOUTS[layout].FAMILY}, not {family}")
     card = _card_for(source, family, state, layout, arch or {}, labels)
+    state = fit_to_arch(layout, state, card.arch)
     if card.labels is not None and len(card.labels) != card.arch.get("num_classes", len(card.labels)):
         raise VidclsError(f"{len(card.labels)} labels for a head of {card.arch['num_classes']} classes")
     try:
