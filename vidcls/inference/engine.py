@@ -122,7 +122,7 @@ def _quiet_broken_connections(kind: type[BaseException], value: BaseException, t
         sys.__excepthook__(kind, value, trace)
 
 
-def _init_worker(worker_id: int) -> None:
+def init_worker(worker_id: int) -> None:
     """One torch and one decoder thread per worker, so N workers use N cores, not N x cores
     threads fighting over them; Ctrl-C is left to the main process, which stops cleanly."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -216,7 +216,7 @@ def score_videos(videos: Sequence[VideoInput], model: LoadedModel, device: torch
     workers = min(workers, len(videos))
     threads = settings.threads or default_threads(device, settings.gmacs_per_video)
     loader = DataLoader(_VideoViews(videos, recipe), batch_size=None, num_workers=workers,
-                        collate_fn=_keep, worker_init_fn=_init_worker if workers else None,
+                        collate_fn=_keep, worker_init_fn=init_worker if workers else None,
                         prefetch_factor=settings.prefetch if workers else None,
                         pin_memory=device.type == "cuda")
     batcher = Batcher(model.module, device, settings.precision, settings.batch_size)

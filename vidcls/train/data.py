@@ -14,7 +14,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-import signal
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -24,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from vidcls.errors import VidclsError, first_line, printable
+from vidcls.inference.engine import init_worker
 from vidcls.video.decode import load_clips, probe, read_frames
 from vidcls.video.inputs import resolve_path
 from vidcls.video.sampling import random_clip_indices
@@ -293,13 +293,10 @@ class EpochSampler(Sampler[int]):
         return len(self.inner) - self.skip
 
 
-def _ignore_sigint(worker_id: int) -> None:
-    """Workers leave Ctrl-C to the main process, which stops at a safe point and checkpoints."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-
-
 def make_loader(dataset: VideoClipDataset, batch_size: int, sampler: Iterable[int], workers: int,
                 pin_memory: bool = False) -> DataLoader:
+    """Workers set up as predict's are (inference.engine.init_worker): Ctrl-C and SIGTERM left to the main
+    process, which checkpoints at a safe point, and one torch and decoder thread each."""
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, num_workers=workers,
                       collate_fn=collate, pin_memory=pin_memory,
-                      worker_init_fn=_ignore_sigint if workers else None)
+                      worker_init_fn=init_worker if workers else None)

@@ -13,8 +13,6 @@ from __future__ import annotations
 import contextlib
 import math
 import random
-import signal
-import threading
 import time
 from collections.abc import Iterable
 from typing import Any
@@ -59,6 +57,7 @@ from vidcls.train.data import (
     read_samples,
 )
 from vidcls.train.log import Bars, RunLog
+from vidcls.train.stop import GracefulStop
 from vidcls.train.weights import starting_model
 from vidcls.zoo.modeldir import LAST, WEIGHTS_NAME, load_strict
 
@@ -88,34 +87,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     np.random.seed(seed % 2**32)
     random.seed(seed)
-
-
-class GracefulStop:
-    """SIGINT / SIGTERM ask the loop to stop at its next safe point and checkpoint.
-
-    The loop checks `requested` after each optimizer step and each validation batch; a
-    second signal interrupts at once. Handlers can only be installed from the main thread;
-    elsewhere (a notebook's worker thread) signals keep their default behaviour.
-    """
-
-    def __init__(self) -> None:
-        self.requested: str | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> GracefulStop:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.requested is not None:
-            raise KeyboardInterrupt
-        self.requested = signal.Signals(signum).name
 
 
 # ----------------------------------------------------------------------------- the trainer
