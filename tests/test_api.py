@@ -98,3 +98,13 @@ def test_run_options_refuse_bad_values_in_one_place():
                 {"batch_size": 0}):
         with pytest.raises(UsageError):
             RunOptions(**bad)
+
+
+def test_predict_cost_follows_the_clip_length(tmp_path):
+    """The cost line counts a view at the run's --frames, not the card's (8/16/32 frames of demo-motion
+    once all reported the 8-frame count)."""
+    from vidcls.video.synthetic import make_sample_clip
+
+    clip = make_sample_clip(tmp_path / "clip.mp4", "left", frames=32, height=32, width=32)
+    gmacs = [vidcls.predict_run([clip], "demo-motion", frames=n, workers=0).cost.gmacs for n in (8, 16, 32)]
+    assert gmacs[0] < gmacs[1] < gmacs[2]

@@ -388,3 +388,22 @@ def test_list_entries_resolve_like_train_list_files(folder, tmp_path, monkeypatc
     listing.write_text("~/00-left.mp4\nclip.mp4\n")
     assert [v.source for v in gather([f"@{listing}"]).videos] == [str(folder / "00-left.mp4"),
                                                                     str(listing.parent / "clip.mp4")]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".csv"])
+def test_reading_records_never_changes_the_file(tmp_path, suffix):
+    """read_records leaves a torn tail where it is (a reader, e.g. evaluate's summary or --resume's check,
+    is not a writer); only a writer resuming the file cuts it, then appends after the complete lines."""
+    from vidcls.inference.results import cut_torn_tail
+
+    out = tmp_path / f"out{suffix}"
+    with ResultWriter(out, top_k=1) as writer:
+        writer.write({"video": "a.mp4", "model": "m", "top_k": [{"label": "left", "index": 0, "score": 0.9}],
+                      "error": None})
+    with out.open("a") as f:
+        f.write('{"video": "torn' if suffix != ".csv" else "torn,left,0.9")
+    before = out.read_bytes()
+    assert [r["video"] for r in read_records(out)] == ["a.mp4"]
+    assert out.read_bytes() == before
+    cut_torn_tail(out)
+    assert out.read_bytes() != before and [r["video"] for r in read_records(out)] == ["a.mp4"]

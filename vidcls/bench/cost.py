@@ -29,21 +29,27 @@ class RunCost:
         return dataclasses.asdict(self)
 
 
-def run_cost(card: ModelCard, clips: int | None, crops: int | None,
-             peak_memory_mib: float | None) -> RunCost:
-    """The cost of a predict run: GMACs of one view at the model's input recipe (the same for
-    every video, so counted once), the views per video (clips x crops, recipe by default)."""
-    gmacs = _view_gmacs(json.dumps(card.to_config(), sort_keys=True))
+def run_cost(card: ModelCard, clips: int | None, crops: int | None, peak_memory_mib: float | None,
+             frames: int | None = None) -> RunCost:
+    """The cost of a predict run: GMACs of one view at the run's clip length (`frames`, default the
+    card's; the same for every video, so counted once), the views per video (clips x crops, recipe
+    by default)."""
     views = (clips or card.input.clips) * (crops or card.input.crops)
-    return RunCost(significant(gmacs), views, significant(peak_memory_mib))
+    return RunCost(significant(view_gmacs(card, frames)), views, significant(peak_memory_mib))
+
+
+def view_gmacs(card: ModelCard, frames: int | None = None) -> float:
+    """GMACs of one view of the model a card describes, at `frames` (default the card's) and the
+    card's size: the one count behind predict's cost line, export's facts and benchmark's rows."""
+    return _view_gmacs(json.dumps(card.to_config(), sort_keys=True), frames)
 
 
 @functools.lru_cache(maxsize=32)
-def _view_gmacs(config: str) -> float:
-    """GMACs of one view of the model a config.json describes; counting runs a forward pass
-    (0.1 s for demo-motion), so a process that classifies many batches counts each model once."""
+def _view_gmacs(config: str, frames: int | None) -> float:
+    """Counting runs a forward pass on the meta device (0.1 s for demo-motion), so a process that
+    classifies many batches counts each model once."""
     model = BenchModel.from_card(ModelCard.from_config(json.loads(config), "model"))
-    return model_cost(model, model.frames, model.size).flops.gmacs
+    return model_cost(model, frames or model.frames, model.size).flops.gmacs
 
 
 def cost_line(cost: RunCost, timings: Sequence[dict[str, float]]) -> str:

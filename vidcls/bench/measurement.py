@@ -116,6 +116,11 @@ def _isolated_main() -> None:
     """Child side of measure_isolated: JSON request on stdin, JSON Measurement on stdout."""
     import resource
 
+    # A first forward pass imports torch._dynamo lazily (einops registers with it); under the
+    # address-space cap that import can fail with OSError ("could not get source code") instead of
+    # MemoryError, which the measurement would not recognise as out-of-memory: import it uncapped.
+    import torch._dynamo  # noqa: F401
+
     request = json.loads(sys.stdin.read())
     limit = request["memory_limit_mib"] or (0.9 * (_available_mib() or 0.0)) or None
     size_now = proc_status_kib("VmSize")

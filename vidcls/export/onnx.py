@@ -34,6 +34,7 @@ from typing import Any
 
 import torch
 
+from vidcls.bench.cost import view_gmacs
 from vidcls.errors import UsageError, VidclsError, first_line
 from vidcls.fileio import atomic_file
 from vidcls.zoo import onnx as onnx_runtime
@@ -139,7 +140,7 @@ def export_model(ref: str, out: str | Path, *, frames: int | None = None, size: 
             quantize_int8(fp32, candidate)
         seconds = time.perf_counter() - start
         parity = check_parity(module, card, batch, candidate, quantize, ref, trained=loaded.weights is not None)
-        facts = {"opset": graph_opset(candidate), "batch": batch, "quantize": quantize, "gmacs": torch_gmacs(card),
+        facts = {"opset": graph_opset(candidate), "batch": batch, "quantize": quantize, "gmacs": view_gmacs(card),
                  "parity": dataclasses.asdict(parity), "torch": torch.__version__}
         write_metadata(candidate, card, facts)
     return ExportReport(path=out, name=card.name, family=card.family, frames=card.input.frames, size=card.input.size,
@@ -153,14 +154,6 @@ def exported_card(card: ModelCard, frames: int | None, size: int | None) -> Mode
     if spec.resize is not None and spec.resize < spec.size:
         spec = dataclasses.replace(spec, resize=None)
     return dataclasses.replace(card, input=spec)
-
-
-def torch_gmacs(card: ModelCard) -> float:
-    """GMACs of one view of the torch graph at the card's shape (what benchmark reports too)."""
-    from vidcls.bench.models import BenchModel, model_cost
-
-    model = BenchModel.from_card(card)
-    return model_cost(model, card.input.frames, card.input.size).flops.gmacs
 
 
 def _random_clip(card: ModelCard, batch: int, seed: int = 0) -> torch.Tensor:

@@ -86,7 +86,7 @@ def plan_run(loaded: LoadedModel, options: RunOptions) -> tuple[Recipe, EngineSe
     default workers and threads (a cheap model on CPU is decode-bound), the same for every caller."""
     recipe = Recipe.of(loaded.card.input, frames=options.frames, stride=options.stride, sampling=options.sampling,
                        clips=options.clips, crops=options.crops)
-    cost = run_cost(loaded.card, recipe.clips, recipe.crops, None)
+    cost = run_cost(loaded.card, recipe.clips, recipe.crops, None, frames=recipe.spec.frames)
     settings = EngineSettings(batch_size=options.batch_size, workers=options.workers, threads=options.threads,
                               precision=options.precision, gmacs_per_video=cost.gmacs * cost.views)
     return recipe, settings, cost

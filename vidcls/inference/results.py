@@ -65,14 +65,21 @@ def _csv_record(row: dict[str, str]) -> Record:
 
 
 def _complete_text(path: Path) -> str:
-    """The file's text up to its last complete line; a torn tail (killed mid-write) is cut off
-    the file too, so appending continues from a clean line."""
+    """The file's text up to its last complete line (a torn tail, from a run killed mid-write, is left out)."""
+    data = path.read_bytes()
+    return data[:data.rfind(b"\n") + 1].decode("utf-8", errors="replace")
+
+
+def cut_torn_tail(path: Path) -> None:
+    """Truncate a torn last line off the file, so that appending continues from a clean line.
+    Only a writer about to resume calls this; reading never changes a file."""
+    if not path.exists():
+        return
     data = path.read_bytes()
     end = data.rfind(b"\n") + 1
     if end < len(data):
         with path.open("r+b") as f:
             f.truncate(end)
-    return data[:end].decode("utf-8", errors="replace")
 
 
 def _json_lines(text: str) -> Iterator[Record]:
@@ -117,6 +124,8 @@ class ResultWriter:
     def __init__(self, path: Path, top_k: int, resume: bool = False, extra: Sequence[str] = ()) -> None:
         self.path, self.top_k, self.extra = path, top_k, tuple(extra)
         self.format = output_format(path)
+        if resume:
+            cut_torn_tail(path)
         existing = read_records(path) if resume else []
         self.count = len(existing)
         self.file: TextIO = self._open(existing)

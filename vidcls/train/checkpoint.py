@@ -30,12 +30,12 @@ from torch import nn
 from vidcls.errors import UsageError, VidclsError, first_line, printable
 from vidcls.fileio import atomic_directory, atomic_file, leftovers, write_text_atomic
 from vidcls.train.log import LOG_NAME, METRICS_NAME
+from vidcls.zoo.cards import read_card
 from vidcls.zoo.modeldir import (
     CONFIG_NAME,
     LAST,
     WEIGHTS_NAME,
     ModelCard,
-    read_vidcls_card,
     write_config,
     write_weights,
 )
@@ -158,7 +158,7 @@ def load_last(output: Path) -> tuple[ModelCard, dict[str, torch.Tensor], dict[st
         raise VidclsError(f"{printable(directory / STATE_NAME)}: not a trainer state vidcls wrote (no "
                           f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}); "
                           f"start a new run without --resume")
-    return read_vidcls_card(directory), weights, state
+    return read_card(directory), weights, state
 
 
 def unreadable_reason(exc: BaseException) -> str:

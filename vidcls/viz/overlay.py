@@ -8,19 +8,14 @@ re-encoded with PyAV at the input's frame count and rate.
 
 from __future__ import annotations
 
-from fractions import Fraction
 from pathlib import Path
 
-import av
-import av.error
 import torch
 
-from vidcls.errors import VidclsError
-from vidcls.fileio import atomic_file
 from vidcls.inference.timeline import Timeline
 from vidcls.video.container import DecodeStats, VideoDecodeError
 from vidcls.video.decode import open_frames
-from vidcls.video.encode import pad_to_even
+from vidcls.video.encode import encode_frames
 
 # Glyphs of ASCII 32..126, 5 columns each as 2 hex digits (bit 0 = top row of 7).
 _FONT_HEX = (
@@ -88,22 +83,11 @@ def write_annotated_video(source: str | Path, timeline: Timeline, out_path: str 
     stream's average rate); frames are upright (rotation applied), odd sizes padded to even.
     The file appears atomically, like every file vidcls writes.
     """
-    out_path = Path(out_path)
     captions = [window_caption(timeline, k) for k in range(len(timeline.windows))]
     try:
-        with open_frames(source, stats) as reader, atomic_file(out_path) as tmp, av.open(str(tmp), "w") as out:
+        with open_frames(source, stats) as reader:
             info = reader.info
-            stream = out.add_stream("libx264", rate=Fraction(info.fps).limit_denominator(1001))
-            stream.height, stream.width = info.height + info.height % 2, info.width + info.width % 2  # pad_to_even
-            stream.pix_fmt = "yuv420p"
-            stream.options = {"crf": str(crf)}
-            for index, rgb in reader:
-                window = timeline.window_at(index / info.fps)
-                picture = pad_to_even(draw_label(rgb, captions[window])[None])[0].contiguous()
-                out.mux(stream.encode(av.VideoFrame.from_ndarray(picture.numpy(), format="rgb24")))
-            out.mux(stream.encode())
+            pictures = (draw_label(rgb, captions[timeline.window_at(index / info.fps)]) for index, rgb in reader)
+            return encode_frames(out_path, pictures, (info.height, info.width), info.fps, crf=crf)
     except VideoDecodeError as exc:
         raise VideoDecodeError(f"{source}: {exc}") from exc
-    except (av.error.FFmpegError, ValueError) as err:
-        raise VidclsError(f"cannot write video {out_path}: {getattr(err, 'strerror', None) or err}") from err
-    return out_path

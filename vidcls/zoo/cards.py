@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vidcls.errors import VidclsError
+from vidcls.errors import VidclsError, printable
 from vidcls.zoo.convert import PICKLE_NAME, PREPROCESSOR_NAME
 from vidcls.zoo.convert import transformers as hf_format
 from vidcls.zoo.modeldir import (
@@ -33,7 +33,7 @@ def read_card(directory: Path, recipe: dict[str, Any] | None = None) -> ModelCar
     directory = Path(directory)
     path = directory / CONFIG_NAME
     if not path.is_file():
-        raise VidclsError(f"{directory}: no {CONFIG_NAME} (not a vidcls or transformers model directory)"
+        raise VidclsError(f"{printable(directory)}: no {CONFIG_NAME} (not a vidcls or transformers model directory)"
                           f"{_run_hint(directory)}")
     config = read_json(path)
     with config_context(directory):

@@ -43,14 +43,14 @@ def is_hub(ref: str) -> bool:
     return ref.startswith("hf://") or (ref in zoo_entries() and hub_weights(ref) is not None)
 
 
-def is_url(ref: str) -> bool:
+def is_url_entry(ref: str) -> bool:
     """Whether a REF is a zoo entry whose weights are a file at a URL."""
     return ref in zoo_entries() and url_weights(ref) is not None
 
 
 def fetch(ref: str) -> Fetched:
     """The weights of a zoo entry with downloadable weights or of an hf:// REF, verified (and converted)."""
-    return fetch_url(ref) if is_url(ref) else fetch_hub(ref)
+    return fetch_url(ref) if is_url_entry(ref) else fetch_hub(ref)
 
 
 def keep_converted(source: cache.VerifiedFile, card: ModelCard, layout: str | None) -> cache.VerifiedFile:
@@ -193,7 +193,7 @@ def download(ref: str) -> cache.VerifiedFile:
     ImageNet weights that `--init imagenet` reads. A URL entry's file ends as a converted
     model directory in the vidcls cache.
     """
-    if not (is_hub(ref) or is_url(ref)):
+    if not (is_hub(ref) or is_url_entry(ref)):
         what = f"zoo model {ref!r} has no weights on the Hub or at a URL" if ref in zoo_entries() else \
             f"{ref!r} is neither a zoo name nor hf://OWNER/REPO"
         raise UsageError(f"{what}; nothing to download")

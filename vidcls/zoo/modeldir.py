@@ -140,15 +140,6 @@ def read_json(path: Path) -> dict[str, Any]:
     return data
 
 
-def read_vidcls_card(directory: Path) -> ModelCard:
-    """The ModelCard of a directory in vidcls format."""
-    path = Path(directory) / CONFIG_NAME
-    if not path.is_file():
-        raise VidclsError(f"{printable(directory)}: no {CONFIG_NAME} (not a model directory)")
-    with config_context(directory):
-        return ModelCard.from_config(read_json(path), default_name=Path(directory).name)
-
-
 @contextlib.contextmanager
 def config_context(directory: Path) -> Iterator[None]:
     """Prefix an error in reading a model directory's config with where it is:

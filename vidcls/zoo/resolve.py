@@ -26,7 +26,7 @@ from vidcls.zoo import onnx as onnx_runtime
 from vidcls.zoo.cards import pickle_only_message, read_card
 from vidcls.zoo.catalog import entry_directory, with_weights, zoo_card, zoo_entries
 from vidcls.zoo.convert import PICKLE_NAME, to_vidcls
-from vidcls.zoo.fetch import fetch, fetch_hub, hub_card, is_hub, is_url
+from vidcls.zoo.fetch import fetch, fetch_hub, hub_card, is_hub, is_url_entry
 from vidcls.zoo.modeldir import (
     WEIGHTS_NAME,
     ModelCard,
@@ -95,7 +95,7 @@ def resolve(ref: str, *, need_weights: bool = True) -> Resolved:
     URL entry's file downloaded, verified and converted once (fetch_url).
     """
     if ref in zoo_entries():
-        if need_weights and (is_hub(ref) or is_url(ref)):
+        if need_weights and (is_hub(ref) or is_url_entry(ref)):
             files = fetch(ref)
             return Resolved(files.card, files.weights.path)
         directory = entry_directory(ref)
