@@ -47,6 +47,26 @@ def test_save_is_atomic_and_replaces(model_dir, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]  # no temporaries left behind
 
 
+def test_a_save_that_fails_half_way_leaves_the_old_directory_whole(model_dir, tmp_path, monkeypatch):
+    """Killed (here: an error) after config.json is written and before the weights are: the old
+    directory is still the one read, config and weights alike, and nothing half-written is left."""
+    from vidcls.zoo import modeldir
+
+    directory, module = model_dir
+    before = {p.name: p.read_bytes() for p in directory.iterdir()}
+    card = read_card(directory)
+    card.labels = ["x", "y", "z"]
+
+    def dies_mid_write(path, module):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(modeldir, "write_weights", dies_mid_write)
+    with pytest.raises(OSError, match="disk full"):
+        save_model_dir(directory, card, module)
+    assert {p.name: p.read_bytes() for p in directory.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["tiny"]
+
+
 def test_wrong_label_count_is_refused(model_dir):
     directory, _ = model_dir
     config = json.loads((directory / "config.json").read_text())

@@ -17,10 +17,11 @@ import torch
 from vidcls.errors import UsageError
 from vidcls.models import build_model, make_config
 from vidcls.models.base import VideoClassifier
+from vidcls.zoo import hub
 from vidcls.zoo.convert import to_vidcls
 from vidcls.zoo.convert.timm import FAMILIES as IMAGENET_FAMILIES
-from vidcls.zoo.convert.timm import init_from_imagenet
-from vidcls.zoo.modeldir import ModelCard, load_strict, read_safetensors
+from vidcls.zoo.convert.timm import IMAGENET_REF, init_from_image_state
+from vidcls.zoo.modeldir import WEIGHTS_NAME, ModelCard, load_strict, read_safetensors
 from vidcls.zoo.resolve import resolve
 
 
@@ -49,7 +50,7 @@ def starting_model(ref: str, init: str | None, classes: list[str], name: str,
             raise UsageError(f"--init imagenet: no ImageNet initialisation for family {card.family!r}; "
                              f"supported: {', '.join(IMAGENET_FAMILIES)}")
         module = build_model(card.family, card.arch, frames=card.input.frames, size=card.input.size)
-        report = init_from_imagenet(module, inflate)
+        report = init_from_image_state(module, _imagenet_state(), inflate, source=IMAGENET_REF)
         return StartingModel(card, module, f"the ImageNet image model {report.source} ({len(report.loaded)} "
                                            f"tensors; {len(report.kept)} video-only tensors and the head keep "
                                            f"their initialisation)")
@@ -90,3 +91,11 @@ def load_with_new_head(module: VideoClassifier, state: dict[str, torch.Tensor], 
         return []
     module.reset_classifier(num_classes)
     return sorted(f"{module.classifier_name}.{key}" for key in module.get_classifier().state_dict())
+
+
+def _imagenet_state() -> dict[str, torch.Tensor]:
+    """`--init imagenet`: timm's ViT-B/16 IN-21k from the Hub (or its cache), verified. Downloading is
+    the zoo's job and mapping the convert package's; this is where training brings the two together."""
+    weights = hub.fetch_verified(hub.parse_hf_ref(IMAGENET_REF), WEIGHTS_NAME,
+                                 how_to_fetch=f"vidcls download {IMAGENET_REF}")
+    return read_safetensors(weights.path)

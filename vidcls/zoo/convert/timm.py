@@ -120,12 +120,3 @@ def init_from_image_state(module: VideoClassifier, image: dict[str, torch.Tensor
     check_weights(module, mapped, source)
     module.load_state_dict(mapped, strict=False)
     return InitReport(source=source, loaded=sorted(mapped), kept=sorted(set(module.state_dict()) - set(mapped)))
-
-
-def init_from_imagenet(module: VideoClassifier, inflate: str = "central", ref: str = IMAGENET_REF) -> InitReport:
-    """`--init imagenet`: download (or find in the Hub cache) timm's ViT-B/16 IN-21k, verify, load."""
-    from vidcls.zoo import hub
-    from vidcls.zoo.modeldir import WEIGHTS_NAME, read_safetensors
-
-    weights = hub.fetch_verified(hub.parse_hf_ref(ref), WEIGHTS_NAME, how_to_fetch=f"vidcls download {ref}")
-    return init_from_image_state(module, read_safetensors(weights.path), inflate, source=ref)
