@@ -719,3 +719,21 @@ def test_list_files_paths_with_spaces_tabs_and_real_csv(tmp_path):
     assert [(s.path.name, s.label) for s in table] == [("a, b.mp4", "left"), ("line\nbreak.mp4", "up")]
     with pytest.raises(VidclsError, match=r"huge.csv: not a readable CSV \(field larger than field limit"):
         list_samples(_write(tmp_path / "huge.csv", "path,label\n" + "x" * 200_000 + ",a\n"))
+
+
+def test_validation_sees_each_video_as_predict_does(tmp_path):
+    """Validation's views are predict's, value for value, for a frame far larger than the model's input
+    (decoded and fitted frame by frame; the whole-clip path held every frame at full size)."""
+    from vidcls.inference.engine import Recipe, decode_views
+    from vidcls.video.decode import load_clips
+    from vidcls.video.inputs import VideoInput
+    from vidcls.video.transforms import eval_views
+
+    clip = tmp_path / "wide.mp4"
+    write_video(clip, render_clip(random_spec(random.Random(3), "left", frames=12, height=240, width=320)), fps=10)
+    spec = InputSpec(frames=8, size=32, clips=2, crops=3, mean=(0.45,) * 3, std=(0.225,) * 3)
+    views = VideoClipDataset([clip], [0], spec, train=False)[0].video
+    predicted = decode_views(0, VideoInput(str(clip), str(clip)), Recipe.of(spec)).views
+    torch.testing.assert_close(views, predicted, rtol=0, atol=0)
+    whole, _ = load_clips(clip, spec.frames, spec.stride, spec.clips, spec.sampling)
+    torch.testing.assert_close(views, eval_views(whole, spec.size, spec.crops, spec.mean, spec.std), rtol=0, atol=1e-6)

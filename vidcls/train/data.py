@@ -23,11 +23,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from vidcls.errors import VidclsError, first_line, printable
-from vidcls.inference.engine import init_worker
-from vidcls.video.decode import load_clips, probe, read_frames
-from vidcls.video.inputs import resolve_path
+from vidcls.inference.engine import Recipe, decode_views, init_worker
+from vidcls.video.decode import probe, read_frames
+from vidcls.video.inputs import VideoInput, resolve_path
 from vidcls.video.sampling import random_clip_indices
-from vidcls.video.transforms import eval_views, train_view
+from vidcls.video.transforms import train_view
 from vidcls.zoo.modeldir import InputSpec
 
 PATH_COLUMNS = ("path", "video", "video_path", "filename", "file")
@@ -260,11 +260,16 @@ class VideoClipDataset(Dataset):
                           spec.aspect)
 
     def _eval_views(self, index: int, generator: torch.Generator) -> torch.Tensor:
-        spec = self.spec
-        clips, _ = load_clips(self.paths[index], spec.frames, spec.stride, spec.clips, spec.sampling)
+        """The test-time views exactly as `vidcls predict` cuts them (engine.decode_views: frames fitted
+        to the model as they are decoded, so memory stays bounded by the model's size, not the video's)."""
+        path = str(self.paths[index])
+        decoded = decode_views(index, VideoInput(path, path), Recipe.of(self.spec))
+        if decoded.error is not None:
+            raise VidclsError(decoded.error)
+        views = decoded.views
         if self.shuffle_frames:
-            clips = clips[:, torch.randperm(clips.shape[1], generator=generator)]
-        return eval_views(clips, spec.size, spec.crops, spec.mean, spec.std, spec.resize, spec.aspect)
+            views = views[:, :, torch.randperm(views.shape[2], generator=generator)]
+        return views
 
 
 # ----------------------------------------------------------------------------- loaders
