@@ -108,3 +108,15 @@ def test_predict_cost_follows_the_clip_length(tmp_path):
     clip = make_sample_clip(tmp_path / "clip.mp4", "left", frames=32, height=32, width=32)
     gmacs = [vidcls.predict_run([clip], "demo-motion", frames=n, workers=0).cost.gmacs for n in (8, 16, 32)]
     assert gmacs[0] < gmacs[1] < gmacs[2]
+
+
+def test_benchmark_settings_are_typed_and_checked():
+    """benchmark's settings are RunSettings: a misspelt one is a TypeError, a bad value a UsageError,
+    both before any model is built or measured."""
+    from vidcls.errors import UsageError
+
+    with pytest.raises(TypeError, match="repeat"):
+        vidcls.benchmark("joint-tiny", frames=[8], repeat=3)
+    for bad in ({"repeats": 0}, {"precision": "fp64"}, {"threads": 0}):
+        with pytest.raises(UsageError):
+            vidcls.benchmark("joint-tiny", frames=[8], **bad)

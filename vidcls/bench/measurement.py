@@ -21,8 +21,9 @@ import torch
 from vidcls.bench.memory import MIB, PeakMemory, is_out_of_memory, proc_status_kib
 from vidcls.bench.models import BenchModel
 from vidcls.bench.timing import cpu_threads, wall_and_cpu_ms
+from vidcls.choices import check_precision
 from vidcls.devices import autocast_context
-from vidcls.errors import VidclsError
+from vidcls.errors import UsageError, VidclsError
 
 
 @dataclass
@@ -51,6 +52,16 @@ class RunSettings:
     repeats: int = 5
     compile: bool = False
     threads: int | None = None  # CPU threads (torch.set_num_threads); None keeps torch's default
+
+    def __post_init__(self) -> None:
+        """Refused here, before any model is built (benchmark's counterpart of inference's RunOptions)."""
+        at_least = {"batch_size": (self.batch_size, 1), "warmup": (self.warmup, 0), "repeats": (self.repeats, 1),
+                    "threads": (self.threads, 1)}
+        bad = [f"{name} must be >= {low}, got {value}" for name, (value, low) in at_least.items()
+               if value is not None and value < low]
+        if bad:
+            raise UsageError(", ".join(bad))
+        check_precision(self.precision)
 
 
 def measure(model: BenchModel, frames: int, size: int, settings: RunSettings) -> Measurement:

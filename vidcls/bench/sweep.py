@@ -21,7 +21,6 @@ from vidcls.bench.measurement import Measurement, RunSettings, measure, measure_
 from vidcls.bench.models import BenchModel, ModelCost, model_cost, significant
 from vidcls.bench.roofline import BusyMachineWarning, matmul_rate, mfu_warning, precision_warning
 from vidcls.bench.timing import cpu_threads
-from vidcls.choices import check_precision
 from vidcls.devices import PRECISIONS, resolve_device
 from vidcls.errors import UsageError
 
@@ -161,10 +160,9 @@ def benchmark(models: Sequence[BenchModel], frames: Sequence[int], size: int | N
 
 def _check_request(models: Sequence[BenchModel], frames: Sequence[int], size: int | None,
                    settings: RunSettings) -> None:
-    """UsageError for an empty sweep, a bad precision, or a shape a model's patch embedding refuses."""
+    """UsageError for an empty sweep or a shape a model's patch embedding refuses (settings check themselves)."""
     if not models or not frames or any(t < 1 for t in frames):
         raise UsageError("benchmark needs at least one model and positive frame counts")
-    check_precision(settings.precision)
     for model in models:
         for t in frames:
             model.check_shape(t, size or model.size)
