@@ -33,8 +33,7 @@ from vidcls.errors import UsageError, VidclsError, first_line
 from vidcls.inference.engine import EngineSettings
 from vidcls.inference.predict import classify
 from vidcls.inference.results import ResultWriter, output_format, read_records
-from vidcls.video.container import is_url
-from vidcls.video.inputs import VideoInput, gather
+from vidcls.video.inputs import VideoInput, gather, is_url
 from vidcls.zoo.resolve import resolve
 
 # Arrow turns dicts into struct columns whose keys are the union over a block (a failed

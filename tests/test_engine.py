@@ -407,3 +407,22 @@ def test_reading_records_never_changes_the_file(tmp_path, suffix):
     assert out.read_bytes() == before
     cut_torn_tail(out)
     assert out.read_bytes() != before and [r["video"] for r in read_records(out)] == ["a.mp4"]
+
+
+def test_refusals_come_before_torch_is_imported(tmp_path):
+    """A bad --output, --shard, an empty folder or only missing files are answered in the time Python
+    takes to start: nothing of torch or PyAV is imported (a subprocess sys.modules check)."""
+    (tmp_path / "empty").mkdir()
+    taken = tmp_path / "taken.jsonl"
+    taken.write_text('{"video": "a.mp4"}\n')
+    probe = ("import sys\nfrom vidcls.cli import main\ntry:\n    main()\nexcept SystemExit as exit:\n"
+             "    print('exit', exit.code, 'torch' in sys.modules, 'av' in sys.modules)\n")
+    cases = {("predict", str(tmp_path / "nowhere.mp4")): 1, ("predict", str(tmp_path / "empty")): 2,
+             ("predict", str(tmp_path / "nowhere.mp4"), "-o", str(taken)): 2,
+             ("predict", str(tmp_path / "nowhere.mp4"), "--shard", "3/2"): 2,
+             ("evaluate", "--data", str(tmp_path / "empty"), "-o", str(taken)): 2}
+    for args, code in cases.items():
+        done = subprocess.run([sys.executable, "-c", probe, *args, "-m", "demo-motion"], capture_output=True,
+                              text=True, timeout=60)
+        assert done.stdout.split() == ["exit", str(code), "False", "False"], (args, done.stdout, done.stderr)
+        assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1, done.stderr

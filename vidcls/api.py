@@ -32,8 +32,9 @@ from vidcls.inference.predict import (
     ready_model,
     top_k_labels,
 )
-from vidcls.inference.results import ResultWriter, merge, output_format, rank_path, read_records
-from vidcls.video.inputs import VideoInput, gather, parse_shard, stdin_directory, take_shard
+from vidcls.inference.preflight import Placement, checked_output, done_videos
+from vidcls.inference.results import ResultWriter, merge, rank_path, read_records
+from vidcls.video.inputs import VideoInput, gather, stdin_directory, take_shard
 from vidcls.viz.plotting import require_matplotlib
 from vidcls.zoo.catalog import zoo_entries, zoo_summary
 from vidcls.zoo.resolve import LoadedModel
@@ -76,50 +77,13 @@ class PredictRun:
         return {**prediction.to_json(), **self.cost.to_json()}
 
 
-@dataclass(frozen=True)
-class Placement:
-    """Which part of the inputs this process classifies and where its results go."""
-
-    rank: int = 0
-    world_size: int = 1
-    torchrun: bool = False
-
-    @classmethod
-    def of(cls, shard: str | None) -> Placement:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        if world > 1:
-            if shard is not None:
-                raise UsageError("--shard is chosen by torchrun itself (each rank takes RANK/WORLD_SIZE); drop --shard")
-            return cls(int(os.environ.get("RANK", "0")), world, torchrun=True)
-        if shard is None:
-            return cls()
-        index, count = parse_shard(shard)
-        return cls(index, count)
-
-
-def _done_videos(output: Path | None, place: Placement, resume: bool) -> set[str]:
-    """Videos whose results are already in --output (and, under torchrun, this rank's file)."""
-    if output is None:
-        if resume:
-            raise UsageError("--resume continues an --output file; give --output FILE")
-        return set()
-    files = [output, rank_path(output, place.rank)] if place.torchrun else [output]
-    if not resume:
-        for file in files:
-            if file.exists() and file.stat().st_size:
-                raise UsageError(f"--output {file} already exists: add --resume to continue it, "
-                                 "or remove it to start over")
-        return set()
-    return {record["video"] for file in files for record in read_records(file)}
-
-
 def _collect(run: PredictRun, predictions: Callable[[], Iterator[Prediction]], target: torch.device, *,
              top_k: int, file: Path | None, resume: bool, on_result: Callable[[Prediction], None] | None,
              extra: dict[str, dict[str, Any]] | None = None) -> float:
     """Gather predictions() into run.predictions, streaming each record to `file` (with its
     `extra` fields, by video name) as it completes; returns the peak memory of the run (MiB)."""
     columns = sorted({k for fields in (extra or {}).values() for k in fields})
-    with PeakMemory(target) as peak, contextlib.ExitStack() as stack:
+    with PeakMemory(target, collect=False) as peak, contextlib.ExitStack() as stack:
         writer = (stack.enter_context(ResultWriter(file, top_k, resume=resume and file.exists(), extra=columns))
                   if file is not None else None)
         for prediction in predictions():
@@ -183,7 +147,7 @@ class _Job:
 def _run(job: _Job, loaded: LoadedModel, target: torch.device, options: RunOptions,
          over_time: TimelineOptions | None = None) -> PredictRun:
     """Classify the job's videos not already in its output, streaming each record as it completes."""
-    done = _done_videos(job.output, job.place, job.resume)
+    done = done_videos(job.output, job.place, job.resume)
     mine = take_shard(job.videos, job.place.rank, job.place.world_size)
     todo = [v for v in mine if v.name not in done]
     if job.on_start is not None:
@@ -200,14 +164,6 @@ def _run(job: _Job, loaded: LoadedModel, target: torch.device, options: RunOptio
                     on_result=job.on_result, extra=job.extra)
     run.cost = dataclasses.replace(cost, peak_memory_mib=peak)
     return run
-
-
-def _checked_output(output: str | Path | None) -> Path | None:
-    """--output as a Path whose suffix names a format we write (refused before any work)."""
-    if output is None:
-        return None
-    output_format(Path(output))
-    return Path(output)
 
 
 def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str | Path | None = None,
@@ -233,7 +189,7 @@ def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str |
     run_options = RunOptions(**options)
     if timeline is not None and timeline.plot is not None:
         require_matplotlib()  # before the run, not after it
-    output = _checked_output(output)
+    output = checked_output(output)
     place = Placement.of(shard)
     if place.torchrun:
         from vidcls.devices import setup
@@ -296,7 +252,7 @@ def evaluate_run(model: ModelRef, data: str | Path, *, weights: str | Path | Non
     run_options = RunOptions(top_k=5, **options)
     if plot is not None:
         require_matplotlib()  # before the run, not after it
-    output = _checked_output(output)
+    output = checked_output(output)
     loaded, target = ready_model(model, weights, device)
     samples = read_samples(data)
     mapping = match_labels([s.label for s in samples], loaded.labels, loaded.name)

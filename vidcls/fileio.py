@@ -10,11 +10,13 @@ matplotlib) choose the format from it.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -82,3 +84,38 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
         os.replace(target, old)
     os.replace(tmp, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def home() -> Path:
+    """$VIDCLS_HOME, where vidcls keeps its caches; defaults to $XDG_CACHE_HOME/vidcls or ~/.cache/vidcls."""
+    path = os.environ.get("VIDCLS_HOME")
+    if path:
+        return Path(path)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vidcls"
+
+
+def memo(table: str, key: object, compute: Callable[[], float]) -> float:
+    """compute(), remembered on disk across processes under `key` (any JSON-able description of what
+    determines the value, e.g. a model's config and input shape).
+
+    For counts that are exact but slow to take and only change with the model (its MACs, its largest
+    activation): a command that starts many times, `vidcls predict` on one clip, pays for them once.
+    The table is rewritten atomically; two processes racing only compute a value twice. A home that
+    cannot be written to costs the speed-up, never the value.
+    """
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
+    path = home() / "memo" / f"{table}.json"
+    try:
+        values = json.loads(path.read_text())
+    except (OSError, ValueError):
+        values = {}
+    if not isinstance(values, dict):
+        values = {}
+    found = values.get(digest)
+    if isinstance(found, (int, float)) and not isinstance(found, bool):
+        return found
+    value = compute()
+    with contextlib.suppress(OSError):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps({**values, digest: value}))
+    return value

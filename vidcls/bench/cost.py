@@ -13,7 +13,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import torch
+
 from vidcls.bench.models import BenchModel, model_cost, significant
+from vidcls.fileio import memo
 from vidcls.zoo.modeldir import ModelCard
 
 
@@ -46,10 +49,12 @@ def view_gmacs(card: ModelCard, frames: int | None = None) -> float:
 
 @functools.lru_cache(maxsize=32)
 def _view_gmacs(config: str, frames: int | None) -> float:
-    """Counting runs a forward pass on the meta device (0.1 s for demo-motion), so a process that
-    classifies many batches counts each model once."""
+    """Counting runs a forward pass on the meta device (0.1 s for demo-motion, 2 s more in a fresh process),
+    so it is counted once per model and clip length: in this process, and on disk for the next ones."""
     model = BenchModel.from_card(ModelCard.from_config(json.loads(config), "model"))
-    return model_cost(model, frames or model.frames, model.size).flops.gmacs
+    frames = frames or model.frames
+    key = {"family": model.family, "arch": model.arch, "frames": frames, "size": model.size, "torch": torch.__version__}
+    return memo("view-gmacs", key, lambda: model_cost(model, frames, model.size).flops.gmacs)
 
 
 def cost_line(cost: RunCost, timings: Sequence[dict[str, float]]) -> str:

@@ -31,9 +31,11 @@ def proc_status_kib(key: str) -> int | None:
     return int(found.group(1)) if found else None
 
 
-def _release_freed_heap() -> None:
-    """Return freed malloc memory to the OS (glibc), so the resident baseline is live data only."""
-    gc.collect()
+def _release_freed_heap(collect: bool) -> None:
+    """Return freed malloc memory to the OS (glibc), so the resident baseline is live data only;
+    collect: run the cyclic garbage collector first (benchmark points; predict skips its 0.1-0.2 s)."""
+    if collect:
+        gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
 
@@ -47,8 +49,8 @@ class PeakMemory:
     unseen. `mib` is None where neither is available.
     """
 
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
+    def __init__(self, device: torch.device, collect: bool = True) -> None:
+        self.device, self.collect = device, collect
         self.mib: float | None = None
         self._start: float | None = None
 
@@ -58,7 +60,7 @@ class PeakMemory:
             torch.cuda.reset_peak_memory_stats(self.device)
             self._start = torch.cuda.memory_allocated(self.device) / MIB
         elif self.device.type == "cpu":
-            _release_freed_heap()
+            _release_freed_heap(self.collect)
             resident = proc_status_kib("VmRSS")
             try:
                 Path("/proc/self/clear_refs").write_text("5")  # 5 = reset the peak resident set

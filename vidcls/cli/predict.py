@@ -19,6 +19,7 @@ from vidcls.choices import (
 from vidcls.cli.app import app, checked, guarded, one_of
 from vidcls.cli.render import VideoProgress, evaluation_tables, input_line, out, prediction_table, segments_table
 from vidcls.errors import printable
+from vidcls.inference.preflight import Placement, checked_output, done_videos, preflight
 
 # Options predict and evaluate share: one declaration, one help text.
 ClipsOption = Annotated[int | None, typer.Option(
@@ -162,8 +163,14 @@ def predict_command(
     classified is reported on stderr (exit code 1) and the others are still classified.
     With --output, results stream to the file and stdout gets only what --json asks for.
     """
-    from vidcls.api import TimelineOptions, predict_run
+    missing = preflight(videos, output, resume, shard)  # refusals first: no torch, no model yet
+    if missing is not None and output is None and not as_json:
+        for name in missing:
+            input_line("error", "red", f"{printable(name)}: file not found")
+        raise typer.Exit(1)
+    from vidcls.api import predict_run
     from vidcls.bench import cost_line
+    from vidcls.inference.options import TimelineOptions
 
     terminate_as_interrupt()
     over_time = timeline or smooth > 1 or any(v is not None for v in (window, hop, plot, out_video))
@@ -241,6 +248,7 @@ def evaluate_command(
     Videos that cannot be decoded are counted and listed (exit code 1), never part of an
     accuracy. A data label the model does not have stops the run before any decoding.
     """
+    done_videos(checked_output(output), Placement(), resume)  # refusals first: no torch, no model yet
     from vidcls.api import evaluate_run
 
     terminate_as_interrupt()

@@ -142,6 +142,9 @@ def _keep(item: Decoded) -> Decoded:
 # GMACs per video below which a CPU run is decode-bound: decoding a clip costs 5-250 ms of a
 # core, a model this small at most a few ms (demo-motion: 0.05 GMACs; ViT-B 8x224: 180 per view).
 CHEAP_MODEL_GMACS = 1.0
+# A default worker is started only for this many videos or more: starting one (a fork, a DataLoader
+# handshake: 0.1-0.2 s) costs more than decoding a clip or two in this process.
+VIDEOS_PER_WORKER = 2
 
 
 def _cheap(device: torch.device, gmacs_per_video: float | None) -> bool:
@@ -212,8 +215,10 @@ def score_videos(videos: Sequence[VideoInput], model: LoadedModel, device: torch
     the model process runs with settings.threads torch threads (restored afterwards).
     Closing the iterator (Ctrl-C, a consumer that stops) shuts the workers down.
     """
-    workers = default_workers(device, settings.gmacs_per_video) if settings.workers is None else settings.workers
-    workers = min(workers, len(videos))
+    if settings.workers is None:  # a worker pays for its start only with videos to decode ahead of the model
+        workers = min(default_workers(device, settings.gmacs_per_video), len(videos) // VIDEOS_PER_WORKER)
+    else:
+        workers = min(settings.workers, len(videos))
     threads = settings.threads or default_threads(device, settings.gmacs_per_video)
     loader = DataLoader(_VideoViews(videos, recipe), batch_size=None, num_workers=workers,
                         collate_fn=_keep, worker_init_fn=init_worker if workers else None,

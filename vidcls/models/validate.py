@@ -33,6 +33,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from vidcls.errors import VidclsError, first_line, printable
+from vidcls.fileio import memo
 
 Bounds = dict[str, tuple[float, float]]  # field -> (lowest, highest), both allowed
 Choices = dict[str, tuple[Any, ...]]  # field -> the values it may take
@@ -211,7 +212,9 @@ def check_fits(model_class: type[torch.nn.Module], config: Any, frames: int, siz
 
     Both are lower bounds (a batch, autograd and the allocator need more), so what is refused
     could never run; what passes may still run out of memory with a large batch. The weights
-    are counted first, so a huge model is refused before its forward pass is rehearsed.
+    are counted first, so a huge model is refused before its forward pass is rehearsed. The
+    rehearsal (a forward pass on the meta device, whose first use imports torch's compiler stack:
+    2 s) is remembered per architecture and view shape in $VIDCLS_HOME (fileio.memo).
     """
     available = available_memory() if available is None else available
     module = meta_model(model_class, config)
@@ -220,7 +223,10 @@ def check_fits(model_class: type[torch.nn.Module], config: Any, frames: int, siz
     need = (f"{params / 1e6:,.0f} M parameters ({weights / GIB:,.1f} GiB, "
             f"set by arch.depth, arch.embed_dim and the other sizes)")
     if weights <= available:
-        activation = largest_activation(module, config.in_chans, frames, size)
+        key = {"model": f"{model_class.__module__}.{model_class.__qualname__}", "config": repr(config),
+               "frames": frames, "size": size, "torch": torch.__version__}
+        activation = int(memo("largest-activation", key,
+                              lambda: largest_activation(module, config.in_chans, frames, size)))
         if weights + activation <= available:
             return
         need += (f" plus {activation / GIB:,.1f} GiB for the largest tensor of one {frames}x{size}x{size} view "

@@ -9,7 +9,6 @@ instead of crashing the run.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -23,6 +22,7 @@ from av.container import InputContainer
 from av.video.stream import VideoStream
 
 from vidcls.errors import VidclsError
+from vidcls.video.inputs import is_url
 
 # Demuxers that read a single still picture: "image2" plus the "<codec>_pipe" family
 # (png_pipe, jpeg_pipe, webp_pipe, bmp_pipe, ...).
@@ -32,7 +32,6 @@ _TEXT_FORMATS = ("tty",)
 _DEFAULT_FPS = Fraction(25)  # ffmpeg's own fallback when a stream states no rate at all
 # Network inputs are handed to ffmpeg as they are; a stalled server must not hang a run.
 _NETWORK_OPTIONS = {"rw_timeout": "30000000", "timeout": "30000000"}  # microseconds
-_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # Largest frame decoded: 8K UHD. A few hundred bytes of H.264 can announce 8192x8192 frames;
 # refusing them up front keeps one hostile file from claiming gigabytes (README, Guarantees).
 MAX_FRAME_PIXELS = 7680 * 4320
@@ -123,11 +122,6 @@ def _video_stream(container: InputContainer, path: str | Path) -> VideoStream:
     if container.streams.audio:
         raise VideoDecodeError("no video stream (audio-only file?)")
     raise VideoDecodeError(_unparsable(path))  # subtitles, data, or a header cut short
-
-
-def is_url(source: str | Path) -> bool:
-    """http(s)://, rtsp://, ... : opened by ffmpeg itself, never turned into a Path."""
-    return isinstance(source, str) and bool(_URL.match(source))
 
 
 _decoder_threads = 0  # 0: ffmpeg's choice (one per core)

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vidcls.errors import UsageError
-from vidcls.video.container import is_url
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg",
                               ".wmv", ".flv", ".ts", ".mts", ".m2ts", ".3gp", ".ogv", ".gif",
                               ".y4m", ".mjpeg", ".mxf", ".vob", ".asf", ".f4v", ".h264", ".hevc"})
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 STDIN = "-"
 _SHARD = re.compile(r"^(\d+)/(\d+)$")
 
@@ -107,6 +107,11 @@ def spool_stdin(directory: Path) -> Path:
     with target.open("wb") as out:
         shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
     return target
+
+
+def is_url(source: str | Path) -> bool:
+    """http(s)://, rtsp://, ... : opened by ffmpeg itself, never turned into a Path."""
+    return isinstance(source, str) and bool(_URL.match(source))
 
 
 def gather(inputs: Iterable[str | Path], stdin_dir: Path | None = None) -> InputList:

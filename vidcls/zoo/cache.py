@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,15 +26,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from vidcls.errors import VidclsError
-from vidcls.fileio import write_text_atomic
-
-
-def home() -> Path:
-    """$VIDCLS_HOME; defaults to $XDG_CACHE_HOME/vidcls or ~/.cache/vidcls."""
-    path = os.environ.get("VIDCLS_HOME")
-    if path:
-        return Path(path)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vidcls"
+from vidcls.fileio import home, write_text_atomic
 
 
 def lock_path() -> Path:

@@ -1,0 +1,94 @@
+"""What a run can refuse before anything heavy is imported or loaded: torch-free on purpose.
+
+`vidcls predict` refuses a bad --output, --shard or --resume, an input list that holds no
+video, and inputs that are all missing files, in the time Python takes to start, not after
+torch, PyAV and the model are loaded (seconds). predict_run calls the same checks, so the
+library refuses exactly what the command line does.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidcls.errors import UsageError
+from vidcls.inference.results import output_format, rank_path, read_records
+from vidcls.video.inputs import STDIN, gather, is_url, parse_shard
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Which part of the inputs this process classifies and where its results go."""
+
+    rank: int = 0
+    world_size: int = 1
+    torchrun: bool = False
+
+    @classmethod
+    def of(cls, shard: str | None) -> Placement:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        if world > 1:
+            if shard is not None:
+                raise UsageError("--shard is chosen by torchrun itself (each rank takes RANK/WORLD_SIZE); drop --shard")
+            return cls(int(os.environ.get("RANK", "0")), world, torchrun=True)
+        if shard is None:
+            return cls()
+        index, count = parse_shard(shard)
+        return cls(index, count)
+
+
+def done_videos(output: Path | None, place: Placement, resume: bool) -> set[str]:
+    """Videos whose results are already in --output (and, under torchrun, this rank's file)."""
+    if output is None:
+        if resume:
+            raise UsageError("--resume continues an --output file; give --output FILE")
+        return set()
+    files = [output, rank_path(output, place.rank)] if place.torchrun else [output]
+    if not resume:
+        for file in files:
+            if file.exists() and file.stat().st_size:
+                raise UsageError(f"--output {file} already exists: add --resume to continue it, "
+                                 "or remove it to start over")
+        return set()
+    return {record["video"] for file in files for record in read_records(file)}
+
+
+def checked_output(output: str | Path | None) -> Path | None:
+    """--output as a Path whose suffix names a format we write (refused before any work)."""
+    if output is None:
+        return None
+    output_format(Path(output))
+    return Path(output)
+
+
+def missing_inputs(videos: list[str]) -> list[str] | None:
+    """The inputs, when every one of them is a file that does not exist (nothing to load a model
+    for: each is reported as a failed input straight away); None when any may hold a video.
+    Raises UsageError when the inputs hold no video at all (an empty folder)."""
+    if any(v == STDIN or is_url(v) or v.startswith("@") for v in videos):
+        return None
+    found = gather(videos)
+    if not found.videos:
+        raise UsageError("no video files found in the given paths"
+                         + (f" ({found.skipped_note()})" if found.skipped else ""))
+    names = [v.name for v in found.videos]
+    return names if all(map(_not_found, names)) else None
+
+
+def _not_found(path: str) -> bool:
+    """Whether nothing is at `path` (a path that cannot be looked at is not 'missing': its error is its own)."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
+
+
+def preflight(videos: list[str], output: str | Path | None, resume: bool, shard: str | None) -> list[str] | None:
+    """Every refusal that needs neither torch nor the model; returns missing_inputs(videos)."""
+    place = Placement.of(shard)
+    done_videos(checked_output(output), place, resume)
+    return missing_inputs(videos)
