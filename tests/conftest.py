@@ -148,3 +148,12 @@ def attend_by_hand() -> Callable[..., torch.Tensor]:
         return attn.proj(torch.cat(outputs, dim=-1))
 
     return attend
+
+
+@pytest.fixture(scope="session")
+def some_file(tmp_path_factory) -> str:
+    """An existing file that is no video: a command given it gets as far as loading the model (an input
+    list of missing files alone is refused before that), and the video itself then fails."""
+    path = tmp_path_factory.mktemp("inputs") / "clip.mp4"
+    path.write_bytes(b"0")
+    return str(path)

@@ -233,7 +233,7 @@ def test_every_cli_md_reference_names_docs_cli_md():
 
 
 @pytest.mark.parametrize("where", ["before", "after", None])
-def test_debug_before_or_after_the_command_keeps_the_traceback(monkeypatch, where):
+def test_debug_before_or_after_the_command_keeps_the_traceback(monkeypatch, where, some_file):
     """With --debug (either side of the command) the exception reaches the top, where Python prints
     its traceback; without it, one line and the exit code."""
     def broken():
@@ -245,7 +245,7 @@ def test_debug_before_or_after_the_command_keeps_the_traceback(monkeypatch, wher
         return {"before": ["--debug", *args], "after": [*args, "--debug"], None: list(args)}[where]
 
     internal = invoke(*with_debug("models"))
-    vidcls_error = invoke(*with_debug("predict", "x.mp4", "--model", "no-such-model"))
+    vidcls_error = invoke(*with_debug("predict", some_file, "--model", "no-such-model"))
     if where is None:
         assert internal.exit_code == 1 and isinstance(internal.exception, SystemExit)
         assert internal.stderr == "error: internal error: RuntimeError: boom (rerun with --debug for details)\n"

@@ -69,12 +69,12 @@ def test_vidcls_format_repo_at_a_revision(hub_cache, tmp_path):
         load_model("hf://someone/tiny-joint")  # main was never cached
 
 
-def test_flipped_byte_is_refused_and_removed_from_the_cache(vivit_repo):
+def test_flipped_byte_is_refused_and_removed_from_the_cache(vivit_repo, some_file):
     _, snapshot = vivit_repo
     weights = snapshot / "model.safetensors"
     blob = weights.resolve()
     flip_byte(weights)
-    result = runner.invoke(app, ["predict", "clip.mp4", "--model", "hf://someone/tiny-vivit"])
+    result = runner.invoke(app, ["predict", some_file, "--model", "hf://someone/tiny-vivit"])
     assert result.exit_code == 1
     message = " ".join(result.output.split())
     assert "fails its checksum" in message and "the Hub's LFS checksum" in message
@@ -109,8 +109,8 @@ def test_pinned_digest_wins(vivit_repo, tmp_path, monkeypatch):
         load_model("pinned")
 
 
-def test_missing_weights_offline_say_how_to_fetch_them(hub_cache):
-    result = runner.invoke(app, ["predict", "clip.mp4", "--model", "timesformer-k400"])
+def test_missing_weights_offline_say_how_to_fetch_them(hub_cache, some_file):
+    result = runner.invoke(app, ["predict", some_file, "--model", "timesformer-k400"])
     assert result.exit_code == 1
     message = " ".join(result.output.split())
     assert "files are not in the local Hub cache" in message and "HF_HUB_OFFLINE=1" in message

@@ -189,10 +189,10 @@ def test_revision_known_to_lack_the_file_falls_back_too(timesformer_main_only, h
     assert logits_gap(reference, load_model("timesformer-k400")) <= 1e-4
 
 
-def test_corrupt_fallback_pickle_is_refused(timesformer_main_only):
+def test_corrupt_fallback_pickle_is_refused(timesformer_main_only, some_file):
     _, snapshot = timesformer_main_only
     flip_byte((snapshot / "pytorch_model.bin").resolve())
-    result = runner.invoke(app, ["predict", "nothing.mp4", "--model", "timesformer-k400"])
+    result = runner.invoke(app, ["predict", some_file, "--model", "timesformer-k400"])
     assert result.exit_code == 1 and "fails its checksum" in result.output
     assert not (snapshot / "pytorch_model.bin").exists()
 
@@ -204,7 +204,7 @@ def test_nothing_cached_names_the_pinned_revision(hub_cache):
     assert "Traceback" not in result.output
 
 
-def test_benchmark_needs_only_the_architecture_offline(hub_cache):
+def test_benchmark_needs_only_the_architecture_offline(hub_cache, some_file):
     """A Hub zoo entry is costed from models.yaml alone: no weights, no network, an empty cache stays empty."""
     result = runner.invoke(app, ["benchmark", "--model", "timesformer-k400", "--frames", "2", "--size", "32",
                                  "--repeats", "1", "--warmup", "0", "--in-process", "--json"])
@@ -213,5 +213,5 @@ def test_benchmark_needs_only_the_architecture_offline(hub_cache):
     assert row["model"] == "timesformer-k400" and row["error"] is None
     assert 120e6 < row["params"] < 123e6  # TimeSformer ViT-B/16 with its 400-class head
     assert not any(hub_cache.iterdir())
-    refused = runner.invoke(app, ["predict", "clip.mp4", "--model", "timesformer-k400"])
+    refused = runner.invoke(app, ["predict", some_file, "--model", "timesformer-k400"])
     assert refused.exit_code == 1 and "not in the local Hub cache" in refused.output  # predict does need them

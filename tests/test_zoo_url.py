@@ -237,7 +237,9 @@ def test_wrong_byte_against_the_pinned_digest_is_refused_and_deleted(served_zoo,
     bad = bytearray(good)
     bad[-100] ^= 0xFF
     name, url, _ = served_zoo("vidtr", data=bytes(bad), sha256=hashlib.sha256(good).hexdigest())
-    result = runner.invoke(app, ["predict", "clip.mp4", "--model", name])
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"0")  # a file, so the model is loaded (a missing one alone is refused before that)
+    result = runner.invoke(app, ["predict", str(clip), "--model", name])
     message = " ".join(result.output.split())
     assert result.exit_code == 1 and "fails its checksum" in message, message
     assert f"the sha256 pinned in {tmp_path / 'lab-zoo.yaml'}" in message and "the download was deleted" in message
@@ -275,8 +277,10 @@ def test_unreachable_url_fails_within_seconds_naming_offline_mode_and_the_cache(
         port = probe.getsockname()[1]
     entry = url_entry("vidtr", VIDTR_ARCH, f"http://127.0.0.1:{port}/vidtr.pth")
     monkeypatch.setenv("VIDCLS_ZOO", write_zoo(tmp_path / "zoo.yaml", {"nowhere": entry}))
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"0")  # a file, so the model is loaded (a missing one alone is refused before that)
     start = time.monotonic()
-    result = runner.invoke(app, ["predict", "clip.mp4", "--model", "nowhere"])
+    result = runner.invoke(app, ["predict", str(clip), "--model", "nowhere"])
     took = time.monotonic() - start
     message = " ".join(result.output.split())
     assert result.exit_code == 1 and took < 5, (took, message)
