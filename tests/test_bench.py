@@ -30,7 +30,8 @@ runner = CliRunner()
 CLI_MD_FIELDS = ["model", "frames", "size", "batch_size", "device", "precision", "params", "gmacs", "gflops",
                  "peak_memory_mib", "latency_ms", "clips_per_s"]
 EXTRA_FIELDS = ["trainable_params", "views", "attention_share", "latency_min_ms", "latency_max_ms", "cpu_time_ms",
-                "achieved_gflops_per_s", "matmul_gflops_per_s", "mfu", "compiled", "error", "runtime"]
+                "achieved_gflops_per_s", "matmul_gflops_per_s", "mfu", "compiled", "error", "runtime",
+                "precision_reason"]
 TINY_JOINT = dict(num_classes=5, num_frames=8, img_size=32, patch_size=8, tubelet_size=2, embed_dim=32,
                   depth=2, num_heads=2, mlp_ratio=4.0)
 

@@ -182,7 +182,7 @@ def test_bad_flag_value_exits_2(good_clips, flag, value):
 
 
 @pytest.mark.parametrize("flag,value,allowed", [("--device", "gpu", "auto|cpu|cuda[:N]"),
-                                                ("--precision", "fp8", "fp32|bf16|fp16"), ("--crops", "2", "1|3")])
+                                                ("--precision", "fp8", "auto|fp32|bf16|fp16"), ("--crops", "2", "1|3")])
 def test_bad_choice_is_one_line_naming_the_choices(good_clips, flag, value, allowed):
     result = invoke("predict", good_clips[0], "--model", "demo-motion", flag, value)
     assert result.exit_code == 2
@@ -216,8 +216,8 @@ def test_error_lines_keep_square_brackets(tmp_path):
 
 
 @pytest.mark.parametrize("command,listed", [
-    ("predict", ["auto|cpu|cuda[:N]", "fp32|bf16|fp16", "1|3", "docs/cli.md"]),
-    ("benchmark", ["auto|cpu|cuda[:N]", "fp32|bf16|fp16"]), ("sample-clip", ["left|right|up|down"]),
+    ("predict", ["auto|cpu|cuda[:N]", "auto|fp32|bf16|fp16", "1|3", "docs/cli.md"]),
+    ("benchmark", ["auto|cpu|cuda[:N]", "auto|fp32|bf16|fp16"]), ("sample-clip", ["left|right|up|down"]),
     ("train", ["auto|cpu|cuda[:N]", "fp32|bf16|fp16", "adamw|sgd", "central|average", "--out"]),
     ("convert", ["--output", "--out"])])
 def test_help_lists_the_choices(command, listed):

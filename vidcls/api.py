@@ -152,7 +152,7 @@ def _run(job: _Job, loaded: LoadedModel, target: torch.device, options: RunOptio
     todo = [v for v in mine if v.name not in done]
     if job.on_start is not None:
         job.on_start(len(todo))
-    recipe, settings, cost = plan_run(loaded, options)
+    recipe, settings, cost = plan_run(loaded, options, target)
     run = PredictRun([], cost, len(job.videos), len(mine) - len(todo), output=job.output)
     if over_time is not None:
         stream = functools.partial(_timelines, todo, loaded, target, options, recipe, over_time)

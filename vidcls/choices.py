@@ -7,8 +7,11 @@ them from here, so a new value is added once and both sides see it.
 
 from vidcls.errors import UsageError
 
-# --precision: name -> torch dtype attribute (inference maps these to dtypes for autocast)
+# --precision: name -> torch dtype attribute (inference maps these to dtypes)
 PRECISIONS = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16"}
+# what predict, evaluate and benchmark accept: "auto" is chosen from the device (devices.choose_precision)
+AUTO = "auto"
+RUN_PRECISIONS = (AUTO, *PRECISIONS)
 # sample-clip --direction: where the shape moves
 DIRECTIONS = ("left", "right", "up", "down")
 # train --optimizer: name -> default (lr, weight decay)
@@ -24,7 +27,8 @@ DEVICE_METAVAR = "auto|cpu|cuda[:N]"
 SAMPLINGS = ("segment", "dense")
 
 
-def check_precision(precision: str) -> None:
-    """The one check of a precision name (predict, evaluate, timeline, benchmark, train)."""
-    if precision not in PRECISIONS:
-        raise UsageError(f"bad precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+def check_precision(precision: str, allowed: tuple[str, ...] = RUN_PRECISIONS) -> None:
+    """The one check of a precision name (predict, evaluate, timeline and benchmark take "auto" too;
+    training names its precision)."""
+    if precision not in allowed:
+        raise UsageError(f"bad precision {precision!r}; choose from {', '.join(allowed)}")

@@ -11,9 +11,12 @@ helper here is a no-op for a single process, so callers have one code path.
 from __future__ import annotations
 
 import contextlib
+import copy
+import functools
 import gc
 import os
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,9 +46,66 @@ def resolve_device(name: str | torch.device) -> torch.device:
 PRECISIONS = {name: getattr(torch, dtype) for name, dtype in choices.PRECISIONS.items()}
 
 
+@dataclass(frozen=True)
+class PrecisionChoice:
+    """The precision a run uses and why (shown in the cost line, --json and benchmark rows)."""
+
+    precision: str
+    reason: str
+
+
+@functools.cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as the kernel lists them (/proc/cpuinfo); empty where it does not."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return frozenset()
+    line = next((line for line in text.splitlines() if line.startswith(("flags", "Features"))), "")
+    return frozenset(line.partition(":")[2].split())
+
+
+def native_bf16(device: torch.device) -> tuple[bool, str]:
+    """Whether the device multiplies bf16 matrices natively, and what it has (for the reason line).
+
+    CPU: AMX (amx_bf16) or AVX512-BF16, the instructions oneDNN's bf16 kernels use; elsewhere bf16
+    is emulated and slower than fp32. CUDA: compute capability 8.0 (Ampere) or newer.
+    """
+    if device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(device)
+        return (major, minor) >= (8, 0), f"CUDA compute capability {major}.{minor}"
+    flags = cpu_flags()
+    if "amx_bf16" in flags:
+        return True, "CPU with AMX"
+    if "avx512_bf16" in flags:
+        return True, "CPU with AVX512-BF16"
+    return False, f"CPU without AMX or AVX512-BF16 ({torch.backends.cpu.get_cpu_capability()})"
+
+
+def choose_precision(requested: str, device: torch.device, exported: bool = False) -> PrecisionChoice:
+    """"auto": bf16 where the device runs it natively, else fp32 (the exact path); an exported graph
+    (ONNX Runtime) runs as it was exported. Any other name is taken as asked."""
+    if requested != choices.AUTO:
+        return PrecisionChoice(requested, "asked for")
+    if exported:
+        return PrecisionChoice("fp32", "an exported graph runs at the precision it was exported in")
+    native, what = native_bf16(device)
+    return PrecisionChoice("bf16" if native else "fp32", f"auto: {what}" + (" runs bf16 natively" if native else ""))
+
+
+def cast_module(module: nn.Module, precision: str) -> nn.Module:
+    """The module with its floating-point weights in the precision's dtype, cast once (a copy for
+    bf16/fp16; the module itself for fp32). Why not autocast: it casts every weight again on every
+    call and keeps islands in fp32, which took 1.7-2.6x where bf16 matmuls are 6.7x faster than fp32
+    (issue 20's AMX measurements); norms and softmax still accumulate in fp32 inside their kernels."""
+    if precision == "fp32":
+        return module
+    return copy.deepcopy(module).to(PRECISIONS[precision])
+
+
 def autocast_context(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    """Mixed precision for bf16/fp16; fp32 runs without autocast."""
-    choices.check_precision(precision)
+    """Mixed precision for bf16/fp16 (training; a module that is not cast); fp32 runs without autocast."""
+    choices.check_precision(precision, tuple(choices.PRECISIONS))
     if precision == "fp32":
         return contextlib.nullcontext()
     return torch.autocast(device.type, dtype=PRECISIONS[precision])

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from vidcls.bench.models import BenchModel, model_cost, significant
+from vidcls.devices import PrecisionChoice
 from vidcls.fileio import memo
 from vidcls.zoo.modeldir import ModelCard
 
@@ -27,18 +28,22 @@ class RunCost:
     gmacs: float
     views: int
     peak_memory_mib: float | None
+    precision: str = "fp32"
+    precision_reason: str = "asked for"
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
 
 def run_cost(card: ModelCard, clips: int | None, crops: int | None, peak_memory_mib: float | None,
-             frames: int | None = None) -> RunCost:
+             frames: int | None = None, precision: PrecisionChoice | None = None) -> RunCost:
     """The cost of a predict run: GMACs of one view at the run's clip length (`frames`, default the
     card's; the same for every video, so counted once), the views per video (clips x crops, recipe
     by default)."""
     views = (clips or card.input.clips) * (crops or card.input.crops)
-    return RunCost(significant(view_gmacs(card, frames)), views, significant(peak_memory_mib))
+    chosen = precision or PrecisionChoice("fp32", "asked for")
+    return RunCost(significant(view_gmacs(card, frames)), views, significant(peak_memory_mib), chosen.precision,
+                   chosen.reason)
 
 
 def view_gmacs(card: ModelCard, frames: int | None = None) -> float:
@@ -62,5 +67,5 @@ def cost_line(cost: RunCost, timings: Sequence[dict[str, float]]) -> str:
     memory = "n/a" if cost.peak_memory_mib is None else f"{cost.peak_memory_mib:.0f} MiB"
     totals = {step: sum(t.get(step, 0.0) for t in timings) for step in ("decode", "preprocess", "model")}
     split = ", ".join(f"{step} {ms:.0f} ms" for step, ms in totals.items())
-    return (f"cost: {cost.gmacs:.4g} GMACs per view x {cost.views} views, peak memory {memory}, "
-            f"time {split}")
+    return (f"cost: {cost.gmacs:.4g} GMACs per view x {cost.views} views, {cost.precision} "
+            f"({cost.precision_reason}), peak memory {memory}, time {split}")

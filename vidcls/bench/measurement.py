@@ -21,8 +21,8 @@ import torch
 from vidcls.bench.memory import MIB, PeakMemory, is_out_of_memory, proc_status_kib
 from vidcls.bench.models import BenchModel
 from vidcls.bench.timing import cpu_threads, wall_and_cpu_ms
-from vidcls.choices import check_precision
-from vidcls.devices import autocast_context
+from vidcls.choices import AUTO, check_precision
+from vidcls.devices import PRECISIONS, cast_module, choose_precision
 from vidcls.errors import UsageError, VidclsError
 
 
@@ -47,7 +47,7 @@ class RunSettings:
 
     batch_size: int = 1
     device: str = "cpu"
-    precision: str = "fp32"
+    precision: str = AUTO  # "auto": chosen from the device (devices.choose_precision)
     warmup: int = 2
     repeats: int = 5
     compile: bool = False
@@ -67,17 +67,21 @@ class RunSettings:
 def measure(model: BenchModel, frames: int, size: int, settings: RunSettings) -> Measurement:
     """Build the model here, warm it up, then time `repeats` forwards and record their peak memory.
 
-    Under torch.inference_mode and the precision's autocast (an exported .onnx model runs on ONNX
-    Runtime as exported: neither autocast nor --compile applies to it). Out-of-memory becomes
+    Under torch.inference_mode, the weights cast once to the precision as predict does (an exported
+    .onnx model runs on ONNX Runtime as exported: neither the cast nor --compile applies to it),
+    "auto" chosen for the device (devices.choose_precision). Out-of-memory becomes
     Measurement.error instead of an exception, so a sweep can go on past it.
     """
     device = torch.device(settings.device)
     try:
         with cpu_threads(settings.threads):
             module = model.runner(frames, size, device)
-            clip = torch.randn(settings.batch_size, 3, frames, size, size, device=device)
+            precision = choose_precision(settings.precision, device, exported=bool(model.onnx)).precision
+            dtype = PRECISIONS[precision]
+            module = module if model.onnx else cast_module(module, precision)
+            clip = torch.randn(settings.batch_size, 3, frames, size, size, device=device, dtype=dtype)
             forward = torch.compile(module) if settings.compile and model.onnx is None else module
-            with torch.inference_mode(), autocast_context(device, settings.precision):
+            with torch.inference_mode():
                 for _ in range(settings.warmup):
                     forward(clip)
                 with PeakMemory(device) as peak:

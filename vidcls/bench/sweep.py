@@ -21,7 +21,8 @@ from vidcls.bench.measurement import Measurement, RunSettings, measure, measure_
 from vidcls.bench.models import BenchModel, ModelCost, model_cost, significant
 from vidcls.bench.roofline import BusyMachineWarning, matmul_rate, mfu_warning, precision_warning
 from vidcls.bench.timing import cpu_threads
-from vidcls.devices import PRECISIONS, resolve_device
+from vidcls.choices import AUTO
+from vidcls.devices import PRECISIONS, choose_precision, resolve_device
 from vidcls.errors import UsageError
 
 
@@ -53,6 +54,7 @@ class BenchPoint:
     compiled: bool
     error: str | None = None
     runtime: str = "torch"  # torch, onnxruntime (an exported fp32 .onnx) or onnxruntime-int8
+    precision_reason: str = "asked for"  # why this precision ran (--precision auto chooses from the device)
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -135,9 +137,12 @@ def benchmark(models: Sequence[BenchModel], frames: Sequence[int], size: int | N
     device = resolve_device(settings.device)
     settings = dataclasses.replace(settings, device=str(device))
     isolate = device.type == "cpu" if isolate is None else isolate
-    if settings.precision != "fp32" and any(model.onnx for model in models):
+    exported = any(model.onnx for model in models)
+    if settings.precision not in ("fp32", AUTO) and exported:
         raise UsageError(f"an exported .onnx model runs at the precision it was exported in; "
                          f"benchmark it with --precision fp32, not {settings.precision}")
+    choice = choose_precision(settings.precision, device, exported=exported)
+    settings = dataclasses.replace(settings, precision=choice.precision)
     found: list[str] = []
 
     def warn(message: str | None) -> None:
@@ -151,7 +156,8 @@ def benchmark(models: Sequence[BenchModel], frames: Sequence[int], size: int | N
     points = []
     for model in models:
         for t in frames:
-            points.append(_measure_point(model, t, size, settings, rate, isolate))
+            point = _measure_point(model, t, size, settings, rate, isolate)
+            points.append(dataclasses.replace(point, precision_reason=choice.reason))
             warn(mfu_warning(model.name, t, points[-1].mfu, effective=model.runtime != "torch"))
             if on_point is not None:
                 on_point(points[-1])

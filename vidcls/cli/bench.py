@@ -10,11 +10,12 @@ from typing import Annotated
 import typer
 
 from vidcls.choices import (
+    AUTO,
     DEVICE_METAVAR,
     DEVICE_PATTERN,
-    PRECISIONS,
 )
 from vidcls.cli.app import app, checked, guarded, one_of
+from vidcls.cli.predict import PrecisionOption
 from vidcls.cli.render import benchmark_tables, err, out, progress_bar
 from vidcls.errors import UsageError
 
@@ -48,11 +49,7 @@ def benchmark_command(
         "--device", **checked("--device", DEVICE_PATTERN, DEVICE_METAVAR),
         help="auto picks CUDA when available.",
     )] = "auto",
-    precision: Annotated[str, typer.Option(
-        "--precision", **one_of("--precision", PRECISIONS),
-        help="bf16/fp16 run under autocast; fp32 is the CPU default, and a "
-             "CPU without native support for the others is warned about.",
-    )] = "fp32",
+    precision: PrecisionOption = AUTO,
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed forward passes before timing.")] = 2,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timed forward passes; the median is reported.")] = 5,
     compile_model: Annotated[bool, typer.Option(

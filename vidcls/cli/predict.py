@@ -10,10 +10,11 @@ from typing import Annotated, Any
 import typer
 
 from vidcls.choices import (
+    AUTO,
     CROPS,
     DEVICE_METAVAR,
     DEVICE_PATTERN,
-    PRECISIONS,
+    RUN_PRECISIONS,
     SAMPLINGS,
 )
 from vidcls.cli.app import app, checked, guarded, one_of
@@ -44,8 +45,10 @@ SamplingOption = Annotated[str | None, typer.Option(
          "x stride consecutive (default: the model's recipe).",
 )]
 PrecisionOption = Annotated[str, typer.Option(
-    "--precision", **one_of("--precision", PRECISIONS),
-    help="bf16/fp16 run under autocast; fp32 is right on CPUs.",
+    "--precision", **one_of("--precision", RUN_PRECISIONS),
+    help="auto: bf16 where the device runs it natively (a CPU with AMX or AVX512-BF16, a CUDA GPU of "
+         "compute capability 8.0+), else fp32, the exact path; bf16/fp16 cast the weights once. The "
+         "choice and its reason are in the cost line and --json.",
 )]
 BatchSizeOption = Annotated[int, typer.Option(
     "--batch-size", min=1,
@@ -100,7 +103,7 @@ def predict_command(
         "--device", **checked("--device", DEVICE_PATTERN, DEVICE_METAVAR),
         help="auto picks CUDA when available; under torchrun each process takes cuda:LOCAL_RANK.",
     )] = "auto",
-    precision: PrecisionOption = "fp32",
+    precision: PrecisionOption = AUTO,
     batch_size: BatchSizeOption = 8,
     workers: WorkersOption = None,
     threads: ThreadsOption = None,
@@ -220,7 +223,7 @@ def evaluate_command(
         "--device", **checked("--device", DEVICE_PATTERN, DEVICE_METAVAR),
         help="auto picks CUDA when available.",
     )] = "auto",
-    precision: PrecisionOption = "fp32",
+    precision: PrecisionOption = AUTO,
     batch_size: BatchSizeOption = 8,
     workers: WorkersOption = None,
     threads: ThreadsOption = None,

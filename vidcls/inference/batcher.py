@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from vidcls.devices import autocast_context
+from vidcls.devices import PRECISIONS
 from vidcls.errors import VidclsError, check_finite, first_line
 
 
@@ -51,7 +51,9 @@ class Batcher:
 
     def __init__(self, module: Callable[[torch.Tensor], torch.Tensor], device: torch.device, precision: str,
                  batch_size: int) -> None:
-        self.module, self.device, self.precision, self.batch_size = module, device, precision, batch_size
+        """module: already at `precision` (LoadedModel.at_precision); views are cast to its dtype."""
+        self.module, self.device, self.batch_size = module, device, batch_size
+        self.dtype = PRECISIONS[precision]
         self.pending: deque[_Entry] = deque()  # every owner not yet handed back, in order
         self.queue: deque[tuple[_Entry, torch.Tensor]] = deque()  # views not yet run
         self.queued = 0
@@ -116,8 +118,7 @@ class Batcher:
         if self.device.type == "cuda" and not batch.is_pinned():  # views of several owners: cat unpinned them
             batch = batch.pin_memory()
         start = time.perf_counter()
-        with autocast_context(self.device, self.precision):
-            logits = self.module(batch.to(self.device, non_blocking=True))
+        logits = self.module(batch.to(self.device, self.dtype, non_blocking=True))
         probs = logits.float().softmax(dim=-1).cpu()
         elapsed = 1e3 * (time.perf_counter() - start)
         offset = 0

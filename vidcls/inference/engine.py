@@ -175,7 +175,7 @@ class EngineSettings:
     batch_size: int = 8  # views per forward pass
     workers: int | None = None  # decoding processes; None: default_workers; 0: in this process
     threads: int | None = None  # torch threads of the model process; None: default_threads
-    precision: str = "fp32"
+    precision: str = "fp32"  # a concrete one (plan_run chooses for "auto")
     prefetch: int = 2  # videos decoded ahead per worker
     gmacs_per_video: float | None = None  # the model's cost, to choose workers and threads
 
@@ -224,7 +224,7 @@ def score_videos(videos: Sequence[VideoInput], model: LoadedModel, device: torch
                         collate_fn=_keep, worker_init_fn=init_worker if workers else None,
                         prefetch_factor=settings.prefetch if workers else None,
                         pin_memory=device.type == "cuda")
-    batcher = Batcher(model.module, device, settings.precision, settings.batch_size)
+    batcher = Batcher(model.at_precision(settings.precision), device, settings.precision, settings.batch_size)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     decoded_videos = iter(loader)

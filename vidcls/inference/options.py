@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vidcls import choices
+from vidcls.choices import AUTO
 from vidcls.errors import UsageError
 
 # how the defaults read in `--help` and docs/cli.md; None means "the model's recipe" or "chosen by the engine"
@@ -28,7 +29,7 @@ class RunOptions:
     frames: int | None = None
     stride: int | None = None
     sampling: str | None = None  # "segment" or "dense"
-    precision: str = "fp32"
+    precision: str = AUTO  # "auto": bf16 where the device runs it natively, else fp32
     batch_size: int = DEFAULT_BATCH_SIZE  # views per forward pass
     workers: int | None = None  # decoding processes; None: chosen from the model's cost; 0: in this process
     threads: int | None = None  # torch threads of the model process; None: chosen with the workers

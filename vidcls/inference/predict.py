@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from vidcls.bench.cost import RunCost, run_cost
-from vidcls.devices import resolve_device
+from vidcls.choices import AUTO
+from vidcls.devices import choose_precision, resolve_device
 from vidcls.errors import UsageError
 from vidcls.inference.engine import EngineSettings, Recipe, Scored, score_videos
 from vidcls.inference.options import RunOptions
@@ -81,14 +82,16 @@ def top_k_labels(probs: torch.Tensor, labels: Sequence[str], k: int) -> list[dic
             for s, i in zip(scores.tolist(), indices.tolist(), strict=True)]
 
 
-def plan_run(loaded: LoadedModel, options: RunOptions) -> tuple[Recipe, EngineSettings, RunCost]:
-    """The run's recipe, the engine's settings and the cost of one video: the cost sets the
-    default workers and threads (a cheap model on CPU is decode-bound), the same for every caller."""
+def plan_run(loaded: LoadedModel, options: RunOptions, device: torch.device) -> tuple[Recipe, EngineSettings, RunCost]:
+    """The run's recipe, the engine's settings and the cost of one video: the precision is chosen for
+    the device ("auto"), and the cost sets the default workers and threads (a cheap model on CPU is
+    decode-bound), the same for every caller."""
+    choice = choose_precision(options.precision, device, exported=loaded.exported)
     recipe = Recipe.of(loaded.card.input, frames=options.frames, stride=options.stride, sampling=options.sampling,
                        clips=options.clips, crops=options.crops)
-    cost = run_cost(loaded.card, recipe.clips, recipe.crops, None, frames=recipe.spec.frames)
+    cost = run_cost(loaded.card, recipe.clips, recipe.crops, None, frames=recipe.spec.frames, precision=choice)
     settings = EngineSettings(batch_size=options.batch_size, workers=options.workers, threads=options.threads,
-                              precision=options.precision, gmacs_per_video=cost.gmacs * cost.views)
+                              precision=choice.precision, gmacs_per_video=cost.gmacs * cost.views)
     return recipe, settings, cost
 
 
@@ -116,7 +119,7 @@ def classify(videos: Sequence[VideoInput], model: LoadedModel, device: torch.dev
 
 def predict_video(path: str | Path, model: LoadedModel, *, top_k: int = 5, clips: int | None = None,
                   crops: int | None = None, device: str | torch.device | None = None,
-                  precision: str = "fp32", batch_size: int = 8) -> Prediction:
+                  precision: str = AUTO, batch_size: int = 8) -> Prediction:
     """Classify one video in this process; a failure becomes the Prediction's error, never an exception.
 
     clips / crops default to the model's test recipe; device to where the model is.
@@ -125,14 +128,15 @@ def predict_video(path: str | Path, model: LoadedModel, *, top_k: int = 5, clips
     model, device = ready_model(model, device=device)
     recipe = Recipe.of(model.card.input, clips=clips, crops=crops)
     item = VideoInput(os.fspath(path), os.fspath(path))
-    settings = EngineSettings(batch_size=batch_size, workers=0, threads=torch.get_num_threads(), precision=precision)
+    chosen = choose_precision(precision, device, exported=model.exported).precision
+    settings = EngineSettings(batch_size=batch_size, workers=0, threads=torch.get_num_threads(), precision=chosen)
     return next(classify([item], model, device, top_k=top_k, recipe=recipe, settings=settings))
 
 
 def predict(videos: Iterable[str | Path], model: ModelRef, *, weights: str | Path | None = None,
             top_k: int = 5, clips: int | None = None, crops: int | None = None,
             frames: int | None = None, stride: int | None = None, sampling: str | None = None,
-            device: str | torch.device | None = None, precision: str = "fp32", batch_size: int = 8,
+            device: str | torch.device | None = None, precision: str = AUTO, batch_size: int = 8,
             workers: int | None = None, threads: int | None = None,
             on_video: Callable[[str, int, int], None] | None = None,
             on_result: Callable[[Prediction], None] | None = None) -> list[Prediction]:
@@ -151,7 +155,7 @@ def predict(videos: Iterable[str | Path], model: ModelRef, *, weights: str | Pat
                          precision=precision, batch_size=batch_size, workers=workers, threads=threads)
     loaded, target = ready_model(model, weights, device)
     items = gather(videos).videos
-    recipe, settings, _ = plan_run(loaded, options)
+    recipe, settings, _ = plan_run(loaded, options, target)
     results = []
     for index, result in enumerate(classify(items, loaded, target, top_k=top_k, recipe=recipe, settings=settings)):
         if on_video is not None:

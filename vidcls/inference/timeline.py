@@ -31,6 +31,8 @@ from typing import Any
 
 import torch
 
+from vidcls.choices import AUTO
+from vidcls.devices import choose_precision
 from vidcls.errors import VidclsError
 from vidcls.inference.batcher import Batcher, Scores
 from vidcls.inference.options import RunOptions, check_timeline_options
@@ -265,7 +267,7 @@ def _window_probabilities(reader: FrameReader, windows: Sequence[Window], spec: 
 
 def timeline(source: str | Path, model: LoadedModel | str, *, window_s: float | None = None,
              hop_s: float | None = None, smooth: int = 1, top_k: int = 5, clips: int | None = None,
-             crops: int | None = None, device: str | torch.device | None = None, precision: str = "fp32",
+             crops: int | None = None, device: str | torch.device | None = None, precision: str = AUTO,
              batch_size: int = 8, stats: DecodeStats | None = None) -> Timeline:
     """Labels over time: the model's recipe on windows covering `source`, in one pass over the file.
 
@@ -289,7 +291,8 @@ def timeline(source: str | Path, model: LoadedModel | str, *, window_s: float | 
             hop = hop_s or window / 2
             check_timeline_options(window, hop, smooth)
             windows = plan_windows(num_frames, fps, spec, window, hop, clips)
-            batcher = Batcher(model.module, device, precision, batch_size)
+            chosen = choose_precision(precision, device, exported=model.exported).precision
+            batcher = Batcher(model.at_precision(chosen), device, chosen, batch_size)
             probs = _window_probabilities(reader, windows, spec, clips, crops, batcher)
     except VideoDecodeError as exc:
         raise VideoDecodeError(f"{source}: {exc}") from exc

@@ -13,12 +13,13 @@ translated on load.
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from vidcls.devices import cast_module
 from vidcls.errors import UsageError, VidclsError, printable
 from vidcls.models import build_model, make_config
 from vidcls.models.validate import ConfigError
@@ -33,6 +34,7 @@ from vidcls.zoo.modeldir import (
     load_strict,
     read_safetensors,
 )
+from vidcls.zoo.onnx import OnnxModule
 
 
 @dataclass
@@ -42,6 +44,21 @@ class LoadedModel:
     card: ModelCard
     module: nn.Module
     weights: str | None  # where the weights came from; None = random initialisation
+    _cast: dict[str, nn.Module] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def exported(self) -> bool:
+        """Whether the module is an exported graph on another runtime (it runs as exported)."""
+        return isinstance(self.module, OnnxModule)
+
+    def at_precision(self, precision: str) -> nn.Module:
+        """The module to run at `precision` (a concrete one: fp32, bf16, fp16): for bf16/fp16 a copy
+        with its weights cast once (devices.cast_module), kept for the next run with this model."""
+        if precision == "fp32" or self.exported:
+            return self.module
+        if precision not in self._cast:
+            self._cast[precision] = cast_module(self.module, precision)
+        return self._cast[precision]
 
     @property
     def name(self) -> str:
