@@ -31,7 +31,7 @@ CLI_MD_FIELDS = ["model", "frames", "size", "batch_size", "device", "precision",
                  "peak_memory_mib", "latency_ms", "clips_per_s"]
 EXTRA_FIELDS = ["trainable_params", "views", "attention_share", "latency_min_ms", "latency_max_ms", "cpu_time_ms",
                 "achieved_gflops_per_s", "matmul_gflops_per_s", "mfu", "compiled", "error", "runtime",
-                "precision_reason"]
+                "precision_reason", "noisy"]
 TINY_JOINT = dict(num_classes=5, num_frames=8, img_size=32, patch_size=8, tubelet_size=2, embed_dim=32,
                   depth=2, num_heads=2, mlp_ratio=4.0)
 
@@ -319,3 +319,27 @@ def test_threads_setting_covers_the_timed_passes(monkeypatch):
     before = torch.get_num_threads()
     measure(resolve_models(["joint-tiny"])[0], 4, 32, RunSettings(warmup=0, repeats=2, threads=1))
     assert timed == [1, 1] and torch.get_num_threads() == before
+
+
+def test_a_point_whose_repeats_spread_is_flagged_and_left_out_of_the_exponent(monkeypatch):
+    """A busy machine once gave one point 0.99-18.99 ms and a latency exponent of -1.00: a point whose
+    slowest repeat takes over 2x its fastest is warned about, marked noisy and left out of the time
+    exponents, and the report names the machine and its fp32 and bf16 matmul rates."""
+    from vidcls.bench.measurement import Measurement
+    from vidcls.bench.models import resolve_models
+
+    spreads = {4: [1.0, 1.1], 8: [0.99, 18.99], 16: [4.0, 4.2]}
+
+    def fake(model, frames, size, settings):
+        return Measurement(spreads[frames], spreads[frames], 1.0)
+
+    monkeypatch.setattr(sweep, "measure_isolated", fake)
+    monkeypatch.setattr(sweep, "matmul_rate", lambda device, dtype: {torch.float32: 150.0}.get(dtype, 3.0))
+    found = []
+    report = sweep.benchmark(resolve_models(["joint-tiny"]), [4, 8, 16], on_warning=found.append)
+    assert [p.noisy for p in report.points] == [False, True, False]
+    assert any("T=8" in w and "busy" in w for w in found)
+    frames, _ = report.series("joint-tiny", "latency_ms")
+    assert frames == [4, 16] and report.exponents("joint-tiny")["latency_ms"] == pytest.approx(1.0, abs=0.05)
+    assert report.rates == {"fp32": 150.0, "bf16": 3.0}
+    assert "fp32 150 GFLOP/s" in report.machine_line() and "bf16 3 GFLOP/s" in report.machine_line()

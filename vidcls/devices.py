@@ -65,6 +65,28 @@ def cpu_flags() -> frozenset[str]:
     return frozenset(line.partition(":")[2].split())
 
 
+def cpu_isa() -> str:
+    """The widest matrix/vector instruction set the CPU reports: AMX, AVX-512, AVX2, or torch's own name."""
+    flags = cpu_flags()
+    for flag, name in (("amx_tile", "AMX"), ("avx512f", "AVX-512"), ("avx2", "AVX2")):
+        if flag in flags:
+            return name
+    return torch.backends.cpu.get_cpu_capability()
+
+
+def describe_device(device: torch.device) -> str:
+    """What a measurement ran on, for reports: the GPU's name, or the CPU's model name and ISA."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        text = ""
+    name = next((line.partition(":")[2].strip() for line in text.splitlines() if line.startswith("model name")),
+                "CPU")
+    return f"{name} ({cpu_isa()}, {torch.get_num_threads()} threads)"
+
+
 def native_bf16(device: torch.device) -> tuple[bool, str]:
     """Whether the device multiplies bf16 matrices natively, and what it has (for the reason line).
 

@@ -22,7 +22,7 @@ from vidcls.bench.models import BenchModel, ModelCost, model_cost, significant
 from vidcls.bench.roofline import BusyMachineWarning, matmul_rate, mfu_warning, precision_warning
 from vidcls.bench.timing import cpu_threads
 from vidcls.choices import AUTO
-from vidcls.devices import PRECISIONS, choose_precision, resolve_device
+from vidcls.devices import PRECISIONS, choose_precision, describe_device, resolve_device
 from vidcls.errors import UsageError
 
 
@@ -53,6 +53,7 @@ class BenchPoint:
     mfu: float | None  # achieved / torch's matmul rate; for ONNX Runtime an effective rate (may exceed 1)
     compiled: bool
     error: str | None = None
+    noisy: bool = False  # its repeats spread more than MAX_SPREAD: a busy machine; left out of the exponents
     runtime: str = "torch"  # torch, onnxruntime (an exported fp32 .onnx) or onnxruntime-int8
     precision_reason: str = "asked for"  # why this precision ran (--precision auto chooses from the device)
 
@@ -88,13 +89,21 @@ class BenchReport:
     points: list[BenchPoint]
     matmul_gflops_per_s: float
     warnings: list[str] = field(default_factory=list)
+    machine: str = ""  # the CPU (model, ISA, threads) or GPU the points ran on
+    rates: dict[str, float] = field(default_factory=dict)  # measured matmul GFLOP/s by precision (fp32, bf16)
+
+    def machine_line(self) -> str:
+        """One line naming the machine and its matmul rates, printed above the tables."""
+        rates = ", ".join(f"{name} {rate:,.0f} GFLOP/s" for name, rate in self.rates.items())
+        return f"machine: {self.machine}; matmul {rates}; MFU is against the rate of the precision that ran"
 
     def models(self) -> list[str]:
         return list(dict.fromkeys(p.model for p in self.points))
 
     def series(self, model: str, metric: str) -> tuple[list[int], list[float]]:
         """(frames, values) of one model's points that have `metric`."""
-        rows = [(p.frames, getattr(p, metric)) for p in self.points if p.model == model]
+        rows = [(p.frames, getattr(p, metric)) for p in self.points
+                if p.model == model and not (p.noisy and metric in TIMED_METRICS)]
         rows = [(t, v) for t, v in rows if v is not None and v > 0]
         return [t for t, _ in rows], [v for _, v in rows]
 
@@ -104,6 +113,10 @@ class BenchReport:
 
 
 SCALING_METRICS = ("gmacs", "peak_memory_mib", "latency_ms", "cpu_time_ms")
+TIMED_METRICS = ("latency_ms", "cpu_time_ms")
+# the most a point's slowest repeat may take over its fastest before the point is flagged: a busy machine
+# once gave joint-tiny 0.99-18.99 ms in one point, and a latency "exponent" of -1.00
+MAX_SPREAD = 2.0
 
 
 def scaling_exponent(frames: Sequence[float], values: Sequence[float]) -> float | None:
@@ -151,17 +164,31 @@ def benchmark(models: Sequence[BenchModel], frames: Sequence[int], size: int | N
             if on_warning is not None:
                 on_warning(message)
 
-    rate, fp32 = _matmul_rates(device, settings, warn)
-    warn(precision_warning(device, settings.precision, rate, fp32))
+    rates = _matmul_rates(device, settings, warn)
+    rate = rates[settings.precision]
+    warn(precision_warning(device, settings.precision, rate, rates["fp32"]))
     points = []
     for model in models:
         for t in frames:
             point = _measure_point(model, t, size, settings, rate, isolate)
-            points.append(dataclasses.replace(point, precision_reason=choice.reason))
-            warn(mfu_warning(model.name, t, points[-1].mfu, effective=model.runtime != "torch"))
+            point = dataclasses.replace(point, precision_reason=choice.reason, noisy=_spread(point) > MAX_SPREAD)
+            points.append(point)
+            warn(mfu_warning(model.name, t, point.mfu, effective=model.runtime != "torch"))
+            if point.noisy:
+                warn(f"{model.name} at T={t}: its repeats took {point.latency_min_ms:g}-{point.latency_max_ms:g} ms "
+                     f"({_spread(point):.1f}x apart): the machine was busy; the point is left out of the "
+                     f"time exponents (rerun it on a quiet machine)")
             if on_point is not None:
-                on_point(points[-1])
-    return BenchReport(points, significant(rate), found)
+                on_point(point)
+    return BenchReport(points, significant(rate), found, describe_device(device),
+                       {name: significant(value) for name, value in rates.items()})
+
+
+def _spread(point: BenchPoint) -> float:
+    """Slowest over fastest repeat (1.0 when not measured)."""
+    if not point.latency_min_ms or not point.latency_max_ms:
+        return 1.0
+    return point.latency_max_ms / point.latency_min_ms
 
 
 def _check_request(models: Sequence[BenchModel], frames: Sequence[int], size: int | None,
@@ -175,18 +202,19 @@ def _check_request(models: Sequence[BenchModel], frames: Sequence[int], size: in
 
 
 def _matmul_rates(device: torch.device, settings: RunSettings,
-                  warn: Callable[[str | None], None]) -> tuple[float, float]:
-    """The device's matmul rate at the run's precision and at fp32; busy-machine warnings go to `warn`."""
+                  warn: Callable[[str | None], None]) -> dict[str, float]:
+    """The device's matmul rate (GFLOP/s) at fp32, bf16 and the run's precision, so a report shows what
+    the machine could do at each; busy-machine warnings go to `warn`."""
     with cpu_threads(settings.threads), warnings.catch_warnings(record=True) as busy:
         warnings.simplefilter("always", BusyMachineWarning)
-        rate = matmul_rate(device, PRECISIONS[settings.precision])
-        fp32 = rate if settings.precision == "fp32" else matmul_rate(device, torch.float32)
+        rates = {name: matmul_rate(device, PRECISIONS[name]) for name in dict.fromkeys(("fp32", "bf16",
+                                                                                        settings.precision))}
     for caught in busy:
         if issubclass(caught.category, BusyMachineWarning):
             warn(str(caught.message))
         else:  # not ours to report: back to Python's warning machinery
             warnings.warn_explicit(caught.message, caught.category, caught.filename, caught.lineno)
-    return rate, fp32
+    return rates
 
 
 def _measure_point(model: BenchModel, frames: int, size: int | None, settings: RunSettings, rate: float,

@@ -112,6 +112,7 @@ def benchmark_command(
         report = benchmark(refs, sweep, size, isolate=False if in_process else None, on_point=done,
                            on_warning=warn, batch_size=batch_size, device=device, precision=precision,
                            warmup=warmup, repeats=repeats, compile=compile_model, threads=threads)
+    err.print(report.machine_line(), highlight=False, soft_wrap=True)
     for point in report.points:
         if point.error:
             err.print(f"{point.model}: {point.error}", highlight=False)
