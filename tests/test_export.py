@@ -166,10 +166,10 @@ def test_an_int8_file_that_disagrees_is_not_written(tmp_path, monkeypatch):
     assert list(tmp_path.iterdir()) == []
 
 
-def test_missing_onnxruntime_is_one_line(demo_onnx, monkeypatch, tmp_path):
+def test_missing_onnxruntime_is_one_line(demo_onnx, monkeypatch, tmp_path, some_file):
     root, _ = demo_onnx
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import onnxruntime now raises ImportError
-    result = runner.invoke(app, ["predict", str(tmp_path), "--model", str(root / "fp32.onnx")])
+    result = runner.invoke(app, ["predict", some_file, "--model", str(root / "fp32.onnx")])
     assert result.exit_code == 1
     assert result.output.strip().splitlines() == [
         "error: ONNX models need the optional package onnxruntime: pip install 'vidcls[onnx]' "
