@@ -21,7 +21,7 @@ import torch
 
 from vidcls.bench.cost import RunCost
 from vidcls.bench.memory import PeakMemory
-from vidcls.errors import UsageError, VidclsError, first_line
+from vidcls.errors import UsageError
 from vidcls.inference.engine import Recipe
 from vidcls.inference.options import RunOptions, TimelineOptions
 from vidcls.inference.predict import (
@@ -135,7 +135,7 @@ def _timelines(videos: list[VideoInput], loaded: LoadedModel, target: torch.devi
                recipe: Recipe, over_time: TimelineOptions) -> Iterator[Prediction]:
     """One Prediction per video, each with its timeline (vidcls.inference.timeline: one pass over the
     file); a video that fails, or whose plot or annotated video cannot be written, gets the error."""
-    from vidcls.inference.timeline import timeline
+    from vidcls.inference.timeline import failure_reason, timeline
     from vidcls.viz.overlay import write_annotated_video
     from vidcls.viz.timeline import plot_timeline
 
@@ -153,10 +153,8 @@ def _timelines(videos: list[VideoInput], loaded: LoadedModel, target: torch.devi
             if over_time.out_video is not None:
                 write_annotated_video(item.source, found,
                                       TimelineOptions.path_for(over_time.out_video, item.name, several))
-        except VidclsError as exc:
-            result.error = first_line(str(exc).removeprefix(f"{item.source}: "))
         except Exception as exc:  # noqa: BLE001 - the model, a plot path, the encoder: one video's failure
-            result.error = f"timeline failed ({type(exc).__name__}: {first_line(exc)})"
+            result.error = failure_reason(exc, item.source)
         else:
             result.top_k = top_k_labels(found.probs.mean(dim=0), loaded.labels, options.top_k)
             result.timeline = found.to_json()
