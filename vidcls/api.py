@@ -100,8 +100,10 @@ class Placement:
         return cls(index, count)
 
 
-def _done_records(output: Path | None, place: Placement, resume: bool) -> list[Record]:
-    """The records already in --output's records file (and, under torchrun, this rank's file)."""
+def _done_records(output: Path | None, place: Placement, resume: bool,
+                  records: Callable[[Path], Path] = lambda file: file) -> list[Record]:
+    """The records already in --output (and, under torchrun, this rank's file); `records` names the
+    file that holds a file's records (embed's .npy: its index). Without resume, either existing is refused."""
     if output is None:
         if resume:
             raise UsageError("--resume continues an --output file; give --output FILE")
@@ -109,11 +111,11 @@ def _done_records(output: Path | None, place: Placement, resume: bool) -> list[R
     files = [output, rank_path(output, place.rank)] if place.torchrun else [output]
     if not resume:
         for file in files:
-            if file.exists() and file.stat().st_size:
+            if any(f.exists() and f.stat().st_size for f in (file, records(file))):
                 raise UsageError(f"--output {file} already exists: add --resume to continue it, "
                                  "or remove it to start over")
         return []
-    return [record for file in files for record in read_records(file)]
+    return [record for file in files for record in read_records(records(file))]
 
 
 def _collect(results: list, stream: Callable[[], Iterator[Any]], target: torch.device,
@@ -350,7 +352,7 @@ def embed_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str | P
     meta = embedding_meta(loaded, ref, recipe, how, run_options.precision)
     with _gathered(videos) as inputs:
         job = _Job(inputs.videos, output, resume, place, on_start, on_result)
-        done = _done_records(output and records_path(output), place, resume)
+        done = _done_records(output, place, resume, records_path)
         check_same_meta(done, meta, output)
         todo, resumed = job.pending(done)
         run = EmbedRun([], meta, cost, len(inputs.videos), resumed, inputs.skipped_note(), output)

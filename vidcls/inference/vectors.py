@@ -123,15 +123,12 @@ class NpyRows:
 
 class VectorWriter:
     """embed's records streamed to `path` as they complete: with their vectors inline (.jsonl,
-    .json), or as .npy rows plus index records. resume continues the files; without it an
-    existing non-empty .npy is refused (as predict refuses to replace an --output)."""
+    .json), or as .npy rows plus index records. resume continues the files; without it they are
+    started anew (embed_run refuses to replace a non-empty output before it gets here)."""
 
     def __init__(self, path: Path, dim: int, meta: dict[str, Any] | None = None, resume: bool = False) -> None:
         self.meta, self.vectors = meta, None
         if vectors_format(path) == ".npy":
-            if not resume and path.exists() and path.stat().st_size:
-                raise UsageError(f"--output {path} already exists: add --resume to continue it, "
-                                 "or remove it to start over")
             kept = sum(r.get("rows") or 0 for r in read_records(index_path(path))) if resume else None
             self.vectors = NpyRows(path, dim, kept)
         self.records = ResultWriter(records_path(path), 0, resume=resume)
