@@ -20,6 +20,7 @@ import vidcls
 from vidcls.choices import DIRECTIONS
 from vidcls.cli import app
 from vidcls.errors import UsageError, VidclsError
+from vidcls.inference.embed import embedding_dim, pre_logits
 from vidcls.inference.results import read_records
 from vidcls.inference.timeline import plan_windows
 from vidcls.inference.vectors import HEADER_BYTES, NpyRows, index_path
@@ -320,6 +321,16 @@ def test_the_command_line(folder, tmp_path):
                           (["--json", "-o", str(tmp_path / "x.jsonl")], "--json")):
         refused = runner.invoke(app, ["embed", clip, "-m", "demo-motion", *args])
         assert refused.exit_code == 2 and message in refused.output and "Traceback" not in refused.output
+
+
+@pytest.mark.parametrize("name", ["joint-tiny", "ff-linear-tiny", "xvit-tiny", "vidtr-tiny", "c-vidtr-tiny",
+                                  "divided-tiny"])
+def test_the_announced_dim_is_every_familys_vector_length(name):
+    model = vidcls.load_model(name, device="cpu", allow_random=True)
+    spec = model.card.input
+    with torch.inference_mode():
+        vectors = pre_logits(model.module, torch.randn(2, 3, spec.frames, spec.size, spec.size))
+    assert vectors.shape == (2, embedding_dim(model))
 
 
 def test_a_model_without_pre_logits_is_refused_before_decoding(model, tmp_path):
