@@ -103,7 +103,8 @@ def done_line(verb: str, run: Any, count: int, failed: int) -> None:
 
 def embedding_table(embeddings: list, meta: dict[str, Any]) -> Table:
     """embed without --json/--output: each video's vectors (how many, of which dimension) and their mean norm."""
-    views = "one per view" if meta["views"] == "all" else f"the mean of {meta['views_per_video']} views"
+    count = meta["views_per_video"]
+    views = "one per view" if meta["views"] == "all" else f"mean of {count} view{'s' if count > 1 else ''}"
     over_time = " in each window" if meta["timeline"] else ""
     table = plain_table(f"{meta['model']} embeddings", f"pre-logits, {views}{over_time}")
     for column, justify in (("video", "left"), ("vectors", "right"), ("dim", "right"), ("mean norm", "right")):
