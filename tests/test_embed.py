@@ -315,6 +315,11 @@ def test_the_command_line(folder, tmp_path):
     records = json.loads(result.stdout)
     assert [len(r["embedding"] or []) for r in records] == [3, 0] and records[1]["error"]
     assert records[0]["meta"]["ref"] == "demo-motion" and records[0]["meta"]["vidcls"]
+    over_time = runner.invoke(app, ["embed", clip, "-m", "demo-motion", "--json", "--window", "0.2", "--hop", "0.1"])
+    assert over_time.exit_code == 0, over_time.output
+    record, = json.loads(over_time.stdout)
+    assert len(record["embedding"]) == len(record["timeline"]) > 1 and len(record["embedding"][0]) == 64
+    assert record["meta"]["timeline"] == {"window_s": 0.2, "hop_s": 0.1}
     table = runner.invoke(app, ["embed", clip, "-m", "demo-motion"])
     assert table.exit_code == 0 and "00-left.mp4" in table.stdout and "64" in table.stdout
     for args, message in ((["-o", str(tmp_path / "x.csv")], ".csv"), (["--views", "some"], "--views"),
