@@ -230,7 +230,8 @@ def _checked_output(output: str | Path | None, formats: Sequence[str] = FORMATS)
     return Path(output)
 
 
-def _placed(shard: str | None, output: Path | None, device: str | torch.device | None) -> tuple[Placement, Any]:
+def _placed(shard: str | None, output: Path | None,
+            device: str | torch.device | None) -> tuple[Placement, str | torch.device | None]:
     """This process's part of the inputs, and its device (under torchrun: its rank's, after joining the group)."""
     place = Placement.of(shard)
     if place.torchrun:

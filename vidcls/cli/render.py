@@ -107,8 +107,9 @@ def embedding_table(embeddings: list, meta: dict[str, Any]) -> Table:
     views = "one per view" if meta["views"] == "all" else f"mean of {count} view{'s' if count > 1 else ''}"
     over_time = " in each window" if meta["timeline"] else ""
     table = plain_table(f"{meta['model']} embeddings", f"pre-logits, {views}{over_time}")
-    for column, justify in (("video", "left"), ("vectors", "right"), ("dim", "right"), ("mean norm", "right")):
-        table.add_column(column, justify=justify)
+    table.add_column("video", overflow="fold")  # a long path folds rather than losing its file name
+    for column in ("vectors", "dim", "mean norm"):
+        table.add_column(column, justify="right", no_wrap=True)
     for embedding in embeddings:
         if embedding.error:
             continue
