@@ -6,6 +6,7 @@ The library API that the command line is built on, one function per command:
     >>> [p.top_k[0]["label"] for p in vidcls.predict(["clip.mp4"], "demo-motion")]
     >>> model = vidcls.load_model("demo-motion")          # load once, predict many times
     >>> vidcls.evaluate_run("demo-motion", "data/val").summary.top1   # vidcls evaluate
+    >>> vidcls.embed(["clip.mp4"], "demo-motion")[0].vectors   # pre-logits; embed_run: vidcls embed
     >>> vidcls.list_models()                              # vidcls models
     >>> vidcls.benchmark(["joint", "ff-linear"], frames=[8, 16])   # vidcls benchmark
     >>> vidcls.download("timesformer-k400")               # vidcls download
@@ -39,6 +40,8 @@ _LAZY = {
     "predict_video": ("inference.predict", "predict_video"),
     "PredictRun": ("api", "PredictRun"), "predict_run": ("api", "predict_run"),
     "EvalRun": ("api", "EvalRun"), "evaluate_run": ("api", "evaluate_run"),
+    "Embedding": ("inference.embed", "Embedding"), "EmbedRun": ("api", "EmbedRun"),
+    "embed": ("api", "embed"), "embed_run": ("api", "embed_run"),
     "benchmark": ("api", "benchmark"), "list_models": ("api", "list_models"),
     "TrainConfig": ("train.config", "TrainConfig"), "TrainResult": ("train.config", "TrainResult"),
     "train_model": ("train.loop", "train"), "convert_checkpoint": ("zoo.convert", "convert_checkpoint"),
@@ -48,8 +51,19 @@ _LAZY = {
 __all__ = sorted([*_LAZY, "UsageError", "VidclsError", "__version__"])
 
 if TYPE_CHECKING:  # what __getattr__ returns, for type checkers and IDEs
-    from vidcls.api import EvalRun, PredictRun, benchmark, evaluate_run, list_models, predict_run  # noqa: F401
+    from vidcls.api import (  # noqa: F401
+        EmbedRun,
+        EvalRun,
+        PredictRun,
+        benchmark,
+        embed,
+        embed_run,
+        evaluate_run,
+        list_models,
+        predict_run,
+    )
     from vidcls.export.onnx import ExportReport, export_model  # noqa: F401
+    from vidcls.inference.embed import Embedding  # noqa: F401
     from vidcls.inference.predict import Prediction, predict, predict_video  # noqa: F401
     from vidcls.train import TrainConfig, TrainResult  # noqa: F401
     from vidcls.train import train as train_model  # noqa: F401

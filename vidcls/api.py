@@ -21,9 +21,10 @@ import torch
 
 from vidcls.bench.cost import RunCost
 from vidcls.bench.memory import PeakMemory
-from vidcls.errors import UsageError, VidclsError, first_line
+from vidcls.errors import UsageError
+from vidcls.inference.embed import Embedding, embed_videos, embedding_meta
 from vidcls.inference.engine import Recipe
-from vidcls.inference.options import RunOptions, TimelineOptions
+from vidcls.inference.options import EmbedOptions, RunOptions, TimelineOptions
 from vidcls.inference.predict import (
     ModelRef,
     Prediction,
@@ -32,9 +33,11 @@ from vidcls.inference.predict import (
     ready_model,
     top_k_labels,
 )
-from vidcls.inference.preflight import Placement, checked_output, done_videos
-from vidcls.inference.results import ResultWriter, merge, rank_path, read_records
-from vidcls.video.inputs import VideoInput, gather, stdin_directory, take_shard
+from vidcls.inference.preflight import Placement, checked_output, done_records
+from vidcls.inference.results import Record, ResultWriter, merge, rank_path, read_records
+from vidcls.inference.vectors import FORMATS as VECTOR_FORMATS
+from vidcls.inference.vectors import VectorWriter, check_same_meta, merge_vectors, records_path
+from vidcls.video.inputs import InputList, VideoInput, gather, stdin_directory, take_shard
 from vidcls.viz.plotting import require_matplotlib
 from vidcls.zoo.catalog import zoo_entries, zoo_summary
 from vidcls.zoo.resolve import LoadedModel
@@ -77,29 +80,36 @@ class PredictRun:
         return {**prediction.to_json(), **self.cost.to_json()}
 
 
-def _collect(run: PredictRun, predictions: Callable[[], Iterator[Prediction]], target: torch.device, *,
-             top_k: int, file: Path | None, resume: bool, on_result: Callable[[Prediction], None] | None,
-             extra: dict[str, dict[str, Any]] | None = None) -> float:
-    """Gather predictions() into run.predictions, streaming each record to `file` (with its
-    `extra` fields, by video name) as it completes; returns the peak memory of the run (MiB)."""
-    columns = sorted({k for fields in (extra or {}).values() for k in fields})
+def _collect(results: list, stream: Callable[[], Iterator[Any]], target: torch.device,
+             sink: Callable[[], contextlib.AbstractContextManager[Callable[[Any], None]]] | None,
+             on_result: Callable[[Any], None] | None, keep: Callable[[Any], Any] = lambda result: result) -> float:
+    """Gather stream() into `results` (each through `keep`), passing each result to the writer
+    sink() opens as it completes, then to on_result; returns the peak memory of the run (MiB)."""
     with PeakMemory(target, collect=False) as peak, contextlib.ExitStack() as stack:
-        writer = (stack.enter_context(ResultWriter(file, top_k, resume=resume and file.exists(), extra=columns))
-                  if file is not None else None)
-        for prediction in predictions():
-            run.predictions.append(prediction)
-            if writer is not None:
-                writer.write({**run.record(prediction), **(extra or {}).get(prediction.video, {})})
+        write = stack.enter_context(sink()) if sink is not None else None
+        for result in stream():
+            results.append(keep(result))
+            if write is not None:
+                write(result)
             if on_result is not None:
-                on_result(prediction)
+                on_result(result)
     return peak.mib
+
+
+@contextlib.contextmanager
+def _prediction_sink(run: PredictRun, file: Path, top_k: int, resume: bool,
+                     extra: dict[str, dict[str, Any]] | None) -> Iterator[Callable[[Prediction], None]]:
+    """Each Prediction as the run's record, with its `extra` fields by video name (evaluate: its label)."""
+    columns = sorted({k for fields in (extra or {}).values() for k in fields})
+    with ResultWriter(file, top_k, resume=resume and file.exists(), extra=columns) as writer:
+        yield lambda prediction: writer.write({**run.record(prediction), **(extra or {}).get(prediction.video, {})})
 
 
 def _timelines(videos: list[VideoInput], loaded: LoadedModel, target: torch.device, options: RunOptions,
                recipe: Recipe, over_time: TimelineOptions) -> Iterator[Prediction]:
     """One Prediction per video, each with its timeline (vidcls.inference.timeline: one pass over the
     file); a video that fails, or whose plot or annotated video cannot be written, gets the error."""
-    from vidcls.inference.timeline import timeline
+    from vidcls.inference.timeline import failure_reason, timeline
     from vidcls.viz.overlay import write_annotated_video
     from vidcls.viz.timeline import plot_timeline
 
@@ -117,10 +127,8 @@ def _timelines(videos: list[VideoInput], loaded: LoadedModel, target: torch.devi
             if over_time.out_video is not None:
                 write_annotated_video(item.source, found,
                                       TimelineOptions.path_for(over_time.out_video, item.name, several))
-        except VidclsError as exc:
-            result.error = first_line(str(exc).removeprefix(f"{item.source}: "))
         except Exception as exc:  # noqa: BLE001 - the model, a plot path, the encoder: one video's failure
-            result.error = f"timeline failed ({type(exc).__name__}: {first_line(exc)})"
+            result.error = failure_reason(exc, item.source)
         else:
             result.top_k = top_k_labels(found.probs.mean(dim=0), loaded.labels, options.top_k)
             result.timeline = found.to_json()
@@ -132,38 +140,74 @@ def _timelines(videos: list[VideoInput], loaded: LoadedModel, target: torch.devi
 
 @dataclass(frozen=True)
 class _Job:
-    """What predict_run and evaluate_run share once their inputs are known: the videos, where
-    the records go, and the callbacks."""
+    """What predict_run, evaluate_run and embed_run share once their inputs are known: the
+    videos, where the records go, and the callbacks."""
 
     videos: list[VideoInput]
     output: Path | None
     resume: bool
     place: Placement
     on_start: Callable[[int], None] | None
-    on_result: Callable[[Prediction], None] | None
+    on_result: Callable[[Any], None] | None
     extra: dict[str, dict[str, Any]] | None = None  # fields added to each video's record (evaluate: its label)
+
+    @property
+    def file(self) -> Path | None:
+        """Where this process writes: --output, or under torchrun its rank file."""
+        return rank_path(self.output, self.place.rank) if self.place.torchrun and self.output else self.output
+
+    def pending(self, done: list[Record]) -> tuple[list[VideoInput], int]:
+        """This process's videos (its shard) not in `done`, and how many of its shard were;
+        on_start hears how many are left."""
+        names = {record["video"] for record in done}
+        mine = take_shard(self.videos, self.place.rank, self.place.world_size)
+        todo = [v for v in mine if v.name not in names]
+        if self.on_start is not None:
+            self.on_start(len(todo))
+        return todo, len(mine) - len(todo)
 
 
 def _run(job: _Job, loaded: LoadedModel, target: torch.device, options: RunOptions,
          over_time: TimelineOptions | None = None) -> PredictRun:
     """Classify the job's videos not already in its output, streaming each record as it completes."""
-    done = done_videos(job.output, job.place, job.resume)
-    mine = take_shard(job.videos, job.place.rank, job.place.world_size)
-    todo = [v for v in mine if v.name not in done]
-    if job.on_start is not None:
-        job.on_start(len(todo))
+    todo, resumed = job.pending(done_records(job.output, job.place, job.resume))
     recipe, settings, cost = plan_run(loaded, options, target)
-    run = PredictRun([], cost, len(job.videos), len(mine) - len(todo), output=job.output)
+    run = PredictRun([], cost, len(job.videos), resumed, output=job.output)
     if over_time is not None:
         stream = functools.partial(_timelines, todo, loaded, target, options, recipe, over_time)
     else:
         stream = functools.partial(classify, todo, loaded, target, top_k=options.top_k, recipe=recipe,
                                    settings=settings)
-    file = rank_path(job.output, job.place.rank) if job.place.torchrun and job.output else job.output
-    peak = _collect(run, stream, target, top_k=options.top_k, file=file, resume=job.resume,
-                    on_result=job.on_result, extra=job.extra)
+    sink = job.file and functools.partial(_prediction_sink, run, job.file, options.top_k, job.resume, job.extra)
+    peak = _collect(run.predictions, stream, target, sink, job.on_result)
     run.cost = dataclasses.replace(cost, peak_memory_mib=peak)
     return run
+
+
+def _placed(shard: str | None, output: Path | None,
+            device: str | torch.device | None) -> tuple[Placement, str | torch.device | None]:
+    """This process's part of the inputs, and its device (under torchrun: its rank's, after joining the group)."""
+    place = Placement.of(shard)
+    if place.torchrun:
+        from vidcls.devices import setup
+
+        if output is None:
+            raise UsageError("under torchrun, give --output FILE: "
+                             "each process writes FILE.rankR and rank 0 merges them")
+        device = setup("auto" if device is None else str(device)).device
+    return place, device
+
+
+@contextlib.contextmanager
+def _gathered(videos: Iterable[str | Path]) -> Iterator[InputList]:
+    """The inputs' videos (stdin spooled to a file while the run lasts); none at all is a UsageError:
+    a command run on an empty folder should say so rather than print nothing."""
+    with stdin_directory() as spool:
+        inputs = gather(videos, Path(spool))
+        if not inputs.videos:
+            raise UsageError("no video files found in the given paths"
+                             + (f" ({inputs.skipped_note()})" if inputs.skipped else ""))
+        yield inputs
 
 
 def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str | Path | None = None,
@@ -190,34 +234,98 @@ def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str |
     if timeline is not None and timeline.plot is not None:
         require_matplotlib()  # before the run, not after it
     output = checked_output(output)
-    place = Placement.of(shard)
-    if place.torchrun:
-        from vidcls.devices import setup
-
-        if output is None:
-            raise UsageError("under torchrun, give --output FILE: "
-                             "each process writes FILE.rankR and rank 0 merges them")
-        device = setup("auto" if device is None else str(device)).device
+    place, device = _placed(shard, output, device)
     loaded, target = ready_model(model, weights, device)
-    with stdin_directory() as spool:
-        inputs = gather(videos, Path(spool))
-        if not inputs.videos:
-            raise UsageError("no video files found in the given paths"
-                             + (f" ({inputs.skipped_note()})" if inputs.skipped else ""))
+    with _gathered(videos) as inputs:
         job = _Job(inputs.videos, output, resume, place, on_start, on_result)
         run = _run(job, loaded, target, run_options, timeline)
     run.skipped_note = inputs.skipped_note()
     if place.torchrun:
-        run.merged = _finish_torchrun(place, output, [v.name for v in inputs.videos], run_options.top_k)
+        order = [v.name for v in inputs.videos]
+        run.merged = _finish_torchrun(place, lambda: merge(output, place.world_size, order, run_options.top_k))
     return run
 
 
-def _finish_torchrun(place: Placement, output: Path, order: list[str], top_k: int) -> int | None:
+def _finish_torchrun(place: Placement, merge_ranks: Callable[[], int]) -> int | None:
     """Wait for every rank (a barrier), then rank 0 merges the rank files into --output."""
     from vidcls.devices import Dist, teardown
 
     teardown(Dist(place.rank, place.world_size), finished=True)
-    return merge(output, place.world_size, order, top_k) if place.rank == 0 else None
+    return merge_ranks() if place.rank == 0 else None
+
+
+@dataclass
+class EmbedRun:
+    """A `vidcls embed` run: the Embeddings made by this call (without their vectors when they went
+    to an output file, so memory stays flat at any scale), what a vector is (`meta`, also in every
+    record), what the run cost, and what was not embedded (as PredictRun)."""
+
+    embeddings: list[Embedding]
+    meta: dict[str, Any]
+    cost: RunCost
+    total: int = 0  # videos in the inputs, all shards
+    resumed: int = 0  # videos already in the output (not redone)
+    skipped_note: str | None = None  # files in folders not taken as videos
+    output: Path | None = None
+    merged: int | None = None  # rank 0 under torchrun: records in the merged output
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """The `embed --json` array: one record per video, in input order."""
+        return [embedding.to_json(self.meta) for embedding in self.embeddings]
+
+
+@contextlib.contextmanager
+def _vector_sink(file: Path, meta: dict[str, Any], resume: bool) -> Iterator[Callable[[Embedding], None]]:
+    with VectorWriter(file, meta["dim"], meta, resume=resume) as writer:
+        yield writer.write
+
+
+def embed_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str | Path | None = None,
+              device: str | torch.device | None = None, output: str | Path | None = None,
+              resume: bool = False, shard: str | None = None,
+              on_result: Callable[[Embedding], None] | None = None,
+              on_start: Callable[[int], None] | None = None, **options: Any) -> EmbedRun:
+    """Each video's vectors (`vidcls embed`): the model's pre-logits (vidcls.inference.embed) through
+    predict_run's engine, with its streaming output, resume, shards and torchrun.
+
+    options are EmbedOptions' fields (views "mean" or "all", normalize, timeline, window_s, hop_s)
+    and RunOptions' but top_k (clips, crops, frames, stride, sampling, precision, batch_size,
+    workers, threads); another name is a TypeError. output: .jsonl/.json (records with their
+    `embedding`) or .npy (FILE.npy rows and FILE.index.jsonl records, vidcls.inference.vectors),
+    flushed per video; resume continues it (a file written with other settings is a UsageError).
+    A model without pre-logits (an exported .onnx) is a UsageError before any decoding.
+    """
+    how = EmbedOptions(**{f.name: options.pop(f.name) for f in dataclasses.fields(EmbedOptions) if f.name in options})
+    if "top_k" in options:
+        raise TypeError("embed_run() got an unexpected keyword argument 'top_k'")
+    run_options = RunOptions(**options)
+    output = checked_output(output, VECTOR_FORMATS)
+    place, device = _placed(shard, output, device)
+    loaded, target = ready_model(model, weights, device)
+    recipe, settings, cost = plan_run(loaded, run_options, target)
+    ref = loaded.name if isinstance(model, LoadedModel) else os.fspath(model)
+    meta = embedding_meta(loaded, ref, recipe, how, settings.precision)
+    with _gathered(videos) as inputs:
+        job = _Job(inputs.videos, output, resume, place, on_start, on_result)
+        done = done_records(output, place, resume, records_path)
+        check_same_meta(done, meta, output)
+        todo, resumed = job.pending(done)
+        run = EmbedRun([], meta, cost, len(inputs.videos), resumed, inputs.skipped_note(), output)
+        stream = functools.partial(embed_videos, todo, loaded, target, recipe, settings, how)
+        sink = job.file and functools.partial(_vector_sink, job.file, meta, resume)
+        keep = (lambda e: dataclasses.replace(e, vectors=None)) if output else (lambda e: e)
+        peak = _collect(run.embeddings, stream, target, sink, on_result, keep)
+    run.cost = dataclasses.replace(cost, peak_memory_mib=peak)
+    if place.torchrun:
+        order = [v.name for v in inputs.videos]
+        run.merged = _finish_torchrun(place, lambda: merge_vectors(output, place.world_size, order))
+    return run
+
+
+def embed(videos: Iterable[str | Path], model: ModelRef, **options: Any) -> list[Embedding]:
+    """The Embedding of each video, in input order: embed_run's arguments and its embeddings
+    (`vidcls.embed(["a.mp4", "b.mp4"], "demo-motion")[0].vectors`)."""
+    return embed_run(videos, model, **options).embeddings
 
 
 @dataclass

@@ -25,6 +25,8 @@ DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
 DEVICE_METAVAR = "auto|cpu|cuda[:N]"
 # predict --sampling: frames spread over the whole video, or frames x stride consecutive
 SAMPLINGS = ("segment", "dense")
+# embed --views: one vector per video (the mean over its views), or one per view
+VIEWS = ("mean", "all")
 
 
 def check_precision(precision: str, allowed: tuple[str, ...] = RUN_PRECISIONS) -> None:

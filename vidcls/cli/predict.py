@@ -1,4 +1,5 @@
-"""`vidcls predict` and `vidcls evaluate`: the options they share are declared once here.
+"""`vidcls predict` and `vidcls evaluate`: the options they share (and those `vidcls embed`
+shares with predict) are declared once here.
 """
 
 from __future__ import annotations
@@ -18,9 +19,17 @@ from vidcls.choices import (
     SAMPLINGS,
 )
 from vidcls.cli.app import app, checked, guarded, one_of
-from vidcls.cli.render import VideoProgress, evaluation_tables, input_line, out, prediction_table, segments_table
+from vidcls.cli.render import (
+    VideoProgress,
+    done_line,
+    evaluation_tables,
+    input_line,
+    out,
+    prediction_table,
+    segments_table,
+)
 from vidcls.errors import printable
-from vidcls.inference.preflight import Placement, checked_output, done_videos, preflight
+from vidcls.inference.preflight import Placement, checked_output, done_records, preflight
 
 # Options predict and evaluate share: one declaration, one help text.
 ClipsOption = Annotated[int | None, typer.Option(
@@ -68,6 +77,36 @@ WeightsOption = Annotated[Path | None, typer.Option(
     "--weights",
     help="Local safetensors file replacing the model's weights.",
 )]
+# Options predict and embed share (the streaming, resumable, sharded runs over many videos).
+DeviceOption = Annotated[str, typer.Option(
+    "--device", **checked("--device", DEVICE_PATTERN, DEVICE_METAVAR),
+    help="auto picks CUDA when available; under torchrun each process takes cuda:LOCAL_RANK.",
+)]
+ResumeOption = Annotated[bool, typer.Option(
+    "--resume",
+    help="Continue --output: skip the videos already in it (a torn last line is redone).",
+)]
+ShardOption = Annotated[str | None, typer.Option(
+    "--shard", metavar="I/N",
+    help="Take every N-th video from position I of the input list "
+         "(0 <= I < N); under torchrun each process takes its own.",
+)]
+VideosArgument = Annotated[list[str], typer.Argument(
+    help="Video files, folders (searched for videos), URLs (http(s)://, "
+         "rtsp://), - for stdin, or @LIST (a file of inputs, one per line).",
+    metavar="VIDEO", show_default=False,
+)]
+WindowOption = Annotated[float | None, typer.Option(
+    "--window", min=0.001, metavar="SECONDS",
+    help="Window length (default: the model's clip span, frames x stride "
+         "/ fps, or 2 s for segment sampling); implies --timeline.",
+    rich_help_panel="Long videos",
+)]
+HopOption = Annotated[float | None, typer.Option(
+    "--hop", min=0.001, metavar="SECONDS",
+    help="Time between window starts (default: half the window; at most the window); implies --timeline.",
+    rich_help_panel="Long videos",
+)]
 
 
 def terminate_as_interrupt() -> None:
@@ -83,11 +122,7 @@ def terminate_as_interrupt() -> None:
 @app.command("predict")
 @guarded
 def predict_command(
-    videos: Annotated[list[str], typer.Argument(
-        help="Video files, folders (searched for videos), URLs (http(s)://, "
-             "rtsp://), - for stdin, or @LIST (a file of inputs, one per line).",
-        metavar="VIDEO", show_default=False,
-    )],
+    videos: VideosArgument,
     model: Annotated[str, typer.Option(
         "--model", "-m",
         help=r"Zoo name, hf://OWNER/REPO\[@REV], a model directory, or an "
@@ -99,10 +134,7 @@ def predict_command(
     frames: FramesOption = None,
     stride: StrideOption = None,
     sampling: SamplingOption = None,
-    device: Annotated[str, typer.Option(
-        "--device", **checked("--device", DEVICE_PATTERN, DEVICE_METAVAR),
-        help="auto picks CUDA when available; under torchrun each process takes cuda:LOCAL_RANK.",
-    )] = "auto",
+    device: DeviceOption = "auto",
     precision: PrecisionOption = AUTO,
     batch_size: BatchSizeOption = 8,
     workers: WorkersOption = None,
@@ -113,15 +145,8 @@ def predict_command(
         help="Write one result per video as it completes: .jsonl, .json or .csv "
              "(by suffix); every line is flushed, Ctrl-C keeps the finished ones.",
     )] = None,
-    resume: Annotated[bool, typer.Option(
-        "--resume",
-        help="Continue --output: skip the videos already in it (a torn last line is redone).",
-    )] = False,
-    shard: Annotated[str | None, typer.Option(
-        "--shard", metavar="I/N",
-        help="Classify every N-th video from position I of the input list "
-             "(0 <= I < N); under torchrun each process takes its own.",
-    )] = None,
+    resume: ResumeOption = False,
+    shard: ShardOption = None,
     as_json: Annotated[bool, typer.Option(
         "--json",
         help="Print one JSON array (schema in docs/cli.md) to stdout.",
@@ -132,17 +157,8 @@ def predict_command(
              "over the file); the table shows segments of the same top-1, the JSON each window too.",
         rich_help_panel="Long videos",
     )] = False,
-    window: Annotated[float | None, typer.Option(
-        "--window", min=0.001, metavar="SECONDS",
-        help="Window length (default: the model's clip span, frames x stride "
-             "/ fps, or 2 s for segment sampling); implies --timeline.",
-        rich_help_panel="Long videos",
-    )] = None,
-    hop: Annotated[float | None, typer.Option(
-        "--hop", min=0.001, metavar="SECONDS",
-        help="Time between window starts (default: half the window; at most the window); implies --timeline.",
-        rich_help_panel="Long videos",
-    )] = None,
+    window: WindowOption = None,
+    hop: HopOption = None,
     smooth: Annotated[int, typer.Option(
         "--smooth", min=1, metavar="N",
         help="Average the probabilities over N consecutive windows before labelling; implies --timeline when above 1.",
@@ -194,10 +210,7 @@ def predict_command(
         if options is None:  # a timeline's cost is per window, not the per-video line
             out.print(cost_line(run.cost, [p.timing_ms for p in run.predictions if not p.error]), highlight=False)
     if output is not None:
-        resumed = f", {run.resumed} already there" if run.resumed else ""
-        merged = f"; merged {run.merged} results from all processes" if run.merged is not None else ""
-        input_line("done", "green", f"{len(run.predictions)} classified ({failed} failed){resumed}: "
-                    f"{printable(str(output))}{merged}")
+        done_line("classified", run, len(run.predictions), failed)
     if failed:
         raise typer.Exit(1)
 
@@ -251,7 +264,7 @@ def evaluate_command(
     Videos that cannot be decoded are counted and listed (exit code 1), never part of an
     accuracy. A data label the model does not have stops the run before any decoding.
     """
-    done_videos(checked_output(output), Placement(), resume)  # refusals first: no torch, no model yet
+    done_records(checked_output(output), Placement(), resume)  # refusals first: no torch, no model yet
     from vidcls.api import evaluate_run
 
     terminate_as_interrupt()

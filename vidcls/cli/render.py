@@ -94,6 +94,31 @@ def input_line(kind: str, style: str, text: str) -> None:
     err.print(f"[bold {style}]{kind}:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
 
+def done_line(verb: str, run: Any, count: int, failed: int) -> None:
+    """The last line of a run with --output (predict, embed): what was written, resumed and merged."""
+    resumed = f", {run.resumed} already there" if run.resumed else ""
+    merged = f"; merged {run.merged} results from all processes" if run.merged is not None else ""
+    input_line("done", "green", f"{count} {verb} ({failed} failed){resumed}: {printable(str(run.output))}{merged}")
+
+
+def embedding_table(embeddings: list, meta: dict[str, Any]) -> Table:
+    """embed without --json/--output: each video's vectors (how many, of which dimension) and their mean norm."""
+    count = meta["views_per_video"]
+    views = "one per view" if meta["views"] == "all" else f"mean of {count} view{'s' if count > 1 else ''}"
+    over_time = " in each window" if meta["timeline"] else ""
+    table = plain_table(f"{meta['model']} embeddings", f"pre-logits, {views}{over_time}")
+    table.add_column("video", overflow="fold")  # a long path folds rather than losing its file name
+    for column in ("vectors", "dim", "mean norm"):
+        table.add_column(column, justify="right", no_wrap=True)
+    for embedding in embeddings:
+        if embedding.error:
+            continue
+        rows = embedding.vectors.reshape(-1, embedding.vectors.shape[-1])
+        table.add_row(escape(printable(embedding.video)), str(len(rows)), str(rows.shape[1]),
+                      f"{rows.norm(dim=1).mean().item():.3f}")
+    return table
+
+
 def segments_table(results: list) -> Table:
     """predict --timeline: each video's segments (consecutive windows with the same top-1)."""
     from vidcls.inference.timeline import SEGMENT_COLUMNS, segment_text

@@ -1,10 +1,10 @@
 """Pack the views of many owners (videos, or one video's windows) into forward passes.
 
-The one batcher behind predict, evaluate and the timeline, so every one of them has the same
-failure boundary: a forward pass that raises is re-run owner by owner to find the culprit,
-and an owner whose probabilities are not finite (overflowing logits) fails alone with a
-one-line reason. An owner is handed back, in the order owners were added, once all its views
-are scored: its mean softmax, or its error.
+The one batcher behind predict, evaluate, the timeline and embed, so every one of them has the
+same failure boundary: a forward pass that raises is re-run owner by owner to find the culprit,
+and an owner whose outputs are not finite (overflowing logits) fails alone with a one-line
+reason. An owner is handed back, in the order owners were added, once all its views are done:
+its Head's reduction of them (predict's mean softmax, embed's pre-logits), or its error.
 """
 
 from __future__ import annotations
@@ -21,12 +21,36 @@ from vidcls.devices import PRECISIONS
 from vidcls.errors import VidclsError, check_finite, first_line
 
 
+@dataclass(frozen=True)
+class Head:
+    """What the batcher computes per view and how it reduces an owner's views to its value.
+
+    per_view(module, batch) -> (B, D) rows, run under the run's autocast; reduce turns an owner's
+    (views, D) float32 rows into its value. Predict is MEAN_SOFTMAX; embed reads the model's
+    pre-logits instead (vidcls.inference.embed), through the same batches and failure boundary.
+    """
+
+    per_view: Callable[[Callable[[torch.Tensor], torch.Tensor], torch.Tensor], torch.Tensor]
+    reduce: Callable[[torch.Tensor], torch.Tensor]
+
+
+def softmax_rows(module: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
+    return module(batch).float().softmax(dim=-1)
+
+
+def mean_rows(rows: torch.Tensor) -> torch.Tensor:
+    return rows.mean(dim=0)
+
+
+MEAN_SOFTMAX = Head(softmax_rows, mean_rows)
+
+
 @dataclass
 class Scores:
-    """One owner's outcome: the mean softmax over its views, or why there is none."""
+    """One owner's outcome: its Head's value over its views (predict: the mean softmax), or why there is none."""
 
     owner: Any
-    probs: torch.Tensor | None
+    value: torch.Tensor | None
     error: str | None
     model_ms: float  # its share of the forward passes' time
 
@@ -50,10 +74,11 @@ class Batcher:
     """Forward passes of `batch_size` views taken from the front of a queue of owners' views."""
 
     def __init__(self, module: Callable[[torch.Tensor], torch.Tensor], device: torch.device, precision: str,
-                 batch_size: int) -> None:
+                 batch_size: int, head: Head = MEAN_SOFTMAX) -> None:
         """module: already at `precision` (LoadedModel.at_precision); views are cast to its dtype."""
         self.module, self.device, self.batch_size = module, device, batch_size
         self.dtype = PRECISIONS[precision]
+        self.head = head
         self.pending: deque[_Entry] = deque()  # every owner not yet handed back, in order
         self.queue: deque[tuple[_Entry, torch.Tensor]] = deque()  # views not yet run
         self.queued = 0
@@ -118,12 +143,12 @@ class Batcher:
         if self.device.type == "cuda" and not batch.is_pinned():  # views of several owners: cat unpinned them
             batch = batch.pin_memory()
         start = time.perf_counter()
-        logits = self.module(batch.to(self.device, self.dtype, non_blocking=True))
-        probs = logits.float().softmax(dim=-1).cpu()
+        outputs = self.head.per_view(self.module, batch.to(self.device, self.dtype, non_blocking=True))
+        outputs = outputs.float().cpu()
         elapsed = 1e3 * (time.perf_counter() - start)
         offset = 0
         for entry, views in pieces:
-            rows = probs[offset:offset + len(views)]
+            rows = outputs[offset:offset + len(views)]
             offset += len(views)
             entry.model_ms += elapsed * len(views) / len(batch)
             try:
@@ -138,5 +163,5 @@ class Batcher:
         """The finished owners at the front: order is kept, so an owner waits for those before it."""
         while self.pending and not any(owner is self.pending[0] for owner, _ in self.queue):
             entry = self.pending.popleft()
-            probs = torch.cat(entry.rows).mean(dim=0) if entry.error is None else None
-            yield Scores(entry.owner, probs, entry.error, entry.model_ms)
+            value = self.head.reduce(torch.cat(entry.rows)) if entry.error is None else None
+            yield Scores(entry.owner, value, entry.error, entry.model_ms)

@@ -4,7 +4,7 @@ Worker processes (a torch DataLoader) decode each video and cut its views at the
 size while the model process runs the forward passes; views of consecutive videos share
 forward passes (`batch_size` counts views), and results come back in input order. Every
 stage of one video (opening, decoding, resizing, views, its share of a forward pass,
-softmax) is inside that video's failure boundary: it ends as an error on that video's
+softmax or pre-logits) is inside that video's failure boundary: it ends as an error on that video's
 Prediction, never as an exception that costs the others.
 """
 
@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from vidcls.errors import VidclsError, first_line
-from vidcls.inference.batcher import Batcher, Scores
+from vidcls.inference.batcher import MEAN_SOFTMAX, Batcher, Head, Scores
 from vidcls.video import container as video_io
 from vidcls.video.container import DecodeStats
 from vidcls.video.decode import load_clips
@@ -182,10 +182,10 @@ class EngineSettings:
 
 @dataclass
 class Scored:
-    """A video's outcome: mean softmax over its views (None when it failed)."""
+    """A video's outcome: its Head's value over its views (predict: the mean softmax; None when it failed)."""
 
     position: int
-    probs: torch.Tensor | None
+    value: torch.Tensor | None
     frames_used: int
     error: str | None
     warnings: list[str]
@@ -195,9 +195,9 @@ class Scored:
 def _scored(done: Scores) -> Scored:
     """A video's Scored from the batcher's outcome for its Decoded."""
     decoded: Decoded = done.owner
-    timing = decoded.timing_ms if done.probs is None else {**decoded.timing_ms, "model": round(done.model_ms, 2)}
-    frames_used = decoded.frames_used if done.probs is not None else 0
-    return Scored(decoded.position, done.probs, frames_used, done.error, decoded.warnings, timing)
+    timing = decoded.timing_ms if done.value is None else {**decoded.timing_ms, "model": round(done.model_ms, 2)}
+    frames_used = decoded.frames_used if done.value is not None else 0
+    return Scored(decoded.position, done.value, frames_used, done.error, decoded.warnings, timing)
 
 
 def _add(batcher: Batcher, decoded: Decoded) -> Iterator[Scored]:
@@ -208,8 +208,9 @@ def _add(batcher: Batcher, decoded: Decoded) -> Iterator[Scored]:
 
 
 def score_videos(videos: Sequence[VideoInput], model: LoadedModel, device: torch.device, recipe: Recipe,
-                 settings: EngineSettings = EngineSettings()) -> Iterator[Scored]:
-    """Each video's mean softmax over its views, in input order, as soon as it is known.
+                 settings: EngineSettings = EngineSettings(), head: Head = MEAN_SOFTMAX) -> Iterator[Scored]:
+    """Each video's value over its views (`head`: the mean softmax by default), in input order,
+    as soon as it is known.
 
     Decoding runs in settings.workers processes (see default_workers) ahead of the model;
     the model process runs with settings.threads torch threads (restored afterwards).
@@ -224,7 +225,7 @@ def score_videos(videos: Sequence[VideoInput], model: LoadedModel, device: torch
                         collate_fn=_keep, worker_init_fn=init_worker if workers else None,
                         prefetch_factor=settings.prefetch if workers else None,
                         pin_memory=device.type == "cuda")
-    batcher = Batcher(model.at_precision(settings.precision), device, settings.precision, settings.batch_size)
+    batcher = Batcher(model.at_precision(settings.precision), device, settings.precision, settings.batch_size, head)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     decoded_videos = iter(loader)

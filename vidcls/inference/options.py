@@ -1,4 +1,4 @@
-"""The options of a run, typed and checked once: what predict, evaluate and the timeline accept.
+"""The options of a run, typed and checked once: what predict, evaluate, embed and the timeline accept.
 
 A frozen dataclass rather than `**options` read with `.get`: a misspelt keyword
 (`topk=1`, `worker=0`) is a TypeError at the call instead of silently ignored, and a value that
@@ -67,6 +67,30 @@ class TimelineOptions:
     @staticmethod
     def path_for(path: Path, video_name: str, several: bool) -> Path:
         return path.with_name(f"{path.stem}-{Path(video_name).stem}{path.suffix}") if several else path
+
+
+@dataclass(frozen=True)
+class EmbedOptions:
+    """What a vector of `vidcls embed` is: the model's pre-logits averaged over a video's views
+    (views "mean"), or one per view ("all"); over_time: one (or one per view) per window of
+    window_s seconds every hop_s (None: as predict --timeline); normalize: unit vectors (after
+    averaging)."""
+
+    views: str = "mean"
+    normalize: bool = False
+    timeline: bool = False
+    window_s: float | None = None
+    hop_s: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.views not in choices.VIEWS:
+            raise UsageError(f"views must be one of {', '.join(choices.VIEWS)}, got {self.views!r}")
+        check_timeline_options(self.window_s, self.hop_s, 1)
+
+    @property
+    def over_time(self) -> bool:
+        """--window or --hop imply --timeline, as they do for predict."""
+        return self.timeline or self.window_s is not None or self.hop_s is not None
 
 
 def check_timeline_options(window_s: float | None, hop_s: float | None, smooth: int) -> None:

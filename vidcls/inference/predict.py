@@ -98,8 +98,8 @@ def plan_run(loaded: LoadedModel, options: RunOptions, device: torch.device) -> 
 def _prediction(scored: Scored, item: VideoInput, model: LoadedModel, top_k: int) -> Prediction:
     result = Prediction(video=item.name, model=model.name, frames_used=scored.frames_used, error=scored.error,
                         timing_ms=scored.timing_ms, warnings=scored.warnings)
-    if scored.probs is not None:
-        result.top_k = top_k_labels(scored.probs, model.labels, top_k)
+    if scored.value is not None:
+        result.top_k = top_k_labels(scored.value, model.labels, top_k)
     result.processing_s = round(sum(scored.timing_ms.values()) / 1e3, 4)
     return result
 

@@ -9,11 +9,12 @@ library refuses exactly what the command line does.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from vidcls.errors import UsageError
-from vidcls.inference.results import output_format, rank_path, read_records
+from vidcls.inference.results import FORMATS, Record, output_format, rank_path, read_records
 from vidcls.video.inputs import STDIN, gather, is_url, parse_shard
 
 
@@ -38,27 +39,29 @@ class Placement:
         return cls(index, count)
 
 
-def done_videos(output: Path | None, place: Placement, resume: bool) -> set[str]:
-    """Videos whose results are already in --output (and, under torchrun, this rank's file)."""
+def done_records(output: Path | None, place: Placement, resume: bool,
+                 records: Callable[[Path], Path] = lambda file: file) -> list[Record]:
+    """The records already in --output (and, under torchrun, this rank's file); `records` names the
+    file that holds a file's records (embed's .npy: its index). Without resume, either existing is refused."""
     if output is None:
         if resume:
             raise UsageError("--resume continues an --output file; give --output FILE")
-        return set()
+        return []
     files = [output, rank_path(output, place.rank)] if place.torchrun else [output]
     if not resume:
         for file in files:
-            if file.exists() and file.stat().st_size:
+            if any(f.exists() and f.stat().st_size for f in (file, records(file))):
                 raise UsageError(f"--output {file} already exists: add --resume to continue it, "
                                  "or remove it to start over")
-        return set()
-    return {record["video"] for file in files for record in read_records(file)}
+        return []
+    return [record for file in files for record in read_records(records(file))]
 
 
-def checked_output(output: str | Path | None) -> Path | None:
+def checked_output(output: str | Path | None, formats: Sequence[str] = FORMATS) -> Path | None:
     """--output as a Path whose suffix names a format we write (refused before any work)."""
     if output is None:
         return None
-    output_format(Path(output))
+    output_format(Path(output), formats)
     return Path(output)
 
 
@@ -90,5 +93,5 @@ def _not_found(path: str) -> bool:
 def preflight(videos: list[str], output: str | Path | None, resume: bool, shard: str | None) -> list[str] | None:
     """Every refusal that needs neither torch nor the model; returns missing_inputs(videos)."""
     place = Placement.of(shard)
-    done_videos(checked_output(output), place, resume)
+    done_records(checked_output(output), place, resume)
     return missing_inputs(videos)

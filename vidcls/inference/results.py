@@ -25,11 +25,12 @@ FORMATS = (".jsonl", ".json", ".csv")
 Record = dict[str, Any]
 
 
-def output_format(path: Path) -> str:
-    """The format of an output file, from its suffix (a rank file `X.jsonl.rank1` is X.jsonl's)."""
+def output_format(path: Path, formats: Sequence[str] = FORMATS) -> str:
+    """The format of an output file, from its suffix (a rank file `X.jsonl.rank1` is X.jsonl's),
+    one of `formats` (embed's differ: vidcls.inference.vectors)."""
     suffix = Path(re.sub(r"\.rank\d+$", "", path.name)).suffix.lower()
-    if suffix not in FORMATS:
-        raise UsageError(f"--output {path}: unknown format {suffix or '(no suffix)'}; use one of {', '.join(FORMATS)}")
+    if suffix not in formats:
+        raise UsageError(f"--output {path}: unknown format {suffix or '(no suffix)'}; use one of {', '.join(formats)}")
     return suffix
 
 

@@ -33,8 +33,8 @@ import torch
 
 from vidcls.choices import AUTO
 from vidcls.devices import choose_precision
-from vidcls.errors import VidclsError
-from vidcls.inference.batcher import Batcher, Scores
+from vidcls.errors import VidclsError, first_line
+from vidcls.inference.batcher import MEAN_SOFTMAX, Batcher, Head, Scores
 from vidcls.inference.options import RunOptions, check_timeline_options
 from vidcls.inference.predict import ready_model, top_k_labels
 from vidcls.video.container import DecodeStats, VideoDecodeError
@@ -245,10 +245,11 @@ def _clip_tensor(frames: dict[int, torch.Tensor], indices: Sequence[int], clips:
     return out
 
 
-def _window_probabilities(reader: FrameReader, windows: Sequence[Window], spec: InputSpec, clips: int,
-                          crops: int, batcher: Batcher) -> torch.Tensor:
-    """(windows, classes) mean softmax of each window's views, decoding the file once; a window the
-    model fails on (an error, non-finite outputs) fails the video with the batcher's reason."""
+def _window_values(reader: FrameReader, windows: Sequence[Window], spec: InputSpec, clips: int,
+                   crops: int, batcher: Batcher) -> torch.Tensor:
+    """(windows, ...) the batcher's value of each window's views (its Head's: the mean softmax for
+    labels), decoding the file once; a window the model fails on (an error, non-finite outputs)
+    fails the video with the batcher's reason."""
     frames: dict[int, torch.Tensor] = {}
     done: list[Scores] = []
     for k, wanted, keep_from in _window_chunks(windows):
@@ -262,7 +263,48 @@ def _window_probabilities(reader: FrameReader, windows: Sequence[Window], spec: 
     if failed is not None:
         start = windows[failed.owner].start_s
         raise VidclsError(f"window at {clock_text(start)}: {failed.error}")
-    return torch.stack([d.probs for d in done])
+    return torch.stack([d.value for d in done])
+
+
+@dataclass(frozen=True)
+class WindowPass:
+    """One pass over a video's windows: its frame rate and length, the windows, and each window's value."""
+
+    fps: float
+    num_frames: int
+    windows: list[Window]
+    values: torch.Tensor  # (len(windows), ...): the Head's value of each window's views
+
+
+def window_pass(source: str | Path, model: LoadedModel, device: torch.device, spec: InputSpec, *, clips: int,
+                crops: int, window_s: float | None, hop_s: float | None, precision: str, batch_size: int,
+                head: Head = MEAN_SOFTMAX, stats: DecodeStats | None = None) -> WindowPass:
+    """`spec`'s recipe (clips x crops views) on windows covering `source`, in one pass over the file,
+    each window reduced by `head`: what the labels over time and the embeddings over time share.
+    window_s / hop_s default as in timeline(); a file that cannot be decoded raises VideoDecodeError
+    naming it."""
+    fit = partial(fitted_frame, side=spec.resize or spec.size, aspect=spec.aspect)
+    try:
+        with open_frames(source, stats if stats is not None else DecodeStats(), fit) as reader:
+            fps, num_frames = reader.info.fps, reader.info.num_frames
+            window = window_s or default_window_s(spec, fps)
+            hop = hop_s or window / 2
+            check_timeline_options(window, hop, 1)
+            windows = plan_windows(num_frames, fps, spec, window, hop, clips)
+            chosen = choose_precision(precision, device, exported=model.exported).precision
+            batcher = Batcher(model.at_precision(chosen), device, chosen, batch_size, head)
+            values = _window_values(reader, windows, spec, clips, crops, batcher)
+    except VideoDecodeError as exc:
+        raise VideoDecodeError(f"{source}: {exc}") from exc
+    return WindowPass(fps, num_frames, windows, values)
+
+
+def failure_reason(exc: BaseException, source: str | Path) -> str:
+    """One line for why one video over time failed (labels or embeddings): a VidclsError's own
+    message without the file's name (the record carries it), else the exception's type and first line."""
+    if isinstance(exc, VidclsError):
+        return first_line(str(exc).removeprefix(f"{source}: "))
+    return f"timeline failed ({type(exc).__name__}: {first_line(exc)})"
 
 
 def timeline(source: str | Path, model: LoadedModel | str, *, window_s: float | None = None,
@@ -281,21 +323,9 @@ def timeline(source: str | Path, model: LoadedModel | str, *, window_s: float | 
     check_timeline_options(window_s, hop_s, smooth)
     model, device = ready_model(model, device=device)
     spec = model.card.input
-    clips, crops = clips or spec.clips, crops or spec.crops
     stats = stats if stats is not None else DecodeStats()
-    fit = partial(fitted_frame, side=spec.resize or spec.size, aspect=spec.aspect)
-    try:
-        with open_frames(source, stats, fit) as reader:
-            fps, num_frames = reader.info.fps, reader.info.num_frames
-            window = window_s or default_window_s(spec, fps)
-            hop = hop_s or window / 2
-            check_timeline_options(window, hop, smooth)
-            windows = plan_windows(num_frames, fps, spec, window, hop, clips)
-            chosen = choose_precision(precision, device, exported=model.exported).precision
-            batcher = Batcher(model.at_precision(chosen), device, chosen, batch_size)
-            probs = _window_probabilities(reader, windows, spec, clips, crops, batcher)
-    except VideoDecodeError as exc:
-        raise VideoDecodeError(f"{source}: {exc}") from exc
-    probs = smooth_probabilities(probs, smooth)
-    return Timeline(video=str(source), model=model.name, labels=model.labels, fps=fps, num_frames=num_frames,
-                    windows=windows, probs=probs, top_k=top_k, stats=stats)
+    found = window_pass(source, model, device, spec, clips=clips or spec.clips, crops=crops or spec.crops,
+                        window_s=window_s, hop_s=hop_s, precision=precision, batch_size=batch_size, stats=stats)
+    return Timeline(video=str(source), model=model.name, labels=model.labels, fps=found.fps,
+                    num_frames=found.num_frames, windows=found.windows,
+                    probs=smooth_probabilities(found.values, smooth), top_k=top_k, stats=stats)
