@@ -76,8 +76,9 @@ def train_command(
     compile_model: Annotated[bool, typer.Option("--compile", help="Train through torch.compile.")] = False,
     init: Annotated[str | None, typer.Option(
         "--init",
-        help="none (random), imagenet, or a model REF whose weights to start from (a head for another "
-             "class count is replaced); default: --model's own weights if it has any, else none.",
+        help="none (random), imagenet, or a model REF whose weights to start from (its head is kept when "
+             "the data's classes are among its labels, else replaced); default: --model's own weights if it "
+             "has any, else none.",
     )] = None,
     inflate: Annotated[str, typer.Option(
         "--inflate", **one_of("--inflate", INFLATIONS),

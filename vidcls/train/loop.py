@@ -103,13 +103,15 @@ class Trainer:
         if len(classes) < 2:
             raise VidclsError(f"{c.train}: training data needs at least 2 classes, found {classes}")
         val_samples = read_samples(c.val)
-        val_labels = label_indices(val_samples, classes, "--val")
+        label_indices(val_samples, classes, "--val")  # only the training classes, refused before any model
         seed_everything(c.seed)  # the new head's (or the whole model's) initialisation
         resume_state = self.start_run(classes)
 
         spec = self.card.input
         options = dict(seed=c.seed, flip=c.flip, shuffle_frames=c.shuffle_frames, scale=c.scale)
-        train_labels = label_indices(train_samples, classes, "--train")
+        # indices by name into the head's labels: the data's classes, or the model's own when its head was kept
+        train_labels = label_indices(train_samples, self.card.labels, "--train")
+        val_labels = label_indices(val_samples, self.card.labels, "--val")
         self.train_set = VideoClipDataset([s.path for s in train_samples], train_labels, spec, train=True, **options)
         self.val_set = VideoClipDataset([s.path for s in val_samples], val_labels, spec, train=False, **options)
         self.sampler = EpochSampler(len(self.train_set), info.rank, info.world_size, c.seed)
@@ -148,8 +150,8 @@ class Trainer:
         c = self.config
         if c.resume:
             self.card, weights, state = load_last(c.output)
-            if self.card.labels != classes:
-                raise VidclsError(f"--resume: the training data's classes {classes} differ from the "
+            if not set(classes) <= set(self.card.labels):
+                raise VidclsError(f"--resume: the training data's classes {classes} are not all among the "
                                   f"checkpoint's {self.card.labels}")
             changed = changed_options(state["config"], c.to_dict())
             if changed:
