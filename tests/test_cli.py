@@ -283,3 +283,53 @@ def test_import_version_and_help_do_not_import_torch():
     assert done.stdout.strip() == "False", done.stderr
     for args in (["--version"], ["--help"]):  # --help builds every command's options
         assert cli_imports(*args) == ["typer"], args  # typer: the check does see what was imported
+
+
+def shaped_model(tmp_path, ref, **arch):
+    """A model directory of a zoo architecture with `arch` changed and random weights (for its shapes only)."""
+    import dataclasses
+
+    from vidcls.models import build_model
+    from vidcls.zoo.modeldir import save_model_dir
+    from vidcls.zoo.resolve import resolve
+
+    card = resolve(ref, need_weights=False).card
+    card = dataclasses.replace(card, arch={**card.arch, **arch}, labels=["left", "right", "up", "down"])
+    return save_model_dir(tmp_path / ref, card, build_model(card.family, card.arch))
+
+
+@pytest.mark.parametrize("ref,arch,frames,reason", [
+    ("demo-motion", {}, 7, "frame count 7 is not a multiple of its tubelet size 2; nearest valid frame count: 6 or 8"),
+    ("xvit-tiny", {"num_segments": 4}, 6, "not a whole number of 4-frame mixing groups"),
+    ("vidtr-tiny", {"embedding": "attention_input", "attention": "shared"}, 16, "runs on 8 frames of 32 px only"),
+])
+def test_a_frame_count_the_model_cannot_take_is_refused_before_decoding(tmp_path, ref, arch, frames, reason):
+    """predict, predict --timeline and evaluate refuse it in one line, exit 2, before any video is opened
+    (the video does not exist: decoding it would be exit 1); a valid count runs."""
+    model = ref if not arch else str(shaped_model(tmp_path, ref, **arch))
+    data = tmp_path / "data" / "left"
+    data.mkdir(parents=True)
+    (data / "broken.mp4").write_bytes(b"not a video")
+    for command in (["predict", tmp_path / "missing.mp4"], ["predict", tmp_path / "missing.mp4", "--timeline"],
+                    ["evaluate", "--data", tmp_path / "data"]):
+        result = invoke(*command, "--model", model, "--frames", frames)
+        assert result.exit_code == 2, (command, result.output)
+        assert result.stderr.startswith("error: ") and reason in result.stderr and "missing" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    clip = make_sample_clip(tmp_path / "clip.mp4", direction="left", frames=16, height=32, width=32)
+    valid = invoke("predict", clip, "--model", model, "--frames", 8, "--json")
+    assert valid.exit_code == 0, valid.output
+
+
+def test_the_timeline_takes_the_clip_length_of_frames(tmp_path):
+    """--frames sets the timeline's clip too (it kept the model's 8 frames), and the library call refuses
+    a count the model cannot take before opening the file."""
+    from vidcls.inference.timeline import timeline
+
+    clip = make_sample_clip(tmp_path / "clip.mp4", direction="left", frames=32, height=32, width=32)
+    rows = {n: json.loads(invoke("predict", clip, "--model", "demo-motion", "--timeline", "--frames", n,
+                                 "--json").stdout)[0] for n in (4, 8)}
+    for n, row in rows.items():
+        assert row["frames_used"] == n * len(row["timeline"]), n
+    with pytest.raises(UsageError, match="nearest valid frame count: 6 or 8"):
+        timeline(tmp_path / "missing.mp4", vidcls.load_model("demo-motion"), frames=7)

@@ -20,7 +20,11 @@ from vidcls.devices import resolve_device
 from vidcls.errors import UsageError
 from vidcls.inference.engine import EngineSettings, Recipe, Scored, score_videos
 from vidcls.inference.options import RunOptions
+from vidcls.models import family_class, make_config
+from vidcls.models.validate import check_view
 from vidcls.video.inputs import VideoInput, gather
+from vidcls.zoo.modeldir import InputSpec
+from vidcls.zoo.onnx import OnnxModule
 from vidcls.zoo.resolve import LoadedModel, load_model
 
 ModelRef = LoadedModel | str | os.PathLike
@@ -81,11 +85,29 @@ def top_k_labels(probs: torch.Tensor, labels: Sequence[str], k: int) -> list[dic
             for s, i in zip(scores.tolist(), indices.tolist(), strict=True)]
 
 
+def check_recipe(loaded: LoadedModel, spec: InputSpec) -> None:
+    """Refuse a clip the model cannot take (UsageError, exit 2) before any video is decoded, with
+    the nearest valid frame counts where the tiling sets them (models.validate.check_view): such a
+    clip would fail every video. An exported ONNX graph takes only the frames it was exported at."""
+    card = loaded.card
+    if isinstance(loaded.module, OnnxModule):
+        if spec.frames != card.input.frames:
+            raise UsageError(f"{loaded.name}: exported for {card.input.frames}-frame clips, asked for "
+                             f"{spec.frames}; use --frames {card.input.frames}, or export it again at that count")
+        return
+    try:
+        check_view(family_class(card.family), make_config(card.family, card.arch), spec.frames, spec.size)
+    except UsageError as exc:
+        raise UsageError(f"{loaded.name}: {exc}") from None
+
+
 def plan_run(loaded: LoadedModel, options: RunOptions) -> tuple[Recipe, EngineSettings, RunCost]:
-    """The run's recipe, the engine's settings and the cost of one video: the cost sets the
-    default workers and threads (a cheap model on CPU is decode-bound), the same for every caller."""
+    """The run's recipe (refused if the model cannot take it, check_recipe), the engine's settings
+    and the cost of one video: the cost sets the default workers and threads (a cheap model on CPU
+    is decode-bound), the same for every caller."""
     recipe = Recipe.of(loaded.card.input, frames=options.frames, stride=options.stride, sampling=options.sampling,
                        clips=options.clips, crops=options.crops)
+    check_recipe(loaded, recipe.spec)
     cost = run_cost(loaded.card, recipe.clips, recipe.crops, None, frames=recipe.spec.frames)
     settings = EngineSettings(batch_size=options.batch_size, workers=options.workers, threads=options.threads,
                               precision=options.precision, gmacs_per_video=cost.gmacs * cost.views)
