@@ -14,6 +14,10 @@ config.json spells it (`arch.depth = 1000000000 is out of range (1..1024)`):
    device, which costs no memory, so any remaining family rule fails there; its exact weight
    size and the largest tensor of one view's forward pass give a lower bound of the memory it
    needs, and a model that cannot fit in the memory this machine has is refused.
+
+A run that feeds a built model other clips than it was built for (`predict --frames`) checks them
+with `check_view`: the tiling (`check_tiling`, which names the nearest valid counts) and the
+family's other rules, by the same meta-device forward pass.
 """
 
 from __future__ import annotations
