@@ -153,7 +153,8 @@ def _timelines(videos: list[VideoInput], loaded: LoadedModel, target: torch.devi
                               title=f"{loaded.name}: {item.name}")
             if over_time.out_video is not None:
                 write_annotated_video(item.source, found,
-                                      TimelineOptions.path_for(over_time.out_video, item.name, several))
+                                      TimelineOptions.path_for(over_time.out_video, item.name, several),
+                                      audio=over_time.audio)
         except VidclsError as exc:
             result.error = first_line(str(exc).removeprefix(f"{item.source}: "))
         except Exception as exc:  # noqa: BLE001 - the model, a plot path, the encoder: one video's failure

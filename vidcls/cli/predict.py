@@ -152,9 +152,15 @@ def predict_command(
     out_video: Annotated[Path | None, typer.Option(
         "--out-video",
         help="Write the video again with the current window's top-1 label and score on every "
-             "frame (H.264; with several videos: FILE-<video>.mp4); implies --timeline.",
+             "frame (H.264, the input's audio copied as it is; with several videos: FILE-<video>.mp4); "
+             "implies --timeline.",
         rich_help_panel="Long videos",
     )] = None,
+    no_audio: Annotated[bool, typer.Option(
+        "--no-audio",
+        help="With --out-video: leave the input's audio out.",
+        rich_help_panel="Long videos",
+    )] = False,
 ) -> None:
     """Classify videos and print the top-k labels of each.
 
@@ -167,7 +173,7 @@ def predict_command(
 
     terminate_as_interrupt()
     over_time = timeline or smooth > 1 or any(v is not None for v in (window, hop, plot, out_video))
-    options = TimelineOptions(window, hop, smooth, plot, out_video) if over_time else None
+    options = TimelineOptions(window, hop, smooth, plot, out_video, audio=not no_audio) if over_time else None
     with VideoProgress("classified") as progress:
         run = predict_run(videos, model, weights=weights, top_k=top_k, clips=clips, crops=crops,
                           frames=frames, stride=stride, sampling=sampling, device=device,
