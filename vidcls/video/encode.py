@@ -80,7 +80,7 @@ def encode_frames(path: str | Path, frames: Iterable[torch.Tensor], size: tuple[
             if audio is not None:
                 audio.until(math.inf)
     except (av.error.FFmpegError, ValueError) as err:
-        hint = f" (copying the audio of {audio_from}; leave it out to write the video alone)" if audio_from else ""
+        hint = f" (copying the audio of {audio_from}; --no-audio leaves it out)" if audio_from else ""
         raise VidclsError(f"cannot write video {path}: {getattr(err, 'strerror', None) or err}{hint}") from err
     return path
 
