@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 
 import vidcls
 from vidcls import api, cli
+from vidcls.choices import DIRECTIONS
 from vidcls.cli import app
 from vidcls.errors import UsageError
 from vidcls.video.synthetic import make_sample_clip
@@ -333,3 +334,33 @@ def test_the_timeline_takes_the_clip_length_of_frames(tmp_path):
         assert row["frames_used"] == n * len(row["timeline"]), n
     with pytest.raises(UsageError, match="nearest valid frame count: 6 or 8"):
         timeline(tmp_path / "missing.mp4", vidcls.load_model("demo-motion"), frames=7)
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_ctrl_c_says_what_was_written_and_how_to_go_on(tmp_path, monkeypatch, ctrl_c_after, command):
+    """Ctrl-C after 2 of 4 videos: the `done:` line of what --output holds, then one line naming the file,
+    the count and --resume (exit 130); without --output, that nothing was kept."""
+    data = tmp_path / "data"
+    clips = [make_sample_clip(data / d / f"{d}.mp4", direction=d, seed=i) for i, d in enumerate(DIRECTIONS)]
+    name = f"{command}_run"
+    real = getattr(api, name)
+
+    def interrupted(*args, on_result, **kwargs):
+        stop = ctrl_c_after(2)
+        return real(*args, on_result=lambda p: (on_result(p), stop(p)), **kwargs)
+
+    monkeypatch.setattr(api, name, interrupted)
+    args = ["predict", *clips] if command == "predict" else ["evaluate", "--data", data]
+    output = tmp_path / "out.jsonl"
+    result = invoke(*args, "--model", "demo-motion", "--output", output)
+    assert result.exit_code == 130, result.output
+    verb = {"predict": "classified", "evaluate": "evaluated"}[command]
+    assert result.stderr.splitlines() == [
+        f"done: 2 {verb} (0 failed): {output}",
+        f"error: interrupted after 2 of 4 videos: their results are in {output}; rerun the same command with "
+        f"--resume to continue"]
+    assert len(output.read_text().splitlines()) == 2
+    bare = invoke(*args, "--model", "demo-motion")
+    assert bare.exit_code == 130 and bare.stderr.splitlines() == [
+        "error: interrupted after 2 of 4 videos; nothing was kept (with --output FILE results stream to FILE, and "
+        "--resume continues it)"]

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -16,8 +18,17 @@ from vidcls.choices import (
     PRECISIONS,
     SAMPLINGS,
 )
-from vidcls.cli.app import app, checked, guarded, one_of
-from vidcls.cli.render import VideoProgress, evaluation_tables, input_line, out, prediction_table, segments_table
+from vidcls.cli.app import app, checked, fail, guarded, one_of
+from vidcls.cli.render import (
+    VideoProgress,
+    done_line,
+    evaluation_tables,
+    input_line,
+    interrupted_message,
+    out,
+    prediction_table,
+    segments_table,
+)
 from vidcls.errors import printable
 
 # Options predict and evaluate share: one declaration, one help text.
@@ -74,6 +85,18 @@ def terminate_as_interrupt() -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, handler)
+
+
+@contextlib.contextmanager
+def reporting_interrupts(progress: VideoProgress, output: Path | None) -> Iterator[None]:
+    """Ctrl-C or SIGTERM during a run: the `done:` line of what --output holds, then one line saying
+    how far the run got and that --resume continues it (exit 130), as train says where it saved."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if output is not None:
+            done_line(progress.done, progress.verb, progress.failed, output)
+        raise fail(interrupted_message(progress, output), 130) from None
 
 
 @app.command("predict")
@@ -174,7 +197,7 @@ def predict_command(
     terminate_as_interrupt()
     over_time = timeline or smooth > 1 or any(v is not None for v in (window, hop, plot, out_video))
     options = TimelineOptions(window, hop, smooth, plot, out_video, audio=not no_audio) if over_time else None
-    with VideoProgress("classified") as progress:
+    with VideoProgress("classified") as progress, reporting_interrupts(progress, output):
         run = predict_run(videos, model, weights=weights, top_k=top_k, clips=clips, crops=crops,
                           frames=frames, stride=stride, sampling=sampling, device=device,
                           precision=precision, batch_size=batch_size, workers=workers, threads=threads,
@@ -192,8 +215,7 @@ def predict_command(
     if output is not None:
         resumed = f", {run.resumed} already there" if run.resumed else ""
         merged = f"; merged {run.merged} results from all processes" if run.merged is not None else ""
-        input_line("done", "green", f"{len(run.predictions)} classified ({failed} failed){resumed}: "
-                    f"{printable(str(output))}{merged}")
+        done_line(len(run.predictions), "classified", failed, output, resumed + merged)
     if failed:
         raise typer.Exit(1)
 
@@ -250,7 +272,7 @@ def evaluate_command(
     from vidcls.api import evaluate_run
 
     terminate_as_interrupt()
-    with VideoProgress("evaluated") as progress:
+    with VideoProgress("evaluated") as progress, reporting_interrupts(progress, output):
         evaluation = evaluate_run(model, data, weights=weights, device=device, output=output, resume=resume,
                                   plot=plot, clips=clips, crops=crops, frames=frames, stride=stride,
                                   sampling=sampling, precision=precision, batch_size=batch_size, workers=workers,

@@ -174,7 +174,7 @@ class VideoProgress:
     error and warnings as one line each and counts the failures."""
 
     def __init__(self, verb: str) -> None:
-        self.verb, self.failed = verb, 0
+        self.verb, self.failed, self.done, self.total = verb, 0, 0, 0
         self.bar = progress_bar()
         self.task = self.bar.add_task(verb, visible=False)
 
@@ -186,12 +186,28 @@ class VideoProgress:
         self.bar.__exit__(*exc)
 
     def on_start(self, total: int) -> None:
+        self.total = total
         self.bar.update(self.task, total=total, visible=total > 1)
 
     def on_result(self, result: Any) -> None:
+        self.done += 1
         self.bar.update(self.task, advance=1, description=f"{self.verb} {Path(result.video).name}")
         if result.error:
             self.failed += 1
             input_line("error", "red", f"{printable(result.video)}: {result.error}")
         for warning in result.warnings:
             input_line("warning", "yellow", f"{printable(result.video)}: {warning}")
+
+
+def done_line(count: int, verb: str, failed: int, output: Path, extra: str = "") -> None:
+    """The `done:` line that ends a run writing --output (also a stopped one): what is in the file."""
+    input_line("done", "green", f"{count} {verb} ({failed} failed){extra}: {printable(str(output))}")
+
+
+def interrupted_message(progress: VideoProgress, output: Path | None) -> str:
+    """What Ctrl-C (or SIGTERM) leaves: how far the run got, where its results are, how to go on."""
+    got = f"interrupted after {progress.done} of {progress.total} videos"
+    if output is None:
+        return f"{got}; nothing was kept (with --output FILE results stream to FILE, and --resume continues it)"
+    return (f"{got}: their results are in {printable(str(output))}; rerun the same command with --resume "
+            f"to continue")
