@@ -1,6 +1,7 @@
 """End-to-end command line: output formats, exit codes and one-line errors that keep other results."""
 
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -11,6 +12,7 @@ import av
 import numpy as np
 import pytest
 import torch
+import typer
 from rich.console import Console
 from safetensors.torch import load_file
 from typer.testing import CliRunner
@@ -364,3 +366,62 @@ def test_ctrl_c_says_what_was_written_and_how_to_go_on(tmp_path, monkeypatch, ct
     assert bare.exit_code == 130 and bare.stderr.splitlines() == [
         "error: interrupted after 2 of 4 videos; nothing was kept (with --output FILE results stream to FILE, and "
         "--resume continues it)"]
+
+
+def command_names() -> list[str]:
+    group = typer.main.get_command(app)
+    return [name for name in group.list_commands(None) if not group.get_command(None, name).hidden]
+
+
+@pytest.mark.parametrize("name", [None, *command_names()])
+def test_help_reads_at_80_columns(name):
+    """Every flag whole (never `--max-bad-fracti…`), prose re-flowed to the width (not hard-wrapped
+    then re-wrapped into one-word lines), plain metavars (no `<bool>`, `<list[str]>`, `{ref}`) and
+    square brackets kept as text (`vidcls[onnx]`)."""
+    import inspect
+    import re
+    import textwrap
+
+    group = typer.main.get_command(app)
+    command = group if name is None else group.get_command(None, name)
+    done = subprocess.run([sys.executable, "-m", "vidcls", *([name] if name else []), "--help"], cwd=ROOT,
+                          env={**os.environ, "COLUMNS": "80"}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert max(map(len, text.splitlines())) <= 80
+    assert "…" not in text
+    assert not re.search(r"(^|\s)-[-\w]+ [<{]", text), text  # a flag's metavar: N, FILE, auto|cpu, ...
+    for param in command.params:
+        for flag in [] if param.hidden else [*param.opts, *param.secondary_opts]:
+            if flag.startswith("-"):
+                assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text), flag
+    for paragraph in inspect.cleandoc(command.help).split("\n\n"):  # re-flowed, as textwrap fills it
+        assert textwrap.fill(" ".join(paragraph.split()), 78, initial_indent="  ", subsequent_indent="  ") in text
+    if name == "export":
+        assert "(`vidcls[onnx]`)" in text
+
+
+@pytest.mark.parametrize("args,names", [
+    (["predict", "clip.mp4", "-m", "demo-motion", "--top-k", "0"], "--top-k"),
+    (["predict", "clip.mp4", "-m", "demo-motion", "--frobnicate"], "--frobnicate"),
+    (["predict", "clip.mp4"], "--model"),
+    (["evaluate", "-m", "demo-motion"], "--data"),
+    (["predcit"], "predict"),
+])
+def test_usage_errors_are_one_line(args, names):
+    """typer's boxed usage errors become one `error:` line (exit 2) naming the flag, as every other error."""
+    result = invoke(*args)
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and names in lines[0], result.stderr
+    assert "--help" in lines[0] and result.stdout == ""
+
+
+def test_library_warnings_are_one_warning_line(tmp_path):
+    """The position-embedding interpolation (a Python UserWarning in the model code) is one `warning:`
+    line, without Python's file path and source line."""
+    clip = make_sample_clip(tmp_path / "clip.mp4", direction="left", frames=16, height=32, width=32)
+    result = invoke("predict", clip, "--model", "demo-motion", "--frames", "12", "--json")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == ["warning: joint: interpolating position embedding from grid (4, 8, 8) to "
+                                          "(6, 8, 8); the model was trained at the former"]

@@ -14,7 +14,7 @@ from vidcls.choices import (
     DEVICE_PATTERN,
     PRECISIONS,
 )
-from vidcls.cli.app import app, checked, guarded, one_of
+from vidcls.cli.app import checked, command, guarded, one_of
 from vidcls.cli.render import benchmark_tables, err, out, progress_bar
 from vidcls.errors import UsageError
 
@@ -30,15 +30,18 @@ def int_list(text: str, option: str) -> list[int]:
     return values
 
 
-@app.command("benchmark")
+@command("benchmark")
 @guarded
 def benchmark_command(
     model: Annotated[str, typer.Option(
-        "--model", "-m",
+        "--model", "-m", metavar="REF[,REF...]",
         help="REF[,REF...]: zoo names, hf:// refs, model directories or exported .onnx files "
              "(timed on ONNX Runtime, at their exported shape), measured side by side.",
     )],
-    frames: Annotated[str, typer.Option("--frames", help="Comma-separated frame counts to sweep.")] = "8,16,32",
+    frames: Annotated[str, typer.Option(
+        "--frames", metavar="N[,N...]",
+        help="Comma-separated frame counts to sweep.",
+    )] = "8,16,32",
     size: Annotated[int | None, typer.Option(
         "--size", min=16,
         help="Frame size in pixels (default: each model's input size, 224 for the paper models).",
@@ -64,10 +67,10 @@ def benchmark_command(
         help="Print one JSON array (schema in docs/cli.md), one object per (model, frames) point.",
     )] = False,
     plot: Annotated[Path | None, typer.Option(
-        "--plot",
+        "--plot", metavar="FILE.png",
         help="Write a PNG of GMACs, peak memory and latency vs frames (needs matplotlib, the plot extra).",
     )] = None,
-    csv_path: Annotated[Path | None, typer.Option("--csv", help="Write the points as CSV.")] = None,
+    csv_path: Annotated[Path | None, typer.Option("--csv", metavar="FILE", help="Write the points as CSV.")] = None,
     threads: Annotated[int | None, typer.Option(
         "--threads", min=1,
         help="CPU threads for the timed passes and the matmul rate (default: "
@@ -129,12 +132,12 @@ def benchmark_command(
         out.print(table)
 
 
-@app.command("export")
+@command("export")
 @guarded
 def export_command(
-    ref: Annotated[str, typer.Argument(help=r"Zoo name, hf://OWNER/REPO\[@REV] or a model directory.")],
+    ref: Annotated[str, typer.Argument(metavar="REF", help="Zoo name, hf://OWNER/REPO[@REV] or a model directory.")],
     output: Annotated[Path, typer.Option(
-        "--out", "-o", "--output",
+        "--out", "-o", "--output", metavar="FILE.onnx",
         help="The .onnx file to write (only once it passes the parity check).",
     )],
     frames: Annotated[int | None, typer.Option(
@@ -159,7 +162,7 @@ def export_command(
         help="ONNX opset (default: torch's exporter's, 20 in torch 2.13; Gelu is a single op from 20).",
     )] = None,
     weights: Annotated[Path | None, typer.Option(
-        "--weights",
+        "--weights", metavar="FILE",
         help="Local safetensors file replacing the model's weights.",
     )] = None,
     allow_random: Annotated[bool, typer.Option(

@@ -18,7 +18,7 @@ from vidcls.choices import (
     PRECISIONS,
     SAMPLINGS,
 )
-from vidcls.cli.app import app, checked, fail, guarded, one_of
+from vidcls.cli.app import checked, command, fail, guarded, one_of
 from vidcls.cli.render import (
     VideoProgress,
     done_line,
@@ -72,7 +72,7 @@ ThreadsOption = Annotated[int | None, typer.Option(
          "model on CPU, whose cores decode; else one per core).",
 )]
 WeightsOption = Annotated[Path | None, typer.Option(
-    "--weights",
+    "--weights", metavar="FILE",
     help="Local safetensors file replacing the model's weights.",
 )]
 
@@ -99,7 +99,7 @@ def reporting_interrupts(progress: VideoProgress, output: Path | None) -> Iterat
         raise fail(interrupted_message(progress, output), 130) from None
 
 
-@app.command("predict")
+@command("predict")
 @guarded
 def predict_command(
     videos: Annotated[list[str], typer.Argument(
@@ -108,10 +108,10 @@ def predict_command(
         metavar="VIDEO", show_default=False,
     )],
     model: Annotated[str, typer.Option(
-        "--model", "-m",
-        help=r"Zoo name, hf://OWNER/REPO\[@REV], a model directory, or an "
+        "--model", "-m", metavar="REF",
+        help="Zoo name, hf://OWNER/REPO[@REV], a model directory, or an "
              "exported .onnx file (or a directory holding model.onnx).",
-    )],  # \[: not rich markup
+    )],
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="How many labels to show per video.")] = 5,
     clips: ClipsOption = None,
     crops: CropsOption = None,
@@ -128,7 +128,7 @@ def predict_command(
     threads: ThreadsOption = None,
     weights: WeightsOption = None,
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o",
+        "--output", "-o", metavar="FILE",
         help="Write one result per video as it completes: .jsonl, .json or .csv "
              "(by suffix); every line is flushed, Ctrl-C keeps the finished ones.",
     )] = None,
@@ -168,12 +168,12 @@ def predict_command(
         rich_help_panel="Long videos",
     )] = 1,
     plot: Annotated[Path | None, typer.Option(
-        "--plot",
+        "--plot", metavar="FILE.png",
         help="Draw the timeline as PNG (with several videos: FILE-<video>.png); needs matplotlib; implies --timeline.",
         rich_help_panel="Long videos",
     )] = None,
     out_video: Annotated[Path | None, typer.Option(
-        "--out-video",
+        "--out-video", metavar="FILE.mp4",
         help="Write the video again with the current window's top-1 label and score on every "
              "frame (H.264, the input's audio copied as it is; with several videos: FILE-<video>.mp4); "
              "implies --timeline.",
@@ -220,15 +220,15 @@ def predict_command(
         raise typer.Exit(1)
 
 
-@app.command("evaluate")
+@command("evaluate")
 @guarded
 def evaluate_command(
     model: Annotated[str, typer.Option(
-        "--model", "-m",
-        help=r"Zoo name, hf://OWNER/REPO\[@REV], a model directory, or an exported .onnx file.",
-    )],  # \[: not rich markup
+        "--model", "-m", metavar="REF",
+        help="Zoo name, hf://OWNER/REPO[@REV], a model directory, or an exported .onnx file.",
+    )],
     data: Annotated[Path, typer.Option(
-        "--data",
+        "--data", metavar="DATA",
         help="Labelled videos: a folder with one sub-folder per class, or a list file "
              "('path label' lines, or a CSV with path and label columns), as for train.",
     )],
@@ -247,7 +247,7 @@ def evaluate_command(
     threads: ThreadsOption = None,
     weights: WeightsOption = None,
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o",
+        "--output", "-o", metavar="FILE",
         help="Per-video predictions (with the true label), streamed: .jsonl, .json or .csv.",
     )] = None,
     resume: Annotated[bool, typer.Option(
@@ -255,7 +255,7 @@ def evaluate_command(
         help="Continue --output: skip the videos already in it; the summary covers them all.",
     )] = False,
     plot: Annotated[Path | None, typer.Option(
-        "--plot",
+        "--plot", metavar="FILE.png",
         help="Write the confusion matrix as PNG (needs matplotlib, the plot extra).",
     )] = None,
     as_json: Annotated[bool, typer.Option(
