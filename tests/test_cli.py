@@ -101,7 +101,7 @@ def test_models_json_is_the_library_listing(monkeypatch):
 
 def test_models_table_fits_80_columns(monkeypatch):
     """Each model is one line of whole cells at 80 columns; --with-weights adds the full sources."""
-    monkeypatch.setattr(cli.zoo, "out", Console(width=80))
+    monkeypatch.setattr(cli.zoo, "out", Console(width=80, force_terminal=True, color_system=None))
     rows = vidcls.list_models()
     lines = invoke("models").stdout.splitlines()
     assert max(map(len, lines)) <= 80
@@ -425,3 +425,45 @@ def test_library_warnings_are_one_warning_line(tmp_path):
     assert result.exit_code == 0, result.output
     assert result.stderr.splitlines() == ["warning: joint: interpolating position embedding from grid (4, 8, 8) to "
                                           "(6, 8, 8); the model was trained at the former"]
+
+
+@pytest.mark.parametrize("width", [14, 20, 30, 40, 47])
+def test_middle_cut_keeps_the_file_name(width):
+    from vidcls.cli.render import middle_cut
+
+    path = "/data/kinetics-400/val/abseiling/clip.mp4"  # 41 characters
+    cut = middle_cut(path, width)
+    if width >= len(path):
+        assert cut == path
+        return
+    assert len(cut) == width and cut.count("…") == 1
+    head, tail = cut.split("…")
+    assert path.startswith(head) and path.endswith(tail) and tail.endswith("/clip.mp4")
+    assert middle_cut("a-very-long-file-name.mp4", 11) == "a-ver…e.mp4"  # a name wider than the column
+
+
+def test_a_long_video_path_keeps_its_file_name_at_80_columns(tmp_path, monkeypatch):
+    """On an 80-column terminal a long path is cut in the middle (its file name stays); in a pipe the
+    table is plain text with the whole path."""
+    deep = tmp_path.joinpath(*[f"folder-number-{i}" for i in range(6)])
+    clip = make_sample_clip(deep / "the-clip-to-find.mp4", direction="left", seed=1)
+    monkeypatch.setattr(cli.predict, "out", Console(width=80, force_terminal=True, color_system=None))
+    lines = invoke("predict", clip, "--model", "demo-motion").stdout.splitlines()
+    assert max(map(len, lines[:-1])) <= 80  # the table; the cost line wraps where the terminal does
+    first = next(line for line in lines if "the-clip-to-find.mp4" in line)
+    assert "…/the-clip-to-find.mp4" in first and first.split("│")[1].strip().startswith("/")
+    monkeypatch.setattr(cli.predict, "out", Console(width=80))  # a pipe
+    piped = invoke("predict", clip, "--model", "demo-motion").stdout
+    assert f"{clip} 1 left" in " ".join(piped.split()) and not set("│┃━…") & set(piped)
+    assert piped.splitlines()[-1].startswith("cost: ")  # one line, not wrapped at 80
+
+
+def test_progress_is_on_stderr_while_stdout_is_a_file(monkeypatch):
+    """The progress bar follows stderr: shown on a terminal whether stdout is one or a file."""
+    from vidcls.cli import render
+
+    monkeypatch.setattr(render, "out", Console(width=80))  # stdout redirected
+    monkeypatch.setattr(render, "err", Console(stderr=True, force_terminal=True))
+    assert not render.progress_bar().disable
+    monkeypatch.setattr(render, "err", Console(stderr=True))  # stderr redirected too: messages only
+    assert render.progress_bar().disable

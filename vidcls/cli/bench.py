@@ -15,7 +15,7 @@ from vidcls.choices import (
     PRECISIONS,
 )
 from vidcls.cli.app import checked, command, guarded, one_of
-from vidcls.cli.render import benchmark_tables, err, out, progress_bar
+from vidcls.cli.render import benchmark_tables, err, input_line, out, progress_bar, show
 from vidcls.errors import UsageError
 
 
@@ -76,6 +76,10 @@ def benchmark_command(
         help="CPU threads for the timed passes and the matmul rate (default: "
              "torch's, one per core); 1 gives steadier numbers on a busy machine.",
     )] = None,
+    wide: Annotated[bool, typer.Option(
+        "--wide",
+        help="Every column (attention share, latency spread, CPU time, clips/s), at the table's full width.",
+    )] = False,
     in_process: Annotated[bool, typer.Option(
         "--in-process",
         help="On CPU, measure in this process instead of a fresh one per "
@@ -106,14 +110,14 @@ def benchmark_command(
     refs = [ref.strip() for ref in model.split(",") if ref.strip()]
     sweep = int_list(frames, "--frames")
 
-    def warn(message: str) -> None:
-        err.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
-
     with progress_bar() as progress:
         task = progress.add_task("benchmarking", total=len(refs) * len(sweep))
 
         def done(point) -> None:
             progress.update(task, advance=1, description=f"benchmarked {point.model} T={point.frames}")
+
+        def warn(message: str) -> None:
+            input_line("warning", "yellow", message)
 
         report = benchmark(refs, sweep, size, isolate=False if in_process else None, on_point=done,
                            on_warning=warn, batch_size=batch_size, device=device, precision=precision,
@@ -128,8 +132,8 @@ def benchmark_command(
     if as_json:
         print(json.dumps([p.to_json() for p in report.points], indent=2))
         return
-    for table in benchmark_tables(report):
-        out.print(table)
+    for table in benchmark_tables(report, wide):
+        show(out, table, wide)
 
 
 @command("export")

@@ -28,6 +28,7 @@ from vidcls.cli.render import (
     out,
     prediction_table,
     segments_table,
+    show,
 )
 from vidcls.errors import printable
 
@@ -209,9 +210,10 @@ def predict_command(
     if as_json:
         print(json.dumps(run.to_json(), indent=2))
     elif output is None and failed < len(run.predictions):
-        out.print(segments_table(run.predictions) if options else prediction_table(run.predictions))
+        show(out, segments_table(run.predictions) if options else prediction_table(run.predictions))
         if options is None:  # a timeline's cost is per window, not the per-video line
-            out.print(cost_line(run.cost, [p.timing_ms for p in run.predictions if not p.error]), highlight=False)
+            out.print(cost_line(run.cost, [p.timing_ms for p in run.predictions if not p.error]), highlight=False,
+                      soft_wrap=True)
     if output is not None:
         resumed = f", {run.resumed} already there" if run.resumed else ""
         merged = f"; merged {run.merged} results from all processes" if run.merged is not None else ""
@@ -282,7 +284,7 @@ def evaluate_command(
         print(json.dumps(summary.to_json(), indent=2))
     else:
         for table in evaluation_tables(summary):
-            out.print(table)
+            show(out, table)
     if plot is not None:
         input_line("done", "green", f"confusion matrix: {printable(str(plot))}")
     if summary.failed:

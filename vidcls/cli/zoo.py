@@ -13,7 +13,7 @@ from vidcls.choices import (
     DIRECTIONS,
 )
 from vidcls.cli.app import command, guarded, one_of
-from vidcls.cli.render import err, models_tables, out
+from vidcls.cli.render import err, models_tables, out, show
 from vidcls.errors import UsageError
 
 
@@ -38,7 +38,7 @@ def models_command(
         print(json.dumps(rows, indent=2))
         return
     for table in models_tables(rows, with_weights):
-        out.print(table)
+        show(out, table)
 
 
 @command("sample-clip")
