@@ -424,6 +424,47 @@ def test_init_from_a_model_with_other_classes_replaces_the_head(motion, tmp_path
     assert load_model(str(tmp_path / "two")).labels == ["east", "west"]
 
 
+def test_default_workers_follow_the_cores_as_predict_s_do(small_motion, tmp_path, monkeypatch, one_thread):
+    """Without --workers, training decodes in as many processes as predict would use (2 cores, a cheap
+    model on CPU: 2), not a fixed 4 that torch warns about on a 2-core machine."""
+    import vidcls.train.loop as loop
+    from vidcls.inference.engine import default_workers
+
+    used, real = [], loop.make_loader
+    monkeypatch.setattr(loop, "make_loader", lambda *args: (used.append(args[3]), real(*args))[1])
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert TrainConfig(model="joint-tiny", train=tmp_path, val=tmp_path, output=tmp_path).workers is None
+    train(quick_config(small_motion, tmp_path / "run", workers=None))
+    assert used == [2, 2] == [default_workers(torch.device("cpu"), 0.01)] * 2
+
+
+def test_a_run_that_does_not_learn_says_so_once(small_motion, tmp_path, one_thread):
+    """Loss at ln(4) for three epochs (lr 1e-9: nothing moves) -> one warning with a hint, in the log too."""
+    train(quick_config(small_motion, tmp_path / "run", lr=1e-9, epochs=4, warmup_epochs=0))
+    warnings = [line for line in (tmp_path / "run" / "train.log").read_text().splitlines() if "not learning" in line]
+    assert len(warnings) == 1 and "WARNING train loss has stayed at ln(4) = 1.386" in warnings[0]
+    assert "--lr (now 1e-09" in warnings[0]
+
+
+@pytest.mark.parametrize("losses,expected", [
+    ([1.386, 1.39, 1.38], True), ([2.0, 1.386, 1.39, 1.38], True), ([1.386, 1.386], False),
+    ([1.386, 1.2, 1.386], False), ([1.386, 1.386, 1.30], False)])
+def test_at_chance_is_three_epochs_at_ln_classes(losses, expected):
+    from vidcls.train.log import at_chance
+
+    assert at_chance(losses, 4) is expected  # ln 4 = 1.3863, 2% of it is 0.028
+
+
+def test_run_files_have_the_permissions_of_the_run_directory(finished_run):
+    """model.safetensors and last/ were 0600 / 0700 beside 0644 files: everything now has the modes
+    a plain open() and mkdir() give (those of train.log and of the run directory itself)."""
+    file_mode = finished_run.joinpath("train.log").stat().st_mode & 0o777
+    folder_mode = finished_run.stat().st_mode & 0o777
+    for path in [finished_run / "last", *finished_run.rglob("*")]:
+        if not path.name.startswith("."):
+            assert path.stat().st_mode & 0o777 == (folder_mode if path.is_dir() else file_mode), path
+
+
 def test_gradient_accumulation_matches_the_larger_batch(motion, tmp_path, one_thread):
     """Two batches of 4 accumulated = one batch of 8: same data order, same augmentation, same update."""
     listing = subset_list(tmp_path / "train.txt", motion / "train", 4)

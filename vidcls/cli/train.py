@@ -90,10 +90,11 @@ def train_command(
         help="Continue the run in --output from its last checkpoint, with the same options; a "
              "larger --epochs extends it (the learning-rate schedule is re-planned, see train.log).",
     )] = False,
-    workers: Annotated[int, typer.Option(
+    workers: Annotated[int | None, typer.Option(
         "--workers", min=0,
-        help="DataLoader worker processes decoding videos (0: decode in the training process).",
-    )] = 4,
+        help="DataLoader worker processes decoding videos (default: as predict's, from the cores, the device "
+             "and the model's cost; 0: decode in the training process).",
+    )] = None,
     device: Annotated[str, typer.Option(
         "--device", **checked("--device", DEVICE_PATTERN, DEVICE_METAVAR),
         help="auto picks CUDA when available; under torchrun each process takes cuda:LOCAL_RANK.",
