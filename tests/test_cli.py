@@ -467,3 +467,27 @@ def test_progress_is_on_stderr_while_stdout_is_a_file(monkeypatch):
     assert not render.progress_bar().disable
     monkeypatch.setattr(render, "err", Console(stderr=True))  # stderr redirected too: messages only
     assert render.progress_bar().disable
+
+
+def test_ray_without_ray_installed_is_one_line(tmp_path, monkeypatch):
+    """--ray imports ray only when asked: without it, one line naming the extra to install."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed, whether it is or not
+    clip = make_sample_clip(tmp_path / "clip.mp4", direction="left")
+    result = invoke("predict", clip, "--model", "demo-motion", "--ray", "local", "--output", tmp_path / "p.jsonl")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == "error: --ray needs the optional package ray[data]: " \
+                                             "pip install 'vidcls[ray]'"
+
+
+@pytest.mark.parametrize("extra,message", [
+    ([], "--ray needs --output"), (["-o", "p.jsonl", "--timeline"], "--ray does not take --timeline"),
+    (["-o", "p.jsonl", "--shard", "0/2", "--json"], "--ray does not take --shard, --json"),
+    (["-o", "p.jsonl", "--frames", "7"], "nearest valid frame count: 6 or 8"),
+    (["-o", "p.txt"], "p.txt"), (["-o", "p.jsonl", "--ray", "videos/"], "--ray takes auto, local")])
+def test_ray_refuses_what_it_cannot_do_before_starting(tmp_path, monkeypatch, extra, message):
+    """Options --ray cannot honour, and a clip the model cannot take, are exit 2 before Ray is imported."""
+    monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.chdir(tmp_path)
+    result = invoke("predict", "clip.mp4", "--model", "demo-motion", "--ray", "auto", *extra)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr

@@ -30,7 +30,7 @@ from vidcls.cli.render import (
     segments_table,
     show,
 )
-from vidcls.errors import printable
+from vidcls.errors import UsageError, printable
 
 # Options predict and evaluate share: one declaration, one help text.
 ClipsOption = Annotated[int | None, typer.Option(
@@ -185,6 +185,29 @@ def predict_command(
         help="With --out-video: leave the input's audio out.",
         rich_help_panel="Long videos",
     )] = False,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="ADDRESS",
+        help="Classify on a Ray cluster with Ray Data (docs/ray.md; pip install 'vidcls[ray]'): auto (the "
+             "cluster this node belongs to), local (start one here) or ray://HOST:PORT; needs --output FILE "
+             "(written here, in input order) or FOLDER (Ray's JSON files).",
+        rich_help_panel="Ray cluster",
+    )] = None,
+    num_cpus: Annotated[float, typer.Option(
+        "--num-cpus", min=0.01, help="With --ray: CPUs per actor (its torch threads).",
+        rich_help_panel="Ray cluster",
+    )] = 1.0,
+    num_gpus: Annotated[float, typer.Option(
+        "--num-gpus", min=0, help="With --ray: GPUs per actor (0.25: four actors share a GPU).",
+        rich_help_panel="Ray cluster",
+    )] = 0.0,
+    concurrency: Annotated[int | None, typer.Option(
+        "--concurrency", min=1, help="With --ray: actors (default: as many as the cluster fits).",
+        rich_help_panel="Ray cluster",
+    )] = None,
+    batch_videos: Annotated[int, typer.Option(
+        "--batch-videos", min=1, help="With --ray: videos per map_batches call (Ray retries it as a whole).",
+        rich_help_panel="Ray cluster",
+    )] = 8,
 ) -> None:
     """Classify videos and print the top-k labels of each.
 
@@ -197,6 +220,17 @@ def predict_command(
 
     terminate_as_interrupt()
     over_time = timeline or smooth > 1 or any(v is not None for v in (window, hop, plot, out_video))
+    if ray is not None:
+        from vidcls.inference.options import RunOptions
+        from vidcls.inference.ray import RayOptions
+
+        elsewhere = {"--timeline and its options": over_time or no_audio, "--shard": shard, "--workers": workers,
+                     "--device": device != "auto", "--json": as_json}
+        options = RunOptions(top_k=top_k, clips=clips, crops=crops, frames=frames, stride=stride, sampling=sampling,
+                             precision=precision, batch_size=batch_size, threads=threads)
+        run_on_ray(videos, model, output, options, RayOptions(ray, num_cpus, num_gpus, concurrency, batch_videos),
+                   weights, resume, [flag for flag, given in elsewhere.items() if given])
+        return
     options = TimelineOptions(window, hop, smooth, plot, out_video, audio=not no_audio) if over_time else None
     with VideoProgress("classified") as progress, reporting_interrupts(progress, output):
         run = predict_run(videos, model, weights=weights, top_k=top_k, clips=clips, crops=crops,
@@ -215,10 +249,30 @@ def predict_command(
             out.print(cost_line(run.cost, [p.timing_ms for p in run.predictions if not p.error]), highlight=False,
                       soft_wrap=True)
     if output is not None:
-        resumed = f", {run.resumed} already there" if run.resumed else ""
         merged = f"; merged {run.merged} results from all processes" if run.merged is not None else ""
-        done_line(len(run.predictions), "classified", failed, output, resumed + merged)
+        done_line(len(run.predictions), "classified", failed, output, run.resumed, merged)
     if failed:
+        raise typer.Exit(1)
+
+
+def run_on_ray(videos: list[str], model: str, output: Path | None, options: Any, cluster: Any,
+               weights: Path | None, resume: bool, refused: list[str]) -> None:
+    """predict --ray: the run on a Ray cluster (vidcls.inference.ray), reported as predict reports an
+    --output run: one line per failed video, the done: line, exit 1 if any failed."""
+    from vidcls.inference.ray import ray_predict
+
+    if refused:
+        raise UsageError(f"--ray does not take {', '.join(refused)} (the cluster places the work; the timeline "
+                         f"runs without --ray)")
+    if output is None:
+        raise UsageError("--ray needs --output: a FILE (.jsonl, .json, .csv, written here in input order) "
+                         "or a FOLDER (Ray's JSON files, written by the cluster)")
+    with VideoProgress("classified") as progress, reporting_interrupts(progress, output):
+        run = ray_predict(videos, model, output, options=options, cluster=cluster, weights=weights, resume=resume,
+                          on_start=progress.on_start, on_result=progress.on_result)
+    done_line(run.classified, "classified", run.failed, output, run.resumed,
+              f"; {run.actors} Ray actors, {run.seconds:.1f} s")
+    if run.failed:
         raise typer.Exit(1)
 
 

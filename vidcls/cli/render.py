@@ -264,9 +264,10 @@ class VideoProgress:
             input_line("warning", "yellow", f"{printable(result.video)}: {warning}")
 
 
-def done_line(count: int, verb: str, failed: int, output: Path, extra: str = "") -> None:
+def done_line(count: int, verb: str, failed: int, output: Path, resumed: int = 0, after: str = "") -> None:
     """The `done:` line that ends a run writing --output (also a stopped one): what is in the file."""
-    input_line("done", "green", f"{count} {verb} ({failed} failed){extra}: {printable(str(output))}")
+    there = f", {resumed} already there" if resumed else ""
+    input_line("done", "green", f"{count} {verb} ({failed} failed){there}: {printable(str(output))}{after}")
 
 
 def interrupted_message(progress: VideoProgress, output: Path | None) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,7 @@ from vidcls.inference.options import RunOptions
 from vidcls.models import family_class, make_config
 from vidcls.models.validate import check_view
 from vidcls.video.inputs import VideoInput, gather
-from vidcls.zoo.modeldir import InputSpec
+from vidcls.zoo.modeldir import InputSpec, ModelCard
 from vidcls.zoo.onnx import OnnxModule
 from vidcls.zoo.resolve import LoadedModel, load_model
 
@@ -55,6 +55,13 @@ class Prediction:
         warnings.warn("Prediction.seconds is deprecated; use processing_s", DeprecationWarning, stacklevel=2)
         return self.processing_s
 
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> Prediction:
+        """A Prediction back from its JSON object (a record of an --output file, or of a Ray run; a
+        timeline's windows and segments are not read back)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in record.items() if key in names})
+
     def to_json(self) -> dict[str, Any]:
         """The JSON object; with --timeline it also has `timeline` and `segments` (docs/cli.md)."""
         row = {**asdict(self), "seconds": self.processing_s}
@@ -85,20 +92,19 @@ def top_k_labels(probs: torch.Tensor, labels: Sequence[str], k: int) -> list[dic
             for s, i in zip(scores.tolist(), indices.tolist(), strict=True)]
 
 
-def check_recipe(loaded: LoadedModel, spec: InputSpec) -> None:
+def check_recipe(card: ModelCard, spec: InputSpec, exported: bool = False) -> None:
     """Refuse a clip the model cannot take (UsageError, exit 2) before any video is decoded, with
     the nearest valid frame counts where the tiling sets them (models.validate.check_view): such a
     clip would fail every video. An exported ONNX graph takes only the frames it was exported at."""
-    card = loaded.card
-    if isinstance(loaded.module, OnnxModule):
+    if exported:
         if spec.frames != card.input.frames:
-            raise UsageError(f"{loaded.name}: exported for {card.input.frames}-frame clips, asked for "
+            raise UsageError(f"{card.name}: exported for {card.input.frames}-frame clips, asked for "
                              f"{spec.frames}; use --frames {card.input.frames}, or export it again at that count")
         return
     try:
         check_view(family_class(card.family), make_config(card.family, card.arch), spec.frames, spec.size)
     except UsageError as exc:
-        raise UsageError(f"{loaded.name}: {exc}") from None
+        raise UsageError(f"{card.name}: {exc}") from None
 
 
 def plan_run(loaded: LoadedModel, options: RunOptions) -> tuple[Recipe, EngineSettings, RunCost]:
@@ -107,7 +113,7 @@ def plan_run(loaded: LoadedModel, options: RunOptions) -> tuple[Recipe, EngineSe
     is decode-bound), the same for every caller."""
     recipe = Recipe.of(loaded.card.input, frames=options.frames, stride=options.stride, sampling=options.sampling,
                        clips=options.clips, crops=options.crops)
-    check_recipe(loaded, recipe.spec)
+    check_recipe(loaded.card, recipe.spec, isinstance(loaded.module, OnnxModule))
     cost = run_cost(loaded.card, recipe.clips, recipe.crops, None, frames=recipe.spec.frames)
     settings = EngineSettings(batch_size=options.batch_size, workers=options.workers, threads=options.threads,
                               precision=options.precision, gmacs_per_video=cost.gmacs * cost.views)

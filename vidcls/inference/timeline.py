@@ -41,6 +41,7 @@ from vidcls.video.decode import FrameReader, open_frames
 from vidcls.video.sampling import sample_indices
 from vidcls.video.transforms import crop_views, fitted_frame
 from vidcls.zoo.modeldir import InputSpec
+from vidcls.zoo.onnx import OnnxModule
 from vidcls.zoo.resolve import LoadedModel
 
 SEGMENT_SAMPLING_WINDOW_S = 2.0  # default window of segment-sampled models, whose clip has no span of its own
@@ -283,7 +284,7 @@ def timeline(source: str | Path, model: LoadedModel | str, *, window_s: float | 
     check_timeline_options(window_s, hop_s, smooth)
     model, device = ready_model(model, device=device)
     recipe = Recipe.of(model.card.input, frames=frames, stride=stride, sampling=sampling, clips=clips, crops=crops)
-    check_recipe(model, recipe.spec)
+    check_recipe(model.card, recipe.spec, isinstance(model.module, OnnxModule))
     spec, clips, crops = recipe.spec, recipe.clips, recipe.crops
     stats = stats if stats is not None else DecodeStats()
     fit = partial(fitted_frame, side=spec.resize or spec.size, aspect=spec.aspect)
