@@ -120,3 +120,14 @@ def test_benchmark_settings_are_typed_and_checked():
     for bad in ({"repeats": 0}, {"precision": "fp64"}, {"threads": 0}):
         with pytest.raises(UsageError):
             vidcls.benchmark("joint-tiny", frames=[8], **bad)
+
+
+def test_a_prediction_reads_back_from_its_json(tmp_path):
+    """Prediction.from_json (records of an --output file or a Ray run) gives back the Prediction."""
+    from vidcls.inference.predict import Prediction
+    from vidcls.video.synthetic import make_sample_clip
+
+    clip = make_sample_clip(tmp_path / "clip.mp4", "left", frames=16, height=32, width=32)
+    good, bad = vidcls.predict([clip, tmp_path / "missing.mp4"], "demo-motion", workers=0)
+    for prediction in (good, bad):
+        assert Prediction.from_json(prediction.to_json()) == prediction

@@ -230,8 +230,7 @@ def test_benchmark_plot_csv_and_tables(monkeypatch, tmp_path):
     result = runner.invoke(app, ["benchmark", "--model", "joint-tiny,linear-tiny", "--frames", "4,8",
                                  "--plot", str(png), "--csv", str(table)])
     assert result.exit_code == 0, result.output
-    scaling = [[cell.strip() for cell in line.split("│") if cell.strip()]
-               for line in result.stdout[result.stdout.index("exponent"):].splitlines()]
+    scaling = [line.split() for line in result.stdout[result.stdout.index("exponent"):].splitlines()]
     assert ["quadratic", "2.00", "1.00", "2.00", "2.00"] in scaling  # GMACs, memory, latency, CPU time
     assert ["linear", "1.00", "1.00", "1.00", "1.00"] in scaling
     assert png.stat().st_size > 10_000
@@ -343,3 +342,42 @@ def test_a_point_whose_repeats_spread_is_flagged_and_left_out_of_the_exponent(mo
     assert frames == [4, 16] and report.exponents("joint-tiny")["latency_ms"] == pytest.approx(1.0, abs=0.05)
     assert report.rates == {"fp32": 150.0, "bf16": 3.0}
     assert "fp32 150 GFLOP/s" in report.machine_line() and "bf16 3 GFLOP/s" in report.machine_line()
+
+
+def full_point(model: str, frames: int) -> BenchPoint:
+    """A full-size point with every field filled (ViT-B numbers: five-digit latencies, percentages)."""
+    return BenchPoint(model=model, frames=frames, size=224, batch_size=1, device="cpu", precision="fp32",
+                      params=121_260_000, trainable_params=1, gmacs=785.9, gflops=1571.8, views=30,
+                      attention_share=0.123, peak_memory_mib=1448.0, latency_ms=14820.0, latency_min_ms=13340.0,
+                      latency_max_ms=17780.0, cpu_time_ms=28160.0, clips_per_s=0.0675, achieved_gflops_per_s=106.1,
+                      matmul_gflops_per_s=150.0, mfu=0.7071, compiled=False)
+
+
+def test_benchmark_table_fits_80_columns_and_wide_has_every_column(monkeypatch):
+    """At 80 columns on a terminal every name and number is whole (a model directory keeps its name,
+    cut in the middle); --wide adds the other columns; in a pipe the table is plain text, nothing cut."""
+    from rich.console import Console
+
+    import vidcls.cli.bench as cli_bench
+    from vidcls import api
+
+    models = ["timesformer-k400", "c-vidtr-m-k400", "/home/someone/experiments/runs/videomae-k400/best"]
+    report = BenchReport([full_point(name, t) for name in models for t in (8, 32)], 150.3)
+    monkeypatch.setattr(api, "benchmark", lambda *args, **kwargs: report)  # a model directory resolves nowhere
+    args = ["benchmark", "--model", ",".join(models), "--frames", "8,32"]
+    monkeypatch.setattr(cli_bench, "out", Console(width=80, force_terminal=True, color_system=None))
+    lines = runner.invoke(app, args).stdout.splitlines()
+    assert max(map(len, lines)) <= 80
+    rows = [line.split() for line in lines]
+    for name in models[:2]:
+        assert [name, "32", "224", "121.26", "785.9", "x30", "1448", "1.482e+04", "70.7%"] in rows
+    cut = [row for row in rows if row and row[0].endswith("…/best")]
+    assert len(cut) == 3 and all(models[2].startswith(row[0].split("…")[0]) for row in cut)  # points, exponents
+    wide = runner.invoke(app, [*args, "--wide"]).stdout.splitlines()
+    assert [models[0], "8", "224", "121.26", "785.9", "x30", "12", "1448", "1.482e+04", "1.334e+04-1.778e+04",
+            "2.816e+04", "0.0675", "70.7%"] in [line.split() for line in wide]
+    monkeypatch.setattr(cli_bench, "out", Console(width=80))  # not a terminal: a pipe or a file
+    piped = runner.invoke(app, args).stdout
+    assert not set("│┃━─…") & set(piped)
+    assert [models[2], "8", "224", "121.26", "785.9", "x30", "1448", "1.482e+04", "70.7%"] in \
+        [line.split() for line in piped.splitlines()]

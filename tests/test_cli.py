@@ -1,6 +1,7 @@
 """End-to-end command line: output formats, exit codes and one-line errors that keep other results."""
 
 import json
+import os
 import struct
 import subprocess
 import sys
@@ -11,12 +12,14 @@ import av
 import numpy as np
 import pytest
 import torch
+import typer
 from rich.console import Console
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 import vidcls
 from vidcls import api, cli
+from vidcls.choices import DIRECTIONS
 from vidcls.cli import app
 from vidcls.errors import UsageError
 from vidcls.video.synthetic import make_sample_clip
@@ -98,7 +101,7 @@ def test_models_json_is_the_library_listing(monkeypatch):
 
 def test_models_table_fits_80_columns(monkeypatch):
     """Each model is one line of whole cells at 80 columns; --with-weights adds the full sources."""
-    monkeypatch.setattr(cli.zoo, "out", Console(width=80))
+    monkeypatch.setattr(cli.zoo, "out", Console(width=80, force_terminal=True, color_system=None))
     rows = vidcls.list_models()
     lines = invoke("models").stdout.splitlines()
     assert max(map(len, lines)) <= 80
@@ -283,3 +286,208 @@ def test_import_version_and_help_do_not_import_torch():
     assert done.stdout.strip() == "False", done.stderr
     for args in (["--version"], ["--help"]):  # --help builds every command's options
         assert cli_imports(*args) == ["typer"], args  # typer: the check does see what was imported
+
+
+def shaped_model(tmp_path, ref, **arch):
+    """A model directory of a zoo architecture with `arch` changed and random weights (for its shapes only)."""
+    import dataclasses
+
+    from vidcls.models import build_model
+    from vidcls.zoo.modeldir import save_model_dir
+    from vidcls.zoo.resolve import resolve
+
+    card = resolve(ref, need_weights=False).card
+    card = dataclasses.replace(card, arch={**card.arch, **arch}, labels=["left", "right", "up", "down"])
+    return save_model_dir(tmp_path / ref, card, build_model(card.family, card.arch))
+
+
+@pytest.mark.parametrize("ref,arch,frames,reason", [
+    ("demo-motion", {}, 7, "frame count 7 is not a multiple of its tubelet size 2; nearest valid frame count: 6 or 8"),
+    ("xvit-tiny", {"num_segments": 4}, 6, "not a whole number of 4-frame mixing groups"),
+    ("vidtr-tiny", {"embedding": "attention_input", "attention": "shared"}, 16, "runs on 8 frames of 32 px only"),
+])
+def test_a_frame_count_the_model_cannot_take_is_refused_before_decoding(tmp_path, ref, arch, frames, reason):
+    """predict, predict --timeline and evaluate refuse it in one line, exit 2, before any video is opened
+    (the video is no video: decoding it would be exit 1); a valid count runs."""
+    model = ref if not arch else str(shaped_model(tmp_path, ref, **arch))
+    data = tmp_path / "data" / "left"
+    data.mkdir(parents=True)
+    (data / "broken.mp4").write_bytes(b"not a video")
+    for command in (["predict", data / "broken.mp4"], ["predict", data / "broken.mp4", "--timeline"],
+                    ["evaluate", "--data", tmp_path / "data"]):
+        result = invoke(*command, "--model", model, "--frames", frames)
+        assert result.exit_code == 2, (command, result.output)
+        assert result.stderr.startswith("error: ") and reason in result.stderr and "broken" not in result.stderr
+        assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    clip = make_sample_clip(tmp_path / "clip.mp4", direction="left", frames=16, height=32, width=32)
+    valid = invoke("predict", clip, "--model", model, "--frames", 8, "--json")
+    assert valid.exit_code == 0, valid.output
+
+
+def test_the_timeline_takes_the_clip_length_of_frames(tmp_path):
+    """--frames sets the timeline's clip too (it kept the model's 8 frames), and the library call refuses
+    a count the model cannot take before opening the file."""
+    from vidcls.inference.timeline import timeline
+
+    clip = make_sample_clip(tmp_path / "clip.mp4", direction="left", frames=32, height=32, width=32)
+    rows = {n: json.loads(invoke("predict", clip, "--model", "demo-motion", "--timeline", "--frames", n,
+                                 "--json").stdout)[0] for n in (4, 8)}
+    for n, row in rows.items():
+        assert row["frames_used"] == n * len(row["timeline"]), n
+    with pytest.raises(UsageError, match="nearest valid frame count: 6 or 8"):
+        timeline(tmp_path / "missing.mp4", vidcls.load_model("demo-motion"), frames=7)
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_ctrl_c_says_what_was_written_and_how_to_go_on(tmp_path, monkeypatch, ctrl_c_after, command):
+    """Ctrl-C after 2 of 4 videos: the `done:` line of what --output holds, then one line naming the file,
+    the count and --resume (exit 130); without --output, that nothing was kept."""
+    data = tmp_path / "data"
+    clips = [make_sample_clip(data / d / f"{d}.mp4", direction=d, seed=i) for i, d in enumerate(DIRECTIONS)]
+    name = f"{command}_run"
+    real = getattr(api, name)
+
+    def interrupted(*args, on_result, **kwargs):
+        stop = ctrl_c_after(2)
+        return real(*args, on_result=lambda p: (on_result(p), stop(p)), **kwargs)
+
+    monkeypatch.setattr(api, name, interrupted)
+    args = ["predict", *clips] if command == "predict" else ["evaluate", "--data", data]
+    output = tmp_path / "out.jsonl"
+    result = invoke(*args, "--model", "demo-motion", "--output", output)
+    assert result.exit_code == 130, result.output
+    verb = {"predict": "classified", "evaluate": "evaluated"}[command]
+    assert result.stderr.splitlines() == [
+        f"done: 2 {verb} (0 failed): {output}",
+        f"error: interrupted after 2 of 4 videos: their results are in {output}; rerun the same command with "
+        f"--resume to continue"]
+    assert len(output.read_text().splitlines()) == 2
+    bare = invoke(*args, "--model", "demo-motion")
+    assert bare.exit_code == 130 and bare.stderr.splitlines() == [
+        "error: interrupted after 2 of 4 videos; nothing was kept (with --output FILE results stream to FILE, and "
+        "--resume continues it)"]
+
+
+def command_names() -> list[str]:
+    group = typer.main.get_command(app)
+    return [name for name in group.list_commands(None) if not group.get_command(None, name).hidden]
+
+
+@pytest.mark.parametrize("name", [None, *command_names()])
+def test_help_reads_at_80_columns(name):
+    """Every flag whole (never `--max-bad-fracti…`), prose re-flowed to the width (not hard-wrapped
+    then re-wrapped into one-word lines), plain metavars (no `<bool>`, `<list[str]>`, `{ref}`) and
+    square brackets kept as text (`vidcls[onnx]`)."""
+    import inspect
+    import re
+    import textwrap
+
+    group = typer.main.get_command(app)
+    command = group if name is None else group.get_command(None, name)
+    done = subprocess.run([sys.executable, "-m", "vidcls", *([name] if name else []), "--help"], cwd=ROOT,
+                          env={**os.environ, "COLUMNS": "80"}, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert max(map(len, text.splitlines())) <= 80
+    assert "…" not in text
+    assert not re.search(r"(^|\s)-[-\w]+ [<{]", text), text  # a flag's metavar: N, FILE, auto|cpu, ...
+    for param in command.params:
+        for flag in [] if param.hidden else [*param.opts, *param.secondary_opts]:
+            if flag.startswith("-"):
+                assert re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", text), flag
+    for paragraph in inspect.cleandoc(command.help).split("\n\n"):  # re-flowed, as textwrap fills it
+        assert textwrap.fill(" ".join(paragraph.split()), 78, initial_indent="  ", subsequent_indent="  ") in text
+    if name == "export":
+        assert "(`vidcls[onnx]`)" in text
+
+
+@pytest.mark.parametrize("args,names", [
+    (["predict", "clip.mp4", "-m", "demo-motion", "--top-k", "0"], "--top-k"),
+    (["predict", "clip.mp4", "-m", "demo-motion", "--frobnicate"], "--frobnicate"),
+    (["predict", "clip.mp4"], "--model"),
+    (["evaluate", "-m", "demo-motion"], "--data"),
+    (["predcit"], "predict"),
+])
+def test_usage_errors_are_one_line(args, names):
+    """typer's boxed usage errors become one `error:` line (exit 2) naming the flag, as every other error."""
+    result = invoke(*args)
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and names in lines[0], result.stderr
+    assert "--help" in lines[0] and result.stdout == ""
+
+
+def test_library_warnings_are_one_warning_line(tmp_path):
+    """The position-embedding interpolation (a Python UserWarning in the model code) is one `warning:`
+    line, without Python's file path and source line."""
+    clip = make_sample_clip(tmp_path / "clip.mp4", direction="left", frames=16, height=32, width=32)
+    result = invoke("predict", clip, "--model", "demo-motion", "--frames", "12", "--json")
+    assert result.exit_code == 0, result.output
+    assert result.stderr.splitlines() == ["warning: joint: interpolating position embedding from grid (4, 8, 8) to "
+                                          "(6, 8, 8); the model was trained at the former"]
+
+
+@pytest.mark.parametrize("width", [14, 20, 30, 40, 47])
+def test_middle_cut_keeps_the_file_name(width):
+    from vidcls.cli.render import middle_cut
+
+    path = "/data/kinetics-400/val/abseiling/clip.mp4"  # 41 characters
+    cut = middle_cut(path, width)
+    if width >= len(path):
+        assert cut == path
+        return
+    assert len(cut) == width and cut.count("…") == 1
+    head, tail = cut.split("…")
+    assert path.startswith(head) and path.endswith(tail) and tail.endswith("/clip.mp4")
+    assert middle_cut("a-very-long-file-name.mp4", 11) == "a-ver…e.mp4"  # a name wider than the column
+
+
+def test_a_long_video_path_keeps_its_file_name_at_80_columns(tmp_path, monkeypatch):
+    """On an 80-column terminal a long path is cut in the middle (its file name stays); in a pipe the
+    table is plain text with the whole path."""
+    deep = tmp_path.joinpath(*[f"folder-number-{i}" for i in range(6)])
+    clip = make_sample_clip(deep / "the-clip-to-find.mp4", direction="left", seed=1)
+    monkeypatch.setattr(cli.predict, "out", Console(width=80, force_terminal=True, color_system=None))
+    lines = invoke("predict", clip, "--model", "demo-motion").stdout.splitlines()
+    assert max(map(len, lines[:-1])) <= 80  # the table; the cost line wraps where the terminal does
+    first = next(line for line in lines if "the-clip-to-find.mp4" in line)
+    assert "…/the-clip-to-find.mp4" in first and first.split("│")[1].strip().startswith("/")
+    monkeypatch.setattr(cli.predict, "out", Console(width=80))  # a pipe
+    piped = invoke("predict", clip, "--model", "demo-motion").stdout
+    assert f"{clip} 1 left" in " ".join(piped.split()) and not set("│┃━…") & set(piped)
+    assert piped.splitlines()[-1].startswith("cost: ")  # one line, not wrapped at 80
+
+
+def test_progress_is_on_stderr_while_stdout_is_a_file(monkeypatch):
+    """The progress bar follows stderr: shown on a terminal whether stdout is one or a file."""
+    from vidcls.cli import render
+
+    monkeypatch.setattr(render, "out", Console(width=80))  # stdout redirected
+    monkeypatch.setattr(render, "err", Console(stderr=True, force_terminal=True))
+    assert not render.progress_bar().disable
+    monkeypatch.setattr(render, "err", Console(stderr=True))  # stderr redirected too: messages only
+    assert render.progress_bar().disable
+
+
+def test_ray_without_ray_installed_is_one_line(tmp_path, monkeypatch):
+    """--ray imports ray only when asked: without it, one line naming the extra to install."""
+    monkeypatch.setitem(sys.modules, "ray", None)  # as if not installed, whether it is or not
+    clip = make_sample_clip(tmp_path / "clip.mp4", direction="left")
+    result = invoke("predict", clip, "--model", "demo-motion", "--ray", "local", "--output", tmp_path / "p.jsonl")
+    assert result.exit_code == 1
+    assert result.stderr.splitlines()[-1] == "error: --ray needs the optional package ray[data]: " \
+                                             "pip install 'vidcls[ray]'"
+
+
+@pytest.mark.parametrize("extra,message", [
+    ([], "--ray needs --output"), (["-o", "p.jsonl", "--timeline"], "--ray does not take --timeline"),
+    (["-o", "p.jsonl", "--shard", "0/2", "--json"], "--ray does not take --shard, --json"),
+    (["-o", "p.jsonl", "--frames", "7"], "nearest valid frame count: 6 or 8"),
+    (["-o", "p.txt"], "p.txt"), (["-o", "p.jsonl", "--ray", "videos/"], "--ray takes auto, local")])
+def test_ray_refuses_what_it_cannot_do_before_starting(tmp_path, monkeypatch, extra, message):
+    """Options --ray cannot honour, and a clip the model cannot take, are exit 2 before Ray is imported."""
+    monkeypatch.setitem(sys.modules, "ray", None)
+    monkeypatch.chdir(tmp_path)
+    result = invoke("predict", "clip.mp4", "--model", "demo-motion", "--ray", "auto", *extra)
+    assert result.exit_code == 2, result.output
+    assert message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr

@@ -207,3 +207,13 @@ def test_a_shape_the_model_cannot_take_is_one_clear_line(tmp_path):
     expected = "cannot run on 16 frames of 32 px: this VidTr (embedding='attention_input') runs on 8 frames"
     assert expected in result.output
     assert not (tmp_path / "x.onnx").exists()
+
+
+def test_predict_refuses_frames_an_onnx_file_was_not_exported_at(demo_onnx, some_file):
+    """An exported graph takes its own frame count only: another is exit 2 before any video is decoded."""
+    root, _ = demo_onnx
+    result = runner.invoke(app, ["predict", some_file, "--model", str(root / "fp32.onnx"),
+                                 "--frames", "16"])
+    assert result.exit_code == 2, result.output
+    assert result.stderr == "error: demo-motion: exported for 8-frame clips, asked for 16; use --frames 8, or " \
+                            "export it again at that count\n"

@@ -50,3 +50,32 @@ def test_atomic_directory_swaps_whole_directories(tmp_path):
 ])
 def test_first_line(given, expected):
     assert first_line(given) == expected
+
+
+@pytest.fixture
+def umask_027():
+    old = os.umask(0o027)
+    yield
+    os.umask(old)
+
+
+def test_what_appears_has_the_permissions_of_a_plain_open(tmp_path, umask_027):
+    """A writer that creates its file 0600 (safetensors does) and a temporary directory (0700, mkdtemp)
+    still give files and folders the modes open() and mkdir() give under the umask; a replaced file
+    keeps its own."""
+    def private(path):
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+    with atomic_file(tmp_path / "model.safetensors") as tmp:
+        private(tmp)
+    with atomic_directory(tmp_path / "last") as tmp:
+        private(tmp / "weights")
+    (tmp_path / "plain.txt").write_text("x")
+    (tmp_path / "plain").mkdir()
+    mode = {p.name: oct(p.stat().st_mode & 0o777) for p in tmp_path.iterdir()}
+    assert mode["model.safetensors"] == mode["plain.txt"] == "0o640"
+    assert mode["last"] == mode["plain"] == "0o750"
+    os.chmod(tmp_path / "plain.txt", 0o604)
+    with atomic_file(tmp_path / "plain.txt") as tmp:
+        private(tmp)
+    assert oct((tmp_path / "plain.txt").stat().st_mode & 0o777) == "0o604"

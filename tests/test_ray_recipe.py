@@ -1,20 +1,22 @@
-"""The Ray Data recipe (scripts/ray_predict.py) on a local Ray instance: same results as vidcls.predict.
+"""`vidcls predict --ray` (vidcls.inference.ray) on a local Ray instance: the same results as vidcls.predict.
 
-Skipped when ray is not installed (CI does not install it). The script is loaded from its
-file without registering it as a module, so Ray ships its actor class to the workers by value,
-as it does for users who run the script as __main__.
+Skipped when ray is not installed (CI does not install it; `pip install 'vidcls[ray]'`). The
+actors import vidcls as an installed package would be imported: by reference, from this checkout
+(PYTHONPATH), which is what a cluster with vidcls installed on every node does.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 import vidcls
 from vidcls.choices import DIRECTIONS
+from vidcls.cli import app
+from vidcls.inference.ray import RayOptions, ray_predict, record
 from vidcls.inference.results import read_records
 from vidcls.video.synthetic import make_sample_clip
 
@@ -24,17 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
-def recipe():
-    """The script as a module, with a local 2-CPU Ray instance whose workers import this checkout's vidcls."""
+def local_ray():
+    """A local 2-CPU Ray instance whose workers import this checkout's vidcls."""
     monkeypatch = pytest.MonkeyPatch()
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # Ray's worker processes inherit the environment
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     # both actors up before the first batch is handed out, so the slow clip's batch is overtaken
     ray.data.DataContext.get_current().wait_for_min_actors_s = 60
-    spec = importlib.util.spec_from_file_location("ray_predict", ROOT / "scripts" / "ray_predict.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    yield module
+    yield
     ray.shutdown()
     monkeypatch.undo()
 
@@ -43,7 +42,7 @@ def recipe():
 def clips(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
     """Six sample clips, a file that is not a video and a missing file, in input order. Clips 0
     and 2 (the first of each run in the test) take ten times longer to decode than the others,
-    so results would overtake them if the recipe did not keep input order."""
+    so results would overtake them if the run did not keep input order."""
     folder = tmp_path_factory.mktemp("clips")
     paths = [str(make_sample_clip(folder / f"{i}.mp4", DIRECTIONS[i % 4], seed=i)) for i in range(6)]
     for slow in (0, 2):
@@ -69,25 +68,31 @@ def assert_same(records: list[dict], expected: list[dict]) -> None:
     assert any(e["error"] is None for e in expected) and any(e["error"] for e in expected)
 
 
-def run(recipe, *args: str) -> int:
-    return recipe.main([*args, "--model", "demo-motion", "--concurrency", "2", "--batch-videos", "1"])
+def predict_on_ray(*args: str):
+    return CliRunner().invoke(app, ["predict", *args, "--model", "demo-motion", "--ray", "auto",
+                                    "--concurrency", "2", "--batch-videos", "1"])
 
 
-def test_recipe_matches_predict(recipe, clips, expected, tmp_path, capsys) -> None:
+def test_ray_run_matches_predict(local_ray, clips, expected, tmp_path) -> None:
     """One test, so that pytest-xdist starts one Ray instance, not one per worker."""
     # an output FILE: in input order, resumable
     output = tmp_path / "preds.jsonl"
-    assert run(recipe, *clips[:2], "--output", str(output)) == 0  # the slow clip first
-    assert run(recipe, *clips, "--output", str(output)) == 2  # results there, no --resume: refused
-    assert "add --resume" in capsys.readouterr().err
-    assert run(recipe, *clips, "--output", str(output), "--resume") == 0  # the slow clip first
-    assert "classified 6 videos" in capsys.readouterr().out  # only those not done yet
+    first = predict_on_ray(*clips[:2], "--output", str(output))  # the slow clip first
+    assert first.exit_code == 0, first.output
+    refused = predict_on_ray(*clips, "--output", str(output))  # results there, no --resume
+    assert refused.exit_code == 2 and "add --resume" in refused.stderr
+    resumed = predict_on_ray(*clips, "--output", str(output), "--resume")  # the slow clip first
+    assert resumed.exit_code == 1  # the bad and the missing file, one error line each
+    lines = resumed.stderr.splitlines()
+    assert [line.split(": ")[1] for line in lines if line.startswith("error:")] == clips[-2:]
+    assert lines[-1].startswith(f"done: 6 classified (2 failed), 2 already there: {output}; 2 Ray actors")
     records = read_records(output)
     assert [r["video"] for r in records] == clips  # input order, each video once
     assert_same(records, expected)
 
     # an output FOLDER: Ray's write_json files, nested fields as JSON text
     folder = tmp_path / "preds"
-    assert run(recipe, *clips, "--output", str(folder)) == 0
+    run = ray_predict(clips, "demo-motion", folder, cluster=RayOptions(concurrency=2, batch_videos=1))
+    assert (run.classified, run.failed) == (8, 2)
     lines = [json.loads(line) for f in sorted(folder.glob("*.json")) for line in f.read_text().splitlines()]
-    assert_same([recipe.record(row) for row in lines], expected)
+    assert_same([record(row) for row in lines], expected)

@@ -325,3 +325,57 @@ def test_overflowing_logits_are_that_videos_error_in_strict_json(path_clip, mode
     records = json.loads(result.stdout, parse_constant=refuse)
     assert result.exit_code == 1
     assert records[0]["top_k"] == [] and "not finite" in records[0]["error"]
+
+
+def write_with_sound(path, frames: torch.Tensor, fps: int, rate: int = 16000):
+    """A video with an AAC track (a 440 Hz tone, 1024-sample frames) as long as its frames, written with PyAV."""
+    import av
+    import numpy as np
+
+    with av.open(str(path), "w") as container:
+        video = container.add_stream("libx264", rate=fps)
+        video.height, video.width, video.pix_fmt = frames.shape[1], frames.shape[2], "yuv420p"
+        audio = container.add_stream("aac", rate=rate)
+        audio.layout = "mono"
+        samples = 0
+        for index, frame in enumerate(frames.numpy()):
+            container.mux(video.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            while samples < (index + 1) * rate / fps:
+                tone = 0.2 * np.sin(2 * np.pi * 440 * (samples + np.arange(1024)) / rate)
+                chunk = av.AudioFrame.from_ndarray(tone[None].astype(np.float32), format="fltp", layout="mono")
+                chunk.sample_rate, chunk.pts, samples = rate, samples, samples + 1024
+                container.mux(audio.encode(chunk))
+        container.mux(video.encode())
+        container.mux(audio.encode())
+    return path
+
+
+def audio_packets(path) -> list[tuple[bytes, int]] | None:
+    """(bytes, pts) of every packet of a file's first audio stream; None without one."""
+    import av
+
+    with av.open(str(path)) as container:
+        if not container.streams.audio:
+            return None
+        return [(bytes(p), p.pts) for p in container.demux(container.streams.audio[0]) if p.dts is not None]
+
+
+def test_the_annotated_video_keeps_the_input_s_sound_as_it_is(tmp_path, model):
+    """--out-video copies the audio stream packet for packet (remuxed, not re-encoded) at the same
+    times; --no-audio (audio=False) leaves it out."""
+    from typer.testing import CliRunner
+
+    from vidcls.cli import app
+
+    spec = ShapeClipSpec("left", height=32, width=32, size=(8.0, 8.0), speed=1.0, start=(26.0, 14.0))
+    source = write_with_sound(tmp_path / "talk.mp4", render_path(spec, [("left", 24), ("up", 24)]), fps=FPS)
+    found = timeline(source, model)
+    kept = write_annotated_video(source, found, tmp_path / "kept.mp4")
+    assert len(audio_packets(source)) > 10 and audio_packets(kept) == audio_packets(source)
+    assert probe(kept).num_frames == probe(source).num_frames
+    assert audio_packets(write_annotated_video(source, found, tmp_path / "silent.mp4", audio=False)) is None
+    for flags, expected in (([], audio_packets(source)), (["--no-audio"], None)):
+        out = tmp_path / f"cli{len(flags)}.mp4"
+        result = CliRunner().invoke(app, ["predict", str(source), "-m", "demo-motion", "--out-video", str(out), *flags])
+        assert result.exit_code == 0, result.output
+        assert audio_packets(out) == expected

@@ -44,7 +44,7 @@ from vidcls.train.data import (
     read_samples,
 )
 from vidcls.train.loop import Trainer, parameter_groups
-from vidcls.train.weights import load_with_new_head, starting_model
+from vidcls.train.weights import head_labels, load_with_head, starting_model
 from vidcls.video.encode import write_video
 from vidcls.video.synthetic import random_spec, render_clip
 from vidcls.video.transforms import random_crop, train_view
@@ -257,7 +257,7 @@ def test_new_head_replaces_only_the_classifier(name, classifier):
     card = load_model(name, allow_random=True).card
     source = build_model(card.family, {**card.arch, "num_classes": 7}).state_dict()
     target = build_model(card.family, {**card.arch, "num_classes": 7})
-    replaced = load_with_new_head(target, source, 4, "src")
+    replaced = load_with_head(target, source, "src", 4)
     assert replaced == [f"{classifier}.bias", f"{classifier}.weight"]
     assert target(torch.randn(1, 3, 8, 32, 32)).shape == (1, 4)
     for key, value in target.state_dict().items():
@@ -265,10 +265,51 @@ def test_new_head_replaces_only_the_classifier(name, classifier):
             assert value.shape[0] == 4 and (key.endswith("bias") or not torch.equal(value, source[key][:4])), key
         else:
             assert torch.equal(value, source[key]), key
-    assert load_with_new_head(target, target.state_dict(), 4, "src") == []  # same class count: nothing replaced
+    assert load_with_head(target, target.state_dict(), "src", None) == []  # kept: nothing replaced
+    same_count = load_with_head(target, source := target.state_dict(), "src", 4)  # new names: new head
+    assert same_count == replaced and not torch.equal(target.get_classifier().weight, source[replaced[1]])
     wider = build_model(card.family, {**card.arch, "embed_dim": 32, "num_heads": 2})
     with pytest.raises(VidclsError, match="do not fit"):
-        load_with_new_head(build_model(card.family, card.arch), wider.state_dict(), 4, "src")
+        load_with_head(build_model(card.family, card.arch), wider.state_dict(), "src", 4)
+
+
+def test_head_labels_keep_a_model_s_names_in_its_order():
+    model = ["left", "right", "up", "down"]
+    assert head_labels(["down", "left", "right", "up"], model) == model  # sorted data, the model's order
+    assert head_labels(["left", "up"], model) == model  # a subset keeps the whole head
+    assert head_labels(["a", "b", "c", "d"], model) is None  # as many classes, other names: a new head
+    assert head_labels(["left", "sideways"], model) is None and head_labels(["left"], None) is None
+
+
+@pytest.mark.parametrize("init", [None, str(ROOT / "vidcls" / "assets" / "demo-motion")])
+def test_fine_tuning_keeps_a_model_s_head_for_its_own_class_names(init):
+    """Data folders named as the model's labels (sorted: down, left, right, up) keep its head and its
+    label order, from --model's own weights or from --init REF; other names get a new head."""
+    demo = load_model("demo-motion")
+    for classes in (["down", "left", "right", "up"], ["left", "up"]):
+        start = starting_model("demo-motion", init, classes, name="run")
+        assert start.card.labels == demo.labels == ["left", "right", "up", "down"]
+        assert torch.equal(start.module.get_classifier().weight, demo.module.get_classifier().weight)
+        assert "4-class head kept" in start.origin
+    renamed = starting_model("demo-motion", init, ["a", "b", "c", "d"], name="run")
+    assert renamed.card.labels == ["a", "b", "c", "d"] and "replaced by a new 4-class head" in renamed.origin
+    assert not torch.equal(renamed.module.get_classifier().weight, demo.module.get_classifier().weight)
+
+
+def test_a_fine_tuned_model_names_its_classes_as_before(small_motion, tmp_path, one_thread):
+    """Fine-tuning demo-motion (lr 1e-12: the weights stay) on folders named left/right/up/down ends with a
+    model that predicts what demo-motion predicts, label for label (the head kept by class count alone
+    relabelled every class as another: val top-1 0-36%)."""
+    result = train(quick_config(small_motion, tmp_path / "run", model="demo-motion", lr=1e-12, batch_size=4))
+    assert result.classes == ["left", "right", "up", "down"]
+    first = (tmp_path / "run" / "train.log").read_text().splitlines()[0]
+    assert "4-class head kept" in first, first
+    tuned, demo = load_model(str(tmp_path / "run")), load_model("demo-motion")
+    videos = sorted((small_motion / "val").rglob("*.mp4"))
+    for video in videos:
+        got, want = predict_video(video, tuned, top_k=4), predict_video(video, demo, top_k=4)
+        assert [k["label"] for k in got.top_k] == [k["label"] for k in want.top_k], video
+        assert [k["score"] for k in got.top_k] == pytest.approx([k["score"] for k in want.top_k], abs=1e-4)
 
 
 def test_init_imagenet_reads_timm_weights_from_the_hub_cache(hub_cache, tmp_path):
@@ -371,15 +412,57 @@ def test_too_many_bad_videos_stop_the_run_early(motion, tmp_path):
 
 def test_init_from_a_model_with_other_classes_replaces_the_head(motion, tmp_path, one_thread):
     first = train(quick_config(motion, tmp_path / "four", train=subset_list(tmp_path / "t4.txt", motion / "train", 4)))
-    two = _write(tmp_path / "t2.txt", "".join(f"{p} {p.parent.name}\n" for d in ("left", "right")
+    names = {"left": "west", "right": "east"}  # the same clips under names the first model does not have
+    two = _write(tmp_path / "t2.txt", "".join(f"{p}\t{names[d]}\n" for d in names
                                                for p in sorted((motion / "train" / d).iterdir())[:4]))
-    val2 = _write(tmp_path / "v2.txt", "".join(f"{p} {p.parent.name}\n" for d in ("left", "right")
+    val2 = _write(tmp_path / "v2.txt", "".join(f"{p}\t{names[d]}\n" for d in names
                                                 for p in sorted((motion / "val" / d).iterdir())[:2]))
     second = train(quick_config(motion, tmp_path / "two", train=two, val=val2, init=str(first.output)))
-    assert second.classes == ["left", "right"]
+    assert second.classes == ["east", "west"]
     log = (tmp_path / "two" / "train.log").read_text()
     assert "4-class head replaced by a new 2-class head (head.bias, head.weight)" in log
-    assert load_model(str(tmp_path / "two")).labels == ["left", "right"]
+    assert load_model(str(tmp_path / "two")).labels == ["east", "west"]
+
+
+def test_default_workers_follow_the_cores_as_predict_s_do(small_motion, tmp_path, monkeypatch, one_thread):
+    """Without --workers, training decodes in as many processes as predict would use (2 cores, a cheap
+    model on CPU: 2), not a fixed 4 that torch warns about on a 2-core machine."""
+    import vidcls.train.loop as loop
+    from vidcls.inference.engine import default_workers
+
+    used, real = [], loop.make_loader
+    monkeypatch.setattr(loop, "make_loader", lambda *args: (used.append(args[3]), real(*args))[1])
+    monkeypatch.setattr(os, "cpu_count", lambda: 2)
+    assert TrainConfig(model="joint-tiny", train=tmp_path, val=tmp_path, output=tmp_path).workers is None
+    train(quick_config(small_motion, tmp_path / "run", workers=None))
+    assert used == [2, 2] == [default_workers(torch.device("cpu"), 0.01)] * 2
+
+
+def test_a_run_that_does_not_learn_says_so_once(small_motion, tmp_path, one_thread):
+    """Loss at ln(4) for three epochs (lr 1e-9: nothing moves) -> one warning with a hint, in the log too."""
+    train(quick_config(small_motion, tmp_path / "run", lr=1e-9, epochs=4, warmup_epochs=0))
+    warnings = [line for line in (tmp_path / "run" / "train.log").read_text().splitlines() if "not learning" in line]
+    assert len(warnings) == 1 and "WARNING train loss has stayed at ln(4) = 1.386" in warnings[0]
+    assert "--lr (now 1e-09" in warnings[0]
+
+
+@pytest.mark.parametrize("losses,expected", [
+    ([1.386, 1.39, 1.38], True), ([2.0, 1.386, 1.39, 1.38], True), ([1.386, 1.386], False),
+    ([1.386, 1.2, 1.386], False), ([1.386, 1.386, 1.30], False)])
+def test_at_chance_is_three_epochs_at_ln_classes(losses, expected):
+    from vidcls.train.log import at_chance
+
+    assert at_chance(losses, 4) is expected  # ln 4 = 1.3863, 2% of it is 0.028
+
+
+def test_run_files_have_the_permissions_of_the_run_directory(finished_run):
+    """model.safetensors and last/ were 0600 / 0700 beside 0644 files: everything now has the modes
+    a plain open() and mkdir() give (those of train.log and of the run directory itself)."""
+    file_mode = finished_run.joinpath("train.log").stat().st_mode & 0o777
+    folder_mode = finished_run.stat().st_mode & 0o777
+    for path in [finished_run / "last", *finished_run.rglob("*")]:
+        if not path.name.startswith("."):
+            assert path.stat().st_mode & 0o777 == (folder_mode if path.is_dir() else file_mode), path
 
 
 def test_gradient_accumulation_matches_the_larger_batch(motion, tmp_path, one_thread):

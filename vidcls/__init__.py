@@ -12,6 +12,7 @@ The library API that the command line is built on, one function per command:
     >>> vidcls.download("timesformer-k400")               # vidcls download
     >>> vidcls.convert_checkpoint("ckpt.pth", "xvit", "out/")     # vidcls convert
     >>> vidcls.export_model("demo-motion", "demo.onnx", quantize="int8")  # vidcls export (vidcls[onnx])
+    >>> vidcls.ray_predict(["videos/"], "demo-motion", "preds.jsonl")  # vidcls predict --ray (vidcls[ray])
     >>> vidcls.train_model(vidcls.TrainConfig(model="xvit-tiny", train="data/train",
     ...                                       val="data/val", output="runs/x"))  # vidcls train
 
@@ -46,6 +47,7 @@ _LAZY = {
     "TrainConfig": ("train.config", "TrainConfig"), "TrainResult": ("train.config", "TrainResult"),
     "train_model": ("train.loop", "train"), "convert_checkpoint": ("zoo.convert", "convert_checkpoint"),
     "export_model": ("export.onnx", "export_model"), "ExportReport": ("export.onnx", "ExportReport"),
+    "ray_predict": ("inference.ray", "ray_predict"),
 }
 
 __all__ = sorted([*_LAZY, "UsageError", "VidclsError", "__version__"])
@@ -65,6 +67,7 @@ if TYPE_CHECKING:  # what __getattr__ returns, for type checkers and IDEs
     from vidcls.export.onnx import ExportReport, export_model  # noqa: F401
     from vidcls.inference.embed import Embedding  # noqa: F401
     from vidcls.inference.predict import Prediction, predict, predict_video  # noqa: F401
+    from vidcls.inference.ray import ray_predict  # noqa: F401
     from vidcls.train import TrainConfig, TrainResult  # noqa: F401
     from vidcls.train import train as train_model  # noqa: F401
     from vidcls.zoo.convert import convert_checkpoint  # noqa: F401

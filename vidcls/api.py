@@ -120,13 +120,15 @@ def _timelines(videos: list[VideoInput], loaded: LoadedModel, target: torch.devi
         try:
             found = timeline(item.source, loaded, window_s=over_time.window_s, hop_s=over_time.hop_s,
                              smooth=over_time.smooth, top_k=options.top_k, clips=recipe.clips, crops=recipe.crops,
+                             frames=recipe.spec.frames, stride=recipe.spec.stride, sampling=recipe.spec.sampling,
                              device=target, precision=options.precision, batch_size=options.batch_size)
             if over_time.plot is not None:
                 plot_timeline(found, TimelineOptions.path_for(over_time.plot, item.name, several),
                               title=f"{loaded.name}: {item.name}")
             if over_time.out_video is not None:
                 write_annotated_video(item.source, found,
-                                      TimelineOptions.path_for(over_time.out_video, item.name, several))
+                                      TimelineOptions.path_for(over_time.out_video, item.name, several),
+                                      audio=over_time.audio)
         except Exception as exc:  # noqa: BLE001 - the model, a plot path, the encoder: one video's failure
             result.error = failure_reason(exc, item.source)
         else:

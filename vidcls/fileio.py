@@ -4,7 +4,9 @@ One place for the pattern (write under a temporary sibling name, then `os.replac
 the target), so a crash, Ctrl-C or `kill -9` at any point leaves either the previous
 version or the new one under the target's name, never a half-written file. The temporary
 name starts with a dot and keeps the target's suffix, because some writers (PyAV's muxer,
-matplotlib) choose the format from it.
+matplotlib) choose the format from it. What appears gets the permissions of a plain `open()` or
+`mkdir()` under the process's umask (or keeps those of the file it replaces), whatever the writer
+or the temporary-name machinery used: safetensors creates its files 0600, mkdtemp 0700.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import tempfile
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,6 +26,19 @@ from pathlib import Path
 def _sibling(target: Path, kind: str) -> Path:
     """A fresh hidden name next to `target`, unique per process and call, with the same suffix."""
     return target.with_name(f".{target.stem}.{os.getpid()}.{uuid.uuid4().hex[:8]}.{kind}{target.suffix}")
+
+
+def _umask() -> int:
+    """The process's umask (read by setting it and back: the only portable way)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _settle_mode(tmp: Path, target: Path, full: int) -> None:
+    """Give `tmp` the mode `target` has, or, for a new target, `full` (0o666 or 0o777) less the umask."""
+    mode = stat.S_IMODE(target.stat().st_mode) if target.exists() else full & ~_umask()
+    os.chmod(tmp, mode)
 
 
 @contextlib.contextmanager
@@ -37,6 +53,7 @@ def atomic_file(target: str | Path) -> Iterator[Path]:
     tmp = _sibling(target, "tmp")
     try:
         yield tmp
+        _settle_mode(tmp, target, 0o666)
         os.replace(tmp, target)
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -78,6 +95,7 @@ def atomic_directory(target: str | Path) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    _settle_mode(tmp, target, 0o777)
     old = target.with_name(f".{target.name}.old")
     if target.exists():
         shutil.rmtree(old, ignore_errors=True)

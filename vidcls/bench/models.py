@@ -18,6 +18,7 @@ from torch import nn
 from vidcls.bench.flops import FlopCount, UncountedAttentionError, count_macs, parameter_counts
 from vidcls.errors import UsageError
 from vidcls.models import build_model, families, make_config
+from vidcls.models.validate import check_tiling
 from vidcls.zoo.modeldir import ModelCard
 from vidcls.zoo.onnx import OnnxModule, open_session, read_onnx_card
 from vidcls.zoo.resolve import resolve
@@ -61,25 +62,18 @@ class BenchModel:
         return {**self.arch, **{k: v for k, v in shape.items() if k in fields}}
 
     def check_shape(self, frames: int, size: int) -> None:
-        """UsageError if the patch embedding cannot cut clips of `frames` x `size` x `size`.
-
-        A tubelet embedding needs the size to be a multiple of its `patch_size` and the
-        frame count one of its `tubelet_size`; a convolution patch embedding (ff-linear)
-        has neither and takes any size. Checked before building, so a sweep fails at once
-        with the valid choices instead of deep inside a forward pass. An exported graph
-        takes only the shape it was exported at.
+        """UsageError if the patch embedding cannot cut clips of `frames` x `size` x `size`
+        (models.validate.check_tiling: the nearest valid counts). Checked before building, so a
+        sweep fails at once with the valid choices instead of deep inside a forward pass. An
+        exported graph takes only the shape it was exported at.
         """
         if self.onnx is not None and (frames, size) != (self.frames, self.size):
             raise UsageError(f"{self.name}: exported for {self.frames} x {self.size} px clips, asked for {frames} x "
                              f"{size}; use --frames {self.frames} --size {self.size}, or export it again at that shape")
-        config = make_config(self.family, self.arch)
-        rules = ((size, getattr(config, "patch_size", 1), "size", "patch size"),
-                 (frames, getattr(config, "tubelet_size", 1), "frame count", "tubelet size"))
-        for value, step, what, unit in rules:
-            if value % step:
-                nearest = " or ".join(str(n) for n in _nearest_multiples(value, step))
-                raise UsageError(f"{self.name}: {what} {value} is not a multiple of its {unit} {step}; "
-                                 f"nearest valid {what}: {nearest}")
+        try:
+            check_tiling(make_config(self.family, self.arch), frames, size)
+        except UsageError as exc:
+            raise UsageError(f"{self.name}: {exc}") from None
 
     def build(self, frames: int, size: int) -> nn.Module:
         """A randomly initialised torch model for this shape, on the current default device, in eval mode
@@ -94,12 +88,6 @@ class BenchModel:
                 return self.build(frames, size)
         self.check_shape(frames, size)
         return OnnxModule(open_session(Path(self.onnx), device), device)
-
-
-def _nearest_multiples(value: int, step: int) -> list[int]:
-    """The positive multiples of `step` just below and just above `value`."""
-    below = value - value % step
-    return [n for n in (below, below + step) if n > 0]
 
 
 def resolve_models(refs: Sequence[str]) -> list[BenchModel]:

@@ -10,18 +10,26 @@ the library it calls, so `vidcls --help` and `vidcls --version` never load torch
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import sys
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
 from typer.core import TyperGroup
 
+try:  # typer vendors click since 0.2x; before, it used click itself
+    from typer._click.exceptions import ClickException
+except ImportError:  # pragma: no cover - older typer
+    from click.exceptions import ClickException
+
 from vidcls import __version__
-from vidcls.cli.render import err, out
+from vidcls.cli.help import VidclsCommand
+from vidcls.cli.render import err, input_line, out
 from vidcls.errors import VidclsError, first_line, printable
 
 _state = {"debug": False}
@@ -44,11 +52,60 @@ def _debug_first(args: list[str]) -> list[str]:
     return ["--debug"] * (len(rest) < end) + rest + args[end:]
 
 
+def usage_message(exc: Any) -> str:
+    """A click usage error (bad value, unknown flag, missing option) as the text of one line,
+    with the command whose --help tells more."""
+    text = " ".join(exc.format_message().split())
+    where = getattr(getattr(exc, "ctx", None), "command_path", None)
+    return f"{text} (see `{where} --help`)" if where else text
+
+
+def show_warning(message: Warning | str, category: type[Warning], filename: str, lineno: int,
+                 file: Any = None, line: str | None = None) -> None:
+    """warnings.showwarning for the command line: one `warning:` line, without Python's file path
+    and source line (the position-embedding interpolation at another --frames, a library's notice)."""
+    input_line("warning", "yellow", printable(first_line(str(message))))
+
+
+@contextlib.contextmanager
+def warnings_as_lines() -> Iterator[None]:
+    """Show Python warnings as show_warning does while a command runs (the library keeps Python's)."""
+    original, warnings.showwarning = warnings.showwarning, show_warning
+    try:
+        yield
+    finally:
+        warnings.showwarning = original
+
+
 class VidclsGroup(TyperGroup):
-    """The command group; it takes --debug anywhere on the line, not only before the command."""
+    """The command group: --debug anywhere on the line, not only before the command; usage errors
+    (a bad value, an unknown flag, a missing option) as one `error:` line with exit 2, like every
+    other error, instead of typer's box; Python warnings as `warning:` lines."""
 
     def parse_args(self, ctx: typer.Context, args: list[str]) -> list[str]:
+        if not args:  # `vidcls` alone: the help, with the exit code of a usage error
+            out.print(ctx.get_help(), highlight=False, markup=False)
+            raise typer.Exit(2)
         return super().parse_args(ctx, _debug_first(args))
+
+    def format_commands(self, ctx: typer.Context, formatter: Any) -> None:
+        """Each command with the whole first sentence of its help (click cuts it to the width with ...)."""
+        rows = [(name, command.get_short_help_str(limit=1000)) for name in self.list_commands(ctx)
+                if (command := self.get_command(ctx, name)) is not None and not command.hidden]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+    def main(self, *args: Any, standalone_mode: bool = True, **kwargs: Any) -> Any:
+        if not standalone_mode:
+            return super().main(*args, standalone_mode=False, **kwargs)
+        with warnings_as_lines():
+            try:
+                code = super().main(*args, standalone_mode=False, **kwargs)
+            except ClickException as exc:
+                code = fail(usage_message(exc), exc.exit_code).exit_code
+            except typer.Abort:
+                code = fail("aborted", 1).exit_code
+        sys.exit(code if isinstance(code, int) else 0)
 
 
 def checked(option: str, pattern: str, metavar: str) -> dict[str, Any]:
@@ -69,8 +126,13 @@ def one_of(option: str, values: Any) -> dict[str, Any]:
     return checked(option, "|".join(map(re.escape, names)), "|".join(names))
 
 
-app = typer.Typer(cls=VidclsGroup, add_completion=False, no_args_is_help=True, rich_markup_mode="rich",
+app = typer.Typer(cls=VidclsGroup, add_completion=False, rich_markup_mode=None,
                   help="Classify videos with linear and quadratic video transformers.")
+
+
+def command(name: str) -> Callable[[Callable], Callable]:
+    """@command("predict"): register a command on `app` with vidcls's plain --help (cli.help)."""
+    return app.command(name, cls=VidclsCommand)
 
 
 def guarded(command: Callable) -> Callable:

@@ -14,9 +14,9 @@ from vidcls.choices import (
     DEVICE_METAVAR,
     DEVICE_PATTERN,
 )
-from vidcls.cli.app import app, checked, guarded, one_of
+from vidcls.cli.app import checked, command, guarded, one_of
 from vidcls.cli.predict import PrecisionOption
-from vidcls.cli.render import benchmark_tables, err, out, progress_bar
+from vidcls.cli.render import benchmark_tables, err, input_line, out, progress_bar, show
 from vidcls.errors import UsageError
 
 
@@ -31,15 +31,18 @@ def int_list(text: str, option: str) -> list[int]:
     return values
 
 
-@app.command("benchmark")
+@command("benchmark")
 @guarded
 def benchmark_command(
     model: Annotated[str, typer.Option(
-        "--model", "-m",
+        "--model", "-m", metavar="REF[,REF...]",
         help="REF[,REF...]: zoo names, hf:// refs, model directories or exported .onnx files "
              "(timed on ONNX Runtime, at their exported shape), measured side by side.",
     )],
-    frames: Annotated[str, typer.Option("--frames", help="Comma-separated frame counts to sweep.")] = "8,16,32",
+    frames: Annotated[str, typer.Option(
+        "--frames", metavar="N[,N...]",
+        help="Comma-separated frame counts to sweep.",
+    )] = "8,16,32",
     size: Annotated[int | None, typer.Option(
         "--size", min=16,
         help="Frame size in pixels (default: each model's input size, 224 for the paper models).",
@@ -61,15 +64,19 @@ def benchmark_command(
         help="Print one JSON array (schema in docs/cli.md), one object per (model, frames) point.",
     )] = False,
     plot: Annotated[Path | None, typer.Option(
-        "--plot",
+        "--plot", metavar="FILE.png",
         help="Write a PNG of GMACs, peak memory and latency vs frames (needs matplotlib, the plot extra).",
     )] = None,
-    csv_path: Annotated[Path | None, typer.Option("--csv", help="Write the points as CSV.")] = None,
+    csv_path: Annotated[Path | None, typer.Option("--csv", metavar="FILE", help="Write the points as CSV.")] = None,
     threads: Annotated[int | None, typer.Option(
         "--threads", min=1,
         help="CPU threads for the timed passes and the matmul rate (default: "
              "torch's, one per core); 1 gives steadier numbers on a busy machine.",
     )] = None,
+    wide: Annotated[bool, typer.Option(
+        "--wide",
+        help="Every column (attention share, latency spread, CPU time, clips/s), at the table's full width.",
+    )] = False,
     in_process: Annotated[bool, typer.Option(
         "--in-process",
         help="On CPU, measure in this process instead of a fresh one per "
@@ -100,14 +107,14 @@ def benchmark_command(
     refs = [ref.strip() for ref in model.split(",") if ref.strip()]
     sweep = int_list(frames, "--frames")
 
-    def warn(message: str) -> None:
-        err.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
-
     with progress_bar() as progress:
         task = progress.add_task("benchmarking", total=len(refs) * len(sweep))
 
         def done(point) -> None:
             progress.update(task, advance=1, description=f"benchmarked {point.model} T={point.frames}")
+
+        def warn(message: str) -> None:
+            input_line("warning", "yellow", message)
 
         report = benchmark(refs, sweep, size, isolate=False if in_process else None, on_point=done,
                            on_warning=warn, batch_size=batch_size, device=device, precision=precision,
@@ -123,16 +130,16 @@ def benchmark_command(
     if as_json:
         print(json.dumps([p.to_json() for p in report.points], indent=2))
         return
-    for table in benchmark_tables(report):
-        out.print(table)
+    for table in benchmark_tables(report, wide):
+        show(out, table, wide)
 
 
-@app.command("export")
+@command("export")
 @guarded
 def export_command(
-    ref: Annotated[str, typer.Argument(help=r"Zoo name, hf://OWNER/REPO\[@REV] or a model directory.")],
+    ref: Annotated[str, typer.Argument(metavar="REF", help="Zoo name, hf://OWNER/REPO[@REV] or a model directory.")],
     output: Annotated[Path, typer.Option(
-        "--out", "-o", "--output",
+        "--out", "-o", "--output", metavar="FILE.onnx",
         help="The .onnx file to write (only once it passes the parity check).",
     )],
     frames: Annotated[int | None, typer.Option(
@@ -157,7 +164,7 @@ def export_command(
         help="ONNX opset (default: torch's exporter's, 20 in torch 2.13; Gelu is a single op from 20).",
     )] = None,
     weights: Annotated[Path | None, typer.Option(
-        "--weights",
+        "--weights", metavar="FILE",
         help="Local safetensors file replacing the model's weights.",
     )] = None,
     allow_random: Annotated[bool, typer.Option(

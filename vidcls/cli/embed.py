@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from vidcls.choices import AUTO, VIEWS
-from vidcls.cli.app import app, guarded, one_of
+from vidcls.cli.app import command, guarded, one_of
 from vidcls.cli.predict import (
     BatchSizeOption,
     ClipsOption,
@@ -29,11 +29,11 @@ from vidcls.cli.predict import (
     WorkersOption,
     terminate_as_interrupt,
 )
-from vidcls.cli.render import VideoProgress, done_line, embedding_table, input_line, out
+from vidcls.cli.render import VideoProgress, embedding_table, input_line, out, run_done_line
 from vidcls.errors import UsageError
 
 
-@app.command("embed")
+@command("embed")
 @guarded
 def embed_command(
     videos: VideosArgument,
@@ -104,6 +104,6 @@ def embed_command(
     elif output is None and failed < len(run.embeddings):
         out.print(embedding_table(run.embeddings, run.meta))
     if output is not None:
-        done_line("embedded", run, len(run.embeddings), failed)
+        run_done_line("embedded", run, len(run.embeddings), failed)
     if failed:
         raise typer.Exit(1)

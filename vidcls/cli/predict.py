@@ -4,7 +4,9 @@ shares with predict) are declared once here.
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,17 +20,20 @@ from vidcls.choices import (
     RUN_PRECISIONS,
     SAMPLINGS,
 )
-from vidcls.cli.app import app, checked, guarded, one_of
+from vidcls.cli.app import checked, command, fail, guarded, one_of
 from vidcls.cli.render import (
     VideoProgress,
     done_line,
     evaluation_tables,
     input_line,
+    interrupted_message,
     out,
     prediction_table,
+    run_done_line,
     segments_table,
+    show,
 )
-from vidcls.errors import printable
+from vidcls.errors import UsageError, printable
 from vidcls.inference.preflight import Placement, checked_output, done_records, preflight
 
 # Options predict and evaluate share: one declaration, one help text.
@@ -74,7 +79,7 @@ ThreadsOption = Annotated[int | None, typer.Option(
          "model on CPU, whose cores decode; else one per core).",
 )]
 WeightsOption = Annotated[Path | None, typer.Option(
-    "--weights",
+    "--weights", metavar="FILE",
     help="Local safetensors file replacing the model's weights.",
 )]
 # Options predict and embed share (the streaming, resumable, sharded runs over many videos).
@@ -119,15 +124,27 @@ def terminate_as_interrupt() -> None:
     signal.signal(signal.SIGTERM, handler)
 
 
-@app.command("predict")
+@contextlib.contextmanager
+def reporting_interrupts(progress: VideoProgress, output: Path | None) -> Iterator[None]:
+    """Ctrl-C or SIGTERM during a run: the `done:` line of what --output holds, then one line saying
+    how far the run got and that --resume continues it (exit 130), as train says where it saved."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        if output is not None:
+            done_line(progress.done, progress.verb, progress.failed, output)
+        raise fail(interrupted_message(progress, output), 130) from None
+
+
+@command("predict")
 @guarded
 def predict_command(
     videos: VideosArgument,
     model: Annotated[str, typer.Option(
-        "--model", "-m",
-        help=r"Zoo name, hf://OWNER/REPO\[@REV], a model directory, or an "
+        "--model", "-m", metavar="REF",
+        help="Zoo name, hf://OWNER/REPO[@REV], a model directory, or an "
              "exported .onnx file (or a directory holding model.onnx).",
-    )],  # \[: not rich markup
+    )],
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="How many labels to show per video.")] = 5,
     clips: ClipsOption = None,
     crops: CropsOption = None,
@@ -141,7 +158,7 @@ def predict_command(
     threads: ThreadsOption = None,
     weights: WeightsOption = None,
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o",
+        "--output", "-o", metavar="FILE",
         help="Write one result per video as it completes: .jsonl, .json or .csv "
              "(by suffix); every line is flushed, Ctrl-C keeps the finished ones.",
     )] = None,
@@ -165,16 +182,45 @@ def predict_command(
         rich_help_panel="Long videos",
     )] = 1,
     plot: Annotated[Path | None, typer.Option(
-        "--plot",
+        "--plot", metavar="FILE.png",
         help="Draw the timeline as PNG (with several videos: FILE-<video>.png); needs matplotlib; implies --timeline.",
         rich_help_panel="Long videos",
     )] = None,
     out_video: Annotated[Path | None, typer.Option(
-        "--out-video",
+        "--out-video", metavar="FILE.mp4",
         help="Write the video again with the current window's top-1 label and score on every "
-             "frame (H.264; with several videos: FILE-<video>.mp4); implies --timeline.",
+             "frame (H.264, the input's audio copied as it is; with several videos: FILE-<video>.mp4); "
+             "implies --timeline.",
         rich_help_panel="Long videos",
     )] = None,
+    no_audio: Annotated[bool, typer.Option(
+        "--no-audio",
+        help="With --out-video: leave the input's audio out.",
+        rich_help_panel="Long videos",
+    )] = False,
+    ray: Annotated[str | None, typer.Option(
+        "--ray", metavar="ADDRESS",
+        help="Classify on a Ray cluster with Ray Data (docs/ray.md; pip install 'vidcls[ray]'): auto (the "
+             "cluster this node belongs to), local (start one here) or ray://HOST:PORT; needs --output FILE "
+             "(written here, in input order) or FOLDER (Ray's JSON files).",
+        rich_help_panel="Ray cluster",
+    )] = None,
+    num_cpus: Annotated[float, typer.Option(
+        "--num-cpus", min=0.01, help="With --ray: CPUs per actor (its torch threads).",
+        rich_help_panel="Ray cluster",
+    )] = 1.0,
+    num_gpus: Annotated[float, typer.Option(
+        "--num-gpus", min=0, help="With --ray: GPUs per actor (0.25: four actors share a GPU).",
+        rich_help_panel="Ray cluster",
+    )] = 0.0,
+    concurrency: Annotated[int | None, typer.Option(
+        "--concurrency", min=1, help="With --ray: actors (default: as many as the cluster fits).",
+        rich_help_panel="Ray cluster",
+    )] = None,
+    batch_videos: Annotated[int, typer.Option(
+        "--batch-videos", min=1, help="With --ray: videos per map_batches call (Ray retries it as a whole).",
+        rich_help_panel="Ray cluster",
+    )] = 8,
 ) -> None:
     """Classify videos and print the top-k labels of each.
 
@@ -183,7 +229,7 @@ def predict_command(
     With --output, results stream to the file and stdout gets only what --json asks for.
     """
     missing = preflight(videos, output, resume, shard)  # refusals first: no torch, no model yet
-    if missing is not None and output is None and not as_json:
+    if missing is not None and output is None and not as_json and ray is None:
         for name in missing:
             input_line("error", "red", f"{printable(name)}: file not found")
         raise typer.Exit(1)
@@ -193,8 +239,19 @@ def predict_command(
 
     terminate_as_interrupt()
     over_time = timeline or smooth > 1 or any(v is not None for v in (window, hop, plot, out_video))
-    options = TimelineOptions(window, hop, smooth, plot, out_video) if over_time else None
-    with VideoProgress("classified") as progress:
+    if ray is not None:
+        from vidcls.inference.options import RunOptions
+        from vidcls.inference.ray import RayOptions
+
+        elsewhere = {"--timeline and its options": over_time or no_audio, "--shard": shard, "--workers": workers,
+                     "--device": device != "auto", "--json": as_json}
+        options = RunOptions(top_k=top_k, clips=clips, crops=crops, frames=frames, stride=stride, sampling=sampling,
+                             precision=precision, batch_size=batch_size, threads=threads)
+        run_on_ray(videos, model, output, options, RayOptions(ray, num_cpus, num_gpus, concurrency, batch_videos),
+                   weights, resume, [flag for flag, given in elsewhere.items() if given])
+        return
+    options = TimelineOptions(window, hop, smooth, plot, out_video, audio=not no_audio) if over_time else None
+    with VideoProgress("classified") as progress, reporting_interrupts(progress, output):
         run = predict_run(videos, model, weights=weights, top_k=top_k, clips=clips, crops=crops,
                           frames=frames, stride=stride, sampling=sampling, device=device,
                           precision=precision, batch_size=batch_size, workers=workers, threads=threads,
@@ -206,24 +263,46 @@ def predict_command(
     if as_json:
         print(json.dumps(run.to_json(), indent=2))
     elif output is None and failed < len(run.predictions):
-        out.print(segments_table(run.predictions) if options else prediction_table(run.predictions))
+        show(out, segments_table(run.predictions) if options else prediction_table(run.predictions))
         if options is None:  # a timeline's cost is per window, not the per-video line
-            out.print(cost_line(run.cost, [p.timing_ms for p in run.predictions if not p.error]), highlight=False)
+            out.print(cost_line(run.cost, [p.timing_ms for p in run.predictions if not p.error]), highlight=False,
+                      soft_wrap=True)
     if output is not None:
-        done_line("classified", run, len(run.predictions), failed)
+        run_done_line("classified", run, len(run.predictions), failed)
     if failed:
         raise typer.Exit(1)
 
 
-@app.command("evaluate")
+def run_on_ray(videos: list[str], model: str, output: Path | None, options: Any, cluster: Any,
+               weights: Path | None, resume: bool, refused: list[str]) -> None:
+    """predict --ray: the run on a Ray cluster (vidcls.inference.ray), reported as predict reports an
+    --output run: one line per failed video, the done: line, exit 1 if any failed."""
+    from vidcls.inference.ray import ray_predict
+
+    if refused:
+        raise UsageError(f"--ray does not take {', '.join(refused)} (the cluster places the work; the timeline "
+                         f"runs without --ray)")
+    if output is None:
+        raise UsageError("--ray needs --output: a FILE (.jsonl, .json, .csv, written here in input order) "
+                         "or a FOLDER (Ray's JSON files, written by the cluster)")
+    with VideoProgress("classified") as progress, reporting_interrupts(progress, output):
+        run = ray_predict(videos, model, output, options=options, cluster=cluster, weights=weights, resume=resume,
+                          on_start=progress.on_start, on_result=progress.on_result)
+    done_line(run.classified, "classified", run.failed, output, run.resumed,
+              f"; {run.actors} Ray actors, {run.seconds:.1f} s")
+    if run.failed:
+        raise typer.Exit(1)
+
+
+@command("evaluate")
 @guarded
 def evaluate_command(
     model: Annotated[str, typer.Option(
-        "--model", "-m",
-        help=r"Zoo name, hf://OWNER/REPO\[@REV], a model directory, or an exported .onnx file.",
-    )],  # \[: not rich markup
+        "--model", "-m", metavar="REF",
+        help="Zoo name, hf://OWNER/REPO[@REV], a model directory, or an exported .onnx file.",
+    )],
     data: Annotated[Path, typer.Option(
-        "--data",
+        "--data", metavar="DATA",
         help="Labelled videos: a folder with one sub-folder per class, or a list file "
              "('path label' lines, or a CSV with path and label columns), as for train.",
     )],
@@ -242,7 +321,7 @@ def evaluate_command(
     threads: ThreadsOption = None,
     weights: WeightsOption = None,
     output: Annotated[Path | None, typer.Option(
-        "--output", "-o",
+        "--output", "-o", metavar="FILE",
         help="Per-video predictions (with the true label), streamed: .jsonl, .json or .csv.",
     )] = None,
     resume: Annotated[bool, typer.Option(
@@ -250,7 +329,7 @@ def evaluate_command(
         help="Continue --output: skip the videos already in it; the summary covers them all.",
     )] = False,
     plot: Annotated[Path | None, typer.Option(
-        "--plot",
+        "--plot", metavar="FILE.png",
         help="Write the confusion matrix as PNG (needs matplotlib, the plot extra).",
     )] = None,
     as_json: Annotated[bool, typer.Option(
@@ -268,7 +347,7 @@ def evaluate_command(
     from vidcls.api import evaluate_run
 
     terminate_as_interrupt()
-    with VideoProgress("evaluated") as progress:
+    with VideoProgress("evaluated") as progress, reporting_interrupts(progress, output):
         evaluation = evaluate_run(model, data, weights=weights, device=device, output=output, resume=resume,
                                   plot=plot, clips=clips, crops=crops, frames=frames, stride=stride,
                                   sampling=sampling, precision=precision, batch_size=batch_size, workers=workers,
@@ -278,7 +357,7 @@ def evaluate_command(
         print(json.dumps(summary.to_json(), indent=2))
     else:
         for table in evaluation_tables(summary):
-            out.print(table)
+            show(out, table)
     if plot is not None:
         input_line("done", "green", f"confusion matrix: {printable(str(plot))}")
     if summary.failed:

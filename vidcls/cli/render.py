@@ -5,13 +5,16 @@ Rendering only; parsing lives in the command modules and the work in the library
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
+from rich.console import Console, ConsoleOptions
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from vidcls.errors import printable
 
@@ -41,6 +44,49 @@ def plain_table(title: str, caption: str | None = None) -> Table:
     """A borderless table, one space between columns, so that it fits 80 columns."""
     return Table(title=title, caption=caption, caption_justify="left", box=None, pad_edge=False,
                  padding=(0, 1, 0, 0), header_style="bold")
+
+
+def show(console: Console, table: Table, wide: bool = False) -> None:
+    """Print a table on stdout: on a terminal at its width (names cut in the middle, see MiddleCut);
+    anywhere else (a pipe, a file) as plain text, without box lines or colour, at the table's natural
+    width, so a script or a log reads every cell whole, one row per line. wide: at the natural width
+    on a terminal too (what `benchmark --wide` asks for; the terminal wraps what it cannot show)."""
+    if not console.is_terminal:
+        table.box, table.pad_edge, table.padding = None, False, (0, 1, 0, 0)
+    elif not wide:
+        console.print(table)
+        return
+    natural = console.measure(table, options=console.options.update_width(1 << 16)).maximum
+    # rich never prints wider than a console's width: a console of the table's own width does
+    Console(file=console.file, width=natural, force_terminal=console.is_terminal,
+            color_system=console.color_system).print(table, highlight=False)
+
+
+def middle_cut(text: str, width: int) -> str:
+    """`text` in at most `width` characters, cut in the middle so a path keeps its file name
+    (`/data/…/clip.mp4`); a file name longer than the width keeps its start and its end."""
+    if len(text) <= width:
+        return text
+    tail = text[text.rfind("/"):] if "/" in text else ""
+    if tail and len(tail) + 2 <= width:
+        return text[:width - 1 - len(tail)] + "…" + tail
+    head = (width - 1) // 2
+    return text[:head] + "…" + text[len(text) - (width - 1 - head):]
+
+
+class MiddleCut:
+    """A table cell holding a name: never narrower than `…` and its file name, cut in the middle
+    (middle_cut) when the column is narrower than the whole, printed as text (no rich markup)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = printable(text)
+
+    def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
+        name = self.text[self.text.rfind("/"):] if "/" in self.text else self.text
+        return Measurement(min(len(self.text), len(name) + 1), len(self.text))
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Text]:
+        yield Text(middle_cut(self.text, options.max_width), no_wrap=True, overflow="crop")
 
 
 def models_tables(rows: list[dict[str, Any]], with_weights: bool) -> list[Table]:
@@ -78,14 +124,15 @@ def progress_bar() -> Progress:
 
 
 def prediction_table(results: list) -> Table:
+    """Each classified video's top-k; a long video path is cut in the middle (MiddleCut)."""
     table = Table(title="predictions")
     for column, justify in (("video", "left"), ("#", "right"), ("label", "left"), ("score", "right")):
-        table.add_column(column, justify=justify)
+        table.add_column(column, justify=justify, no_wrap=column != "video")
     for result in results:
         if result.error:
             continue
         for rank, item in enumerate(result.top_k, 1):
-            table.add_row(result.video if rank == 1 else "", str(rank), item["label"],
+            table.add_row(MiddleCut(result.video) if rank == 1 else "", str(rank), escape(item["label"]),
                           f"{item['score']:.3f}", end_section=rank == len(result.top_k))
     return table
 
@@ -94,11 +141,10 @@ def input_line(kind: str, style: str, text: str) -> None:
     err.print(f"[bold {style}]{kind}:[/] {escape(text)}", highlight=False, soft_wrap=True)
 
 
-def done_line(verb: str, run: Any, count: int, failed: int) -> None:
-    """The last line of a run with --output (predict, embed): what was written, resumed and merged."""
-    resumed = f", {run.resumed} already there" if run.resumed else ""
+def run_done_line(verb: str, run: Any, count: int, failed: int) -> None:
+    """done_line for a finished run with --output (predict, embed): its resumed count and the torchrun merge."""
     merged = f"; merged {run.merged} results from all processes" if run.merged is not None else ""
-    input_line("done", "green", f"{count} {verb} ({failed} failed){resumed}: {printable(str(run.output))}{merged}")
+    done_line(count, verb, failed, run.output, run.resumed, merged)
 
 
 def embedding_table(embeddings: list, meta: dict[str, Any]) -> Table:
@@ -126,13 +172,13 @@ def segments_table(results: list) -> Table:
     table = Table(title="segments")
     table.add_column("video")
     for column in SEGMENT_COLUMNS:
-        table.add_column(column, justify="left" if column == "label" else "right")
+        table.add_column(column, justify="left" if column == "label" else "right", no_wrap=True)
     for result in results:
         if result.error:
             continue
         rows = [segment_text(s) for s in result.timeline["segments"]]
         for n, row in enumerate(rows):
-            table.add_row(escape(printable(result.video)) if n == 0 else "", *map(escape, row),
+            table.add_row(MiddleCut(result.video) if n == 0 else "", *map(escape, row),
                           end_section=n == len(rows) - 1)
     return table
 
@@ -170,26 +216,44 @@ EFFECTIVE_MFU = ("onnxruntime rows: GMACs are the torch graph's and MFU is an ef
                  "rate; ONNX Runtime's own GEMM kernels, and int8 products, can beat it, so it may exceed 100%")
 
 
-def benchmark_tables(report) -> tuple[Table, Table]:
+# benchmark's columns: the default set fits 80 columns with the zoo's names; --wide adds the rest
+POINT_COLUMNS = ("model", "T", "size", "params M", "GMACs/view", "peak MiB", "latency ms", "MFU")
+WIDE_COLUMNS = ("model", "T", "size", "params M", "GMACs/view", "attn %", "peak MiB", "latency ms", "min-max ms",
+                "CPU ms", "clips/s", "MFU")
+
+
+def point_cells(p: Any) -> dict[str, Any]:
+    """Every column of one benchmark point, as its cell."""
     def num(value: Any, spec: str = ".4g") -> str:
         return "-" if value is None else format(value, spec)
 
+    spread = "-" if p.latency_ms is None else f"{p.latency_min_ms:.4g}-{p.latency_max_ms:.4g}"
+    return {"model": MiddleCut(p.model), "T": str(p.frames), "size": str(p.size), "params M": f"{p.params / 1e6:.2f}",
+            "GMACs/view": f"{p.gmacs:.4g} x{p.views}", "attn %": f"{100 * p.attention_share:.0f}",
+            "peak MiB": num(p.peak_memory_mib), "latency ms": escape(p.error) if p.error else num(p.latency_ms),
+            "min-max ms": spread, "CPU ms": num(p.cpu_time_ms), "clips/s": num(p.clips_per_s, ".3g"),
+            "MFU": num(p.mfu, ".1%")}
+
+
+def benchmark_tables(report, wide: bool = False) -> tuple[Table, Table]:
+    """The points (POINT_COLUMNS, or WIDE_COLUMNS with wide) and the cost-growth exponents, borderless,
+    numbers never wrapped."""
     effective = any(p.runtime != "torch" for p in report.points)
-    points = Table(title=f"cost per point (device matmul rate {report.matmul_gflops_per_s:.1f} GFLOP/s)",
-                   caption=EFFECTIVE_MFU if effective else None, caption_justify="left")
-    for column in ("model", "T", "size", "params M", "GMACs/view", "attn %", "peak MiB", "latency ms",
-                   "min-max ms", "CPU ms", "clips/s", "MFU"):
-        points.add_column(column, justify="left" if column == "model" else "right")
+    points = plain_table(f"cost per point (device matmul rate {report.matmul_gflops_per_s:.1f} GFLOP/s)",
+                         EFFECTIVE_MFU if effective else None)
+    columns = WIDE_COLUMNS if wide else POINT_COLUMNS
+    for column in columns:
+        points.add_column(column, justify="left" if column == "model" else "right",
+                          no_wrap=column not in ("model", "latency ms"))  # a name cuts in the middle, an error wraps
     for p in report.points:
-        spread = "-" if p.latency_ms is None else f"{p.latency_min_ms:.4g}-{p.latency_max_ms:.4g}"
-        points.add_row(p.model, str(p.frames), str(p.size), f"{p.params / 1e6:.2f}", f"{p.gmacs:.4g} x{p.views}",
-                       f"{100 * p.attention_share:.0f}", num(p.peak_memory_mib), p.error or num(p.latency_ms),
-                       spread, num(p.cpu_time_ms), num(p.clips_per_s, ".3g"), num(p.mfu, ".1%"))
-    scaling = Table(title="cost ~ T^k: exponent k (1 linear, 2 quadratic)")
+        cells = point_cells(p)
+        points.add_row(*(cells[column] for column in columns))
+    scaling = plain_table("cost ~ T^k: exponent k (1 linear, 2 quadratic)")
     for column in ("model", "GMACs", "peak memory", "latency", "CPU time"):
-        scaling.add_column(column, justify="left" if column == "model" else "right")
+        scaling.add_column(column, justify="left" if column == "model" else "right", no_wrap=column != "model")
     for name in report.models():
-        scaling.add_row(name, *(num(value, ".2f") for value in report.exponents(name).values()))
+        exponents = report.exponents(name).values()
+        scaling.add_row(MiddleCut(name), *("-" if value is None else f"{value:.2f}" for value in exponents))
     return points, scaling
 
 
@@ -199,7 +263,7 @@ class VideoProgress:
     error and warnings as one line each and counts the failures."""
 
     def __init__(self, verb: str) -> None:
-        self.verb, self.failed = verb, 0
+        self.verb, self.failed, self.done, self.total = verb, 0, 0, 0
         self.bar = progress_bar()
         self.task = self.bar.add_task(verb, visible=False)
 
@@ -211,12 +275,29 @@ class VideoProgress:
         self.bar.__exit__(*exc)
 
     def on_start(self, total: int) -> None:
+        self.total = total
         self.bar.update(self.task, total=total, visible=total > 1)
 
     def on_result(self, result: Any) -> None:
+        self.done += 1
         self.bar.update(self.task, advance=1, description=f"{self.verb} {Path(result.video).name}")
         if result.error:
             self.failed += 1
             input_line("error", "red", f"{printable(result.video)}: {result.error}")
         for warning in result.warnings:
             input_line("warning", "yellow", f"{printable(result.video)}: {warning}")
+
+
+def done_line(count: int, verb: str, failed: int, output: Path, resumed: int = 0, after: str = "") -> None:
+    """The `done:` line that ends a run writing --output (also a stopped one): what is in the file."""
+    there = f", {resumed} already there" if resumed else ""
+    input_line("done", "green", f"{count} {verb} ({failed} failed){there}: {printable(str(output))}{after}")
+
+
+def interrupted_message(progress: VideoProgress, output: Path | None) -> str:
+    """What Ctrl-C (or SIGTERM) leaves: how far the run got, where its results are, how to go on."""
+    got = f"interrupted after {progress.done} of {progress.total} videos"
+    if output is None:
+        return f"{got}; nothing was kept (with --output FILE results stream to FILE, and --resume continues it)"
+    return (f"{got}: their results are in {printable(str(output))}; rerun the same command with --resume "
+            f"to continue")

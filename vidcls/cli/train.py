@@ -15,30 +15,30 @@ from vidcls.choices import (
     OPTIMIZERS,
     PRECISIONS,
 )
-from vidcls.cli.app import app, checked, guarded, one_of
+from vidcls.cli.app import checked, command, guarded, one_of
 
 LR_DEFAULTS = ", ".join(f"{lr:g} for {name}" for name, (lr, _) in OPTIMIZERS.items())
 DECAY_DEFAULTS = ", ".join(f"{decay:g} {name}" for name, (_, decay) in OPTIMIZERS.items())
 
 
-@app.command("train")
+@command("train")
 @guarded
 def train_command(
     model: Annotated[str, typer.Option(
-        "--model", "-m",
+        "--model", "-m", metavar="REF",
         help="Architecture to fine-tune: zoo name, hf://OWNER/REPO or hf://OWNER/REPO@REV, or a model directory.",
     )],
     train_data: Annotated[Path, typer.Option(
-        "--train",
+        "--train", metavar="DATA",
         help="Training data: a folder with one sub-folder per class, or a list "
              "file ('path label' lines, or a CSV with path and label columns).",
     )],
     val_data: Annotated[Path, typer.Option(
-        "--val",
+        "--val", metavar="DATA",
         help="Validation data, same formats; only the training classes may appear.",
     )],
     output: Annotated[Path, typer.Option(
-        "--output", "-o", "--out",
+        "--output", "-o", "--out", metavar="DIR",
         help="Run directory: best model (config.json + model.safetensors), "
              "last/, metrics.jsonl, train.log; --out is an alias.",
     )],
@@ -75,9 +75,10 @@ def train_command(
     )] = "fp32",
     compile_model: Annotated[bool, typer.Option("--compile", help="Train through torch.compile.")] = False,
     init: Annotated[str | None, typer.Option(
-        "--init",
-        help="none (random), imagenet, or a model REF whose weights to start from (a head for another "
-             "class count is replaced); default: --model's own weights if it has any, else none.",
+        "--init", metavar="REF",
+        help="none (random), imagenet, or a model REF whose weights to start from (its head is kept when "
+             "the data's classes are among its labels, else replaced); default: --model's own weights if it "
+             "has any, else none.",
     )] = None,
     inflate: Annotated[str, typer.Option(
         "--inflate", **one_of("--inflate", INFLATIONS),
@@ -89,10 +90,11 @@ def train_command(
         help="Continue the run in --output from its last checkpoint, with the same options; a "
              "larger --epochs extends it (the learning-rate schedule is re-planned, see train.log).",
     )] = False,
-    workers: Annotated[int, typer.Option(
+    workers: Annotated[int | None, typer.Option(
         "--workers", min=0,
-        help="DataLoader worker processes decoding videos (0: decode in the training process).",
-    )] = 4,
+        help="DataLoader worker processes decoding videos (default: as predict's, from the cores, the device "
+             "and the model's cost; 0: decode in the training process).",
+    )] = None,
     device: Annotated[str, typer.Option(
         "--device", **checked("--device", DEVICE_PATTERN, DEVICE_METAVAR),
         help="auto picks CUDA when available; under torchrun each process takes cuda:LOCAL_RANK.",

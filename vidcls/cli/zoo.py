@@ -12,12 +12,12 @@ import typer
 from vidcls.choices import (
     DIRECTIONS,
 )
-from vidcls.cli.app import app, guarded, one_of
-from vidcls.cli.render import err, models_tables, out
+from vidcls.cli.app import command, guarded, one_of
+from vidcls.cli.render import err, models_tables, out, show
 from vidcls.errors import UsageError
 
 
-@app.command("models")
+@command("models")
 @guarded
 def models_command(
     as_json: Annotated[bool, typer.Option("--json", help="Print a JSON array instead of a table.")] = False,
@@ -38,10 +38,10 @@ def models_command(
         print(json.dumps(rows, indent=2))
         return
     for table in models_tables(rows, with_weights):
-        out.print(table)
+        show(out, table)
 
 
-@app.command("sample-clip")
+@command("sample-clip")
 @guarded
 def sample_clip_command(
     output: Annotated[Path, typer.Argument(help="Where to write the .mp4 clip.")],
@@ -62,7 +62,7 @@ def sample_clip_command(
     err.print(f"wrote {path} ({frames} frames, {width}x{height}, moving {direction})")
 
 
-@app.command("download")
+@command("download")
 @guarded
 def download_command(
     ref: Annotated[str, typer.Argument(
@@ -112,7 +112,7 @@ def _label_lines(path: Path) -> list[str]:
         raise UsageError(f"cannot read --labels {path}: {exc.strerror}") from None
 
 
-@app.command("convert")
+@command("convert")
 @guarded
 def convert_command(
     src: Annotated[str, typer.Argument(
@@ -120,11 +120,11 @@ def convert_command(
              "holding one, or hf://OWNER/REPO (optionally @REVISION).",
     )],
     family: Annotated[str, typer.Option(
-        "--family",
+        "--family", metavar="FAMILY",
         help="Target model family (divided, joint, xvit, vidtr, vidtr-compact, ...).",
     )],
     output: Annotated[Path, typer.Option(
-        "--output", "-o", "--out",
+        "--output", "-o", "--out", metavar="DIR",
         help="Model directory to write (config.json + model.safetensors); --out is an alias.",
     )],
     allow_missing: Annotated[bool, typer.Option(
@@ -132,11 +132,11 @@ def convert_command(
         help="Write even if some weights are missing (they keep their initialisation).",
     )] = False,
     arch: Annotated[list[str] | None, typer.Option(
-        "--arch",
+        "--arch", metavar="KEY=VALUE",
         help="KEY=VALUE hyper-parameter the checkpoint cannot tell (e.g. num_heads=12); repeatable.",
     )] = None,
     labels: Annotated[Path | None, typer.Option(
-        "--labels",
+        "--labels", metavar="FILE",
         help="Text file with one class name per line, in index order.",
     )] = None,
 ) -> None:

@@ -52,14 +52,16 @@ class RunOptions:
 @dataclass(frozen=True)
 class TimelineOptions:
     """predict --timeline: window and hop in seconds (None: the model's clip span, half of it),
-    smoothing over N windows, and the files to draw (plot PNG, annotated video); with several
-    videos each file name gets the video's name: timeline.png -> timeline-clip.png."""
+    smoothing over N windows, and the files to draw (plot PNG, annotated video, with the input's
+    audio stream copied unless audio is False); with several videos each file name gets the
+    video's name: timeline.png -> timeline-clip.png."""
 
     window_s: float | None = None
     hop_s: float | None = None
     smooth: int = 1
     plot: Path | None = None
     out_video: Path | None = None
+    audio: bool = True
 
     def __post_init__(self) -> None:
         check_timeline_options(self.window_s, self.hop_s, self.smooth)

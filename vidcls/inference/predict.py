@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +21,10 @@ from vidcls.devices import choose_precision, resolve_device
 from vidcls.errors import UsageError
 from vidcls.inference.engine import EngineSettings, Recipe, Scored, score_videos
 from vidcls.inference.options import RunOptions
+from vidcls.models import family_class, make_config
+from vidcls.models.validate import check_view
 from vidcls.video.inputs import VideoInput, gather
+from vidcls.zoo.modeldir import InputSpec, ModelCard
 from vidcls.zoo.resolve import LoadedModel, load_model
 
 ModelRef = LoadedModel | str | os.PathLike
@@ -51,6 +54,13 @@ class Prediction:
         """Deprecated alias of processing_s (the name read as the video's duration)."""
         warnings.warn("Prediction.seconds is deprecated; use processing_s", DeprecationWarning, stacklevel=2)
         return self.processing_s
+
+    @classmethod
+    def from_json(cls, record: dict[str, Any]) -> Prediction:
+        """A Prediction back from its JSON object (a record of an --output file, or of a Ray run; a
+        timeline's windows and segments are not read back)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{key: value for key, value in record.items() if key in names})
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object; with --timeline it also has `timeline` and `segments` (docs/cli.md)."""
@@ -82,13 +92,29 @@ def top_k_labels(probs: torch.Tensor, labels: Sequence[str], k: int) -> list[dic
             for s, i in zip(scores.tolist(), indices.tolist(), strict=True)]
 
 
+def check_recipe(card: ModelCard, spec: InputSpec, exported: bool = False) -> None:
+    """Refuse a clip the model cannot take (UsageError, exit 2) before any video is decoded, with
+    the nearest valid frame counts where the tiling sets them (models.validate.check_view): such a
+    clip would fail every video. An exported ONNX graph takes only the frames it was exported at."""
+    if exported:
+        if spec.frames != card.input.frames:
+            raise UsageError(f"{card.name}: exported for {card.input.frames}-frame clips, asked for "
+                             f"{spec.frames}; use --frames {card.input.frames}, or export it again at that count")
+        return
+    try:
+        check_view(family_class(card.family), make_config(card.family, card.arch), spec.frames, spec.size)
+    except UsageError as exc:
+        raise UsageError(f"{card.name}: {exc}") from None
+
+
 def plan_run(loaded: LoadedModel, options: RunOptions, device: torch.device) -> tuple[Recipe, EngineSettings, RunCost]:
-    """The run's recipe, the engine's settings and the cost of one video: the precision is chosen for
-    the device ("auto"), and the cost sets the default workers and threads (a cheap model on CPU is
-    decode-bound), the same for every caller."""
+    """The run's recipe (refused if the model cannot take it, check_recipe), the engine's settings
+    and the cost of one video: the precision is chosen for the device ("auto"), and the cost sets
+    the default workers and threads (a cheap model on CPU is decode-bound), the same for every caller."""
     choice = choose_precision(options.precision, device, exported=loaded.exported)
     recipe = Recipe.of(loaded.card.input, frames=options.frames, stride=options.stride, sampling=options.sampling,
                        clips=options.clips, crops=options.crops)
+    check_recipe(loaded.card, recipe.spec, loaded.exported)
     cost = run_cost(loaded.card, recipe.clips, recipe.crops, None, frames=recipe.spec.frames, precision=choice)
     settings = EngineSettings(batch_size=options.batch_size, workers=options.workers, threads=options.threads,
                               precision=choice.precision, gmacs_per_video=cost.gmacs * cost.views)

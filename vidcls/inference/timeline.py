@@ -35,8 +35,9 @@ from vidcls.choices import AUTO
 from vidcls.devices import choose_precision
 from vidcls.errors import VidclsError, first_line
 from vidcls.inference.batcher import MEAN_SOFTMAX, Batcher, Head, Scores
+from vidcls.inference.engine import Recipe
 from vidcls.inference.options import RunOptions, check_timeline_options
-from vidcls.inference.predict import ready_model, top_k_labels
+from vidcls.inference.predict import check_recipe, ready_model, top_k_labels
 from vidcls.video.container import DecodeStats, VideoDecodeError
 from vidcls.video.decode import FrameReader, open_frames
 from vidcls.video.sampling import sample_indices
@@ -309,20 +310,25 @@ def failure_reason(exc: BaseException, source: str | Path) -> str:
 
 def timeline(source: str | Path, model: LoadedModel | str, *, window_s: float | None = None,
              hop_s: float | None = None, smooth: int = 1, top_k: int = 5, clips: int | None = None,
-             crops: int | None = None, device: str | torch.device | None = None, precision: str = AUTO,
+             crops: int | None = None, frames: int | None = None, stride: int | None = None,
+             sampling: str | None = None, device: str | torch.device | None = None, precision: str = AUTO,
              batch_size: int = 8, stats: DecodeStats | None = None) -> Timeline:
     """Labels over time: the model's recipe on windows covering `source`, in one pass over the file.
 
     window_s defaults to default_window_s (the clip's span), hop_s to half the window (a hop
     longer than the window would leave gaps: UsageError). smooth averages the probabilities
-    over that many consecutive windows before top-k and segments. clips / crops default to
-    the model's test views per window. A file that cannot be decoded raises VideoDecodeError
-    naming it; `stats` (a DecodeStats) receives the decoder's counters.
+    over that many consecutive windows before top-k and segments. clips / crops (the test views
+    per window), frames / stride / sampling (the clip) default to the model's recipe; a clip the
+    model cannot take is a UsageError before the file is opened. A file that cannot be decoded
+    raises VideoDecodeError naming it; `stats` (a DecodeStats) receives the decoder's counters.
     """
-    RunOptions(top_k=top_k, clips=clips, crops=crops, precision=precision, batch_size=batch_size)
+    RunOptions(top_k=top_k, clips=clips, crops=crops, frames=frames, stride=stride, sampling=sampling,
+               precision=precision, batch_size=batch_size)
     check_timeline_options(window_s, hop_s, smooth)
     model, device = ready_model(model, device=device)
-    spec = model.card.input
+    recipe = Recipe.of(model.card.input, frames=frames, stride=stride, sampling=sampling, clips=clips, crops=crops)
+    check_recipe(model.card, recipe.spec, model.exported)
+    spec, clips, crops = recipe.spec, recipe.clips, recipe.crops
     stats = stats if stats is not None else DecodeStats()
     found = window_pass(source, model, device, spec, clips=clips or spec.clips, crops=crops or spec.crops,
                         window_s=window_s, hop_s=hop_s, precision=precision, batch_size=batch_size, stats=stats)

@@ -14,10 +14,17 @@ config.json spells it (`arch.depth = 1000000000 is out of range (1..1024)`):
    device, which costs no memory, so any remaining family rule fails there; its exact weight
    size and the largest tensor of one view's forward pass give a lower bound of the memory it
    needs, and a model that cannot fit in the memory this machine has is refused.
+
+A run that feeds a built model other clips than it was built for (`predict --frames`) checks them
+with `check_view`: the tiling (`check_tiling`, which names the nearest valid counts) and the
+family's other rules, by the same meta-device forward pass.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import json
 import math
 import os
 import resource
@@ -32,7 +39,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from vidcls.errors import VidclsError, first_line, printable
+from vidcls.errors import UsageError, VidclsError, first_line, printable
 from vidcls.fileio import memo
 
 Bounds = dict[str, tuple[float, float]]  # field -> (lowest, highest), both allowed
@@ -162,10 +169,11 @@ def meta_model(model_class: type[torch.nn.Module], config: Any) -> torch.nn.Modu
             raise ConfigError(f"arch: {first_line(exc)}") from None
 
 
-def largest_activation(module: torch.nn.Module, channels: int, frames: int, size: int) -> int:
+def rehearse(module: torch.nn.Module, channels: int, frames: int, size: int) -> int:
     """Bytes of the largest tensor (the input included) of one frames x size x size view's forward
-    pass on the meta device. A view the model cannot take is a ConfigError; a forward pass the meta
-    device cannot run (an operation without a meta kernel) leaves the estimate at the input's size."""
+    pass on the meta device. A view the model cannot take raises its forward's ValueError or
+    RuntimeError (the family's own rule); a forward pass the meta device cannot run (an operation
+    without a meta kernel) leaves the estimate at the input's size."""
     view = torch.empty(1, channels, frames, size, size, device="meta")
     largest = LargestTensor()
     try:
@@ -174,10 +182,59 @@ def largest_activation(module: torch.nn.Module, channels: int, frames: int, size
             module.eval()(view)
     except NotImplementedError:
         pass
+    return max(largest.bytes, view.numel() * view.element_size())
+
+
+def largest_activation(module: torch.nn.Module, channels: int, frames: int, size: int) -> int:
+    """rehearse(), with a view the model cannot take as a ConfigError naming config.json's fields."""
+    try:
+        return rehearse(module, channels, frames, size)
     except (ValueError, RuntimeError) as exc:
         raise ConfigError(f"input.frames = {frames}, input.size = {size}: the model cannot take this view "
                           f"({first_line(exc)})") from None
-    return max(largest.bytes, view.numel() * view.element_size())
+
+
+# ---------------------------------------------------------------- the clip a run feeds a model
+
+
+def _nearest_multiples(value: int, step: int) -> list[int]:
+    """The positive multiples of `step` just below and just above `value`."""
+    below = value - value % step
+    return [n for n in (below, below + step) if n > 0]
+
+
+def check_tiling(config: Any, frames: int, size: int) -> None:
+    """UsageError naming the nearest valid counts when the patch embedding cannot cut clips of
+    `frames` x `size` x `size`: a tubelet embedding needs the size to be a multiple of its
+    `patch_size` and the frame count one of its `tubelet_size`; a convolution patch embedding
+    (ff-linear) has neither and takes any size."""
+    rules = ((size, getattr(config, "patch_size", 1), "size", "patch size"),
+             (frames, getattr(config, "tubelet_size", 1), "frame count", "tubelet size"))
+    for value, step, what, unit in rules:
+        if value % step:
+            nearest = " or ".join(str(n) for n in _nearest_multiples(value, step))
+            raise UsageError(f"{what} {value} is not a multiple of its {unit} {step}; nearest valid {what}: {nearest}")
+
+
+def check_view(model_class: type[torch.nn.Module], config: Any, frames: int, size: int) -> None:
+    """UsageError when a model built as `config` cannot take clips of `frames` x `size` x `size`:
+    first the tiling (check_tiling, with the nearest valid counts), then, off the shape the model
+    was built for, every other rule of its family (X-ViT's whole mixing groups, the VidTr authors'
+    position tables fixed to their frame count), shown by one forward pass on the meta device: no
+    memory, no weights, no video decoded. For a run to refuse what would fail on every video."""
+    check_tiling(config, frames, size)
+    if (frames, size) != (config.num_frames, config.img_size):
+        _check_rehearsal(model_class, json.dumps(dataclasses.asdict(config), sort_keys=True), frames, size)
+
+
+@functools.lru_cache(maxsize=32)
+def _check_rehearsal(model_class: type[torch.nn.Module], config: str, frames: int, size: int) -> None:
+    """Once per model and shape in a process (0.1-0.3 s for a ViT-B): a timeline checks each video's run."""
+    built = meta_model(model_class, model_class.Config(**json.loads(config)))
+    try:
+        rehearse(built, built.config.in_chans, frames, size)
+    except (ValueError, RuntimeError) as exc:
+        raise UsageError(f"the model cannot take clips of {frames} frames of {size} px: {first_line(exc)}") from None
 
 
 def available_memory() -> int:

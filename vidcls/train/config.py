@@ -43,7 +43,7 @@ class TrainConfig:
     init: str | None = None  # None: --model's own weights if it has any; "none"; "imagenet"; a REF
     inflate: str = "central"  # --init imagenet: patch kernel on the central frame, or averaged over the tubelet
     resume: bool = False
-    workers: int = 4
+    workers: int | None = None  # DataLoader processes; None: as predict chooses them (inference.engine.default_workers)
     device: str = "auto"
     seed: int = 0
     flip: bool = True
@@ -56,7 +56,8 @@ class TrainConfig:
         self.train, self.val, self.output = Path(self.train), Path(self.val), Path(self.output)
         self.scale = tuple(self.scale)
         checks = [(self.epochs >= 1, "--epochs must be >= 1"), (self.batch_size >= 1, "--batch-size must be >= 1"),
-                  (self.accumulate >= 1, "--accumulate must be >= 1"), (self.workers >= 0, "--workers must be >= 0"),
+                  (self.accumulate >= 1, "--accumulate must be >= 1"),
+                  (self.workers is None or self.workers >= 0, "--workers must be >= 0"),
                   (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
                   (self.inflate in INFLATIONS, f"--inflate must be one of {', '.join(INFLATIONS)}"),
                   (self.lr is None or self.lr > 0, "--lr must be > 0"),

@@ -7,8 +7,9 @@ loop calls them unconditionally.
 from __future__ import annotations
 
 import json
+import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,27 @@ from vidcls.fileio import write_text_atomic
 
 LOG_NAME = "train.log"
 METRICS_NAME = "metrics.jsonl"
+STALL_EPOCHS = 3  # epochs at chance before the run says the model is not learning
+STALL_TOLERANCE = 0.02  # of ln(classes): how close to chance a loss counts as at chance
+
+
+def at_chance(losses: Sequence[float], classes: int) -> bool:
+    """Whether the last STALL_EPOCHS train losses all sit at ln(classes), the cross-entropy of a
+    uniform guess (label smoothing does not move it): the model has learnt nothing yet."""
+    chance = math.log(classes)
+    recent = losses[-STALL_EPOCHS:]
+    return len(recent) == STALL_EPOCHS and all(abs(loss - chance) <= STALL_TOLERANCE * chance for loss in recent)
+
+
+def stall_hint(losses: Sequence[float], classes: int, config: Any) -> str | None:
+    """The warning for a run whose loss has just spent STALL_EPOCHS epochs at chance (once, not every
+    epoch after), with what usually gets a small model going; None otherwise."""
+    if not at_chance(losses, classes) or at_chance(losses[:-1], classes):
+        return None
+    return (f"train loss has stayed at ln({classes}) = {math.log(classes):.3f}, a uniform guess, for "
+            f"{STALL_EPOCHS} epochs: the model is not learning. Try another --lr (now {config.learning_rate:g}; "
+            f"a tiny model often needs 1e-3), more --epochs, and check the data: --no-flip if the labels name "
+            f"a direction, and that the classes differ in what their clips show")
 
 
 class RunLog:

@@ -23,8 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from vidcls import devices as distributed
+from vidcls.bench.cost import view_gmacs
 from vidcls.devices import Dist, autocast_context
 from vidcls.errors import UsageError, VidclsError, first_line
+from vidcls.inference.engine import default_workers
 from vidcls.models import build_model
 from vidcls.models.layers import WEIGHT_LAYERS
 from vidcls.train.checkpoint import (
@@ -56,7 +58,7 @@ from vidcls.train.data import (
     make_loader,
     read_samples,
 )
-from vidcls.train.log import Bars, RunLog
+from vidcls.train.log import Bars, RunLog, stall_hint
 from vidcls.train.stop import GracefulStop
 from vidcls.train.weights import starting_model
 from vidcls.zoo.modeldir import LAST, WEIGHTS_NAME, load_strict
@@ -103,20 +105,24 @@ class Trainer:
         if len(classes) < 2:
             raise VidclsError(f"{c.train}: training data needs at least 2 classes, found {classes}")
         val_samples = read_samples(c.val)
-        val_labels = label_indices(val_samples, classes, "--val")
+        label_indices(val_samples, classes, "--val")  # only the training classes, refused before any model
         seed_everything(c.seed)  # the new head's (or the whole model's) initialisation
         resume_state = self.start_run(classes)
 
         spec = self.card.input
         options = dict(seed=c.seed, flip=c.flip, shuffle_frames=c.shuffle_frames, scale=c.scale)
-        train_labels = label_indices(train_samples, classes, "--train")
+        # indices by name into the head's labels: the data's classes, or the model's own when its head was kept
+        train_labels = label_indices(train_samples, self.card.labels, "--train")
+        val_labels = label_indices(val_samples, self.card.labels, "--val")
         self.train_set = VideoClipDataset([s.path for s in train_samples], train_labels, spec, train=True, **options)
         self.val_set = VideoClipDataset([s.path for s in val_samples], val_labels, spec, train=False, **options)
         self.sampler = EpochSampler(len(self.train_set), info.rank, info.world_size, c.seed)
         pin = info.device.type == "cuda"
-        self.train_loader = make_loader(self.train_set, c.batch_size, self.sampler, c.workers, pin)
+        # predict's choice: a cheap model on CPU one per core, a heavy one a quarter of them, CUDA all but two
+        workers = default_workers(info.device, view_gmacs(self.card)) if c.workers is None else c.workers
+        self.train_loader = make_loader(self.train_set, c.batch_size, self.sampler, workers, pin)
         val_share = range(info.rank, len(self.val_set), info.world_size)  # no padding: exact metrics
-        self.val_loader = make_loader(self.val_set, c.batch_size, val_share, c.workers, pin)
+        self.val_loader = make_loader(self.val_set, c.batch_size, val_share, workers, pin)
         self.steps_per_epoch = math.ceil(len(self.sampler.inner) / c.batch_size)
         self.updates_per_epoch = math.ceil(self.steps_per_epoch / c.accumulate)
         self.warmup_steps, self.total_steps = self.plan_schedule(resume_state)
@@ -148,8 +154,8 @@ class Trainer:
         c = self.config
         if c.resume:
             self.card, weights, state = load_last(c.output)
-            if self.card.labels != classes:
-                raise VidclsError(f"--resume: the training data's classes {classes} differ from the "
+            if not set(classes) <= set(self.card.labels):
+                raise VidclsError(f"--resume: the training data's classes {classes} are not all among the "
                                   f"checkpoint's {self.card.labels}")
             changed = changed_options(state["config"], c.to_dict())
             if changed:
@@ -372,6 +378,9 @@ class Trainer:
         self.log.info(f"epoch {row['epoch']}/{self.config.epochs}: train loss {row['train_loss']:.4f}, "
                       f"val loss {row['val_loss']:.4f}, top-1 {100 * row['val_top1']:.1f}%, "
                       f"top-5 {100 * row['val_top5']:.1f}%, {seconds:.1f}s")
+        hint = stall_hint([r["train_loss"] for r in self.history], len(self.card.labels), self.config)
+        if hint:
+            self.log.warn(hint)
         if row["val_top1"] > self.best_top1:
             self.best_top1, self.best_epoch = row["val_top1"], row["epoch"]
             if self.info.is_main:

@@ -2,13 +2,15 @@
 
 --init none      random initialisation
 --init REF       the weights of any model REF (zoo name, hf://, directory; foreign key layouts
-                 are translated); a classifier for another class count is replaced by a fresh one
+                 are translated); its classifier is kept when the data's classes are among its
+                 labels (each class trained as the model's own index), else replaced by a fresh one
 --init imagenet  ImageNet-21k ViT-B/16 weights inflated to video (vidcls.zoo.convert.timm)
 default          the weights of --model itself when it has any, else random
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -38,6 +40,8 @@ def starting_model(ref: str, init: str | None, classes: list[str], name: str,
                    inflate: str = "central") -> StartingModel:
     """Build --model's architecture with a head for `classes`, initialised as --init says.
 
+    The card's labels say which output is which class: `classes` for a new head, the model's own
+    labels when its head is kept (head_labels); train with label_indices against them.
     inflate: how --init imagenet spreads the image patch kernel over a tubelet (central | average).
     """
     # with --init only the architecture of --model is needed: nothing is downloaded that would not be used
@@ -70,26 +74,44 @@ def starting_model(ref: str, init: str | None, classes: list[str], name: str,
     old_classes = make_config(init_card.family, init_card.arch).num_classes
     module = build_model(card.family, {**card.arch, "num_classes": old_classes}, frames=card.input.frames,
                          size=card.input.size)
-    replaced = load_with_new_head(module, state, len(classes), init_ref)
-    origin = f"weights of {init_ref!r}"
-    if replaced:
-        origin += (f"; its {old_classes}-class head replaced by a new {len(classes)}-class head "
-                   f"({', '.join(replaced)})")
-    return StartingModel(card, module, origin)
+    kept = head_labels(classes, init_card.labels)
+    replaced = load_with_head(module, state, init_ref, None if kept else len(classes))
+    if kept:
+        card = replace(card, arch={**card.arch, "num_classes": len(kept)}, labels=kept)
+        return StartingModel(card, module, f"weights of {init_ref!r}, its {len(kept)}-class head kept: the data's "
+                                           f"{len(classes)} classes are among its labels, each trained as the "
+                                           f"model's own class")
+    return StartingModel(card, module, f"weights of {init_ref!r}; its {old_classes}-class head replaced by a new "
+                                       f"{len(classes)}-class head ({', '.join(replaced)}): the data's classes are "
+                                       f"not all among its labels")
 
 
-def load_with_new_head(module: VideoClassifier, state: dict[str, torch.Tensor], num_classes: int,
-                       source: str | Path) -> list[str]:
-    """Load `state` strictly into `module`, built at the class count of the weights, then give it a
-    fresh classifier for `num_classes` when that differs; returns the replaced classifier's keys.
+def head_labels(classes: Sequence[str], model_labels: Sequence[str] | None) -> list[str] | None:
+    """The model's labels when every class of the data is one of them, else None.
+
+    Its head then stays and each class is trained as the model's own index for that name: the
+    data's sorted folder order (down, left, right, up) is not the model's (left, right, up, down),
+    and a head kept by class count alone would learn every class as another. Names are compared
+    exactly; a model without names gets a new head.
+    """
+    if model_labels and set(classes) <= set(model_labels):
+        return list(model_labels)
+    return None
+
+
+def load_with_head(module: VideoClassifier, state: dict[str, torch.Tensor], source: str | Path,
+                   new_classes: int | None) -> list[str]:
+    """Load `state` strictly into `module`, built at the class count of the weights, then, when
+    `new_classes` is given, give it a fresh classifier for that many classes (even as many as
+    before: new names, new head); returns the replaced classifier's keys.
 
     Any difference between the weights and the model means the architectures differ, which
     is an error: the classifier is found by the model's interface, never guessed from shapes.
     """
     load_strict(module, state, str(source))
-    if module.num_classes == num_classes:
+    if new_classes is None:
         return []
-    module.reset_classifier(num_classes)
+    module.reset_classifier(new_classes)
     return sorted(f"{module.classifier_name}.{key}" for key in module.get_classifier().state_dict())
 
 

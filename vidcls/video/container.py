@@ -137,7 +137,8 @@ def set_decoder_threads(threads: int) -> None:
     _decoder_threads = threads
 
 
-def _open_container(path: str | Path) -> InputContainer:
+def open_container(path: str | Path) -> InputContainer:
+    """av.open() a file or URL (network timeouts for a URL); every failure is one VideoDecodeError."""
     if is_url(path):
         try:
             return av.open(str(path), metadata_errors="ignore", options=_NETWORK_OPTIONS)
@@ -159,7 +160,7 @@ def _open_container(path: str | Path) -> InputContainer:
 @contextmanager
 def open_video(path: str | Path) -> Iterator[tuple[InputContainer, VideoStream]]:
     """Open a file or URL and its video stream, turning every PyAV/OS failure inside into VideoDecodeError."""
-    container = _open_container(path)
+    container = open_container(path)
     with container:
         try:
             stream = _video_stream(container, path)

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import math
 from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
@@ -10,9 +12,11 @@ from pathlib import Path
 import av
 import av.error
 import torch
+from av.container import InputContainer, OutputContainer
 
 from vidcls.errors import VidclsError
 from vidcls.fileio import atomic_file
+from vidcls.video.container import open_container
 
 # ----------------------------------------------------------------------------- writing
 
@@ -39,14 +43,16 @@ def write_video(path: str | Path, frames: torch.Tensor, fps: float = 25, codec: 
 
 
 def encode_frames(path: str | Path, frames: Iterable[torch.Tensor], size: tuple[int, int], fps: float,
-                  codec: str = "libx264", crf: int = 18, gop: int | None = None) -> Path:
+                  codec: str = "libx264", crf: int = 18, gop: int | None = None,
+                  audio_from: str | Path | None = None) -> Path:
     """Encode uint8 (H, W, 3) RGB frames of `size` (height, width) as yuv420p, as they come: a
     generator (the annotated video) never holds the whole video. Odd sizes are padded to even
     (pad_to_even), which yuv420p needs.
 
     `crf` is the x264/x265 quality (0 lossless, 18 visually clean, higher is smaller); `gop`
     the most frames between keyframes (default: the codec's, 250 for x264), which sets how far
-    apart a sparse reader can seek.
+    apart a sparse reader can seek. `audio_from`: a video whose first audio stream is copied
+    in as it is (AudioCopy: remuxed, not re-encoded), for frames that are that video's own.
 
     The file appears atomically: it is written under a temporary name in the same directory
     and renamed into place, so an interrupted run never leaves a half-written video. An error
@@ -55,17 +61,62 @@ def encode_frames(path: str | Path, frames: Iterable[torch.Tensor], size: tuple[
     """
     path = Path(path)
     try:
-        with atomic_file(path) as tmp, av.open(str(tmp), "w") as container:  # the muxer follows the suffix
+        with contextlib.ExitStack() as stack:
+            tmp = stack.enter_context(atomic_file(path))
+            container = stack.enter_context(av.open(str(tmp), "w"))  # the muxer follows the suffix
             stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
             stream.height, stream.width = size[0] + size[0] % 2, size[1] + size[1] % 2
             stream.pix_fmt = "yuv420p"
             stream.options = {"crf": str(crf)}
             if gop is not None:
                 stream.codec_context.gop_size = gop
-            for frame in frames:
+            audio = AudioCopy(stack.enter_context(open_container(audio_from)), container) if audio_from else None
+            for index, frame in enumerate(frames):
+                if audio is not None:
+                    audio.until(index / fps)
                 picture = pad_to_even(frame[None])[0].contiguous().numpy()
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
             container.mux(stream.encode())
+            if audio is not None:
+                audio.until(math.inf)
     except (av.error.FFmpegError, ValueError) as err:
-        raise VidclsError(f"cannot write video {path}: {getattr(err, 'strerror', None) or err}") from err
+        hint = f" (copying the audio of {audio_from}; --no-audio leaves it out)" if audio_from else ""
+        raise VidclsError(f"cannot write video {path}: {getattr(err, 'strerror', None) or err}{hint}") from err
     return path
+
+
+class AudioCopy:
+    """The first audio stream of a source, copied packet by packet into an output being written (a
+    remux: no decoding or re-encoding, so nothing of the sound changes), interleaved with the video
+    by time. Times are shifted by the start of the source's video stream, whose first frame is the
+    output's time 0, so picture and sound stay in sync. A source without audio copies nothing."""
+
+    def __init__(self, source: InputContainer, output: OutputContainer) -> None:
+        found = next(iter(source.streams.audio), None)
+        video = next(iter(source.streams.video), None)
+        self.output = output
+        self.stream = output.add_stream_from_template(found) if found is not None else None
+        self.packets = source.demux(found) if found is not None else iter(())
+        start = video.start_time * video.time_base if video is not None and video.start_time else 0
+        self.time_base = found.time_base if found is not None else Fraction(1)
+        self.shift = round(start / self.time_base)
+        self.pending = self._next()
+
+    def _next(self) -> av.Packet | None:
+        """The next packet to copy; the demuxer's closing empty packet (no timestamp) is not one."""
+        return next((packet for packet in self.packets if packet.dts is not None), None)
+
+    def until(self, seconds: float) -> None:
+        """Mux the packets that start before `seconds` (output time)."""
+        while self.pending is not None and (_stamp(self.pending) - self.shift) * self.time_base < seconds:
+            packet, self.pending = self.pending, self._next()
+            packet.dts -= self.shift
+            if packet.pts is not None:
+                packet.pts -= self.shift
+            packet.stream = self.stream
+            self.output.mux(packet)
+
+
+def _stamp(packet: av.Packet) -> int:
+    """When a packet starts, in its stream's time base: its pts, else (a format without them) its dts."""
+    return packet.pts if packet.pts is not None else packet.dts

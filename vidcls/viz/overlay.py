@@ -3,7 +3,7 @@
 For a quick look at what a timeline says (`predict --timeline --out-video`), as MMAction2's
 long-video demo does. Text is drawn with the 5x7 bitmap font below (printable ASCII, the
 classic LCD character set), so no font file or imaging library is needed; the frames are
-re-encoded with PyAV at the input's frame count and rate.
+re-encoded with PyAV at the input's frame count and rate, the sound copied as it is.
 """
 
 from __future__ import annotations
@@ -76,11 +76,12 @@ def window_caption(timeline: Timeline, window: int) -> str:
 
 
 def write_annotated_video(source: str | Path, timeline: Timeline, out_path: str | Path, crf: int = 20,
-                          stats: DecodeStats | None = None) -> Path:
+                          stats: DecodeStats | None = None, audio: bool = True) -> Path:
     """Re-encode `source` (H.264, yuv420p) with the current window's caption on every frame.
 
     Same frame count and rate as the input (frames keep their order; the rate is the
     stream's average rate); frames are upright (rotation applied), odd sizes padded to even.
+    `audio`: the source's first audio stream is copied in unchanged (remuxed, not re-encoded).
     The file appears atomically, like every file vidcls writes.
     """
     captions = [window_caption(timeline, k) for k in range(len(timeline.windows))]
@@ -88,6 +89,7 @@ def write_annotated_video(source: str | Path, timeline: Timeline, out_path: str 
         with open_frames(source, stats) as reader:
             info = reader.info
             pictures = (draw_label(rgb, captions[timeline.window_at(index / info.fps)]) for index, rgb in reader)
-            return encode_frames(out_path, pictures, (info.height, info.width), info.fps, crf=crf)
+            return encode_frames(out_path, pictures, (info.height, info.width), info.fps, crf=crf,
+                                 audio_from=source if audio else None)
     except VideoDecodeError as exc:
         raise VideoDecodeError(f"{source}: {exc}") from exc
