@@ -28,8 +28,10 @@ from vidcls.inference.predict import (
     ModelRef,
     Prediction,
     classify,
+    on_runtime,
     plan_run,
     ready_model,
+    runtime_device,
     top_k_labels,
 )
 from vidcls.inference.results import ResultWriter, merge, output_format, rank_path, read_records
@@ -189,6 +191,8 @@ def _run(job: _Job, loaded: LoadedModel, target: torch.device, options: RunOptio
     if job.on_start is not None:
         job.on_start(len(todo))
     recipe, settings, cost = plan_run(loaded, options)
+    # a timeline runs the card's own frames (TimelineOptions has no --frames), so its IR is converted at those
+    loaded = on_runtime(loaded, options.runtime, None if over_time is not None else recipe.spec.frames)
     run = PredictRun([], cost, len(job.videos), len(mine) - len(todo), output=job.output)
     if over_time is not None:
         stream = functools.partial(_timelines, todo, loaded, target, options, recipe, over_time)
@@ -223,7 +227,7 @@ def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str |
     shard "I/N" takes every N-th video from position I; under torchrun each rank takes its
     own and writes OUTPUT.rankR, and rank 0 merges them into OUTPUT in input order.
     options are RunOptions' fields (top_k, clips, crops, frames, stride, sampling, precision,
-    batch_size, workers, threads): a name that is not one is a TypeError. on_start(count) is
+    batch_size, workers, threads, runtime): a name that is not one is a TypeError. on_start(count) is
     called with the number of videos to classify, on_result(prediction) as each arrives.
     Inputs that hold no video at all are a UsageError: a command run on an empty folder should
     say so rather than print nothing. timeline (TimelineOptions) labels each video over time
@@ -242,7 +246,7 @@ def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str |
             raise UsageError("under torchrun, give --output FILE: "
                              "each process writes FILE.rankR and rank 0 merges them")
         device = setup("auto" if device is None else str(device)).device
-    loaded, target = ready_model(model, weights, device)
+    loaded, target = ready_model(model, weights, runtime_device(device, run_options.runtime))
     with stdin_directory() as spool:
         inputs = gather(videos, Path(spool))
         if not inputs.videos:
@@ -297,7 +301,7 @@ def evaluate_run(model: ModelRef, data: str | Path, *, weights: str | Path | Non
     if plot is not None:
         require_matplotlib()  # before the run, not after it
     output = _checked_output(output)
-    loaded, target = ready_model(model, weights, device)
+    loaded, target = ready_model(model, weights, runtime_device(device, run_options.runtime))
     samples = read_samples(data)
     mapping = match_labels([s.label for s in samples], loaded.labels, loaded.name)
     truth = {str(s.path): {"label": mapping[s.label]} for s in samples}
@@ -318,15 +322,18 @@ def benchmark(models: str | Sequence[str], frames: Sequence[int] = (8, 16, 32), 
               on_warning: Callable[[str], None] | None = None, **settings: Any) -> BenchReport:
     """Measure how each model's cost grows with the number of frames (`vidcls benchmark`).
 
-    models: one REF or several (zoo names, hf:// refs, model directories); only their
-    architectures are built, no weights are read. settings are RunSettings' fields
-    (batch_size, device, precision, warmup, repeats, compile, threads). isolate, on_point
-    and on_warning are vidcls.bench.benchmark's.
+    models: one REF or several (zoo names, hf:// refs, model directories, exported files); only
+    their architectures are built, no weights are read. settings are RunSettings' fields
+    (batch_size, device, precision, warmup, repeats, compile, threads, runtime). isolate,
+    on_point and on_warning are vidcls.bench.benchmark's.
     """
     from vidcls.bench.measurement import RunSettings
     from vidcls.bench.models import resolve_models
     from vidcls.bench.sweep import benchmark as sweep
 
     refs = [models] if isinstance(models, str) else list(models)
-    return sweep(resolve_models(refs), frames, size, RunSettings(**settings), isolate=isolate,
+    run_settings = RunSettings(**settings)
+    run_settings = dataclasses.replace(run_settings, device=str(runtime_device(run_settings.device,
+                                                                               run_settings.runtime)))
+    return sweep(resolve_models(refs, run_settings.runtime), frames, size, run_settings, isolate=isolate,
                            on_point=on_point, on_warning=on_warning)

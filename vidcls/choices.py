@@ -22,9 +22,21 @@ DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
 DEVICE_METAVAR = "auto|cpu|cuda[:N]"
 # predict --sampling: frames spread over the whole video, or frames x stride consecutive
 SAMPLINGS = ("segment", "dense")
+# --runtime: what runs a torch model (openvino: converted once and cached; the vidcls[openvino] extra)
+RUNTIMES = ("torch", "openvino")
 
 
 def check_precision(precision: str) -> None:
     """The one check of a precision name (predict, evaluate, timeline, benchmark, train)."""
     if precision not in PRECISIONS:
         raise UsageError(f"bad precision {precision!r}; choose from {', '.join(PRECISIONS)}")
+
+
+def check_runtime(runtime: str) -> None:
+    """The one check of a runtime name (predict, evaluate, timeline, benchmark)."""
+    if runtime not in RUNTIMES:
+        raise UsageError(f"bad runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
+
+
+# export --format: the file an exported model is written as
+EXPORT_FORMATS = ("onnx", "openvino")

@@ -21,7 +21,7 @@ import torch
 from vidcls.bench.memory import MIB, PeakMemory, is_out_of_memory, proc_status_kib
 from vidcls.bench.models import BenchModel
 from vidcls.bench.timing import cpu_threads, wall_and_cpu_ms
-from vidcls.choices import check_precision
+from vidcls.choices import check_precision, check_runtime
 from vidcls.devices import autocast_context
 from vidcls.errors import UsageError, VidclsError
 
@@ -52,6 +52,7 @@ class RunSettings:
     repeats: int = 5
     compile: bool = False
     threads: int | None = None  # CPU threads (torch.set_num_threads); None keeps torch's default
+    runtime: str = "torch"  # or "openvino": torch models converted (cached) and timed on OpenVINO
 
     def __post_init__(self) -> None:
         """Refused here, before any model is built (benchmark's counterpart of inference's RunOptions)."""
@@ -62,13 +63,15 @@ class RunSettings:
         if bad:
             raise UsageError(", ".join(bad))
         check_precision(self.precision)
+        check_runtime(self.runtime)
 
 
 def measure(model: BenchModel, frames: int, size: int, settings: RunSettings) -> Measurement:
     """Build the model here, warm it up, then time `repeats` forwards and record their peak memory.
 
     Under torch.inference_mode and the precision's autocast (an exported .onnx model runs on ONNX
-    Runtime as exported: neither autocast nor --compile applies to it). Out-of-memory becomes
+    Runtime as exported: neither autocast nor --compile applies to it; an OpenVINO model takes its
+    precision from the autocast, and --compile does not apply). Out-of-memory becomes
     Measurement.error instead of an exception, so a sweep can go on past it.
     """
     device = torch.device(settings.device)
@@ -76,7 +79,7 @@ def measure(model: BenchModel, frames: int, size: int, settings: RunSettings) ->
         with cpu_threads(settings.threads):
             module = model.runner(frames, size, device)
             clip = torch.randn(settings.batch_size, 3, frames, size, size, device=device)
-            forward = torch.compile(module) if settings.compile and model.onnx is None else module
+            forward = torch.compile(module) if settings.compile and model.runtime == "torch" else module
             with torch.inference_mode(), autocast_context(device, settings.precision):
                 for _ in range(settings.warmup):
                     forward(clip)

@@ -52,7 +52,7 @@ class BenchPoint:
     mfu: float | None  # achieved / torch's matmul rate; for ONNX Runtime an effective rate (may exceed 1)
     compiled: bool
     error: str | None = None
-    runtime: str = "torch"  # torch, onnxruntime (an exported fp32 .onnx) or onnxruntime-int8
+    runtime: str = "torch"  # torch, openvino (converted, or an exported .xml), onnxruntime (an exported .onnx), -int8
 
     def to_json(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -75,7 +75,7 @@ def make_point(model: BenchModel, frames: int, size: int, settings: RunSettings,
         cpu_time_ms=sig(statistics.median(measured.cpu_times_ms)) if measured.cpu_times_ms else None,
         clips_per_s=sig(settings.batch_size / (median / 1e3)) if median else None,
         achieved_gflops_per_s=sig(achieved), matmul_gflops_per_s=sig(matmul_gflops),
-        mfu=sig(achieved / matmul_gflops) if achieved else None, compiled=settings.compile and model.onnx is None,
+        mfu=sig(achieved / matmul_gflops) if achieved else None, compiled=settings.compile and model.runtime == "torch",
         error=measured.error, runtime=model.runtime)
 
 
@@ -135,7 +135,7 @@ def benchmark(models: Sequence[BenchModel], frames: Sequence[int], size: int | N
     device = resolve_device(settings.device)
     settings = dataclasses.replace(settings, device=str(device))
     isolate = device.type == "cpu" if isolate is None else isolate
-    if settings.precision != "fp32" and any(model.onnx for model in models):
+    if settings.precision != "fp32" and any(model.runtime.startswith("onnxruntime") for model in models):
         raise UsageError(f"an exported .onnx model runs at the precision it was exported in; "
                          f"benchmark it with --precision fp32, not {settings.precision}")
     found: list[str] = []

@@ -14,6 +14,7 @@ from vidcls.choices import (
     DEVICE_METAVAR,
     DEVICE_PATTERN,
     PRECISIONS,
+    RUNTIMES,
     SAMPLINGS,
 )
 from vidcls.cli.app import app, checked, guarded, one_of
@@ -45,6 +46,11 @@ SamplingOption = Annotated[str | None, typer.Option(
 PrecisionOption = Annotated[str, typer.Option(
     "--precision", **one_of("--precision", PRECISIONS),
     help="bf16/fp16 run under autocast; fp32 is right on CPUs.",
+)]
+RuntimeOption = Annotated[str, typer.Option(
+    "--runtime", **one_of("--runtime", RUNTIMES),
+    help="What runs the model: torch, or openvino (CPU; converted once and cached under $VIDCLS_HOME, "
+         "needs the openvino extra). An exported .onnx / .xml model runs on its own runtime.",
 )]
 BatchSizeOption = Annotated[int, typer.Option(
     "--batch-size", min=1,
@@ -86,8 +92,8 @@ def predict_command(
     )],
     model: Annotated[str, typer.Option(
         "--model", "-m",
-        help=r"Zoo name, hf://OWNER/REPO\[@REV], a model directory, or an "
-             "exported .onnx file (or a directory holding model.onnx).",
+        help=r"Zoo name, hf://OWNER/REPO\[@REV], a model directory, or an exported .onnx file or "
+             "OpenVINO .xml (or a directory holding model.onnx or model.xml).",
     )],  # \[: not rich markup
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="How many labels to show per video.")] = 5,
     clips: ClipsOption = None,
@@ -100,6 +106,7 @@ def predict_command(
         help="auto picks CUDA when available; under torchrun each process takes cuda:LOCAL_RANK.",
     )] = "auto",
     precision: PrecisionOption = "fp32",
+    runtime: RuntimeOption = "torch",
     batch_size: BatchSizeOption = 8,
     workers: WorkersOption = None,
     threads: ThreadsOption = None,
@@ -171,8 +178,8 @@ def predict_command(
     with VideoProgress("classified") as progress:
         run = predict_run(videos, model, weights=weights, top_k=top_k, clips=clips, crops=crops,
                           frames=frames, stride=stride, sampling=sampling, device=device,
-                          precision=precision, batch_size=batch_size, workers=workers, threads=threads,
-                          output=output, resume=resume, shard=shard, timeline=options,
+                          precision=precision, runtime=runtime, batch_size=batch_size, workers=workers,
+                          threads=threads, output=output, resume=resume, shard=shard, timeline=options,
                           on_start=progress.on_start, on_result=progress.on_result)
     failed = progress.failed
     if run.skipped_note:
@@ -197,7 +204,7 @@ def predict_command(
 def evaluate_command(
     model: Annotated[str, typer.Option(
         "--model", "-m",
-        help=r"Zoo name, hf://OWNER/REPO\[@REV], a model directory, or an exported .onnx file.",
+        help=r"Zoo name, hf://OWNER/REPO\[@REV], a model directory, or an exported .onnx file or OpenVINO .xml.",
     )],  # \[: not rich markup
     data: Annotated[Path, typer.Option(
         "--data",
@@ -214,6 +221,7 @@ def evaluate_command(
         help="auto picks CUDA when available.",
     )] = "auto",
     precision: PrecisionOption = "fp32",
+    runtime: RuntimeOption = "torch",
     batch_size: BatchSizeOption = 8,
     workers: WorkersOption = None,
     threads: ThreadsOption = None,
@@ -247,7 +255,8 @@ def evaluate_command(
     with VideoProgress("evaluated") as progress:
         evaluation = evaluate_run(model, data, weights=weights, device=device, output=output, resume=resume,
                                   plot=plot, clips=clips, crops=crops, frames=frames, stride=stride,
-                                  sampling=sampling, precision=precision, batch_size=batch_size, workers=workers,
+                                  sampling=sampling, precision=precision, runtime=runtime,
+                                  batch_size=batch_size, workers=workers,
                                   threads=threads, on_start=progress.on_start, on_result=progress.on_result)
     summary = evaluation.summary
     if as_json:
