@@ -1,7 +1,7 @@
 """Side-by-side latency of torch fp32, ONNX Runtime fp32 and ONNX Runtime int8 (issue 12's targets).
 
 For each model REF: export it (random weights unless it has trained ones) to fp32 and int8
-ONNX with `vidcls.export.onnx.export_model` (export time, file size, parity as checked), then time
+ONNX with `vidcls.export.formats.export_model` (export time, file size, parity as checked), then time
 the three runtimes in alternating rounds (torch, ort fp32, ort int8, torch, ...) so that a
 busy spell of a shared machine hits all three alike; report the median and the best round.
 
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from vidcls.export.onnx import export_model
+from vidcls.export.formats import export_model
 from vidcls.fileio import write_text_atomic
 from vidcls.zoo.resolve import load_model
 

@@ -349,3 +349,11 @@ def test_a_model_without_pre_logits_is_refused_before_decoding(model, tmp_path):
         vidcls.embed_run([tmp_path / "missing.mp4"], onnx_like, device="cpu")
     with pytest.raises(TypeError, match="top_k"):
         vidcls.embed([tmp_path], model, top_k=3)
+
+
+def test_embed_refuses_another_runtime():
+    """A converted OpenVINO graph gives logits only: embed says so instead of quietly running torch."""
+    from vidcls.errors import UsageError
+
+    with pytest.raises(UsageError, match="embed runs on torch"):
+        vidcls.embed_run(["nothing.mp4"], "demo-motion", runtime="openvino")

@@ -17,8 +17,9 @@ from vidcls.bench.models import resolve_models
 from vidcls.choices import DIRECTIONS
 from vidcls.cli import app
 from vidcls.errors import UsageError, VidclsError
-from vidcls.export import onnx as export_module
-from vidcls.export.onnx import FP32_TOLERANCE, export_model
+from vidcls.export import parity as parity_module
+from vidcls.export.formats import export_model
+from vidcls.export.parity import FP32_TOLERANCE
 from vidcls.models import families
 from vidcls.video.encode import write_video
 from vidcls.video.synthetic import random_spec, render_clip
@@ -160,7 +161,7 @@ def test_a_file_that_fails_parity_is_not_written(tmp_path, monkeypatch):
 def test_an_int8_file_that_disagrees_is_not_written(tmp_path, monkeypatch):
     forward = OnnxModule.forward
     monkeypatch.setattr(OnnxModule, "forward", lambda self, video: forward(self, video).roll(1, dims=-1))
-    monkeypatch.setattr(export_module, "SAMPLE_CLIPS", 4)
+    monkeypatch.setattr(parity_module, "SAMPLE_CLIPS", 4)
     with pytest.raises(VidclsError, match="top-1 agreement 0.0%"):
         export_model("demo-motion", tmp_path / "bad-int8.onnx", quantize="int8")
     assert list(tmp_path.iterdir()) == []

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from vidcls.errors import first_line
-from vidcls.fileio import atomic_directory, atomic_file, write_text_atomic
+from vidcls.fileio import atomic_directory, atomic_file, atomic_files, leftovers, write_text_atomic
 
 
 def test_atomic_file_replaces_only_on_success(tmp_path):
@@ -39,6 +39,41 @@ def test_atomic_directory_swaps_whole_directories(tmp_path):
     with atomic_directory(target) as tmp:
         (tmp / "weights").write_text("3")
     assert (target / "weights").read_text() == "3" and sorted(os.listdir(tmp_path)) == ["last"]
+
+
+def test_atomic_files_replace_a_set_together(tmp_path, monkeypatch):
+    """An OpenVINO IR is two files: the set is replaced whole, the file a reader opens (the last) renamed last."""
+    xml, bin_ = tmp_path / "m.xml", tmp_path / "m.bin"
+    with atomic_files(bin_, xml) as (tmp_bin, tmp_xml):
+        assert (tmp_bin.name, tmp_xml.name) == ("m.bin", "m.xml") and tmp_xml.parent != tmp_path  # names kept
+        tmp_bin.write_text("bin 1")
+        tmp_xml.write_text("xml 1")
+    with pytest.raises(KeyboardInterrupt), atomic_files(bin_, xml) as (tmp_bin, tmp_xml):
+        tmp_bin.write_text("bin 2")
+        raise KeyboardInterrupt
+    assert (bin_.read_text(), xml.read_text()) == ("bin 1", "xml 1") and sorted(os.listdir(tmp_path)) == ["m.bin",
+                                                                                                         "m.xml"]
+    renames = []
+    replace = os.replace
+
+    def dies_after_the_first_rename(source, target):
+        renames.append(os.path.basename(target))
+        if len(renames) > 1:
+            raise KeyboardInterrupt  # kill -9 between the renames
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", dies_after_the_first_rename)
+    with pytest.raises(KeyboardInterrupt), atomic_files(bin_, xml) as (tmp_bin, tmp_xml):
+        tmp_bin.write_text("bin 3")
+        tmp_xml.write_text("xml 3")
+    monkeypatch.setattr(os, "replace", replace)
+    assert renames == ["m.bin", "m.xml"]
+    assert not xml.exists()  # no .xml beside a new .bin: nothing a reader could open half-new
+    assert leftovers(xml) == []
+    with atomic_files(bin_, xml) as (tmp_bin, tmp_xml):
+        tmp_bin.write_text("bin 4")
+        tmp_xml.write_text("xml 4")
+    assert (bin_.read_text(), xml.read_text()) == ("bin 4", "xml 4")
 
 
 @pytest.mark.parametrize("given, expected", [

@@ -13,6 +13,7 @@ The library API that the command line is built on, one function per command:
     >>> vidcls.convert_checkpoint("ckpt.pth", "xvit", "out/")     # vidcls convert
     >>> vidcls.export_model("demo-motion", "demo.onnx", quantize="int8")  # vidcls export (vidcls[onnx])
     >>> vidcls.ray_predict(["videos/"], "demo-motion", "preds.jsonl")  # vidcls predict --ray (vidcls[ray])
+    >>> vidcls.export_model("demo-motion", "demo.xml", quantize="int8")   # OpenVINO IR (vidcls[openvino])
     >>> vidcls.train_model(vidcls.TrainConfig(model="xvit-tiny", train="data/train",
     ...                                       val="data/val", output="runs/x"))  # vidcls train
 
@@ -46,7 +47,7 @@ _LAZY = {
     "benchmark": ("api", "benchmark"), "list_models": ("api", "list_models"),
     "TrainConfig": ("train.config", "TrainConfig"), "TrainResult": ("train.config", "TrainResult"),
     "train_model": ("train.loop", "train"), "convert_checkpoint": ("zoo.convert", "convert_checkpoint"),
-    "export_model": ("export.onnx", "export_model"), "ExportReport": ("export.onnx", "ExportReport"),
+    "export_model": ("export.formats", "export_model"), "ExportReport": ("export.common", "ExportReport"),
     "ray_predict": ("inference.ray", "ray_predict"),
 }
 
@@ -64,7 +65,8 @@ if TYPE_CHECKING:  # what __getattr__ returns, for type checkers and IDEs
         list_models,
         predict_run,
     )
-    from vidcls.export.onnx import ExportReport, export_model  # noqa: F401
+    from vidcls.export.common import ExportReport  # noqa: F401
+    from vidcls.export.formats import export_model  # noqa: F401
     from vidcls.inference.embed import Embedding  # noqa: F401
     from vidcls.inference.predict import Prediction, predict, predict_video  # noqa: F401
     from vidcls.inference.ray import ray_predict  # noqa: F401

@@ -29,8 +29,10 @@ from vidcls.inference.predict import (
     ModelRef,
     Prediction,
     classify,
+    on_runtime,
     plan_run,
     ready_model,
+    runtime_device,
     top_k_labels,
 )
 from vidcls.inference.preflight import Placement, checked_output, done_records
@@ -174,6 +176,8 @@ def _run(job: _Job, loaded: LoadedModel, target: torch.device, options: RunOptio
     """Classify the job's videos not already in its output, streaming each record as it completes."""
     todo, resumed = job.pending(done_records(job.output, job.place, job.resume))
     recipe, settings, cost = plan_run(loaded, options, target)
+    # a timeline runs the card's own frames (TimelineOptions has no --frames), so its IR is converted at those
+    loaded = on_runtime(loaded, options.runtime, None if over_time is not None else recipe.spec.frames)
     run = PredictRun([], cost, len(job.videos), resumed, output=job.output)
     if over_time is not None:
         stream = functools.partial(_timelines, todo, loaded, target, options, recipe, over_time)
@@ -225,7 +229,7 @@ def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str |
     shard "I/N" takes every N-th video from position I; under torchrun each rank takes its
     own and writes OUTPUT.rankR, and rank 0 merges them into OUTPUT in input order.
     options are RunOptions' fields (top_k, clips, crops, frames, stride, sampling, precision,
-    batch_size, workers, threads): a name that is not one is a TypeError. on_start(count) is
+    batch_size, workers, threads, runtime): a name that is not one is a TypeError. on_start(count) is
     called with the number of videos to classify, on_result(prediction) as each arrives.
     Inputs that hold no video at all are a UsageError: a command run on an empty folder should
     say so rather than print nothing. timeline (TimelineOptions) labels each video over time
@@ -237,7 +241,7 @@ def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str |
         require_matplotlib()  # before the run, not after it
     output = checked_output(output)
     place, device = _placed(shard, output, device)
-    loaded, target = ready_model(model, weights, device)
+    loaded, target = ready_model(model, weights, runtime_device(device, run_options.runtime))
     with _gathered(videos) as inputs:
         job = _Job(inputs.videos, output, resume, place, on_start, on_result)
         run = _run(job, loaded, target, run_options, timeline)
@@ -301,6 +305,9 @@ def embed_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str | P
     if "top_k" in options:
         raise TypeError("embed_run() got an unexpected keyword argument 'top_k'")
     run_options = RunOptions(**options)
+    if run_options.runtime != "torch":  # a converted graph gives logits only, as an exported .onnx does
+        raise UsageError(f"embed runs on torch: the pre-logits are not an output of a {run_options.runtime} graph; "
+                         f"drop --runtime {run_options.runtime}")
     output = checked_output(output, VECTOR_FORMATS)
     place, device = _placed(shard, output, device)
     loaded, target = ready_model(model, weights, device)
@@ -363,7 +370,7 @@ def evaluate_run(model: ModelRef, data: str | Path, *, weights: str | Path | Non
     if plot is not None:
         require_matplotlib()  # before the run, not after it
     output = checked_output(output)
-    loaded, target = ready_model(model, weights, device)
+    loaded, target = ready_model(model, weights, runtime_device(device, run_options.runtime))
     samples = read_samples(data)
     mapping = match_labels([s.label for s in samples], loaded.labels, loaded.name)
     truth = {str(s.path): {"label": mapping[s.label]} for s in samples}
@@ -384,15 +391,18 @@ def benchmark(models: str | Sequence[str], frames: Sequence[int] = (8, 16, 32), 
               on_warning: Callable[[str], None] | None = None, **settings: Any) -> BenchReport:
     """Measure how each model's cost grows with the number of frames (`vidcls benchmark`).
 
-    models: one REF or several (zoo names, hf:// refs, model directories); only their
-    architectures are built, no weights are read. settings are RunSettings' fields
-    (batch_size, device, precision, warmup, repeats, compile, threads). isolate, on_point
-    and on_warning are vidcls.bench.benchmark's.
+    models: one REF or several (zoo names, hf:// refs, model directories, exported files); only
+    their architectures are built, no weights are read. settings are RunSettings' fields
+    (batch_size, device, precision, warmup, repeats, compile, threads, runtime). isolate,
+    on_point and on_warning are vidcls.bench.benchmark's.
     """
     from vidcls.bench.measurement import RunSettings
     from vidcls.bench.models import resolve_models
     from vidcls.bench.sweep import benchmark as sweep
 
     refs = [models] if isinstance(models, str) else list(models)
-    return sweep(resolve_models(refs), frames, size, RunSettings(**settings), isolate=isolate,
+    run_settings = RunSettings(**settings)
+    run_settings = dataclasses.replace(run_settings, device=str(runtime_device(run_settings.device,
+                                                                               run_settings.runtime)))
+    return sweep(resolve_models(refs, run_settings.runtime), frames, size, run_settings, isolate=isolate,
                            on_point=on_point, on_warning=on_warning)

@@ -34,3 +34,15 @@ def check_precision(precision: str, allowed: tuple[str, ...] = RUN_PRECISIONS) -
     training names its precision)."""
     if precision not in allowed:
         raise UsageError(f"bad precision {precision!r}; choose from {', '.join(allowed)}")
+# --runtime: what runs a torch model (openvino: converted once and cached; the vidcls[openvino] extra)
+RUNTIMES = ("torch", "openvino")
+
+
+def check_runtime(runtime: str) -> None:
+    """The one check of a runtime name (predict, evaluate, timeline, benchmark)."""
+    if runtime not in RUNTIMES:
+        raise UsageError(f"bad runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
+
+
+# export --format: the file an exported model is written as
+EXPORT_FORMATS = ("onnx", "openvino")

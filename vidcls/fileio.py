@@ -137,3 +137,26 @@ def memo(table: str, key: object, compute: Callable[[], float]) -> float:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, json.dumps({**values, digest: value}))
     return value
+
+
+@contextlib.contextmanager
+def atomic_files(*targets: str | Path) -> Iterator[list[Path]]:
+    """Several files that belong together (an OpenVINO IR: model.xml names model.bin beside it).
+
+    Yields one temporary path per target, each with its target's own name, in a hidden sibling
+    directory; when the block succeeds they replace the targets, the last target (the one a
+    reader opens: the .xml) removed first and renamed last, so a crash at any point leaves the
+    old set, no last file (nothing to open), or the new set, never the new last file beside an
+    old companion. A failure inside the block deletes the temporary ones.
+    """
+    paths = [Path(t) for t in targets]
+    paths[0].parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{paths[-1].name}.", dir=paths[0].parent))
+    try:
+        yield [scratch / p.name for p in paths]
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(paths[-1])
+        for path in paths:
+            os.replace(scratch / path.name, path)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)

@@ -21,8 +21,8 @@ import torch
 from vidcls.bench.memory import MIB, PeakMemory, is_out_of_memory, proc_status_kib
 from vidcls.bench.models import BenchModel
 from vidcls.bench.timing import cpu_threads, wall_and_cpu_ms
-from vidcls.choices import AUTO, check_precision
-from vidcls.devices import PRECISIONS, cast_module, choose_precision
+from vidcls.choices import AUTO, check_precision, check_runtime
+from vidcls.devices import PRECISIONS, autocast_context, cast_module, choose_precision
 from vidcls.errors import UsageError, VidclsError
 
 
@@ -52,6 +52,7 @@ class RunSettings:
     repeats: int = 5
     compile: bool = False
     threads: int | None = None  # CPU threads (torch.set_num_threads); None keeps torch's default
+    runtime: str = "torch"  # or "openvino": torch models converted (cached) and timed on OpenVINO
 
     def __post_init__(self) -> None:
         """Refused here, before any model is built (benchmark's counterpart of inference's RunOptions)."""
@@ -62,26 +63,31 @@ class RunSettings:
         if bad:
             raise UsageError(", ".join(bad))
         check_precision(self.precision)
+        check_runtime(self.runtime)
 
 
 def measure(model: BenchModel, frames: int, size: int, settings: RunSettings) -> Measurement:
     """Build the model here, warm it up, then time `repeats` forwards and record their peak memory.
 
-    Under torch.inference_mode, the weights cast once to the precision as predict does (an exported
-    .onnx model runs on ONNX Runtime as exported: neither the cast nor --compile applies to it),
-    "auto" chosen for the device (devices.choose_precision). Out-of-memory becomes
+    Under torch.inference_mode, the weights cast once to the precision as predict does, "auto" chosen
+    for the device (devices.choose_precision); an exported .onnx model runs on ONNX Runtime as
+    exported, an OpenVINO model takes the precision from autocast, and --compile applies to neither.
+    Out-of-memory becomes
     Measurement.error instead of an exception, so a sweep can go on past it.
     """
     device = torch.device(settings.device)
     try:
         with cpu_threads(settings.threads):
             module = model.runner(frames, size, device)
-            precision = choose_precision(settings.precision, device, exported=bool(model.onnx)).precision
-            dtype = PRECISIONS[precision]
-            module = module if model.onnx else cast_module(module, precision)
+            torch_model = model.runtime == "torch"
+            exported = model.runtime.startswith("onnx")
+            precision = choose_precision(settings.precision, device, exported=exported).precision
+            module = cast_module(module, precision) if torch_model else module
+            dtype = PRECISIONS[precision] if torch_model else torch.float32
             clip = torch.randn(settings.batch_size, 3, frames, size, size, device=device, dtype=dtype)
-            forward = torch.compile(module) if settings.compile and model.onnx is None else module
-            with torch.inference_mode():
+            forward = torch.compile(module) if settings.compile and torch_model else module
+            # a runtime module (OpenVINO) reads the precision from autocast; a torch model is cast once
+            with torch.inference_mode(), autocast_context(device, "fp32" if torch_model else precision):
                 for _ in range(settings.warmup):
                     forward(clip)
                 with PeakMemory(device) as peak:

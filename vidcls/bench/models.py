@@ -19,9 +19,10 @@ from vidcls.bench.flops import FlopCount, UncountedAttentionError, count_macs, p
 from vidcls.errors import UsageError
 from vidcls.models import build_model, families, make_config
 from vidcls.models.validate import check_tiling
-from vidcls.zoo.modeldir import ModelCard
-from vidcls.zoo.onnx import OnnxModule, open_session, read_onnx_card
-from vidcls.zoo.resolve import resolve
+from vidcls.zoo.modeldir import InputSpec, ModelCard
+from vidcls.zoo.onnx import read_onnx_card
+from vidcls.zoo.openvino import read_ir_card
+from vidcls.zoo.resolve import EXPORTED_SUFFIXES, exported_module, resolve
 
 
 @dataclass(frozen=True)
@@ -39,8 +40,8 @@ class BenchModel:
     frames: int
     size: int
     views: int = 1  # clips x crops of the recipe's test protocol
-    onnx: str | None = None  # an exported .onnx file: timed on ONNX Runtime, costed on the torch graph
-    runtime: str = "torch"  # torch, onnxruntime or onnxruntime-int8
+    exported: str | None = None  # an exported .onnx or .xml file: timed on its runtime, costed on the torch graph
+    runtime: str = "torch"  # torch, openvino (converted), onnxruntime[-int8] or openvino[-int8] (exported files)
 
     @classmethod
     def from_card(cls, card: ModelCard) -> BenchModel:
@@ -49,11 +50,12 @@ class BenchModel:
                    size=spec.size, views=spec.clips * spec.crops)
 
     @classmethod
-    def from_onnx(cls, ref: str, path: Path) -> BenchModel:
+    def from_exported(cls, ref: str, path: Path) -> BenchModel:
         """An exported file, named by its REF (side by side with the torch model of the same name)."""
-        card, facts = read_onnx_card(path)
-        runtime = "onnxruntime-int8" if facts.get("quantize") == "int8" else "onnxruntime"
-        return dataclasses.replace(cls.from_card(card), name=ref, onnx=str(path), runtime=runtime)
+        card, facts = read_ir_card(path) if path.suffix == ".xml" else read_onnx_card(path)
+        runtime = "openvino" if path.suffix == ".xml" else "onnxruntime"
+        runtime += "-int8" if facts.get("quantize") == "int8" else ""
+        return dataclasses.replace(cls.from_card(card), name=ref, exported=str(path), runtime=runtime)
 
     def arch_at(self, frames: int, size: int) -> dict[str, Any]:
         """The architecture re-sized for clips of `frames` x `size` x `size`."""
@@ -67,7 +69,7 @@ class BenchModel:
         sweep fails at once with the valid choices instead of deep inside a forward pass. An
         exported graph takes only the shape it was exported at.
         """
-        if self.onnx is not None and (frames, size) != (self.frames, self.size):
+        if self.exported is not None and (frames, size) != (self.frames, self.size):
             raise UsageError(f"{self.name}: exported for {self.frames} x {self.size} px clips, asked for {frames} x "
                              f"{size}; use --frames {self.frames} --size {self.size}, or export it again at that shape")
         try:
@@ -82,22 +84,34 @@ class BenchModel:
         return build_model(self.family, self.arch_at(frames, size)).eval()
 
     def runner(self, frames: int, size: int, device: torch.device) -> nn.Module:
-        """What is timed: the torch model, or the exported file on ONNX Runtime (called like it)."""
-        if self.onnx is None:
-            with torch.device(device):
-                return self.build(frames, size)
-        self.check_shape(frames, size)
-        return OnnxModule(open_session(Path(self.onnx), device), device)
+        """What is timed: the torch model, its OpenVINO conversion (runtime "openvino"), or the exported
+        file on its runtime (each called like the torch model)."""
+        if self.exported is not None:
+            self.check_shape(frames, size)
+            return exported_module(Path(self.exported), device)
+        if self.runtime == "openvino":
+            from vidcls.zoo.openvino import OpenVinoModule, check_device
+            from vidcls.zoo.openvino_convert import cached_ir
+
+            check_device(device)
+            torch.manual_seed(0)  # the same random weights every run: the conversion is cached by their digest
+            card = ModelCard(self.name, self.family, self.arch_at(frames, size), InputSpec(frames=frames, size=size))
+            return OpenVinoModule(cached_ir(self.build(frames, size), card), device)
+        with torch.device(device):
+            return self.build(frames, size)
 
 
-def resolve_models(refs: Sequence[str]) -> list[BenchModel]:
-    """Model references (zoo names, hf://, directories, exported .onnx files) -> what the benchmark
-    builds; no torch weights read."""
+def resolve_models(refs: Sequence[str], runtime: str = "torch") -> list[BenchModel]:
+    """Model references (zoo names, hf://, directories, exported .onnx or .xml files) -> what the benchmark
+    builds; no torch weights read. runtime "openvino" times the torch models converted to OpenVINO
+    (an exported file runs on its own runtime either way)."""
     models = []
     for ref in refs:
         resolved = resolve(ref, need_weights=False)
-        onnx = resolved.weights if resolved.weights is not None and resolved.weights.suffix == ".onnx" else None
-        models.append(BenchModel.from_onnx(ref, onnx) if onnx else BenchModel.from_card(resolved.card))
+        exported = resolved.weights if resolved.weights is not None and resolved.weights.suffix in EXPORTED_SUFFIXES \
+            else None
+        models.append(BenchModel.from_exported(ref, exported) if exported
+                      else dataclasses.replace(BenchModel.from_card(resolved.card), runtime=runtime))
     return models
 
 

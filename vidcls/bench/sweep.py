@@ -54,7 +54,7 @@ class BenchPoint:
     compiled: bool
     error: str | None = None
     noisy: bool = False  # its repeats spread more than MAX_SPREAD: a busy machine; left out of the exponents
-    runtime: str = "torch"  # torch, onnxruntime (an exported fp32 .onnx) or onnxruntime-int8
+    runtime: str = "torch"  # torch, openvino (converted, or an exported .xml), onnxruntime (an exported .onnx), -int8
     precision_reason: str = "asked for"  # why this precision ran (--precision auto chooses from the device)
 
     def to_json(self) -> dict[str, Any]:
@@ -78,7 +78,7 @@ def make_point(model: BenchModel, frames: int, size: int, settings: RunSettings,
         cpu_time_ms=sig(statistics.median(measured.cpu_times_ms)) if measured.cpu_times_ms else None,
         clips_per_s=sig(settings.batch_size / (median / 1e3)) if median else None,
         achieved_gflops_per_s=sig(achieved), matmul_gflops_per_s=sig(matmul_gflops),
-        mfu=sig(achieved / matmul_gflops) if achieved else None, compiled=settings.compile and model.onnx is None,
+        mfu=sig(achieved / matmul_gflops) if achieved else None, compiled=settings.compile and model.runtime == "torch",
         error=measured.error, runtime=model.runtime)
 
 
@@ -150,7 +150,7 @@ def benchmark(models: Sequence[BenchModel], frames: Sequence[int], size: int | N
     device = resolve_device(settings.device)
     settings = dataclasses.replace(settings, device=str(device))
     isolate = device.type == "cpu" if isolate is None else isolate
-    exported = any(model.onnx for model in models)
+    exported = any(model.runtime.startswith("onnxruntime") for model in models)
     if settings.precision not in ("fp32", AUTO) and exported:
         raise UsageError(f"an exported .onnx model runs at the precision it was exported in; "
                          f"benchmark it with --precision fp32, not {settings.precision}")

@@ -13,9 +13,10 @@ from vidcls.choices import (
     AUTO,
     DEVICE_METAVAR,
     DEVICE_PATTERN,
+    EXPORT_FORMATS,
 )
 from vidcls.cli.app import checked, command, guarded, one_of
-from vidcls.cli.predict import PrecisionOption
+from vidcls.cli.predict import PrecisionOption, RuntimeOption
 from vidcls.cli.render import benchmark_tables, err, input_line, out, progress_bar, show
 from vidcls.errors import UsageError
 
@@ -36,8 +37,8 @@ def int_list(text: str, option: str) -> list[int]:
 def benchmark_command(
     model: Annotated[str, typer.Option(
         "--model", "-m", metavar="REF[,REF...]",
-        help="REF[,REF...]: zoo names, hf:// refs, model directories or exported .onnx files "
-             "(timed on ONNX Runtime, at their exported shape), measured side by side.",
+        help="REF[,REF...]: zoo names, hf:// refs, model directories or exported .onnx / .xml files "
+             "(timed on ONNX Runtime / OpenVINO, at their exported shape), measured side by side.",
     )],
     frames: Annotated[str, typer.Option(
         "--frames", metavar="N[,N...]",
@@ -53,6 +54,7 @@ def benchmark_command(
         help="auto picks CUDA when available.",
     )] = "auto",
     precision: PrecisionOption = AUTO,
+    runtime: RuntimeOption = "torch",
     warmup: Annotated[int, typer.Option("--warmup", min=0, help="Untimed forward passes before timing.")] = 2,
     repeats: Annotated[int, typer.Option("--repeats", min=1, help="Timed forward passes; the median is reported.")] = 5,
     compile_model: Annotated[bool, typer.Option(
@@ -118,7 +120,7 @@ def benchmark_command(
 
         report = benchmark(refs, sweep, size, isolate=False if in_process else None, on_point=done,
                            on_warning=warn, batch_size=batch_size, device=device, precision=precision,
-                           warmup=warmup, repeats=repeats, compile=compile_model, threads=threads)
+                           warmup=warmup, repeats=repeats, compile=compile_model, threads=threads, runtime=runtime)
     err.print(report.machine_line(), highlight=False, soft_wrap=True)
     for point in report.points:
         if point.error:
@@ -139,9 +141,15 @@ def benchmark_command(
 def export_command(
     ref: Annotated[str, typer.Argument(metavar="REF", help="Zoo name, hf://OWNER/REPO[@REV] or a model directory.")],
     output: Annotated[Path, typer.Option(
-        "--out", "-o", "--output", metavar="FILE.onnx",
-        help="The .onnx file to write (only once it passes the parity check).",
+        "--out", "-o", "--output", metavar="FILE",
+        help="The .onnx file, or the OpenVINO FILE.xml (FILE.bin beside it) or directory (model.xml + model.bin) "
+             "to write (only once it passes the parity check).",
     )],
+    export_format: Annotated[str | None, typer.Option(
+        "--format", **one_of("--format", EXPORT_FORMATS),
+        help="onnx (ONNX Runtime, vidcls[onnx]) or openvino (an IR, vidcls[openvino]); default: openvino "
+             "for --out FILE.xml, else onnx.",
+    )] = None,
     frames: Annotated[int | None, typer.Option(
         "--frames", min=1,
         help="Frames per clip baked into the graph (default: the model's recipe).",
@@ -156,8 +164,13 @@ def export_command(
     )] = "dynamic",
     quantize: Annotated[str | None, typer.Option(
         "--quantize", **one_of("--quantize", ("int8",)),
-        help="int8: ONNX Runtime's dynamic quantisation of the linear "
-             "layers (checked against fp32 torch on decoded sample clips).",
+        help="int8: ONNX Runtime's dynamic quantisation of the linear layers, or for openvino NNCF's "
+             "post-training quantisation calibrated on --calibrate's clips (checked against fp32 torch on "
+             "decoded sample clips).",
+    )] = None,
+    calibrate: Annotated[Path | None, typer.Option(
+        "--calibrate", metavar="DIR",
+        help="openvino int8: a folder of your clips to calibrate on (default: the sample clips of the check).",
     )] = None,
     opset: Annotated[int | None, typer.Option(
         "--opset", min=18,
@@ -173,23 +186,26 @@ def export_command(
     )] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the export report as JSON to stdout.")] = False,
 ) -> None:
-    """Export a model to ONNX for ONNX Runtime (`vidcls[onnx]`), fp32 or int8, checked against torch.
+    """Export a model for ONNX Runtime (`vidcls[onnx]`) or OpenVINO (`vidcls[openvino]`), fp32 or int8,
+    checked against torch.
 
     The file carries the model's card (labels, input recipe, family, GMACs) in its ONNX
-    metadata, so `--model FILE.onnx` works in predict, evaluate and benchmark. fp32 must
-    match torch within 1e-4 (max |logit diff|, random clip); int8 must agree with fp32
-    torch on the top-1 class of 8 decoded sample clips at least 90% of the time (KL and
+    metadata or OpenVINO rt_info, so `--model FILE` works in predict, evaluate and benchmark.
+    fp32 must match torch within 1e-4 (max |logit diff|, random clip); int8 must agree with
+    fp32 torch on the top-1 class of 8 decoded sample clips at least 90% of the time (KL and
     relative error printed). A file that fails is not written (exit 1).
     """
-    from vidcls.export.onnx import export_model
+    from vidcls.export.formats import export_model
 
-    report = export_model(ref, output, frames=frames, size=size, batch=batch, quantize=quantize, opset=opset,
-                          weights=weights, allow_random=allow_random)
+    report = export_model(ref, output, format=export_format, frames=frames, size=size, batch=batch,
+                          quantize=quantize, opset=opset, calibrate=calibrate, weights=weights,
+                          allow_random=allow_random)
     if as_json:
         print(json.dumps(report.to_json(), indent=2))
         return
+    graph = f"opset {report.opset}" if report.opset is not None else "OpenVINO IR"
     err.print(f"exported {report.name} ({report.family}, {report.frames}x{report.size}, batch {report.batch}, "
-              f"opset {report.opset}, {report.quantize or 'fp32'}) in {report.seconds:.1f} s: "
+              f"{graph}, {report.quantize or 'fp32'}) in {report.seconds:.1f} s: "
               f"{report.bytes / 2**20:.1f} MiB", highlight=False, soft_wrap=True)
     err.print(f"parity: {report.parity.line()}", highlight=False, soft_wrap=True)
     out.print(str(report.path), highlight=False, soft_wrap=True)

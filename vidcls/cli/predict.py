@@ -18,6 +18,7 @@ from vidcls.choices import (
     DEVICE_METAVAR,
     DEVICE_PATTERN,
     RUN_PRECISIONS,
+    RUNTIMES,
     SAMPLINGS,
 )
 from vidcls.cli.app import checked, command, fail, guarded, one_of
@@ -63,6 +64,11 @@ PrecisionOption = Annotated[str, typer.Option(
     help="auto: bf16 where the device runs it natively (a CPU with AMX or AVX512-BF16, a CUDA GPU of "
          "compute capability 8.0+), else fp32, the exact path; bf16/fp16 cast the weights once. The "
          "choice and its reason are in the cost line and --json.",
+)]
+RuntimeOption = Annotated[str, typer.Option(
+    "--runtime", **one_of("--runtime", RUNTIMES),
+    help="What runs the model: torch, or openvino (CPU; converted once and cached under $VIDCLS_HOME, "
+         "needs the openvino extra). An exported .onnx / .xml model runs on its own runtime.",
 )]
 BatchSizeOption = Annotated[int, typer.Option(
     "--batch-size", min=1,
@@ -142,8 +148,8 @@ def predict_command(
     videos: VideosArgument,
     model: Annotated[str, typer.Option(
         "--model", "-m", metavar="REF",
-        help="Zoo name, hf://OWNER/REPO[@REV], a model directory, or an "
-             "exported .onnx file (or a directory holding model.onnx).",
+        help="Zoo name, hf://OWNER/REPO[@REV], a model directory, or an exported .onnx file or "
+             "OpenVINO .xml (or a directory holding model.onnx or model.xml).",
     )],
     top_k: Annotated[int, typer.Option("--top-k", min=1, help="How many labels to show per video.")] = 5,
     clips: ClipsOption = None,
@@ -153,6 +159,7 @@ def predict_command(
     sampling: SamplingOption = None,
     device: DeviceOption = "auto",
     precision: PrecisionOption = AUTO,
+    runtime: RuntimeOption = "torch",
     batch_size: BatchSizeOption = 8,
     workers: WorkersOption = None,
     threads: ThreadsOption = None,
@@ -254,8 +261,8 @@ def predict_command(
     with VideoProgress("classified") as progress, reporting_interrupts(progress, output):
         run = predict_run(videos, model, weights=weights, top_k=top_k, clips=clips, crops=crops,
                           frames=frames, stride=stride, sampling=sampling, device=device,
-                          precision=precision, batch_size=batch_size, workers=workers, threads=threads,
-                          output=output, resume=resume, shard=shard, timeline=options,
+                          precision=precision, runtime=runtime, batch_size=batch_size, workers=workers,
+                          threads=threads, output=output, resume=resume, shard=shard, timeline=options,
                           on_start=progress.on_start, on_result=progress.on_result)
     failed = progress.failed
     if run.skipped_note:
@@ -299,7 +306,7 @@ def run_on_ray(videos: list[str], model: str, output: Path | None, options: Any,
 def evaluate_command(
     model: Annotated[str, typer.Option(
         "--model", "-m", metavar="REF",
-        help="Zoo name, hf://OWNER/REPO[@REV], a model directory, or an exported .onnx file.",
+        help="Zoo name, hf://OWNER/REPO[@REV], a model directory, or an exported .onnx file or OpenVINO .xml.",
     )],
     data: Annotated[Path, typer.Option(
         "--data", metavar="DATA",
@@ -316,6 +323,7 @@ def evaluate_command(
         help="auto picks CUDA when available.",
     )] = "auto",
     precision: PrecisionOption = AUTO,
+    runtime: RuntimeOption = "torch",
     batch_size: BatchSizeOption = 8,
     workers: WorkersOption = None,
     threads: ThreadsOption = None,
@@ -350,7 +358,8 @@ def evaluate_command(
     with VideoProgress("evaluated") as progress, reporting_interrupts(progress, output):
         evaluation = evaluate_run(model, data, weights=weights, device=device, output=output, resume=resume,
                                   plot=plot, clips=clips, crops=crops, frames=frames, stride=stride,
-                                  sampling=sampling, precision=precision, batch_size=batch_size, workers=workers,
+                                  sampling=sampling, precision=precision, runtime=runtime,
+                                  batch_size=batch_size, workers=workers,
                                   threads=threads, on_start=progress.on_start, on_result=progress.on_result)
     summary = evaluation.summary
     if as_json:

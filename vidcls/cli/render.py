@@ -212,8 +212,8 @@ def evaluation_tables(summary) -> list[Table]:
     return [head, per_class]
 
 
-EFFECTIVE_MFU = ("onnxruntime rows: GMACs are the torch graph's and MFU is an effective rate against torch's matmul "
-                 "rate; ONNX Runtime's own GEMM kernels, and int8 products, can beat it, so it may exceed 100%")
+EFFECTIVE_MFU = ("onnxruntime and openvino rows: GMACs are the torch graph's and MFU is an effective rate against "
+                 "torch's matmul rate; their own GEMM kernels, and int8 products, can beat it, so it may exceed 100%")
 
 
 # benchmark's columns: the default set fits 80 columns with the zoo's names; --wide adds the rest

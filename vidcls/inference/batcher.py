@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 
-from vidcls.devices import PRECISIONS
+from vidcls.devices import PRECISIONS, autocast_context
 from vidcls.errors import VidclsError, check_finite, first_line
+from vidcls.models.base import VideoClassifier
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,11 @@ class Batcher:
                  batch_size: int, head: Head = MEAN_SOFTMAX) -> None:
         """module: already at `precision` (LoadedModel.at_precision); views are cast to its dtype."""
         self.module, self.device, self.batch_size = module, device, batch_size
-        self.dtype = PRECISIONS[precision]
+        # a vidcls torch model comes cast once (LoadedModel.at_precision): its views are cast to match; a
+        # runtime module (ONNX Runtime, OpenVINO) takes float32 views and reads the precision from autocast
+        torch_model = isinstance(module, VideoClassifier)
+        self.dtype = PRECISIONS[precision] if torch_model else torch.float32
+        self.autocast = "fp32" if torch_model else precision
         self.head = head
         self.pending: deque[_Entry] = deque()  # every owner not yet handed back, in order
         self.queue: deque[tuple[_Entry, torch.Tensor]] = deque()  # views not yet run
@@ -143,7 +148,8 @@ class Batcher:
         if self.device.type == "cuda" and not batch.is_pinned():  # views of several owners: cat unpinned them
             batch = batch.pin_memory()
         start = time.perf_counter()
-        outputs = self.head.per_view(self.module, batch.to(self.device, self.dtype, non_blocking=True))
+        with autocast_context(self.device, self.autocast):
+            outputs = self.head.per_view(self.module, batch.to(self.device, self.dtype, non_blocking=True))
         outputs = outputs.float().cpu()
         elapsed = 1e3 * (time.perf_counter() - start)
         offset = 0

@@ -33,6 +33,7 @@ class RunOptions:
     batch_size: int = DEFAULT_BATCH_SIZE  # views per forward pass
     workers: int | None = None  # decoding processes; None: chosen from the model's cost; 0: in this process
     threads: int | None = None  # torch threads of the model process; None: chosen with the workers
+    runtime: str = "torch"  # or "openvino": the torch model converted once (vidcls.zoo.openvino_convert)
 
     def __post_init__(self) -> None:
         at_least = {"top_k": (self.top_k, 1), "clips": (self.clips, 1), "frames": (self.frames, 1),
@@ -47,6 +48,7 @@ class RunOptions:
         if self.sampling is not None and self.sampling not in choices.SAMPLINGS:
             raise UsageError(f"sampling must be one of {', '.join(choices.SAMPLINGS)}, got {self.sampling!r}")
         choices.check_precision(self.precision)
+        choices.check_runtime(self.runtime)
 
 
 @dataclass(frozen=True)

@@ -85,6 +85,23 @@ def ready_model(model: ModelRef, weights: str | Path | None = None,
     return load_model(os.fspath(model), weights=weights, device=target), target
 
 
+def runtime_device(device: str | torch.device | None, runtime: str) -> str | torch.device | None:
+    """The device a runtime runs on: OpenVINO runs on the CPU, so `auto` (or None) means cpu there."""
+    if runtime == "openvino" and (device is None or str(device) == "auto"):
+        return "cpu"
+    return device
+
+
+def on_runtime(loaded: LoadedModel, runtime: str, frames: int | None = None) -> LoadedModel:
+    """The model on the run's runtime: itself for torch; for openvino its IR at `frames` (default: the
+    card's), converted on first use and cached (vidcls.zoo.openvino_convert)."""
+    if runtime == "torch":
+        return loaded
+    from vidcls.zoo.openvino_convert import to_openvino
+
+    return to_openvino(loaded, frames=frames)
+
+
 def top_k_labels(probs: torch.Tensor, labels: Sequence[str], k: int) -> list[dict[str, Any]]:
     """The k most probable classes, most probable first."""
     scores, indices = probs.topk(min(k, probs.numel()))
@@ -163,7 +180,7 @@ def predict(videos: Iterable[str | Path], model: ModelRef, *, weights: str | Pat
             top_k: int = 5, clips: int | None = None, crops: int | None = None,
             frames: int | None = None, stride: int | None = None, sampling: str | None = None,
             device: str | torch.device | None = None, precision: str = AUTO, batch_size: int = 8,
-            workers: int | None = None, threads: int | None = None,
+            workers: int | None = None, threads: int | None = None, runtime: str = "torch",
             on_video: Callable[[str, int, int], None] | None = None,
             on_result: Callable[[Prediction], None] | None = None) -> list[Prediction]:
     """Classify every video (folders expanded, @LIST files read, URLs opened by ffmpeg), in input order.
@@ -173,15 +190,17 @@ def predict(videos: Iterable[str | Path], model: ModelRef, *, weights: str | Pat
     without trained weights is refused. frames / stride / sampling / clips / crops override
     the model's recipe; batch_size counts views per forward pass; workers are decoding
     processes (None: chosen from the cores, the device and the model's cost, as the CLI does;
-    0: in this process) and threads the
-    model process's torch threads. on_video(name, index, total) and on_result(prediction)
-    are called as each result arrives (progress bars).
+    0: in this process) and threads the model process's threads. runtime "openvino" runs the
+    model on OpenVINO (CPU), converted once and cached (on_runtime). on_video(name, index,
+    total) and on_result(prediction) are called as each result arrives (progress bars).
     """
     options = RunOptions(top_k=top_k, clips=clips, crops=crops, frames=frames, stride=stride, sampling=sampling,
-                         precision=precision, batch_size=batch_size, workers=workers, threads=threads)
-    loaded, target = ready_model(model, weights, device)
+                         precision=precision, batch_size=batch_size, workers=workers, threads=threads,
+                         runtime=runtime)
+    loaded, target = ready_model(model, weights, runtime_device(device, runtime))
     items = gather(videos).videos
     recipe, settings, _ = plan_run(loaded, options, target)
+    loaded = on_runtime(loaded, runtime, recipe.spec.frames)
     results = []
     for index, result in enumerate(classify(items, loaded, target, top_k=top_k, recipe=recipe, settings=settings)):
         if on_video is not None:

@@ -90,6 +90,14 @@ class ModelCard:
         train) refuses a bad arch before anything is built (vidcls.models.validate)."""
         make_config(self.family, self.arch)
 
+    def at_shape(self, frames: int | None = None, size: int | None = None) -> ModelCard:
+        """The card of a graph traced at this clip shape (None: the card's own): an exported or
+        converted model runs at that shape only, and its card must say so."""
+        spec = dataclasses.replace(self.input, frames=frames or self.input.frames, size=size or self.input.size)
+        if spec.resize is not None and spec.resize < spec.size:
+            spec = dataclasses.replace(spec, resize=None)
+        return dataclasses.replace(self, input=spec)
+
     def to_config(self) -> dict[str, Any]:
         """The config.json of a vidcls model directory."""
         config: dict[str, Any] = {"format": "vidcls", "format_version": FORMAT_VERSION, "name": self.name,

@@ -17,45 +17,28 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
-from torch import nn
 
 from vidcls.errors import UsageError, VidclsError
+from vidcls.zoo import runtime
 from vidcls.zoo.modeldir import ModelCard
+from vidcls.zoo.runtime import CPU
 
 ONNX_NAME = "model.onnx"  # the exported graph inside a model directory
 CARD_KEY = "vidcls.card"  # ONNX metadata: the card's config.json, as JSON
 EXPORT_KEY = "vidcls.export"  # ONNX metadata: how the file was made (JSON: opset, batch, quantize, parity, gmacs)
-CPU = torch.device("cpu")  # the default device of sessions and OnnxModule
 INSTALL_HINT = "pip install 'vidcls[onnx]' (onnx, onnxruntime, onnxscript)"
 
 
 def require(package: str = "onnxruntime") -> Any:
     """Import one of the `vidcls[onnx]` packages, or say in one line what to install."""
-    import importlib
-
-    try:
-        return importlib.import_module(package)
-    except ImportError:
-        raise VidclsError(f"ONNX models need the optional package {package}: {INSTALL_HINT}") from None
+    return runtime.require(package, "ONNX models", INSTALL_HINT)
 
 
 def onnx_file(ref: str | os.PathLike) -> Path | None:
-    """The .onnx file a REF names: the file itself, or model.onnx in a directory without torch weights.
-
-    A directory holding both model.safetensors and model.onnx stays a torch model (what it
-    meant before exports existed); name its .onnx file to run that instead.
-    """
-    from vidcls.zoo.modeldir import WEIGHTS_NAME
-
-    path = Path(ref).expanduser()
-    if path.suffix.lower() == ".onnx":
-        if not path.is_file():
-            raise UsageError(f"--model {ref}: no such file")
-        return path
-    if path.is_dir() and (path / ONNX_NAME).is_file() and not (path / WEIGHTS_NAME).is_file():
-        return path / ONNX_NAME
-    return None
+    """The .onnx file a REF names: the file itself, or model.onnx in a directory without torch weights."""
+    return runtime.exported_file(ref, ".onnx", ONNX_NAME)
 
 
 def read_metadata(path: Path) -> dict[str, str]:
@@ -104,23 +87,14 @@ def open_session(path: Path, device: torch.device = CPU, threads: int | None = N
                           f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''})") from None
 
 
-class OnnxModule(nn.Module):
-    """An ONNX Runtime session called like a torch model: (B, 3, T, H, W) float tensor -> logits.
-
-    Inputs may be on any device (they are copied to host memory for the session), and the
-    logits come back on the module's device, so code written for torch models runs it
-    unchanged. The session is not a torch graph: autocast and torch.compile do not apply.
-    """
+class OnnxModule(runtime.RuntimeModule):
+    """An ONNX Runtime session called like a torch model: (B, 3, T, H, W) float tensor -> logits
+    (vidcls.zoo.runtime.RuntimeModule). The graph runs as exported: autocast does not apply."""
 
     def __init__(self, session: Any, device: torch.device = CPU) -> None:
-        super().__init__()
+        super().__init__(device)
         self.session = session
         self.input_name = session.get_inputs()[0].name
-        # An empty parameter: it carries the device (callers read next(module.parameters()).device)
-        # and holds no weights.
-        self.anchor = nn.Parameter(torch.empty(0, device=device), requires_grad=False)
 
-    def forward(self, video: torch.Tensor) -> torch.Tensor:
-        feed = video.detach().to("cpu", torch.float32).contiguous().numpy()
-        logits = self.session.run(None, {self.input_name: feed})[0]
-        return torch.from_numpy(logits).to(self.anchor.device)
+    def run(self, feed: np.ndarray) -> np.ndarray:
+        return self.session.run(None, {self.input_name: feed})[0]

@@ -24,6 +24,7 @@ from vidcls.errors import UsageError, VidclsError, printable
 from vidcls.models import build_model, make_config
 from vidcls.models.validate import ConfigError
 from vidcls.zoo import onnx as onnx_runtime
+from vidcls.zoo import openvino as openvino_runtime
 from vidcls.zoo.cards import pickle_only_message, read_card
 from vidcls.zoo.catalog import entry_directory, with_weights, zoo_card, zoo_entries
 from vidcls.zoo.convert import PICKLE_NAME, to_vidcls
@@ -34,7 +35,7 @@ from vidcls.zoo.modeldir import (
     load_strict,
     read_safetensors,
 )
-from vidcls.zoo.onnx import OnnxModule
+from vidcls.zoo.runtime import RuntimeModule
 
 
 @dataclass
@@ -49,7 +50,7 @@ class LoadedModel:
     @property
     def exported(self) -> bool:
         """Whether the module is an exported graph on another runtime (it runs as exported)."""
-        return isinstance(self.module, OnnxModule)
+        return isinstance(self.module, RuntimeModule)
 
     def at_precision(self, precision: str) -> nn.Module:
         """The module to run at `precision` (a concrete one: fp32, bf16, fp16): for bf16/fp16 a copy
@@ -103,7 +104,7 @@ class Resolved:
 
 def resolve(ref: str, *, need_weights: bool = True) -> Resolved:
     """The one resolver of flow 2: a REF (zoo name, hf://OWNER/REPO[@REV], model directory, exported .onnx
-    file) -> card + weights (for an .onnx file: the file itself, its card read from its metadata).
+    file or OpenVINO IR) -> card + weights (for an exported file: the file itself, its card read from it).
 
     need_weights=False is for consumers that only build the architecture (benchmark, a
     training run with --init): a zoo entry is then described by models.yaml alone, with no
@@ -125,6 +126,9 @@ def resolve(ref: str, *, need_weights: bool = True) -> Resolved:
     onnx = onnx_runtime.onnx_file(ref)
     if onnx is not None:
         return Resolved(onnx_runtime.read_onnx_card(onnx)[0], onnx)
+    ir = openvino_runtime.ir_file(ref)
+    if ir is not None:
+        return Resolved(openvino_runtime.read_ir_card(ir)[0], ir)
     path = Path(ref).expanduser()
     if path.is_dir():
         return Resolved(read_card(path), weights_in(path, ref) if need_weights else None)
@@ -141,7 +145,7 @@ def unknown_model_message(ref: str) -> str:
     path = Path(ref).expanduser()
     if path.exists():
         return (f"--model {ref}: is a file; a model is a directory (config.json + {WEIGHTS_NAME}), an exported "
-                f".onnx file, a zoo name or hf://")
+                f".onnx file or OpenVINO .xml, a zoo name or hf://")
     if _looks_like_path(ref):
         return f"--model {ref}: no such directory"
     close = difflib.get_close_matches(ref, list(zoo_entries()), n=3, cutoff=0.6)
@@ -158,22 +162,32 @@ def check_labels(card: ModelCard) -> None:
                           f"{config.num_classes} classes")
 
 
+EXPORTED_SUFFIXES = (".onnx", ".xml")  # a resolved "weights" file that is a whole exported graph
+
+
+def exported_module(path: Path, device: torch.device) -> nn.Module:
+    """The runtime module of an exported graph: ONNX Runtime for .onnx, OpenVINO for .xml."""
+    if path.suffix == ".xml":
+        return openvino_runtime.OpenVinoModule(path, device)
+    return onnx_runtime.OnnxModule(onnx_runtime.open_session(path, device), device)
+
+
 def load_model(ref: str, weights: str | Path | None = None, device: str | torch.device = "cpu",
                allow_random: bool = False) -> LoadedModel:
     """Build the model a REF names and load its weights (or `weights`, a safetensors file).
 
     An architecture without trained weights is refused unless allow_random=True (a random
     head prints confident-looking nonsense; benchmarks and training start from it on purpose).
-    An exported .onnx file (or a directory holding only model.onnx) runs on ONNX Runtime:
-    its module is an OnnxModule, called like the torch model, its card read from the file.
+    An exported .onnx file (or a directory holding only model.onnx) runs on ONNX Runtime, an
+    OpenVINO IR (.xml, or a directory holding only model.xml) on OpenVINO: its module is called
+    like the torch model (vidcls.zoo.runtime.RuntimeModule), its card read from the file.
     """
     resolved = resolve(ref, need_weights=weights is None)  # --weights: the REF's own are not downloaded
-    if resolved.weights is not None and resolved.weights.suffix == ".onnx":
+    if resolved.weights is not None and resolved.weights.suffix in EXPORTED_SUFFIXES:
         if weights is not None:
-            raise UsageError(f"--weights replaces a torch model's weights; {ref} is an exported ONNX graph "
-                             f"that carries its own")
-        session = onnx_runtime.open_session(resolved.weights, torch.device(device))
-        return LoadedModel(card=resolved.card, module=onnx_runtime.OnnxModule(session, torch.device(device)),
+            raise UsageError(f"--weights replaces a torch model's weights; {ref} is an exported graph that carries "
+                             f"its own")
+        return LoadedModel(card=resolved.card, module=exported_module(resolved.weights, torch.device(device)),
                            weights=str(resolved.weights))
     weights_path = Path(weights) if weights is not None else resolved.weights
     if weights_path is None and not allow_random:

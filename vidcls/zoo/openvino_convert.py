@@ -1,0 +1,104 @@
+"""A torch model converted to OpenVINO once and kept: `--runtime openvino`.
+
+Conversion (`openvino.convert_model` from the module, traced on an example clip; every
+family converts, see tests/test_openvino.py) takes seconds for a tiny model and tens of
+seconds for a ViT-B, so the IR is kept under `$VIDCLS_HOME/openvino/<key>/model.xml` and
+later runs only read it (and OpenVINO's compiled blob, zoo.openvino.compiled_cache). The
+key is the sha256 of what the graph depends on: the digest of the module's tensors (the
+weights as loaded, so a zoo entry, a model directory and `--weights` are all covered, and
+any change of weights converts again), the card at the run's clip shape, the batch
+("dynamic": the engine's batches vary, and OpenVINO's CPU plugin runs a dynamic batch axis
+as fast as a fixed one), and the OpenVINO version. A cached IR carries its card like an
+exported one, so it is itself a valid `--model`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vidcls.errors import UsageError, VidclsError, first_line
+from vidcls.fileio import atomic_directory
+from vidcls.zoo.cache import exclusive, home
+from vidcls.zoo.modeldir import ModelCard
+from vidcls.zoo.openvino import IR_NAME, OpenVinoModule, check_device, require, save_ir
+from vidcls.zoo.resolve import LoadedModel
+from vidcls.zoo.runtime import RuntimeModule, quiet
+
+CACHE_FORMAT = 1  # part of the key: a change in how vidcls converts invalidates old entries
+
+
+def state_digest(module: nn.Module) -> str:
+    """sha256 over the module's tensors (names, dtypes, shapes and bytes): the weights' digest."""
+    digest = hashlib.sha256()
+    for name, tensor in module.state_dict().items():
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)};".encode())
+        digest.update(flat.view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
+def conversion_key(weights: str, card: ModelCard, batch: str | int, openvino_version: str) -> str:
+    """The cache key of one conversion: weights' digest, card (at its clip shape), batch and OpenVINO version."""
+    facts = {"format": CACHE_FORMAT, "weights": weights, "card": card.to_config(), "batch": batch,
+             "openvino": openvino_version}
+    return hashlib.sha256(json.dumps(facts, sort_keys=True).encode()).hexdigest()[:32]
+
+
+def convert_module(module: nn.Module, card: ModelCard, batch: str | int = "dynamic") -> Any:
+    """openvino.convert_model of a torch module at the card's clip shape (batch axis dynamic or fixed).
+
+    The example batch is 2 for a dynamic batch, so that nothing is specialised to a batch of 1.
+    """
+    ov = require()
+    spec = card.input
+    example = torch.randn(2 if batch == "dynamic" else int(batch), 3, spec.frames, spec.size, spec.size)
+    shape = ov.PartialShape([-1 if batch == "dynamic" else int(batch), 3, spec.frames, spec.size, spec.size])
+    try:
+        with quiet(), torch.no_grad():
+            return ov.convert_model(module.eval(), example_input=example, input=[shape])
+    except Exception as exc:  # noqa: BLE001 - the tracer and the frontend raise many types; the user needs one line
+        raise VidclsError(f"{card.name}: OpenVINO conversion failed at {spec.frames} frames of {spec.size} px: "
+                          f"{type(exc).__name__}: {first_line(exc)}") from None
+
+
+def cached_ir(module: nn.Module, card: ModelCard, batch: str | int = "dynamic") -> Path:
+    """The IR of `module` at the card's clip shape: converted on first use, read from the cache after.
+
+    Converted under a lock (the ranks of a distributed run, or two commands, may ask at once)
+    into a temporary directory renamed into place, so a crash never leaves half an IR.
+    """
+    ov = require()
+    weights = state_digest(module)
+    key = conversion_key(weights, card, batch, ov.get_version())
+    directory = home() / "openvino" / key
+    if not (directory / IR_NAME).is_file():
+        with exclusive(f"openvino:{key}"):
+            if not (directory / IR_NAME).is_file():
+                model = convert_module(module, card, batch)
+                facts = {"converted_from": "torch", "weights_sha256": weights, "batch": batch, "quantize": None,
+                         "torch": torch.__version__, "openvino": ov.get_version()}
+                with atomic_directory(directory) as scratch:
+                    save_ir(model, scratch / IR_NAME, card, facts)
+    return directory / IR_NAME
+
+
+def to_openvino(loaded: LoadedModel, frames: int | None = None, size: int | None = None) -> LoadedModel:
+    """The same model on OpenVINO (`--runtime openvino`), converted at `frames` x `size` (default: its recipe).
+
+    An IR already is one (returned as it is); an exported ONNX graph is refused: it runs on
+    ONNX Runtime as exported.
+    """
+    if isinstance(loaded.module, OpenVinoModule):
+        return loaded
+    if isinstance(loaded.module, RuntimeModule):
+        raise UsageError(f"{loaded.name} is an exported ONNX graph (it runs on ONNX Runtime); --runtime openvino "
+                         f"converts a torch model: pass its REF, or `vidcls export REF --format openvino`")
+    check_device(next(loaded.module.parameters()).device)
+    path = cached_ir(loaded.module, loaded.card.at_shape(frames, size))
+    return LoadedModel(card=loaded.card, module=OpenVinoModule(path), weights=loaded.weights)
