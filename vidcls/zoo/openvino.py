@@ -121,8 +121,9 @@ class OpenVinoModule(runtime.RuntimeModule):
         key = (torch.get_num_threads(), precision_hint())
         if key not in self.compiled:
             ov = require()
+            # threads not pinned to cores: decoding workers share the cores with the model, as they do with torch's
             config = {"INFERENCE_NUM_THREADS": key[0], "INFERENCE_PRECISION_HINT": key[1],
-                      "PERFORMANCE_HINT": "LATENCY", "CACHE_DIR": str(compiled_cache())}
+                      "PERFORMANCE_HINT": "LATENCY", "ENABLE_CPU_PINNING": False, "CACHE_DIR": str(compiled_cache())}
             try:
                 self.compiled[key] = ov.Core().compile_model(str(self.path), "CPU", config)
             except Exception as exc:  # noqa: BLE001 - OpenVINO's errors are RuntimeErrors with long texts
