@@ -17,9 +17,19 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
+
+
+class QuickGELU(nn.Module):
+    """x * sigmoid(1.702 x): the sigmoid approximation of GELU that CLIP (and so X-CLIP) was trained with."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
 # gelu_tanh is the tanh approximation of GELU that ViViT checkpoints were trained with
-# (transformers calls it "gelu_fast"); using exact GELU instead shifts their logits.
-ACTIVATIONS = {"gelu": nn.GELU, "gelu_tanh": partial(nn.GELU, approximate="tanh"), "relu": nn.ReLU}
+# (transformers calls it "gelu_fast"); using exact GELU instead shifts their logits. quick_gelu is CLIP's.
+ACTIVATIONS = {"gelu": nn.GELU, "gelu_tanh": partial(nn.GELU, approximate="tanh"), "relu": nn.ReLU,
+               "quick_gelu": QuickGELU}
 
 
 def activation(name: str) -> nn.Module:

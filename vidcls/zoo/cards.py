@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from vidcls.errors import VidclsError, printable
-from vidcls.zoo.convert import PICKLE_NAME, PREPROCESSOR_NAME
+from vidcls.zoo.convert import PICKLE_NAME, PREPROCESSOR_NAME, card_from_transformers
 from vidcls.zoo.convert import transformers as hf_format
 from vidcls.zoo.modeldir import (
     CONFIG_NAME,
@@ -24,11 +24,12 @@ from vidcls.zoo.modeldir import (
 # ---------------------------------------------------------------- model directories
 
 
-def read_card(directory: Path, recipe: dict[str, Any] | None = None) -> ModelCard:
+def read_card(directory: Path, recipe: dict[str, Any] | None = None, labels: list[str] | None = None) -> ModelCard:
     """The ModelCard of a model directory in vidcls or transformers format.
 
     recipe: models.yaml input options (frames, stride, views) for a transformers repository,
-    whose config does not record how its clips were sampled.
+    whose config does not record how its clips were sampled; labels: the default label set of an
+    X-CLIP repository (models.yaml's dataset), whose config holds none.
     """
     directory = Path(directory)
     path = directory / CONFIG_NAME
@@ -41,7 +42,7 @@ def read_card(directory: Path, recipe: dict[str, Any] | None = None) -> ModelCar
             return ModelCard.from_config(config, default_name=directory.name)
         pre_path = directory / PREPROCESSOR_NAME
         preprocessor = read_json(pre_path) if pre_path.is_file() else None
-        return hf_format.card_from_config(config, preprocessor, directory.name, recipe)
+        return card_from_transformers(config, preprocessor, directory.name, recipe, labels)
 
 
 def _run_hint(directory: Path) -> str:

@@ -13,12 +13,23 @@ from vidcls.zoo import cache, hub, web
 from vidcls.zoo import entries as zoofile
 from vidcls.zoo.cards import pickle_only_message, read_card
 from vidcls.zoo.catalog import catalog_entry, hub_weights, url_weights, zoo_card, zoo_entries, zoo_origin
-from vidcls.zoo.convert import PICKLE_NAME, PREPROCESSOR_NAME, fit_to_arch, read_checkpoint, to_vidcls
+from vidcls.zoo.convert import (
+    PICKLE_NAME,
+    PREPROCESSOR_NAME,
+    TOKENIZER_FILES,
+    fit_to_arch,
+    read_checkpoint,
+    to_vidcls,
+    tokenizer_files,
+)
+from vidcls.zoo.convert.xclip import is_xclip_config
+from vidcls.zoo.labels import label_set
 from vidcls.zoo.modeldir import (
     CONFIG_NAME,
     WEIGHTS_NAME,
     ModelCard,
     load_strict,
+    read_json,
     save_model_dir,
 )
 
@@ -70,7 +81,7 @@ def keep_converted(source: cache.VerifiedFile, card: ModelCard, layout: str | No
             module = build_model(card.family, card.arch)
             load_strict(module, fit_to_arch(found, state, card.arch), f"{source.key} (as zoo model {card.name!r})",
                         unused)
-            save_model_dir(target, card, module)
+            save_model_dir(target, card, module, extra=tokenizer_files(source.path.parent))
     return dataclasses.replace(source, path=target / WEIGHTS_NAME)
 
 
@@ -86,6 +97,22 @@ def _hub_pin(ref: str) -> tuple[hub.HubRef, str, str | None, str]:
     return hub.HubRef(pin["repo"], pin.get("revision")), pin.get("filename", WEIGHTS_NAME), pin.get("sha256"), how
 
 
+def _repo_card(hub_ref: hub.HubRef, ref: str, how: str) -> ModelCard:
+    """A Hub repository's card from its config files (a text side's tokenizer files come along), named by
+    the REF; a zoo entry adds models.yaml's recipe and, for X-CLIP, its default label set (dataset)."""
+    config = hub.download(hub_ref, CONFIG_NAME, how_to_fetch=how)
+    hub.download_optional(hub_ref, PREPROCESSOR_NAME, how_to_fetch=how)
+    entry = catalog_entry(ref) if ref in zoo_entries() else {}
+    labels = None
+    if is_xclip_config(read_json(config)):
+        for name in TOKENIZER_FILES:
+            hub.download_optional(hub_ref, name, how_to_fetch=how)
+        labels = entry.get("labels") or (label_set(entry["dataset"]) if entry.get("dataset") else None)
+    card = read_card(config.parent, recipe=entry.get("input"), labels=labels)
+    card.name = ref
+    return card
+
+
 def hub_card(ref: str) -> ModelCard:
     """The card of a Hub model from its config.json (and preprocessor_config.json), no weights.
 
@@ -93,11 +120,7 @@ def hub_card(ref: str) -> ModelCard:
     the frame count / stride / views of models.yaml, which a transformers config does not record.
     """
     hub_ref, _, _, how = _hub_pin(ref)
-    config = hub.download(hub_ref, CONFIG_NAME, how_to_fetch=how)
-    hub.download_optional(hub_ref, PREPROCESSOR_NAME, how_to_fetch=how)
-    card = read_card(config.parent, recipe=catalog_entry(ref).get("input") if ref in zoo_entries() else None)
-    card.name = ref
-    return card
+    return _repo_card(hub_ref, ref, how)
 
 
 def _fetch_weights(ref: str) -> cache.VerifiedFile:
@@ -116,12 +139,9 @@ def _fetch_converted(ref: str, fallback: dict[str, Any]) -> Fetched:
     """The fallback pickle checkpoint, verified and converted once (keep_converted)."""
     pin = hub_weights(ref)
     hub_ref, how = hub.HubRef(pin["repo"], fallback.get("revision")), f"vidcls download {ref}"
-    config = hub.download(hub_ref, CONFIG_NAME, how_to_fetch=how)
-    hub.download_optional(hub_ref, PREPROCESSOR_NAME, how_to_fetch=how)
+    card = _repo_card(hub_ref, ref, how)
     pickle = hub.fetch_verified(hub_ref, fallback.get("filename", PICKLE_NAME), sha256=fallback.get("sha256"),
                                 how_to_fetch=how)
-    card = read_card(config.parent, recipe=catalog_entry(ref).get("input"))
-    card.name = ref
     return Fetched(card, keep_converted(pickle, card, layout=None))
 
 

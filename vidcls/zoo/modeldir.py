@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import shutil
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -169,11 +170,14 @@ def write_weights(path: Path, module: nn.Module) -> None:
     save_file(state, str(path), metadata={"format": "pt"})
 
 
-def save_model_dir(directory: Path, card: ModelCard, module: nn.Module) -> Path:
-    """Write a vidcls model directory (config.json + model.safetensors) atomically."""
+def save_model_dir(directory: Path, card: ModelCard, module: nn.Module, extra: Sequence[Path] = ()) -> Path:
+    """Write a vidcls model directory (config.json + model.safetensors, and `extra` files copied in,
+    such as a text side's tokenizer) atomically."""
     with atomic_directory(directory) as tmp:
         write_config(tmp / CONFIG_NAME, card)
         write_weights(tmp / WEIGHTS_NAME, module)
+        for path in extra:
+            shutil.copyfile(path, tmp / Path(path).name)
     return Path(directory)
 
 

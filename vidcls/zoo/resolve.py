@@ -12,7 +12,9 @@ translated on load.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +24,7 @@ from torch import nn
 from vidcls.devices import cast_module
 from vidcls.errors import UsageError, VidclsError, printable
 from vidcls.models import build_model, make_config
+from vidcls.models.clip_tokenizer import ClipTokenizer, has_tokenizer
 from vidcls.models.validate import ConfigError
 from vidcls.zoo import onnx as onnx_runtime
 from vidcls.zoo import openvino as openvino_runtime
@@ -64,6 +67,35 @@ class LoadedModel:
     @property
     def name(self) -> str:
         return self.card.name
+
+    @property
+    def has_text(self) -> bool:
+        """Whether the classes are read from label names (X-CLIP): `use_labels` then sets any label set."""
+        return not self.exported and hasattr(self.module, "set_labels")
+
+    def use_labels(self, names: Sequence[str], prompt: str | None = None) -> LoadedModel:
+        """Classify over `names` from now on (each encoded as `prompt`, "a video of {}"; default the
+        checkpoint's convention): the module's classifier, its cast copies and the card's labels.
+
+        A model without a text side is a UsageError: its classes are fixed by its trained head.
+        """
+        if not self.has_text:
+            why = "an exported graph keeps the label set it was exported with" if self.exported else \
+                "its classes are its trained head's"
+            raise UsageError(f"--labels needs a model that reads label names (X-CLIP: `vidcls models`); "
+                             f"{self.name} has no text side ({why})")
+        for module in (self.module, *self._cast.values()):
+            module.set_labels(list(names), prompt)
+        self.card = dataclasses.replace(self.card, arch={**self.card.arch, "num_classes": len(names)},
+                                        labels=list(names))
+        return self
+
+    def check_labelled(self) -> None:
+        """A text model without a label set (an hf:// X-CLIP outside the zoo) cannot classify: say so
+        before any video is decoded."""
+        if self.has_text and self.card.labels is None:
+            raise UsageError(f"{self.name} reads its classes from label names and has no default label set; "
+                             f"give --labels \"a,b,c\" (or @FILE)")
 
     @property
     def labels(self) -> list[str]:
@@ -200,8 +232,23 @@ def load_model(ref: str, weights: str | Path | None = None, device: str | torch.
         raise ConfigError(f"model {printable(ref)}: {exc}") from None
     if weights_path is not None:
         load_weights(module, weights_path)
+    attach_text(module, card, [resolved.weights, weights_path, Path(ref).expanduser() / WEIGHTS_NAME])
     module.eval().to(device)
     return LoadedModel(card=resolved.card, module=module, weights=str(weights_path) if weights_path else None)
+
+
+def attach_text(module: nn.Module, card: ModelCard, weights_files: Sequence[Path | None]) -> None:
+    """A model with a text side (X-CLIP) gets the tokenizer that sits beside its weights (the first of
+    `weights_files`' directories holding one) and its card's labels as its label set, encoded on
+    first use (a model loaded for its embeddings never runs its text encoder)."""
+    if not hasattr(module, "set_labels"):
+        return
+    for path in weights_files:
+        if path is not None and has_tokenizer(Path(path).parent):
+            module.tokenizer = ClipTokenizer.from_directory(Path(path).parent, module.config.context_length)
+            break
+    if card.labels is not None and module.tokenizer is not None:
+        module.set_labels(card.labels, encode=False)
 
 
 def no_weights_message(ref: str) -> str:

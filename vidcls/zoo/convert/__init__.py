@@ -6,6 +6,7 @@ One module per source layout, each a pure state-dict translation:
   vidtr.py         the VidTr authors' released (non-compact) checkpoints, into the vidtr
                    family's authors-compatible mode (shared attention, positions on its input)
   vidtr_compact.py the VidTr authors' compact (C-VidTr) checkpoints, into vidtr-compact
+  xclip.py         X-CLIP (XCLIPModel) as saved by `transformers`, into the xclip family
   timm.py          timm's image ViT-B/16 (ImageNet initialisation of the video families)
 
 A pickle checkpoint (.bin / .pth / .pt) is only ever read here, by an explicit
@@ -25,7 +26,7 @@ import torch
 from vidcls.errors import UsageError, VidclsError, first_line
 from vidcls.models import build_model, make_config
 from vidcls.zoo.convert import transformers as hf_format
-from vidcls.zoo.convert import vidtr, vidtr_compact, xvit
+from vidcls.zoo.convert import vidtr, vidtr_compact, xclip, xvit
 from vidcls.zoo.modeldir import (
     CONFIG_NAME,
     WEIGHTS_NAME,
@@ -40,6 +41,12 @@ from vidcls.zoo.modeldir import (
 )
 
 PICKLE_SUFFIXES = (".bin", ".pth", ".pt")
+TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "merges.txt")  # vidcls.models.clip_tokenizer reads them
+
+
+def tokenizer_files(directory: Path) -> list[Path]:
+    """The tokenizer files a model directory holds (a text side's), to copy along with its weights."""
+    return [Path(directory) / name for name in TOKENIZER_FILES if (Path(directory) / name).is_file()]
 PICKLE_NAME = "pytorch_model.bin"
 PREPROCESSOR_NAME = "preprocessor_config.json"
 
@@ -52,7 +59,7 @@ AUTHOR_LAYOUTS = {"xvit": xvit, "vidtr": vidtr, "vidtr-compact": vidtr_compact}
 
 def detect_layout(state: dict[str, torch.Tensor]) -> str:
     """'transformers', one of AUTHOR_LAYOUTS or 'vidcls' (already ours), from the key names alone."""
-    if hf_format.matches(state):
+    if hf_format.matches(state) or xclip.matches(state):
         return "transformers"
     for name, layout in AUTHOR_LAYOUTS.items():
         if layout.matches(state):
@@ -71,7 +78,7 @@ def to_vidcls(state: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], 
     """Any supported layout -> (our state dict, source keys with no place in ours, layout name)."""
     layout = detect_layout(state)
     if layout == "transformers":
-        return *hf_format.to_vidcls_state(state), layout
+        return *(xclip if xclip.matches(state) else hf_format).to_vidcls_state(state), layout
     if layout in AUTHOR_LAYOUTS:
         return *AUTHOR_LAYOUTS[layout].to_vidcls_state(state), layout
     return state, [], layout
@@ -114,6 +121,18 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     except Exception as exc:  # noqa: BLE001 - the unpickler raises many types; the contract is one line
         raise VidclsError(f"{path}: not a loadable weights-only checkpoint ({first_line(exc)})") from None
     return _unwrap(obj)
+
+
+# ---------------------------------------------------------------- transformers configs
+
+
+def card_from_transformers(config: dict[str, Any], preprocessor: dict[str, Any] | None, name: str,
+                           recipe: dict[str, Any] | None = None, labels: list[str] | None = None) -> ModelCard:
+    """The card of a transformers-format repository: X-CLIP's (labels: its default label set, which
+    its config does not hold) or TimeSformer's, VideoMAE's, ViViT's (labels from id2label)."""
+    if xclip.is_xclip_config(config):
+        return xclip.card_from_config(config, preprocessor, name, recipe, labels)
+    return hf_format.card_from_config(config, preprocessor, name, recipe)
 
 
 # ---------------------------------------------------------------- architecture
@@ -182,6 +201,7 @@ class _Source:
     name: str
     config: dict[str, Any] | None = None
     preprocessor: dict[str, Any] | None = None
+    text_files: list[Path] = field(default_factory=list)  # a text side's tokenizer files, copied along
 
 
 def _weights_in(directory: Path) -> Path:
@@ -198,7 +218,7 @@ def _local_source(path: Path) -> _Source:
     config = read_json(directory / CONFIG_NAME) if (directory / CONFIG_NAME).is_file() else None
     pre = read_json(directory / PREPROCESSOR_NAME) if (directory / PREPROCESSOR_NAME).is_file() else None
     return _Source(read_checkpoint(weights), name=(path if path.is_dir() else path.parent).name,
-                   config=config, preprocessor=pre)
+                   config=config, preprocessor=pre, text_files=tokenizer_files(directory))
 
 
 def _hub_source(ref: str) -> _Source:
@@ -213,8 +233,10 @@ def _hub_source(ref: str) -> _Source:
         weights = hub.fetch_verified(hub_ref, WEIGHTS_NAME, how_to_fetch=how)
     except hub.FileNotOnHub:
         weights = hub.fetch_verified(hub_ref, PICKLE_NAME, how_to_fetch=how)
+    text = [p for n in TOKENIZER_FILES if (p := hub.download_optional(hub_ref, n, how_to_fetch=how))] \
+        if xclip.is_xclip_config(config) else []
     return _Source(read_checkpoint(weights.path), name=hub_ref.repo.split("/")[1], config=config,
-                   preprocessor=read_json(pre_path) if pre_path else None)
+                   preprocessor=read_json(pre_path) if pre_path else None, text_files=text)
 
 
 def _card_for(source: _Source, family: str, state: dict[str, torch.Tensor], layout: str,
@@ -223,7 +245,7 @@ def _card_for(source: _Source, family: str, state: dict[str, torch.Tensor], layo
         if source.config is None:
             raise VidclsError(f"a transformers checkpoint needs its {CONFIG_NAME} beside it (it holds the "
                               f"head count and labels)")
-        card = hf_format.card_from_config(source.config, source.preprocessor, source.name)
+        card = card_from_transformers(source.config, source.preprocessor, source.name, labels=labels)
         if card.family != family:
             raise UsageError(f"this is a {source.config.get('model_type')} checkpoint, which converts to "
                              f"--family {card.family}, not {family}")
@@ -281,5 +303,5 @@ def convert_checkpoint(src: str | Path, family: str, out: str | Path | None, all
     check_weights(module, state, str(src))
     module.load_state_dict({k: v for k, v in state.items() if k not in mismatch["unexpected"]}, strict=False)
     if out is not None:
-        report.out = save_model_dir(Path(out), card, module)
+        report.out = save_model_dir(Path(out), card, module, extra=source.text_files)
     return report
