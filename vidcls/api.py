@@ -22,9 +22,9 @@ import torch
 from vidcls.bench.cost import RunCost
 from vidcls.bench.memory import PeakMemory
 from vidcls.errors import UsageError
-from vidcls.inference.embed import Embedding, embed_videos, embedding_meta
+from vidcls.inference.embed import Embedding, TextEmbedding, embed_texts, embed_videos, embedding_meta
 from vidcls.inference.engine import Recipe
-from vidcls.inference.options import EmbedOptions, RunOptions, TimelineOptions
+from vidcls.inference.options import EmbedOptions, RunOptions, TimelineOptions, parse_labels
 from vidcls.inference.predict import (
     ModelRef,
     Prediction,
@@ -34,6 +34,7 @@ from vidcls.inference.predict import (
     ready_model,
     runtime_device,
     top_k_labels,
+    with_labels,
 )
 from vidcls.inference.preflight import Placement, checked_output, done_records
 from vidcls.inference.results import Record, ResultWriter, merge, rank_path, read_records
@@ -229,7 +230,9 @@ def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str |
     shard "I/N" takes every N-th video from position I; under torchrun each rank takes its
     own and writes OUTPUT.rankR, and rank 0 merges them into OUTPUT in input order.
     options are RunOptions' fields (top_k, clips, crops, frames, stride, sampling, precision,
-    batch_size, workers, threads, runtime): a name that is not one is a TypeError. on_start(count) is
+    batch_size, workers, threads, runtime, labels, prompt): a name that is not one is a TypeError.
+    labels ("a,b,c", "@FILE" or a list) classify over any names with a model that reads label names
+    (X-CLIP), each read as prompt ("a video of {}"); another model refuses them (UsageError). on_start(count) is
     called with the number of videos to classify, on_result(prediction) as each arrives.
     Inputs that hold no video at all are a UsageError: a command run on an empty folder should
     say so rather than print nothing. timeline (TimelineOptions) labels each video over time
@@ -242,6 +245,7 @@ def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str |
     output = checked_output(output)
     place, device = _placed(shard, output, device)
     loaded, target = ready_model(model, weights, runtime_device(device, run_options.runtime))
+    loaded = with_labels(loaded, run_options)
     with _gathered(videos) as inputs:
         job = _Job(inputs.videos, output, resume, place, on_start, on_result)
         run = _run(job, loaded, target, run_options, timeline)
@@ -337,6 +341,15 @@ def embed(videos: Iterable[str | Path], model: ModelRef, **options: Any) -> list
     return embed_run(videos, model, **options).embeddings
 
 
+def embed_text(texts: str | Sequence[str], model: ModelRef, *, weights: str | Path | None = None,
+               device: str | torch.device | None = None, prompt: str | None = None,
+               normalize: bool = False) -> tuple[list[TextEmbedding], dict[str, Any]]:
+    """`vidcls embed --text`: each text's vector in the space of the model's video embeddings (X-CLIP),
+    and what the vectors are (meta). texts: a list, "a,b,c" or "@FILE", as predict's labels."""
+    loaded, _ = ready_model(model, weights, device)
+    return embed_texts(loaded, parse_labels(texts), prompt, normalize)
+
+
 @dataclass
 class EvalRun:
     """A `vidcls evaluate` run: the accuracy summary, the predictions made by this call (not
@@ -356,7 +369,9 @@ def evaluate_run(model: ModelRef, data: str | Path, *, weights: str | Path | Non
 
     predict_run on the data's videos, each record carrying its true `label`, then the metrics.
     The data's labels are matched to the model's before any video is decoded (an unknown one
-    is a UsageError). options are RunOptions' fields but top_k (always 5: top-5 is reported).
+    is a UsageError). A model that reads label names (X-CLIP) is evaluated zero-shot: its labels are
+    the data's class names (or options' labels, which must include them), each read as options'
+    prompt, and the summary says so. options are RunOptions' fields but top_k (always 5: top-5 is reported).
     output / resume stream the per-video records as predict_run does; the summary then covers
     every video in the file, resumed ones included. plot writes the confusion matrix as PNG.
     """
@@ -372,6 +387,11 @@ def evaluate_run(model: ModelRef, data: str | Path, *, weights: str | Path | Non
     output = checked_output(output)
     loaded, target = ready_model(model, weights, runtime_device(device, run_options.runtime))
     samples = read_samples(data)
+    zero_shot = loaded.has_text
+    if zero_shot and run_options.labels is None:
+        names = list(dict.fromkeys(sorted(s.label for s in samples)))
+        run_options = dataclasses.replace(run_options, labels=tuple(names))
+    loaded = with_labels(loaded, run_options)
     mapping = match_labels([s.label for s in samples], loaded.labels, loaded.name)
     truth = {str(s.path): {"label": mapping[s.label]} for s in samples}
     items = [VideoInput(str(s.path), str(s.path)) for s in samples]
@@ -381,6 +401,7 @@ def evaluate_run(model: ModelRef, data: str | Path, *, weights: str | Path | Non
     else:
         records = [{**p.to_json(), **truth[p.video]} for p in run.predictions]
     summary = summarize(records, loaded.name, loaded.labels)
+    summary.zero_shot = zero_shot
     if plot is not None:
         plot_confusion(summary, Path(plot))
     return EvalRun(summary, run)

@@ -184,6 +184,14 @@ def export_command(
         "--allow-random",
         help="Export an architecture without trained weights (random initialisation), e.g. to benchmark it.",
     )] = False,
+    labels: Annotated[str | None, typer.Option(
+        "--labels", metavar="NAMES",
+        help="A model that reads label names (X-CLIP): the label set folded into the graph (default: its "
+             "own), \"a,b,c\" or @FILE as for predict.",
+    )] = None,
+    prompt: Annotated[str | None, typer.Option(
+        "--prompt", metavar="TEMPLATE", help="With --labels: how each name is read, \"a video of {}\".",
+    )] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the export report as JSON to stdout.")] = False,
 ) -> None:
     """Export a model for ONNX Runtime (`vidcls[onnx]`) or OpenVINO (`vidcls[openvino]`), fp32 or int8,
@@ -199,7 +207,7 @@ def export_command(
 
     report = export_model(ref, output, format=export_format, frames=frames, size=size, batch=batch,
                           quantize=quantize, opset=opset, calibrate=calibrate, weights=weights,
-                          allow_random=allow_random)
+                          allow_random=allow_random, labels=labels, prompt=prompt)
     if as_json:
         print(json.dumps(report.to_json(), indent=2))
         return

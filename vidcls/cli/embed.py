@@ -18,12 +18,12 @@ from vidcls.cli.predict import (
     FramesOption,
     HopOption,
     PrecisionOption,
+    PromptOption,
     ResumeOption,
     SamplingOption,
     ShardOption,
     StrideOption,
     ThreadsOption,
-    VideosArgument,
     WeightsOption,
     WindowOption,
     WorkersOption,
@@ -36,11 +36,15 @@ from vidcls.errors import UsageError
 @command("embed")
 @guarded
 def embed_command(
-    videos: VideosArgument,
     model: Annotated[str, typer.Option(
         "--model", "-m",
         help=r"Zoo name, hf://OWNER/REPO\[@REV] or a model directory (an exported .onnx gives logits only).",
     )],  # \[: not rich markup
+    videos: Annotated[list[str] | None, typer.Argument(
+        help="Video files, folders (searched for videos), URLs (http(s)://, rtsp://), - for stdin, or @LIST "
+             "(a file of inputs, one per line); none with --text.",
+        metavar="VIDEO", show_default=False,
+    )] = None,
     views: Annotated[str, typer.Option(
         "--views", **one_of("--views", VIEWS),
         help="mean: one vector per video, the mean of its views' pre-logits; all: one per view (clips x crops).",
@@ -77,6 +81,14 @@ def embed_command(
     )] = False,
     window: WindowOption = None,
     hop: HopOption = None,
+    text: Annotated[str | None, typer.Option(
+        "--text", metavar="NAMES",
+        help="Embed these texts instead of videos, in the space of the model's video embeddings (a model that "
+             "reads text: X-CLIP): \"cooking,playing guitar\" or @FILE (one a line); prints JSON or writes "
+             "--output .json/.jsonl.",
+        rich_help_panel="Open vocabulary",
+    )] = None,
+    prompt: PromptOption = None,
 ) -> None:
     """Embed videos: the model's pre-logits (the input of its classifier), for search,
     clustering, linear probes and localisation.
@@ -89,6 +101,13 @@ def embed_command(
 
     if as_json and output is not None:
         raise UsageError("--json prints the vectors and --output writes them: give one of them")
+    if text is not None:
+        if videos:
+            raise UsageError("--text embeds texts, not videos: give videos or --text, not both")
+        embed_text_command(text, model, prompt, normalize, device, weights, output)
+        return
+    if not videos:
+        raise UsageError("give the videos to embed (or --text NAMES)")
     terminate_as_interrupt()
     with VideoProgress("embedded") as progress:
         run = embed_run(videos, model, weights=weights, views=views, normalize=normalize, timeline=timeline,
@@ -107,3 +126,23 @@ def embed_command(
         run_done_line("embedded", run, len(run.embeddings), failed)
     if failed:
         raise typer.Exit(1)
+
+
+def embed_text_command(text: str, model: str, prompt: str | None, normalize: bool, device: str,
+                       weights: Path | None, output: Path | None) -> None:
+    """embed --text: one JSON record per text (text, prompt, embedding, meta), to stdout or --output."""
+    from vidcls.api import embed_text
+    from vidcls.fileio import write_text_atomic
+
+    vectors, meta = embed_text(text, model, weights=weights, device=device, prompt=prompt, normalize=normalize)
+    records = [vector.to_json(meta) for vector in vectors]
+    if output is None:
+        print(json.dumps(records))
+    elif output.suffix == ".jsonl":
+        write_text_atomic(output, "".join(json.dumps(record) + "\n" for record in records))
+    elif output.suffix == ".json":
+        write_text_atomic(output, json.dumps(records) + "\n")
+    else:
+        raise UsageError(f"--output {output}: text embeddings are written as .json or .jsonl")
+    if output is not None:
+        input_line("done", "green", f"embedded {len(records)} texts: {output}")

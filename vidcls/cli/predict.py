@@ -88,6 +88,18 @@ WeightsOption = Annotated[Path | None, typer.Option(
     "--weights", metavar="FILE",
     help="Local safetensors file replacing the model's weights.",
 )]
+LabelsOption = Annotated[str | None, typer.Option(
+    "--labels", metavar="NAMES",
+    help="Classify over these names instead (a model that reads label names: X-CLIP): \"cooking,repairing a "
+         "bike\" (comma-separated) or @FILE (one name a line).",
+    rich_help_panel="Open vocabulary",
+)]
+PromptOption = Annotated[str | None, typer.Option(
+    "--prompt", metavar="TEMPLATE",
+    help="How each label name is read, {} standing for the name: \"a video of {}\" (default: the checkpoint's "
+         "convention, the bare name for X-CLIP).",
+    rich_help_panel="Open vocabulary",
+)]
 # Options predict and embed share (the streaming, resumable, sharded runs over many videos).
 DeviceOption = Annotated[str, typer.Option(
     "--device", **checked("--device", DEVICE_PATTERN, DEVICE_METAVAR),
@@ -164,6 +176,8 @@ def predict_command(
     workers: WorkersOption = None,
     threads: ThreadsOption = None,
     weights: WeightsOption = None,
+    labels: LabelsOption = None,
+    prompt: PromptOption = None,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", metavar="FILE",
         help="Write one result per video as it completes: .jsonl, .json or .csv "
@@ -253,7 +267,8 @@ def predict_command(
         elsewhere = {"--timeline and its options": over_time or no_audio, "--shard": shard, "--workers": workers,
                      "--device": device != "auto", "--json": as_json}
         options = RunOptions(top_k=top_k, clips=clips, crops=crops, frames=frames, stride=stride, sampling=sampling,
-                             precision=precision, batch_size=batch_size, threads=threads)
+                             precision=precision, batch_size=batch_size, threads=threads, labels=labels,
+                             prompt=prompt)
         run_on_ray(videos, model, output, options, RayOptions(ray, num_cpus, num_gpus, concurrency, batch_videos),
                    weights, resume, [flag for flag, given in elsewhere.items() if given])
         return
@@ -262,8 +277,8 @@ def predict_command(
         run = predict_run(videos, model, weights=weights, top_k=top_k, clips=clips, crops=crops,
                           frames=frames, stride=stride, sampling=sampling, device=device,
                           precision=precision, runtime=runtime, batch_size=batch_size, workers=workers,
-                          threads=threads, output=output, resume=resume, shard=shard, timeline=options,
-                          on_start=progress.on_start, on_result=progress.on_result)
+                          threads=threads, labels=labels, prompt=prompt, output=output, resume=resume,
+                          shard=shard, timeline=options, on_start=progress.on_start, on_result=progress.on_result)
     failed = progress.failed
     if run.skipped_note:
         input_line("note", "cyan", run.skipped_note)
@@ -328,6 +343,13 @@ def evaluate_command(
     workers: WorkersOption = None,
     threads: ThreadsOption = None,
     weights: WeightsOption = None,
+    labels: Annotated[str | None, typer.Option(
+        "--labels", metavar="NAMES",
+        help="With a model that reads label names (X-CLIP, evaluated zero-shot): the label set, which must "
+             "hold the data's classes (default: the data's class names); NAMES or @FILE as for predict.",
+        rich_help_panel="Open vocabulary",
+    )] = None,
+    prompt: PromptOption = None,
     output: Annotated[Path | None, typer.Option(
         "--output", "-o", metavar="FILE",
         help="Per-video predictions (with the true label), streamed: .jsonl, .json or .csv.",
@@ -349,7 +371,8 @@ def evaluate_command(
     per-class accuracy and a confusion matrix.
 
     Videos that cannot be decoded are counted and listed (exit code 1), never part of an
-    accuracy. A data label the model does not have stops the run before any decoding.
+    accuracy. A data label the model does not have stops the run before any decoding. A model
+    that reads label names (X-CLIP) is evaluated zero-shot, on the data's class names.
     """
     done_records(checked_output(output), Placement(), resume)  # refusals first: no torch, no model yet
     from vidcls.api import evaluate_run
@@ -359,8 +382,8 @@ def evaluate_command(
         evaluation = evaluate_run(model, data, weights=weights, device=device, output=output, resume=resume,
                                   plot=plot, clips=clips, crops=crops, frames=frames, stride=stride,
                                   sampling=sampling, precision=precision, runtime=runtime,
-                                  batch_size=batch_size, workers=workers,
-                                  threads=threads, on_start=progress.on_start, on_result=progress.on_result)
+                                  batch_size=batch_size, workers=workers, threads=threads, labels=labels,
+                                  prompt=prompt, on_start=progress.on_start, on_result=progress.on_result)
     summary = evaluation.summary
     if as_json:
         print(json.dumps(summary.to_json(), indent=2))

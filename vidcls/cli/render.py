@@ -190,7 +190,7 @@ def percent(value: float | None) -> str:
 def evaluation_tables(summary) -> list[Table]:
     """The headline numbers, then per-class accuracy (all classes up to 30; else the 10 worst
     and 10 best, --json has them all)."""
-    head = plain_table(f"evaluation of {summary.model}")
+    head = plain_table(summary.title)
     head.add_column("metric")
     head.add_column("value", justify="right")
     for name, value in (("top-1", percent(summary.top1)), ("top-5", percent(summary.top5)),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,8 @@ import torch
 
 from vidcls.errors import UsageError, first_line
 from vidcls.export.parity import Parity, random_clip
+from vidcls.inference.options import RunOptions
+from vidcls.inference.predict import with_labels
 from vidcls.zoo.modeldir import ModelCard
 from vidcls.zoo.resolve import LoadedModel, load_model
 from vidcls.zoo.runtime import RuntimeModule
@@ -65,14 +68,19 @@ def check_quantize(quantize: str | None) -> None:
 
 
 def source_model(ref: str, frames: int | None, size: int | None, weights: str | Path | None,
-                 allow_random: bool) -> tuple[LoadedModel, ModelCard]:
+                 allow_random: bool, labels: str | Sequence[str] | None = None,
+                 prompt: str | None = None) -> tuple[LoadedModel, ModelCard]:
     """The torch model to export (eval mode) and its card at the exported shape.
 
+    A model that reads label names (X-CLIP) is exported with one label set folded in (`labels`, else
+    its own): the text encoder runs here, once, and the graph holds the encoded labels as constants
+    (the video-specific prompting still runs in it); its card names those labels.
     The model runs once on that shape first: one that cannot take it says why here, not inside
     a tracer's error."""
     loaded = load_model(ref, weights=weights, allow_random=allow_random)
     if isinstance(loaded.module, RuntimeModule):
         raise UsageError(f"{ref} is already an exported model")
+    loaded = with_labels(loaded, RunOptions(labels=labels, prompt=prompt))
     card = loaded.card.at_shape(frames, size)
     try:
         with torch.no_grad():

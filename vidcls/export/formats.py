@@ -7,6 +7,7 @@ line rather than silently ignored.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from vidcls.choices import EXPORT_FORMATS
@@ -26,18 +27,21 @@ def export_format(out: str | Path, format: str | None) -> str:
 def export_model(ref: str, out: str | Path, *, format: str | None = None, frames: int | None = None,
                  size: int | None = None, batch: str | int = "dynamic", quantize: str | None = None,
                  opset: int | None = None, calibrate: str | Path | None = None, weights: str | Path | None = None,
-                 allow_random: bool = False) -> ExportReport:
+                 allow_random: bool = False, labels: str | Sequence[str] | None = None,
+                 prompt: str | None = None) -> ExportReport:
     """Export a REF as ONNX (vidcls.export.onnx) or an OpenVINO IR (vidcls.export.openvino), checked against
     torch before it is written.
 
     format: "onnx" or "openvino" (default: by `out`'s suffix, .xml being OpenVINO). opset is
     ONNX's; calibrate (a folder of clips for NNCF's int8 calibration) OpenVINO's, with quantize="int8".
+    labels / prompt: the label set folded into the graph of a model that reads label names (X-CLIP;
+    default its own), as predict takes them; another model refuses them.
     """
     chosen = export_format(out, format)
     if calibrate is not None and quantize is None:
         raise UsageError("--calibrate calibrates an int8 export: add --quantize int8")
     shared = {"frames": frames, "size": size, "batch": batch, "quantize": quantize, "weights": weights,
-              "allow_random": allow_random}
+              "allow_random": allow_random, "labels": labels, "prompt": prompt}
     if chosen == "onnx":
         if calibrate is not None:
             raise UsageError("--calibrate is for --format openvino: ONNX Runtime's int8 is dynamic (nothing to "

@@ -19,6 +19,7 @@ import dataclasses
 import json
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,8 @@ INPUT_NAME, OUTPUT_NAME = "video", "logits"
 
 def export_onnx(ref: str, out: str | Path, *, frames: int | None = None, size: int | None = None,
                 batch: str | int = "dynamic", quantize: str | None = None, opset: int | None = None,
-                weights: str | Path | None = None, allow_random: bool = False) -> ExportReport:
+                weights: str | Path | None = None, allow_random: bool = False,
+                labels: str | Sequence[str] | None = None, prompt: str | None = None) -> ExportReport:
     """Export a REF (zoo name, hf://, model directory) to `out`, check it, and only then write it.
 
     frames / size: the clip shape baked into the graph (default: the model's recipe); the
@@ -53,7 +55,7 @@ def export_onnx(ref: str, out: str | Path, *, frames: int | None = None, size: i
     out = Path(out)
     if out.suffix.lower() != ".onnx":
         raise UsageError(f"--out {out}: an exported ONNX model is a .onnx file (an OpenVINO IR: --format openvino)")
-    loaded, card = source_model(ref, frames, size, weights, allow_random)
+    loaded, card = source_model(ref, frames, size, weights, allow_random, labels, prompt)
     module = loaded.module
     with tempfile.TemporaryDirectory(prefix="vidcls-export-") as scratch, atomic_file(out) as candidate:
         start = time.perf_counter()

@@ -22,6 +22,7 @@ import dataclasses
 import tempfile
 import time
 from collections.abc import Iterator
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +41,8 @@ from vidcls.zoo.runtime import quiet
 
 def export_openvino(ref: str, out: str | Path, *, frames: int | None = None, size: int | None = None,
                     batch: str | int = "dynamic", quantize: str | None = None, calibrate: str | Path | None = None,
-                    weights: str | Path | None = None, allow_random: bool = False) -> ExportReport:
+                    weights: str | Path | None = None, allow_random: bool = False,
+                labels: str | Sequence[str] | None = None, prompt: str | None = None) -> ExportReport:
     """Export a REF (zoo name, hf://, model directory) as an OpenVINO IR at `out`, check it, then write it.
 
     out: FILE.xml (FILE.bin is written beside it) or a directory (model.xml + model.bin).
@@ -56,7 +58,7 @@ def export_openvino(ref: str, out: str | Path, *, frames: int | None = None, siz
     out = Path(out)
     if out.suffix and out.suffix.lower() != ".xml":
         raise UsageError(f"--out {out}: an OpenVINO IR is FILE.xml (with FILE.bin beside it) or a directory")
-    loaded, card = source_model(ref, frames, size, weights, allow_random)
+    loaded, card = source_model(ref, frames, size, weights, allow_random, labels, prompt)
     with tempfile.TemporaryDirectory(prefix="vidcls-export-") as scratch, _ir_target(out) as candidate:
         start = time.perf_counter()
         model = convert_module(loaded.module, card, batch)

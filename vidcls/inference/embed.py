@@ -156,3 +156,33 @@ def embed_videos(videos: Sequence[VideoInput], model: LoadedModel, device: torch
         return
     for scored in score_videos(videos, model, device, recipe, settings, embedding_head(options)):
         yield _from_scored(scored, videos[scored.position], model)
+
+
+@dataclass
+class TextEmbedding:
+    """`vidcls embed --text`: one label's vector in the space of a text model's video embeddings (X-CLIP's
+    joint space: the cosine of a video's and a text's vectors, times the model's logit scale, is the
+    model's score for that text before its video-specific prompting)."""
+
+    text: str
+    prompt: str
+    vector: torch.Tensor
+
+    def to_json(self, meta: dict[str, Any]) -> dict[str, Any]:
+        return {"text": self.text, "prompt": self.prompt, "embedding": self.vector.tolist(), "meta": meta}
+
+
+def embed_texts(model: LoadedModel, names: Sequence[str], prompt: str | None = None,
+                normalize: bool = False) -> tuple[list[TextEmbedding], dict[str, Any]]:
+    """Each name's text embedding (read as `prompt`, default the checkpoint's convention) and what the
+    vectors are; a model without a text side is a UsageError."""
+    if not model.has_text:
+        raise UsageError(f"embed --text needs a model that reads text (X-CLIP: `vidcls models`); {model.name} has "
+                         f"no text side")
+    prompts = model.module.prompts_for(names, prompt)
+    vectors = model.module.encode_text(prompts).float().cpu()
+    if normalize:
+        vectors = F.normalize(vectors, dim=-1)
+    meta = {"model": model.name, "weights": model.weights, "vector": "text embedding", "dim": int(vectors.shape[1]),
+            "normalized": normalize, "vidcls": vidcls_version()}
+    return [TextEmbedding(n, p, v) for n, p, v in zip(names, prompts, vectors, strict=True)], meta

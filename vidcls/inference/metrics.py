@@ -64,9 +64,15 @@ class EvalSummary:
     per_class: dict[str, dict[str, float | int | None]]
     confusion: list[list[int]]  # rows: true class; columns: predicted class, then OTHER
     failed: list[dict[str, str]] = field(default_factory=list)  # {video, error}
+    zero_shot: bool = False  # the model read the class names as text (X-CLIP), never trained on this data's
+
+    @property
+    def title(self) -> str:
+        how = f" (zero-shot: the {len(self.classes)} class names of the data as labels)" if self.zero_shot else ""
+        return f"evaluation of {self.model}{how}"
 
     def to_json(self) -> dict[str, Any]:
-        return {"model": self.model, "videos": self.videos, "evaluated": self.evaluated,
+        return {"model": self.model, "zero_shot": self.zero_shot, "videos": self.videos, "evaluated": self.evaluated,
                 "failed_count": len(self.failed), "top1": self.top1, "top5": self.top5,
                 "mean_class_accuracy": self.mean_class_accuracy, "per_class": self.per_class,
                 "confusion": {"classes": self.classes, "columns": [*self.classes, OTHER], "counts": self.confusion},

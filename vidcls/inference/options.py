@@ -7,6 +7,7 @@ would fail on every video is refused (UsageError) before a model is loaded or a 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,8 +35,16 @@ class RunOptions:
     workers: int | None = None  # decoding processes; None: chosen from the model's cost; 0: in this process
     threads: int | None = None  # torch threads of the model process; None: chosen with the workers
     runtime: str = "torch"  # or "openvino": the torch model converted once (vidcls.zoo.openvino_convert)
+    # The classes of a model that reads label names (X-CLIP): "a,b,c", "@FILE" (one a line) or a list;
+    # None: the model's own. prompt: how each name is read, "a video of {}" (None: the checkpoint's own).
+    labels: tuple[str, ...] | None = None
+    prompt: str | None = None
 
     def __post_init__(self) -> None:
+        if self.labels is not None:
+            object.__setattr__(self, "labels", parse_labels(self.labels))
+        if self.prompt is not None and "{}" not in self.prompt:
+            raise UsageError(f"--prompt {self.prompt!r} has no {{}} where the label goes")
         at_least = {"top_k": (self.top_k, 1), "clips": (self.clips, 1), "frames": (self.frames, 1),
                     "stride": (self.stride, 1), "batch_size": (self.batch_size, 1), "workers": (self.workers, 0),
                     "threads": (self.threads, 1)}
@@ -95,6 +104,35 @@ class EmbedOptions:
     def over_time(self) -> bool:
         """--window or --hop imply --timeline, as they do for predict."""
         return self.timeline or self.window_s is not None or self.hop_s is not None
+
+
+def parse_labels(value: str | Sequence[str]) -> tuple[str, ...]:
+    """Label names from `--labels`: "a,b,c" (comma-separated), "@FILE" (one name a line, blank lines
+    and `#` lines skipped) or a list of names. Names are stripped; an empty one (",,", a trailing
+    comma), a duplicate or no name at all is a UsageError: it would be a class no video can be."""
+    if isinstance(value, str):
+        if value.startswith("@"):
+            path = Path(value[1:]).expanduser()
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise UsageError(f"--labels {value}: cannot read {path} ({getattr(exc, 'strerror', None) or exc})") \
+                    from None
+            names = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("#")]
+        else:
+            names = [part.strip() for part in value.split(",")]
+    elif isinstance(value, Sequence):
+        names = [str(part).strip() for part in value]
+    else:
+        raise UsageError(f"labels must be a string or a list of names, not {type(value).__name__}")
+    if not names:
+        raise UsageError("--labels names no labels")
+    if any(not name for name in names):
+        raise UsageError(f"--labels has an empty name (in {value!r}): separate names by single commas")
+    seen = {name for name in names if names.count(name) > 1}
+    if seen:
+        raise UsageError(f"--labels names {sorted(seen)[0]!r} twice")
+    return tuple(names)
 
 
 def check_timeline_options(window_s: float | None, hop_s: float | None, smooth: int) -> None:

@@ -85,6 +85,23 @@ def ready_model(model: ModelRef, weights: str | Path | None = None,
     return load_model(os.fspath(model), weights=weights, device=target), target
 
 
+def with_labels(loaded: LoadedModel, options: RunOptions) -> LoadedModel:
+    """The model with the run's label set: `options.labels` (and `prompt`) on a model that reads label
+    names (X-CLIP), encoded now, before any video is decoded; a model without a text side given labels
+    or a prompt is a UsageError (exit 2), as is a text model left with no label set at all."""
+    if options.labels is not None:
+        loaded.use_labels(options.labels, options.prompt)
+    elif options.prompt is not None:
+        if not loaded.has_text:
+            loaded.use_labels((), options.prompt)  # the one-line refusal of a model without a text side
+        loaded.check_labelled()
+        loaded.use_labels(loaded.card.labels, options.prompt)
+    loaded.check_labelled()
+    if loaded.has_text:
+        loaded.module.encode_labels()  # the text encoder runs here, not inside a traced or timed forward
+    return loaded
+
+
 def runtime_device(device: str | torch.device | None, runtime: str) -> str | torch.device | None:
     """The device a runtime runs on: OpenVINO runs on the CPU, so `auto` (or None) means cpu there."""
     if runtime == "openvino" and (device is None or str(device) == "auto"):
@@ -181,6 +198,7 @@ def predict(videos: Iterable[str | Path], model: ModelRef, *, weights: str | Pat
             frames: int | None = None, stride: int | None = None, sampling: str | None = None,
             device: str | torch.device | None = None, precision: str = AUTO, batch_size: int = 8,
             workers: int | None = None, threads: int | None = None, runtime: str = "torch",
+            labels: str | Sequence[str] | None = None, prompt: str | None = None,
             on_video: Callable[[str, int, int], None] | None = None,
             on_result: Callable[[Prediction], None] | None = None) -> list[Prediction]:
     """Classify every video (folders expanded, @LIST files read, URLs opened by ffmpeg), in input order.
@@ -191,13 +209,16 @@ def predict(videos: Iterable[str | Path], model: ModelRef, *, weights: str | Pat
     the model's recipe; batch_size counts views per forward pass; workers are decoding
     processes (None: chosen from the cores, the device and the model's cost, as the CLI does;
     0: in this process) and threads the model process's threads. runtime "openvino" runs the
-    model on OpenVINO (CPU), converted once and cached (on_runtime). on_video(name, index,
+    model on OpenVINO (CPU), converted once and cached (on_runtime). labels (a list, "a,b,c" or
+    "@FILE") and prompt ("a video of {}") classify over any names with a model that reads them
+    (X-CLIP; with_labels). on_video(name, index,
     total) and on_result(prediction) are called as each result arrives (progress bars).
     """
     options = RunOptions(top_k=top_k, clips=clips, crops=crops, frames=frames, stride=stride, sampling=sampling,
                          precision=precision, batch_size=batch_size, workers=workers, threads=threads,
-                         runtime=runtime)
+                         runtime=runtime, labels=labels, prompt=prompt)
     loaded, target = ready_model(model, weights, runtime_device(device, runtime))
+    loaded = with_labels(loaded, options)
     items = gather(videos).videos
     recipe, settings, _ = plan_run(loaded, options, target)
     loaded = on_runtime(loaded, runtime, recipe.spec.frames)

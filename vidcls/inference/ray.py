@@ -31,7 +31,7 @@ import torch
 from vidcls.errors import UsageError, VidclsError, first_line
 from vidcls.inference.engine import Recipe
 from vidcls.inference.options import RunOptions
-from vidcls.inference.predict import Prediction, check_recipe, classify, plan_run
+from vidcls.inference.predict import Prediction, check_recipe, classify, plan_run, with_labels
 from vidcls.inference.results import ResultWriter, output_format, read_records
 from vidcls.video.container import is_url
 from vidcls.video.inputs import VideoInput, gather
@@ -93,7 +93,7 @@ class Classifier:
 
     def __init__(self, model: str, weights: str | None, device: str, options: RunOptions) -> None:
         self.device = torch.device(device)  # "cuda" is the GPU Ray gave this actor (CUDA_VISIBLE_DEVICES)
-        self.model = load_model(model, weights=weights, device=self.device)
+        self.model = with_labels(load_model(model, weights=weights, device=self.device), options)
         self.recipe, settings, _ = plan_run(self.model, options)
         self.settings = dataclasses.replace(settings, workers=0)
         self.top_k = options.top_k

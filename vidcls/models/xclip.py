@@ -207,7 +207,7 @@ class XClip(VideoClassifier):
         video = self.head_drop(self.pool(features))
         if pre_logits:
             return video
-        self._encode_pending()
+        self.encode_labels()
         return self.head(video, features[:, 1:])
 
     # ------------------------------------------------------------ text side: the label set
@@ -249,9 +249,10 @@ class XClip(VideoClassifier):
         self.labels, self._pending = names, self.prompts_for(names)
         self.config = dataclasses.replace(self.config, num_classes=len(names))
         if encode:
-            self._encode_pending()
+            self.encode_labels()
 
-    def _encode_pending(self) -> None:
+    def encode_labels(self) -> None:
+        """Encode the label set now if set_labels deferred it (before tracing or timing a forward pass)."""
         if self._pending is None:
             return
         key, self._pending = self._pending, None
