@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from vidcls.models import build_model, families, register
+from vidcls.errors import UsageError
 from vidcls.models.base import VideoClassifier, VideoConfig
 from vidcls.zoo.catalog import zoo_entries
 
@@ -29,7 +30,22 @@ CASES = {
     "xvit-tiny/mean-head": ("xvit", {**ZOO_TINY["xvit-tiny"][1], "head": "mean", "summary_tokens": True}),
     "vidtr-tiny/authors": ("vidtr", {**ZOO_TINY["vidtr-tiny"][1], "attention": "shared",
                                      "embedding": "attention_input", "pos_every_layer": True}),
+    # X-CLIP: a classifier built from text (its label set's encoded prompts, random before set_labels)
+    "xclip-tiny": ("xclip", {"num_classes": 4, "num_frames": 8, "img_size": 32, "patch_size": 8, "embed_dim": 64,
+                             "depth": 2, "num_heads": 4, "projection_dim": 32, "mit_heads": 4, "text_dim": 32,
+                             "text_depth": 1, "text_heads": 4, "vocab_size": 64, "context_length": 8,
+                             "prompt_heads": 4}),
 }
+# Families whose classifier is built from text (set_labels, not reset_classifier): the text encoder runs
+# once per label set, outside the forward pass, so its weights get no gradient from a video's loss, and
+# the classifier also reads the clip's patch features (video-specific prompts), not the pre-logits alone.
+TEXT_FAMILIES = {"xclip"}
+
+
+def learned(model: VideoClassifier) -> dict[str, torch.nn.Parameter]:
+    """The parameters a video's loss reaches (all but a text encoder's)."""
+    text = model.family in TEXT_FAMILIES
+    return {name: p for name, p in model.named_parameters() if not (text and name.startswith("text."))}
 CLIPS = 4  # one clip of each of the 4 classes
 
 
@@ -63,7 +79,8 @@ def test_forward_is_forward_head_of_forward_features(case):
         assert features.ndim >= 3 and features.shape[0] == 2 and features.shape[-1] == model.num_features
         assert torch.equal(model.forward_head(features), logits)
         assert pre_logits.shape == (2, model.get_classifier().in_features)
-        assert torch.equal(model.get_classifier()(pre_logits), logits)
+        visual = (features[:, 1:],) if model.family in TEXT_FAMILIES else ()
+        assert torch.equal(model.get_classifier()(pre_logits, *visual), logits)
     assert logits.shape == (2, model.num_classes) == (2, model.config.num_classes)
 
 
@@ -71,6 +88,10 @@ def test_forward_is_forward_head_of_forward_features(case):
 def test_reset_classifier_replaces_only_the_classifier(case):
     torch.manual_seed(0)
     model = build(case).eval()
+    if model.family in TEXT_FAMILIES:
+        with pytest.raises(UsageError, match="set_labels"):
+            model.reset_classifier(7)
+        return
     before = {key: value.clone() for key, value in model.state_dict().items()}
     model.reset_classifier(7)
     assert model(clip(model)).shape == (2, 7) and model.num_classes == model.config.num_classes == 7
@@ -119,7 +140,7 @@ def test_grad_checkpointing_recomputes_every_block_and_keeps_the_gradients(case)
         model.zero_grad()
         torch.manual_seed(1)
         model(video).logsumexp(dim=1).sum().backward()
-        gradients.append({name: p.grad.clone() for name, p in model.named_parameters()})
+        gradients.append({name: p.grad.clone() for name, p in learned(model).items()})
     assert calls == [1 + 2] * len(model.blocks)  # once without, twice (forward, backward) with checkpointing
     for name, grad in gradients[0].items():
         assert torch.allclose(gradients[1][name], grad, atol=1e-6), name
@@ -154,7 +175,7 @@ def test_tiny_model_overfits_and_every_parameter_learns(case):
     torch.manual_seed(0)
     model = build(case)
     assert overfit(model, steps=60) == 1.0
-    idle = [name for name, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    idle = [name for name, p in learned(model).items() if p.grad is None or not p.grad.abs().sum() > 0]
     assert idle == []
 
 
@@ -168,7 +189,7 @@ def test_bf16_autocast_forward_and_backward(case):
         logits = model(video)
     assert logits.dtype == torch.bfloat16 and torch.isfinite(logits).all()
     logits.float().sum().backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in learned(model).values())
     with torch.no_grad():
         reference = model.eval()(video)
     assert torch.allclose(logits.float(), reference, atol=0.1)
@@ -183,6 +204,7 @@ def test_bf16_autocast_forward_and_backward(case):
     ("c-vidtr-tiny", 12, 32, 32),  # pools to 4, then 2 frames
     ("c-vidtr-tiny", 3, 32, 32),  # the first pooling layer has nothing to drop
     ("ff-linear-tiny", 5, 32, 32),
+    ("xclip-tiny", 6, 40, 40),
 ])
 def test_other_frame_counts_and_sizes_interpolate_with_warning(case, frames, height, width):
     model = build(case).eval()

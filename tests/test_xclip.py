@@ -10,6 +10,7 @@ import shutil
 import pytest
 import torch
 from typer.testing import CliRunner
+from hub_helpers import add_to_hub_cache
 from xclip_helpers import reference_tokenizer, save_tiny_xclip, write_vocab
 
 from vidcls.cli import app
@@ -18,6 +19,7 @@ from vidcls.inference.options import RunOptions, parse_labels
 from vidcls.models import build_model
 from vidcls.models.clip_tokenizer import ClipTokenizer
 from vidcls.video.synthetic import make_sample_clip
+from vidcls.zoo.catalog import zoo_card
 from vidcls.zoo.convert import convert_checkpoint
 from vidcls.zoo.resolve import load_model
 
@@ -231,7 +233,7 @@ def test_convert_keeps_the_tokenizer_and_takes_labels(tiny, tmp_path, clips):
 def test_vocab_and_merges_only_repository_loads(tiny, tmp_path):
     _, directory, _ = tiny
     copy = tmp_path / "copy"
-    shutil.copytree(directory, copy, ignore=shutil.ignore_patterns("tokenizer*", "_vocab"))
+    shutil.copytree(directory, copy, ignore=shutil.ignore_patterns("tokenizer*"))
     write_vocab(copy)
     loaded = load_model(str(copy))
     loaded.use_labels(["cooking", "bike"])
@@ -252,3 +254,21 @@ def test_onnx_export_folds_the_label_set_and_passes_parity(tiny, tmp_path, clips
     assert exported.labels == ["cooking", "bike", "guitar"] and not exported.has_text
     refused = runner.invoke(app, ["predict", str(clips[0]), "--model", str(out), "--labels", "a,b"])
     assert refused.exit_code == 2 and "exported" in refused.output
+
+
+def test_zoo_entry_from_the_hub_cache_has_kinetics_labels_and_takes_others(hub_cache, tmp_path):
+    """xclip-b32 as the Hub holds it (a tiny stand-in: config, safetensors, tokenizer, preprocessor), offline."""
+    _, source = save_tiny_xclip(tmp_path / "repo", frames=8)
+    add_to_hub_cache(hub_cache, "microsoft/xclip-base-patch32", source)
+    assert zoo_card("xclip-b32").labels[:2] == ["abseiling", "air drumming"]  # offline: models.yaml's dataset
+    clip = make_sample_clip(tmp_path / "clip.mp4", direction="left", frames=12, height=40, width=40, seed=0)
+    result = runner.invoke(app, ["predict", str(clip), "--model", "xclip-b32", "--json", "--top-k", "2"])
+    assert result.exit_code == 0, result.output
+    [record] = json.loads(result.stdout)
+    loaded = load_model("xclip-b32")
+    assert len(loaded.labels) == 400 and record["top_k"][0]["label"] in loaded.labels
+    assert loaded.card.input.mean == pytest.approx((0.48145466, 0.4578275, 0.40821073))  # the repository's own
+    relabelled = runner.invoke(app, ["predict", str(clip), "--model", "xclip-b32", "--labels", "cooking,bike",
+                                     "--json"])
+    assert relabelled.exit_code == 0, relabelled.output
+    assert {item["label"] for item in json.loads(relabelled.stdout)[0]["top_k"]} == {"cooking", "bike"}

@@ -102,12 +102,13 @@ def save_tiny_xclip(directory: Path, frames: int = 4, seed: int = 0, tokenizer_j
     model = XCLIPModel(tiny_xclip_config(frames)).eval()
     randomise(model, seed)
     model.save_pretrained(directory)
-    tokenizer = reference_tokenizer(directory / "_vocab")
+    vocab = directory.parent / f"{directory.name}-vocab"
+    tokenizer = reference_tokenizer(vocab)
     if tokenizer_json:
         tokenizer.save_pretrained(directory)
     else:
         for name in ("vocab.json", "merges.txt"):
-            (directory / name).write_bytes((directory / "_vocab" / name).read_bytes())
+            (directory / name).write_bytes((vocab / name).read_bytes())
     (directory / "preprocessor_config.json").write_text(json.dumps({
         "do_resize": True, "size": {"shortest_edge": 32}, "do_center_crop": True,
         "crop_size": {"height": 32, "width": 32}, "do_rescale": True, "rescale_factor": 1 / 255,

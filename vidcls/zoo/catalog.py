@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from vidcls.models import family_class
 from vidcls.zoo import entries as zoofile
 from vidcls.zoo.cards import read_card
 from vidcls.zoo.labels import label_set
@@ -60,7 +61,8 @@ def zoo_card(name: str) -> ModelCard:
     if directory is not None:
         return read_card(directory)
     labels = entry.get("labels")
-    if labels is None and url_weights(name) is not None:
+    reads_text = hasattr(family_class(entry["family"]), "set_labels")  # X-CLIP: its default label set
+    if labels is None and (url_weights(name) is not None or (reads_text and entry.get("dataset"))):
         labels = label_set(entry["dataset"])
     return ModelCard(name=name, family=entry["family"], arch=dict(entry.get("arch", {})),
                      input=InputSpec.from_dict(entry.get("input", {})), labels=labels)

@@ -103,8 +103,9 @@ def card_from_config(config: dict[str, Any], preprocessor: dict[str, Any] | None
     except (KeyError, TypeError, ValueError) as exc:
         raise VidclsError(f"xclip config.json: {exc}") from None
     preprocessing = hf_format.input_from_preprocessor(preprocessor) if preprocessor else {}
+    # without a preprocessor config: ImageNet's mean and std, which the model cards name
     spec = {"frames": arch["num_frames"], "sampling": "segment", "size": arch["img_size"],
-            "mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]}
+            "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
     spec |= (recipe or {}) | preprocessing  # the repository's own preprocessing wins over models.yaml's copy
     return ModelCard(name=name, family=FAMILY, arch=arch, input=InputSpec.from_dict(spec), labels=labels)
 
