@@ -1,8 +1,8 @@
 """Full-size (ViT-B) parity and speed of vidcls against the `transformers` reference, side by side.
 
-For TimeSformer, VideoMAE and ViViT: build the transformers classifier at its published
-ViT-B configuration (random weights: nothing is downloaded), save it with save_pretrained,
-load that directory through vidcls, and report
+For TimeSformer, VideoMAE and ViViT, and X-CLIP ViT-B/32 and ViT-B/16 (kinds xclip-b32, xclip-b16):
+build the transformers model at its published configuration (random weights: nothing is downloaded),
+save it with save_pretrained, load that directory through vidcls, and report
 
   * parity: max |logit difference| in fp32 on one random clip (the bar is 1e-4);
   * speed, batch 1, fp32, for each frame count: both models on the same weights, timed
@@ -20,6 +20,11 @@ is measured on the same device.
 
 transformers' TimeSformer and VideoMAE hard-code their frame count, so each frame count
 gets its own reference model; ours is converted from that same model.
+
+X-CLIP is compared on logits_per_video over 8 labels of random token ids (CLIP's start and end
+tokens around them; no tokenizer is needed): transformers runs its text encoder on every call,
+vidcls encodes the label set once (set_labels), so the timings compare a classification with a
+fixed label set, which is what predict runs.
 """
 
 from __future__ import annotations
@@ -47,6 +52,9 @@ def reference_model(kind: str, frames: int):
     import transformers as tf
 
     labels = {"num_labels": 400}
+    if kind.startswith("xclip"):
+        patch = {"xclip-b32": 32, "xclip-b16": 16}[kind]
+        return tf.XCLIPModel(tf.XCLIPConfig(vision_config={"patch_size": patch, "num_frames": frames})).eval()
     if kind == "timesformer":
         return tf.TimesformerForVideoClassification(tf.TimesformerConfig(num_frames=frames, **labels)).eval()
     if kind == "videomae":
@@ -78,6 +86,13 @@ def sgemm_rate(device: torch.device, m: int = 1568, k: int = 768, n: int = 3072,
     return 2 * m * k * n / best / 1e9
 
 
+def label_ids(count: int = 8, length: int = 12, seed: int = 0) -> torch.Tensor:
+    """Token ids of `count` label prompts as CLIP's tokenizer gives them: <start> words <end>."""
+    generator = torch.Generator().manual_seed(seed)
+    words = torch.randint(300, 49000, (count, length - 2), generator=generator)
+    return torch.cat([torch.full((count, 1), 49406), words, torch.full((count, 1), 49407)], dim=1)
+
+
 def compare(kind: str, frames: int, repeats: int, device: torch.device) -> dict:
     torch.manual_seed(0)
     reference = reference_model(kind, frames)
@@ -88,7 +103,15 @@ def compare(kind: str, frames: int, repeats: int, device: torch.device) -> dict:
     reference.to(device)
     video = torch.randn(1, 3, frames, 224, 224, device=device)
     pixel_values = video.transpose(1, 2).contiguous()  # transformers takes (B, T, C, H, W)
-    runs = {"reference": lambda: reference(pixel_values=pixel_values).logits, "ours": lambda: ours(video)}
+    if kind.startswith("xclip"):
+        ids = label_ids().to(device)
+        ours.tokenizer = lambda texts: ids  # the prompts' token ids, as a tokenizer would give them
+        with torch.inference_mode():
+            ours.set_labels([f"label {i}" for i in range(len(ids))])
+        runs = {"reference": lambda: reference(input_ids=ids, pixel_values=pixel_values).logits_per_video,
+                "ours": lambda: ours(video)}
+    else:
+        runs = {"reference": lambda: reference(pixel_values=pixel_values).logits, "ours": lambda: ours(video)}
     row: dict = {"model": kind, "frames": frames}
     with torch.inference_mode():
         row["max_abs_diff"] = (runs["reference"]() - runs["ours"]()).abs().max().item()

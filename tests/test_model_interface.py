@@ -13,8 +13,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vidcls.models import build_model, families, register
 from vidcls.errors import UsageError
+from vidcls.models import build_model, families, register
 from vidcls.models.base import VideoClassifier, VideoConfig
 from vidcls.zoo.catalog import zoo_entries
 

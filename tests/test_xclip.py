@@ -10,9 +10,8 @@ import shutil
 import pytest
 import torch
 from typer.testing import CliRunner
-from hub_helpers import add_to_hub_cache
-from xclip_helpers import reference_tokenizer, save_tiny_xclip, write_vocab
 
+from hub_helpers import add_to_hub_cache
 from vidcls.cli import app
 from vidcls.errors import UsageError
 from vidcls.inference.options import RunOptions, parse_labels
@@ -22,6 +21,7 @@ from vidcls.video.synthetic import make_sample_clip
 from vidcls.zoo.catalog import zoo_card
 from vidcls.zoo.convert import convert_checkpoint
 from vidcls.zoo.resolve import load_model
+from xclip_helpers import reference_tokenizer, save_tiny_xclip, write_vocab
 
 runner = CliRunner()
 LABEL_SETS = [["cooking", "playing guitar", "repairing a bike"],

@@ -9,8 +9,8 @@ and reports in the same `ExportReport`; `export.parity` checks every file the sa
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 

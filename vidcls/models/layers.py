@@ -18,7 +18,6 @@ from einops import rearrange
 from torch import nn
 
 
-
 class QuickGELU(nn.Module):
     """x * sigmoid(1.702 x): the sigmoid approximation of GELU that CLIP (and so X-CLIP) was trained with."""
 

@@ -33,8 +33,15 @@ from torch import nn
 from vidcls.errors import UsageError
 from vidcls.models import register
 from vidcls.models.base import VideoClassifier, ViTConfig
-from vidcls.models.layers import Attention, Block, DropPath, Mlp, drop_path_rates, resize_cls_grid_embedding, \
-    resize_grid_embedding
+from vidcls.models.layers import (
+    Attention,
+    Block,
+    DropPath,
+    Mlp,
+    drop_path_rates,
+    resize_cls_grid_embedding,
+    resize_grid_embedding,
+)
 from vidcls.models.validate import Bounds, ConfigError
 from vidcls.models.xclip_text import TextClassifier, TextEncoder
 
