@@ -14,6 +14,10 @@ error |logits - fp32| / |fp32|:
     classifier alone kept in fp32; `bf16_sdpa_fp32`, `bf16` with attention's softmax computed in fp32.
 
 Forward times are reported too; on a CPU without native bf16 they time emulated bf16, slower than fp32.
+--overhead times what the fp32 stream adds to a ViT-B 16x224 forward whatever the matmul unit: per block,
+the two LayerNorms in fp32 and their outputs cast to bf16, and the two residual additions of a bf16
+output into the fp32 stream, against the same in bf16 (memory-bound work, at about the same speed on
+an AVX2 core as on an AMX one), x 12 blocks.
 """
 
 from __future__ import annotations
@@ -95,13 +99,48 @@ def check(name: str, frames: int | None, detail: bool) -> dict:
     return row
 
 
+@torch.inference_mode()
+def stream_overhead(tokens: int = 1568, dim: int = 768, blocks: int = 12, rounds: int = 20) -> dict:
+    """ms per forward of the non-matmul work around the matmuls, fp32 stream against bf16 stream."""
+    norm32 = torch.nn.LayerNorm(dim)
+    norm16 = copy.deepcopy(norm32).to(BF16)
+    stream = torch.randn(1, tokens, dim)
+    update = torch.randn(1, tokens, dim).to(BF16)
+
+    def fp32_stream():
+        for _ in range(2):
+            norm32(stream).to(BF16)
+            stream + update
+
+    def bf16_stream():
+        low = stream.to(BF16)
+        for _ in range(2):
+            norm16(low)
+            low + update
+
+    times = {"fp32_stream": [], "bf16_stream": []}
+    for _ in range(rounds):
+        for name, run in (("fp32_stream", fp32_stream), ("bf16_stream", bf16_stream)):
+            start = time.perf_counter()
+            run()
+            times[name].append(time.perf_counter() - start)
+    median = {name: sorted(v)[len(v) // 2] * blocks * 1e3 for name, v in times.items()}
+    return {"tokens": tokens, "dim": dim, "blocks": blocks,
+            "ms_per_forward": {k: round(v, 1) for k, v in median.items()},
+            "added_ms": round(median["fp32_stream"] - median["bf16_stream"], 1)}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default=",".join(MODELS))
     parser.add_argument("--frames", type=int, help="frames of every model (default: each entry's own)")
     parser.add_argument("--detail", action="store_true", help="also the whole-bf16, head and softmax variants")
+    parser.add_argument("--overhead", action="store_true", help="only time what the fp32 stream adds")
     parser.add_argument("--out", type=Path)
     args = parser.parse_args()
+    if args.overhead:
+        print(json.dumps(stream_overhead()), flush=True)
+        return
     rows = [{"cpu": devices.describe_device(torch.device("cpu")),
              "native_bf16": devices.native_bf16(torch.device("cpu"))[1]}]
     print(json.dumps(rows[0]), flush=True)

@@ -303,6 +303,26 @@ def test_models_and_sample_clip_do_not_import_torch(tmp_path):
         assert sum(1 for _ in written.decode(video=0)) == 16
 
 
+def test_the_console_script_builds_only_the_command_it_runs():
+    """main() hands typer an app holding the named command alone (building all of them costs every start
+    0.15-0.3 s); help, --version and unknown names get the whole app."""
+    from vidcls.cli.app import app_for
+
+    def names(args):
+        return [info.name for info in app_for(args).registered_commands]
+
+    assert names(["predict", "clip.mp4", "--json"]) == ["predict"]
+    assert names(["--debug", "models"]) == ["models"]
+    for whole in (["--help"], ["--version"], [], ["predictt", "clip.mp4"]):
+        assert app_for(whole) is app, whole
+    done = subprocess.run([sys.executable, "-c", "from vidcls.cli import main; main()", "--debug", "models", "--json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and json.loads(done.stdout) == vidcls.list_models()
+    typo = subprocess.run([sys.executable, "-c", "from vidcls.cli import main; main()", "modles"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert typo.returncode == 2 and "modles" in typo.stderr
+
+
 def shaped_model(tmp_path, ref, **arch):
     """A model directory of a zoo architecture with `arch` changed and random weights (for its shapes only)."""
     import dataclasses
