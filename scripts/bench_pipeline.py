@@ -1,12 +1,18 @@
 """Throughput of the inference engine (issue 11's targets), as one command.
 
     python scripts/bench_pipeline.py                    # CPU: demo-motion over 200 sample clips, 4K memory
-    python scripts/bench_pipeline.py --parts gpu        # VideoMAE-sized random model over K400-like clips
+    python scripts/bench_pipeline.py --parts vit        # CPU: VideoMAE-sized random model over K400-like clips
+    python scripts/bench_pipeline.py --parts gpu        # the same on CUDA
 
 CPU part: videos/s with the default pipeline against --workers 0 (in-process), alternating
 runs, and against the limit cores / (CPU-seconds per video of decoding, preprocessing and the
 model, measured single-threaded in-process). Memory part: peak RSS of `vidcls predict` on a
 10 s clip at 3840x2160 against the same clip at 640x360 (each in a fresh process).
+ViT part (issue 20, item 6): a model directory with videomae-k400's architecture (ViT-B 16x224) and
+random weights, --videos-vit clips of 10 s at 456x256 (25 fps, written with PyAV), one view each
+(--clips 1 --crops 1, so decoding is a tenth of the work, not a hundredth); videos/s of the default
+plan (workers and threads from the rates of the chosen precision and runtime,
+vidcls/inference/planning.py) against --workers 0, alternating runs, medians and best.
 GPU part (needs CUDA): a model directory with videomae-k400's architecture and random
 weights, 200 clips of 10 s at 456x256, --workers cores-2 against --workers 0: videos/s and
 the share of wall time the GPU spends in forward passes.
@@ -122,7 +128,8 @@ def memory_part(root: Path) -> dict:
             "ratio": round(rss["3840x2160"] / rss["640x360"], 2)}
 
 
-def gpu_part(root: Path, count: int) -> dict:
+def videomae_random(root: Path) -> Path:
+    """A model directory with videomae-k400's architecture (ViT-B 16x224, 400 classes) and random weights."""
     from dataclasses import replace
 
     from vidcls.models import build_model
@@ -132,12 +139,50 @@ def gpu_part(root: Path, count: int) -> dict:
     card = resolve("videomae-k400", need_weights=False).card
     card = replace(card, name="videomae-random", labels=[f"class {i}" for i in range(400)])
     model_dir = root / "videomae-random"
-    save_model_dir(model_dir, card, build_model(card.family, card.arch))
-    folder = root / "k400like"
-    folder.mkdir(exist_ok=True)
+    if not model_dir.is_dir():
+        torch.manual_seed(0)
+        save_model_dir(model_dir, card, build_model(card.family, card.arch))
+    return model_dir
+
+
+def k400_like(folder: Path, count: int) -> Path:
+    """`count` clips like Kinetics-400's: 10 s, 456x256, 25 fps, H.264 (PyAV's libx264)."""
+    folder.mkdir(parents=True, exist_ok=True)
     for i in range(count):
-        spec = random_spec(random.Random(i), DIRECTIONS[i % 4], frames=250, height=256, width=456)
-        write_video(folder / f"{i:04d}.mp4", render_clip(spec), fps=25)
+        if not (folder / f"{i:04d}.mp4").is_file():
+            spec = random_spec(random.Random(i), DIRECTIONS[i % 4], frames=250, height=256, width=456)
+            write_video(folder / f"{i:04d}.mp4", render_clip(spec), fps=25)
+    return folder
+
+
+def vit_part(root: Path, count: int, rounds: int, runtime: str = "torch") -> dict:
+    """The default plan against --workers 0 on this CPU, alternating, each with a warm model."""
+    from vidcls.inference.options import RunOptions
+    from vidcls.inference.predict import plan_run
+
+    model = vidcls.load_model(str(videomae_random(root)), device="cpu", allow_random=True)
+    folder = k400_like(root / "k400like", count)
+    recipe = {"clips": 1, "crops": 1, "runtime": runtime}
+    _, settings, cost = plan_run(model, RunOptions(clips=1, crops=1, runtime=runtime), torch.device("cpu"))
+    throughput(folder / "0000.mp4", model, workers=0, **recipe)  # warm: the cast, the first forward
+    runs: dict[str, list[float]] = {"default": [], "workers=0": []}
+    for _ in range(rounds):
+        runs["default"].append(throughput(folder, model, **recipe))
+        runs["workers=0"].append(throughput(folder, model, workers=0, **recipe))
+    median = {k: statistics.median(v) for k, v in runs.items()}
+    return {"videos": count, "cores": os.cpu_count(), "runtime": runtime, "precision": cost.precision,
+            "precision_reason": cost.precision_reason, "gmacs_per_video": cost.gmacs * cost.views,
+            "plan": {"workers": settings.plan.workers, "threads": settings.plan.threads,
+                     "why": settings.plan.reason},
+            "videos_per_s": {k: [round(x, 3) for x in v] for k, v in runs.items()},
+            "median": {k: round(v, 3) for k, v in median.items()},
+            "speedup_median": round(median["default"] / median["workers=0"], 3),
+            "speedup_best": round(max(runs["default"]) / max(runs["workers=0"]), 3)}
+
+
+def gpu_part(root: Path, count: int) -> dict:
+    model_dir = videomae_random(root)
+    folder = k400_like(root / "k400like", count)
     model = vidcls.load_model(str(model_dir), device="cuda", allow_random=True)
     cores = os.cpu_count() or 1
     out = {}
@@ -156,13 +201,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--videos", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--parts", default="cpu,memory", help="comma-separated: cpu, memory, gpu")
+    parser.add_argument("--videos-vit", type=int, default=8, help="K400-like clips of the vit part")
+    parser.add_argument("--runtime", default="torch", help="the vit part's --runtime (torch or openvino)")
+    parser.add_argument("--parts", default="cpu,memory", help="comma-separated: cpu, memory, vit, gpu")
+    parser.add_argument("--keep", type=Path, help="keep the generated clips and model here (reused by later runs)")
     args = parser.parse_args()
     parts = {"cpu": lambda root: cpu_part(root, args.videos, args.rounds), "memory": memory_part,
+             "vit": lambda root: vit_part(root, args.videos_vit, args.rounds, args.runtime),
              "gpu": lambda root: gpu_part(root, args.videos)}
     with tempfile.TemporaryDirectory() as tmp:
+        root = args.keep or Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
         for name in args.parts.split(","):
-            print(json.dumps({name: parts[name](Path(tmp))}, indent=2), flush=True)
+            print(json.dumps({name: parts[name](root)}, indent=2), flush=True)
 
 
 if __name__ == "__main__":

@@ -95,7 +95,10 @@ def test_models_json_lists_the_zoo():
 def test_models_json_is_the_library_listing(monkeypatch):
     """`vidcls models --json` prints what vidcls.list_models returns: the CLI calls the public function."""
     assert json.loads(invoke("models", "--json").stdout) == vidcls.list_models()
-    monkeypatch.setattr(api, "list_models", lambda: [{"name": "stub"}])
+    from vidcls.zoo import catalog
+
+    assert vidcls.list_models is catalog.list_models is api.list_models
+    monkeypatch.setattr(catalog, "list_models", lambda: [{"name": "stub"}])
     assert json.loads(invoke("models", "--json").stdout) == [{"name": "stub"}]
 
 
@@ -242,7 +245,9 @@ def test_debug_before_or_after_the_command_keeps_the_traceback(monkeypatch, wher
     def broken():
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(api, "list_models", broken)
+    from vidcls.zoo import catalog
+
+    monkeypatch.setattr(catalog, "list_models", broken)  # what `vidcls models` calls
 
     def with_debug(*args):
         return {"before": ["--debug", *args], "after": [*args, "--debug"], None: list(args)}[where]
@@ -286,6 +291,36 @@ def test_import_version_and_help_do_not_import_torch():
     assert done.stdout.strip() == "False", done.stderr
     for args in (["--version"], ["--help"]):  # --help builds every command's options
         assert cli_imports(*args) == ["typer"], args  # typer: the check does see what was imported
+
+
+def test_models_and_sample_clip_do_not_import_torch(tmp_path):
+    """Listing the zoo and writing a synthetic clip read YAML and JSON and encode with PyAV: torch's
+    import (2-5 s) is not theirs to pay (a subprocess sys.modules check, as for the refusals)."""
+    assert cli_imports("models") == ["typer"]
+    assert cli_imports("models", "--json", "--with-weights") == ["typer"]
+    assert cli_imports("sample-clip", str(tmp_path / "clip.mp4"), "--direction", "up") == ["typer"]
+    with av.open(str(tmp_path / "clip.mp4")) as written:
+        assert sum(1 for _ in written.decode(video=0)) == 16
+
+
+def test_the_console_script_builds_only_the_command_it_runs():
+    """main() hands typer an app holding the named command alone (building all of them costs every start
+    0.15-0.3 s); help, --version and unknown names get the whole app."""
+    from vidcls.cli.app import app_for
+
+    def names(args):
+        return [info.name for info in app_for(args).registered_commands]
+
+    assert names(["predict", "clip.mp4", "--json"]) == ["predict"]
+    assert names(["--debug", "models"]) == ["models"]
+    for whole in (["--help"], ["--version"], [], ["predictt", "clip.mp4"]):
+        assert app_for(whole) is app, whole
+    done = subprocess.run([sys.executable, "-c", "from vidcls.cli import main; main()", "--debug", "models", "--json"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and json.loads(done.stdout) == vidcls.list_models()
+    typo = subprocess.run([sys.executable, "-c", "from vidcls.cli import main; main()", "modles"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert typo.returncode == 2 and "modles" in typo.stderr
 
 
 def shaped_model(tmp_path, ref, **arch):

@@ -44,7 +44,7 @@ _LAZY = {
     "EvalRun": ("api", "EvalRun"), "evaluate_run": ("api", "evaluate_run"),
     "Embedding": ("inference.embed", "Embedding"), "EmbedRun": ("api", "EmbedRun"),
     "embed": ("api", "embed"), "embed_run": ("api", "embed_run"), "embed_text": ("api", "embed_text"),
-    "benchmark": ("api", "benchmark"), "list_models": ("api", "list_models"),
+    "benchmark": ("api", "benchmark"), "list_models": ("zoo.catalog", "list_models"),
     "TrainConfig": ("train.config", "TrainConfig"), "TrainResult": ("train.config", "TrainResult"),
     "train_model": ("train.loop", "train"), "convert_checkpoint": ("zoo.convert", "convert_checkpoint"),
     "export_model": ("export.formats", "export_model"), "ExportReport": ("export.common", "ExportReport"),
@@ -63,7 +63,6 @@ if TYPE_CHECKING:  # what __getattr__ returns, for type checkers and IDEs
         embed_run,
         embed_text,
         evaluate_run,
-        list_models,
         predict_run,
     )
     from vidcls.export.common import ExportReport  # noqa: F401
@@ -73,6 +72,7 @@ if TYPE_CHECKING:  # what __getattr__ returns, for type checkers and IDEs
     from vidcls.inference.ray import ray_predict  # noqa: F401
     from vidcls.train import TrainConfig, TrainResult  # noqa: F401
     from vidcls.train import train as train_model  # noqa: F401
+    from vidcls.zoo.catalog import list_models  # noqa: F401
     from vidcls.zoo.convert import convert_checkpoint  # noqa: F401
     from vidcls.zoo.fetch import download  # noqa: F401
     from vidcls.zoo.modeldir import ModelCard, save_model_dir  # noqa: F401

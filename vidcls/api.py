@@ -42,23 +42,12 @@ from vidcls.inference.vectors import FORMATS as VECTOR_FORMATS
 from vidcls.inference.vectors import VectorWriter, check_same_meta, merge_vectors, records_path
 from vidcls.video.inputs import InputList, VideoInput, gather, stdin_directory, take_shard
 from vidcls.viz.plotting import require_matplotlib
-from vidcls.zoo.catalog import zoo_entries, zoo_summary
+from vidcls.zoo.catalog import list_models as list_models  # re-exported: vidcls.list_models, torch-free
 from vidcls.zoo.resolve import LoadedModel
 
 if TYPE_CHECKING:  # predict's path must not load the sweep (vidcls.bench's docstring): benchmark imports it
     from vidcls.bench.sweep import BenchPoint, BenchReport
     from vidcls.inference.metrics import EvalSummary
-
-
-def list_models() -> list[dict[str, Any]]:
-    """The zoo, one row per model name usable as a REF (what `vidcls models --json` prints).
-
-    Each row has name, family, attention (linear or quadratic), frames, stride, size, views,
-    weights (where they come from: package:NAME, hf://OWNER/REPO@REV or a URL; None for an
-    architecture without weights), labels (dataset name or None), top1, top1_views and gmacs
-    as published, verified, zoo ("vidcls" or the VIDCLS_ZOO file) and description.
-    """
-    return [zoo_summary(name) for name in zoo_entries()]
 
 
 @dataclass

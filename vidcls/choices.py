@@ -5,6 +5,8 @@ would cost seconds on every `vidcls --help`; the library modules that act on the
 them from here, so a new value is added once and both sides see it.
 """
 
+from typing import Any
+
 from vidcls.errors import UsageError
 
 # --precision: name -> torch dtype attribute (inference maps these to dtypes)
@@ -25,6 +27,7 @@ DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
 DEVICE_METAVAR = "auto|cpu|cuda[:N]"
 # predict --sampling: frames spread over the whole video, or frames x stride consecutive
 SAMPLINGS = ("segment", "dense")
+ASPECTS = ("crop", "squash")  # InputSpec.aspect: keep the aspect and crop, or squash the whole frame
 # embed --views: one vector per video (the mean over its views), or one per view
 VIEWS = ("mean", "all")
 
@@ -46,3 +49,9 @@ def check_runtime(runtime: str) -> None:
 
 # export --format: the file an exported model is written as
 EXPORT_FORMATS = ("onnx", "openvino")
+
+
+# Bounds and vocabularies of config fields (checked by vidcls.models.validate; here so that the recipe,
+# vidcls.zoo.spec.InputSpec, is defined without importing torch)
+Bounds = dict[str, tuple[float, float]]  # field -> (lowest, highest), both allowed
+Choices = dict[str, tuple[Any, ...]]  # field -> the values it may take

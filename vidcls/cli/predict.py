@@ -76,13 +76,14 @@ BatchSizeOption = Annotated[int, typer.Option(
 )]
 WorkersOption = Annotated[int | None, typer.Option(
     "--workers", min=0,
-    help="Processes decoding videos ahead of the model (default on CPU: one per core for a cheap model (under 1 "
-         "GMAC per video), else a quarter of the cores; with CUDA: all cores but two; 0: decode in this process).",
+    help="Processes decoding videos ahead of the model (default on CPU: as many as keep decoding ahead of the "
+         "model at its precision and runtime, from one per core for a cheap model to one for a heavy one; "
+         "with CUDA: all cores but two; 0: decode in this process).",
 )]
 ThreadsOption = Annotated[int | None, typer.Option(
     "--threads", min=1,
-    help="Torch threads of the model process (default: 1 for a cheap "
-         "model on CPU, whose cores decode; else one per core).",
+    help="Torch threads of the model process (default on CPU: the cores that decoding does not need, at "
+         "least 1; with CUDA: one per core).",
 )]
 WeightsOption = Annotated[Path | None, typer.Option(
     "--weights", metavar="FILE",

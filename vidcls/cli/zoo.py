@@ -31,9 +31,9 @@ def models_command(
 
     frames = frames per clip x sampling stride; views = clips x crops of the test protocol.
     """
-    from vidcls.api import list_models
+    from vidcls.zoo import catalog  # vidcls.list_models, which does not import torch
 
-    rows = list_models()
+    rows = catalog.list_models()
     if as_json:
         print(json.dumps(rows, indent=2))
         return

@@ -23,6 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vidcls.errors import VidclsError, first_line
 from vidcls.inference.batcher import MEAN_SOFTMAX, Batcher, Head, Scores
+from vidcls.inference.planning import EnginePlan, model_core_seconds, plan_engine
 from vidcls.video import container as video_io
 from vidcls.video.container import DecodeStats
 from vidcls.video.decode import load_clips
@@ -139,33 +140,25 @@ def _keep(item: Decoded) -> Decoded:
     return item
 
 
-# GMACs per video below which a CPU run is decode-bound: decoding a clip costs 5-250 ms of a
-# core, a model this small at most a few ms (demo-motion: 0.05 GMACs; ViT-B 8x224: 180 per view).
-CHEAP_MODEL_GMACS = 1.0
 # A default worker is started only for this many videos or more: starting one (a fork, a DataLoader
 # handshake: 0.1-0.2 s) costs more than decoding a clip or two in this process.
 VIDEOS_PER_WORKER = 2
 
 
-def _cheap(device: torch.device, gmacs_per_video: float | None) -> bool:
-    return device.type == "cpu" and gmacs_per_video is not None and gmacs_per_video < CHEAP_MODEL_GMACS
+def _fp32_plan(device: torch.device, gmacs_per_video: float | None) -> EnginePlan:
+    return plan_engine(os.cpu_count() or 1, device.type, model_core_seconds(gmacs_per_video, "fp32"))
 
 
 def default_workers(device: torch.device, gmacs_per_video: float | None = None) -> int:
-    """Decoding processes when the user does not say. CUDA: all cores but two (the GPU waits
-    on decoding). CPU with a cheap model: one per core (decoding is the work). CPU with a
-    heavy or unknown model: a quarter of the cores, at least one (the model is the work; the
-    decoder only has to keep ahead of it)."""
-    cores = os.cpu_count() or 1
-    if device.type == "cuda":
-        return max(1, min(16, cores - 2))
-    return cores if _cheap(device, gmacs_per_video) else max(1, cores // 4)
+    """Decoding processes when the user does not say, for a torch fp32 model of that cost (training's
+    choice); a predict run plans from its own precision and runtime (EngineSettings.plan). See
+    planning.plan_engine: CUDA all cores but two; CPU as many as keep decoding ahead of the model."""
+    return _fp32_plan(device, gmacs_per_video).workers
 
 
 def default_threads(device: torch.device, gmacs_per_video: float | None = None) -> int:
-    """Torch threads of the model process: one for a cheap CPU model (the cores decode), else
-    one per core (torch's own default)."""
-    return 1 if _cheap(device, gmacs_per_video) else (os.cpu_count() or 1)
+    """Torch threads of the model process: the cores decoding does not need (planning.plan_engine)."""
+    return _fp32_plan(device, gmacs_per_video).threads
 
 
 @dataclass(frozen=True)
@@ -177,7 +170,8 @@ class EngineSettings:
     threads: int | None = None  # torch threads of the model process; None: default_threads
     precision: str = "fp32"  # a concrete one (plan_run chooses for "auto")
     prefetch: int = 2  # videos decoded ahead per worker
-    gmacs_per_video: float | None = None  # the model's cost, to choose workers and threads
+    gmacs_per_video: float | None = None  # the model's cost, to choose workers and threads (as fp32)
+    plan: EnginePlan | None = None  # default workers and threads from the run's rates (plan_run); else from the cost
 
 
 @dataclass
@@ -216,11 +210,12 @@ def score_videos(videos: Sequence[VideoInput], model: LoadedModel, device: torch
     the model process runs with settings.threads torch threads (restored afterwards).
     Closing the iterator (Ctrl-C, a consumer that stops) shuts the workers down.
     """
+    plan = settings.plan or _fp32_plan(device, settings.gmacs_per_video)
     if settings.workers is None:  # a worker pays for its start only with videos to decode ahead of the model
-        workers = min(default_workers(device, settings.gmacs_per_video), len(videos) // VIDEOS_PER_WORKER)
+        workers = min(plan.workers, len(videos) // VIDEOS_PER_WORKER)
     else:
         workers = min(settings.workers, len(videos))
-    threads = settings.threads or default_threads(device, settings.gmacs_per_video)
+    threads = settings.threads or plan.threads
     loader = DataLoader(_VideoViews(videos, recipe), batch_size=None, num_workers=workers,
                         collate_fn=_keep, worker_init_fn=init_worker if workers else None,
                         prefetch_factor=settings.prefetch if workers else None,

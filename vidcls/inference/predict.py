@@ -17,10 +17,11 @@ import torch
 
 from vidcls.bench.cost import RunCost, run_cost
 from vidcls.choices import AUTO
-from vidcls.devices import choose_precision, resolve_device
+from vidcls.devices import choose_precision, native_bf16, resolve_device
 from vidcls.errors import UsageError
 from vidcls.inference.engine import EngineSettings, Recipe, Scored, score_videos
 from vidcls.inference.options import RunOptions
+from vidcls.inference.planning import decode_core_seconds, model_core_seconds, plan_engine
 from vidcls.models import family_class, make_config
 from vidcls.models.validate import check_view
 from vidcls.video.inputs import VideoInput, gather
@@ -143,16 +144,30 @@ def check_recipe(card: ModelCard, spec: InputSpec, exported: bool = False) -> No
 
 def plan_run(loaded: LoadedModel, options: RunOptions, device: torch.device) -> tuple[Recipe, EngineSettings, RunCost]:
     """The run's recipe (refused if the model cannot take it, check_recipe), the engine's settings
-    and the cost of one video: the precision is chosen for the device ("auto"), and the cost sets
-    the default workers and threads (a cheap model on CPU is decode-bound), the same for every caller."""
+    and the cost of one video: the precision is chosen for the device ("auto"), and the default
+    workers and threads follow the model's rate at that precision on that runtime against the rate of
+    decoding (planning.plan_engine: a model made 3x faster by bf16 or OpenVINO gets the decoding
+    workers to keep up with it), the same for every caller."""
     choice = choose_precision(options.precision, device, exported=loaded.exported)
     recipe = Recipe.of(loaded.card.input, frames=options.frames, stride=options.stride, sampling=options.sampling,
                        clips=options.clips, crops=options.crops)
     check_recipe(loaded.card, recipe.spec, loaded.exported)
     cost = run_cost(loaded.card, recipe.clips, recipe.crops, None, frames=recipe.spec.frames, precision=choice)
+    gmacs_per_video = cost.gmacs * cost.views
+    native = device.type == "cpu" and native_bf16(device)[0]
+    model_s = model_core_seconds(gmacs_per_video, choice.precision, run_on(loaded, options.runtime), native)
+    plan = plan_engine(os.cpu_count() or 1, device.type, model_s,
+                       decode_core_seconds(recipe.views, recipe.spec.frames, recipe.spec.size))
     settings = EngineSettings(batch_size=options.batch_size, workers=options.workers, threads=options.threads,
-                              precision=choice.precision, gmacs_per_video=cost.gmacs * cost.views)
+                              precision=choice.precision, gmacs_per_video=gmacs_per_video, plan=plan)
     return recipe, settings, cost
+
+
+def run_on(loaded: LoadedModel, runtime: str) -> str:
+    """The runtime that will run the model: an exported graph's own (ONNX Runtime, OpenVINO), else `runtime`."""
+    if loaded.exported:
+        return "openvino" if type(loaded.module).__name__ == "OpenVinoModule" else "onnxruntime"
+    return runtime
 
 
 def _prediction(scored: Scored, item: VideoInput, model: LoadedModel, top_k: int) -> Prediction:

@@ -94,7 +94,7 @@ class Classifier:
     def __init__(self, model: str, weights: str | None, device: str, options: RunOptions) -> None:
         self.device = torch.device(device)  # "cuda" is the GPU Ray gave this actor (CUDA_VISIBLE_DEVICES)
         self.model = with_labels(load_model(model, weights=weights, device=self.device), options)
-        self.recipe, settings, _ = plan_run(self.model, options)
+        self.recipe, settings, _ = plan_run(self.model, options, self.device)
         self.settings = dataclasses.replace(settings, workers=0)
         self.top_k = options.top_k
 

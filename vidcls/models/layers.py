@@ -110,8 +110,9 @@ class Attention(nn.Module):
         """(..., N, C) -> (..., N, 3C): the fused q, k, v projection, with a zero key bias for "qv"."""
         if self.q_bias is None:
             return self.qkv(x)
-        bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
-        return F.linear(x, self.qkv.weight, bias)
+        weight = self.qkv.weight  # in bf16 with the rest in fp32 after devices.cast_module: computed in its dtype
+        bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias]).to(weight.dtype)
+        return F.linear(x.to(weight.dtype), weight, bias)
 
     def heads_qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(..., N, C) -> q, k, v of shape (..., H, N, d)."""

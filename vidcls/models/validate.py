@@ -39,11 +39,11 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
+from vidcls.choices import Bounds as Bounds  # re-exported, defined where InputSpec reads it
+from vidcls.choices import Choices as Choices
 from vidcls.errors import UsageError, VidclsError, first_line, printable
 from vidcls.fileio import memo
 
-Bounds = dict[str, tuple[float, float]]  # field -> (lowest, highest), both allowed
-Choices = dict[str, tuple[Any, ...]]  # field -> the values it may take
 GIB = 1 << 30
 
 

@@ -8,41 +8,54 @@ import math
 from collections.abc import Iterable
 from fractions import Fraction
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import av
 import av.error
-import torch
+import numpy as np
 from av.container import InputContainer, OutputContainer
 
 from vidcls.errors import VidclsError
 from vidcls.fileio import atomic_file
-from vidcls.video.container import open_container
+
+if TYPE_CHECKING:  # frames may be torch tensors, but writing a clip (`vidcls sample-clip`) never imports torch
+    import torch
 
 # ----------------------------------------------------------------------------- writing
 
 
-def pad_to_even(frames: torch.Tensor) -> torch.Tensor:
-    """Pad (T, H, W, 3) by repeating the last row/column so H and W are even (yuv420p needs it).
+def pad_to_even(frames: Any) -> Any:
+    """Pad (T, H, W, 3) frames (a numpy array or a torch tensor) by repeating the last row/column so
+    H and W are even (yuv420p needs it).
 
     Padding rather than cropping keeps every rendered pixel, so the moving shape is never cut.
     """
+    if isinstance(frames, np.ndarray):
+        cat = np.concatenate
+    else:
+        import torch
+
+        cat = torch.cat
     pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
     if pad_h:
-        frames = torch.cat([frames, frames[:, -1:]], dim=1)
+        frames = cat([frames, frames[:, -1:]], 1)
     if pad_w:
-        frames = torch.cat([frames, frames[:, :, -1:]], dim=2)
+        frames = cat([frames, frames[:, :, -1:]], 2)
     return frames
 
 
-def write_video(path: str | Path, frames: torch.Tensor, fps: float = 25, codec: str = "libx264",
+def write_video(path: str | Path, frames: np.ndarray | torch.Tensor, fps: float = 25, codec: str = "libx264",
                 crf: int = 18, gop: int | None = None) -> None:
-    """Encode uint8 (T, H, W, 3) RGB frames held in memory (synthetic clips); see encode_frames."""
-    if frames.dtype != torch.uint8 or frames.ndim != 4 or frames.shape[-1] != 3 or not len(frames):
+    """Encode uint8 (T, H, W, 3) RGB frames held in memory (synthetic clips; numpy or torch); see encode_frames."""
+    if str(frames.dtype) not in ("uint8", "torch.uint8") or frames.ndim != 4 or frames.shape[-1] != 3 \
+            or not len(frames):
         raise ValueError(f"expected uint8 (T, H, W, 3) frames, got {tuple(frames.shape)} {frames.dtype}")
-    encode_frames(path, frames.cpu(), tuple(frames.shape[1:3]), fps, codec=codec, crf=crf, gop=gop)
+    if not isinstance(frames, np.ndarray):
+        frames = frames.cpu().numpy()
+    encode_frames(path, frames, tuple(frames.shape[1:3]), fps, codec=codec, crf=crf, gop=gop)
 
 
-def encode_frames(path: str | Path, frames: Iterable[torch.Tensor], size: tuple[int, int], fps: float,
+def encode_frames(path: str | Path, frames: Iterable[np.ndarray | torch.Tensor], size: tuple[int, int], fps: float,
                   codec: str = "libx264", crf: int = 18, gop: int | None = None,
                   audio_from: str | Path | None = None) -> Path:
     """Encode uint8 (H, W, 3) RGB frames of `size` (height, width) as yuv420p, as they come: a
@@ -70,11 +83,15 @@ def encode_frames(path: str | Path, frames: Iterable[torch.Tensor], size: tuple[
             stream.options = {"crf": str(crf)}
             if gop is not None:
                 stream.codec_context.gop_size = gop
-            audio = AudioCopy(stack.enter_context(open_container(audio_from)), container) if audio_from else None
+            audio = None
+            if audio_from:
+                from vidcls.video.container import open_container  # the decoder's side: imports torch
+
+                audio = AudioCopy(stack.enter_context(open_container(audio_from)), container)
             for index, frame in enumerate(frames):
                 if audio is not None:
                     audio.until(index / fps)
-                picture = pad_to_even(frame[None])[0].contiguous().numpy()
+                picture = np.ascontiguousarray(pad_to_even(np.asarray(frame)[None])[0])
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
             container.mux(stream.encode())
             if audio is not None:

@@ -9,15 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import random
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 
 from vidcls.choices import DIRECTIONS
 from vidcls.video.encode import write_video
+
+if TYPE_CHECKING:  # rendered with numpy: `vidcls sample-clip` never imports torch
+    import torch
 
 SHAPES = ("square", "circle", "triangle", "cross", "diamond")
 
@@ -73,8 +77,10 @@ class ShapeClipSpec:
 
 
 def _as_random(rng: random.Random | torch.Generator) -> random.Random:
-    """One code path for both kinds of seed source (a torch.Generator seeds a random.Random)."""
-    if isinstance(rng, torch.Generator):
+    """One code path for both kinds of seed source (a torch.Generator seeds a random.Random; one can
+    only exist once torch is imported)."""
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(rng, torch.Generator):
         return random.Random(int(torch.randint(0, 2**62, (1,), generator=rng)))
     return rng
 
@@ -146,46 +152,57 @@ def random_spec(rng: random.Random | torch.Generator, direction: str | None = No
 # ----------------------------------------------------------------------------- rendering
 
 
-def shape_mask(shape: str, dy: torch.Tensor, dx: torch.Tensor, half_h: float, half_w: float) -> torch.Tensor:
-    """Which pixels, at offsets (dy, dx) from the shape's centre, the shape covers."""
+def shape_mask(shape: str, dy: Any, dx: Any, half_h: float, half_w: float) -> Any:
+    """Which pixels, at offsets (dy, dx) from the shape's centre, the shape covers (numpy arrays or
+    torch tensors alike)."""
     u, v = dy / half_h, dx / half_w  # the shape's box maps to [-1, 1] x [-1, 1]
-    inside = (u.abs() <= 1) & (v.abs() <= 1)
+    inside = (abs(u) <= 1) & (abs(v) <= 1)
     if shape == "square":
         return inside
     if shape == "circle":
         return u * u + v * v <= 1
     if shape == "diamond":
-        return u.abs() + v.abs() <= 1
+        return abs(u) + abs(v) <= 1
     if shape == "triangle":  # apex up, base at the bottom of the box
-        return inside & (v.abs() <= (u + 1) / 2)
+        return inside & (abs(v) <= (u + 1) / 2)
     if shape == "cross":
-        return inside & ((u.abs() <= 1 / 3) | (v.abs() <= 1 / 3))
+        return inside & ((abs(u) <= 1 / 3) | (abs(v) <= 1 / 3))
     raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
 
 
-def _paint(canvas: torch.Tensor, mask: torch.Tensor, color: RGB) -> torch.Tensor:
-    return torch.where(mask[..., None], torch.tensor(color, dtype=torch.uint8), canvas)
+def _paint(canvas: np.ndarray, mask: np.ndarray, color: RGB) -> np.ndarray:
+    return np.where(mask[..., None], np.array(color, dtype=np.uint8), canvas)
+
+
+def render_frames(spec: ShapeClipSpec) -> np.ndarray:
+    """uint8 (T, H, W, 3) numpy frames: background, static distractors, the moving shape, then noise
+    (Gaussian, from numpy's generator seeded with the spec's noise_seed)."""
+    rows = np.arange(spec.height, dtype=np.float32)[:, None]
+    cols = np.arange(spec.width, dtype=np.float32)[None, :]
+    still = np.broadcast_to(np.array(spec.background, dtype=np.uint8), (spec.height, spec.width, 3))
+    for d in spec.distractors:
+        mask = shape_mask(d.shape, rows - np.float32(d.center[0]), cols - np.float32(d.center[1]),
+                          np.float32(d.size[0] / 2), np.float32(d.size[1] / 2))
+        still = _paint(still, mask, d.color)
+    step_y, step_x = _STEP[spec.direction]
+    travelled = np.float32(spec.speed) * np.arange(spec.frames, dtype=np.float32)[:, None, None]
+    centre_y = np.float32(spec.start[0]) + np.float32(step_y) * travelled
+    centre_x = np.float32(spec.start[1]) + np.float32(step_x) * travelled
+    mask = shape_mask(spec.shape, rows - centre_y, cols - centre_x, np.float32(spec.size[0] / 2),
+                      np.float32(spec.size[1] / 2))
+    clip = _paint(still, mask, spec.color)  # broadcasts the still picture over the T masks
+    if spec.noise <= 0:
+        return np.ascontiguousarray(clip)
+    noise = np.random.default_rng(spec.noise_seed).standard_normal(clip.shape, dtype=np.float32)
+    noisy = clip.astype(np.float32) + np.float32(spec.noise) * noise
+    return np.clip(np.rint(noisy), 0, 255).astype(np.uint8)
 
 
 def render_clip(spec: ShapeClipSpec) -> torch.Tensor:
-    """uint8 (T, H, W, 3): background, static distractors, the moving shape, then noise."""
-    rows = torch.arange(spec.height, dtype=torch.float32)[:, None]
-    cols = torch.arange(spec.width, dtype=torch.float32)[None, :]
-    still = torch.tensor(spec.background, dtype=torch.uint8).expand(spec.height, spec.width, 3)
-    for d in spec.distractors:
-        mask = shape_mask(d.shape, rows - d.center[0], cols - d.center[1], d.size[0] / 2, d.size[1] / 2)
-        still = _paint(still, mask, d.color)
-    step_y, step_x = _STEP[spec.direction]
-    travelled = spec.speed * torch.arange(spec.frames, dtype=torch.float32)[:, None, None]
-    centre_y = spec.start[0] + step_y * travelled
-    centre_x = spec.start[1] + step_x * travelled
-    mask = shape_mask(spec.shape, rows - centre_y, cols - centre_x, spec.size[0] / 2, spec.size[1] / 2)
-    clip = _paint(still, mask, spec.color)  # broadcasts the still picture over the T masks
-    if spec.noise <= 0:
-        return clip
-    gen = torch.Generator().manual_seed(spec.noise_seed)
-    noisy = clip.float() + spec.noise * torch.randn(clip.shape, generator=gen)
-    return noisy.round_().clamp_(0, 255).to(torch.uint8)
+    """uint8 (T, H, W, 3) torch tensor of render_frames (what training, tests and the benchmarks take)."""
+    import torch
+
+    return torch.from_numpy(render_frames(spec))
 
 
 def render_path(spec: ShapeClipSpec, legs: Sequence[tuple[str, int]]) -> torch.Tensor:
@@ -195,18 +212,20 @@ def render_path(spec: ShapeClipSpec, legs: Sequence[tuple[str, int]]) -> torch.T
     `frames` are replaced by the legs'), so the direction of motion changes at known frames:
     the test video of a timeline. Noise is drawn afresh for each leg.
     """
+    import torch
+
     parts, (row, col) = [], spec.start
     for leg, (direction, frames) in enumerate(legs):
-        parts.append(render_clip(dataclasses.replace(spec, direction=direction, frames=frames, start=(row, col),
-                                                     noise_seed=spec.noise_seed + leg)))
+        parts.append(render_frames(dataclasses.replace(spec, direction=direction, frames=frames, start=(row, col),
+                                                       noise_seed=spec.noise_seed + leg)))
         step_y, step_x = _STEP[direction]
         row, col = row + step_y * spec.speed * frames, col + step_x * spec.speed * frames
-    return torch.cat(parts)
+    return torch.from_numpy(np.concatenate(parts))
 
 
 def make_sample_clip(path: str | Path, direction: str = "left", frames: int = 16, height: int = 96,
                      width: int = 128, seed: int = 0) -> Path:
     """Write a random-looking clip of a shape moving in `direction`; same seed, same clip."""
     spec = random_spec(random.Random(seed), direction, frames=frames, height=height, width=width)
-    write_video(path, render_clip(spec))
+    write_video(path, render_frames(spec))
     return Path(path)

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from vidcls.choices import ASPECTS as ASPECTS  # re-exported
+
 
 def to_channels_first(frames: torch.Tensor) -> torch.Tensor:
     """uint8 (..., T, H, W, 3) -> float32 (..., 3, T, H, W) in [0, 1]."""
@@ -37,7 +39,6 @@ def resize_short_side(video: torch.Tensor, size: int) -> torch.Tensor:
     return resize_frames(video, max(size, round(h * scale)), max(size, round(w * scale)))
 
 
-ASPECTS = ("crop", "squash")
 
 
 def fit_frame(video: torch.Tensor, side: int, aspect: str = "crop") -> torch.Tensor:

@@ -6,18 +6,18 @@ What each entry describes (its card, where its weights come from, a summary row 
 
 from __future__ import annotations
 
+import json
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vidcls.models import family_class
 from vidcls.zoo import entries as zoofile
-from vidcls.zoo.cards import read_card
 from vidcls.zoo.labels import label_set
-from vidcls.zoo.modeldir import (
-    InputSpec,
-    ModelCard,
-)
+from vidcls.zoo.spec import InputSpec, input_defaults
+
+if TYPE_CHECKING:  # a card's checks import torch; listing the zoo (zoo_rows) does not
+    from vidcls.zoo.modeldir import ModelCard
 
 # ---------------------------------------------------------------- models.yaml (+ VIDCLS_ZOO files)
 
@@ -56,6 +56,9 @@ def zoo_card(name: str) -> ModelCard:
     entries by models.yaml alone, always (the file holds tensors only), their labels by
     `labels:` or else the shipped label set named by `dataset:`.
     """
+    from vidcls.zoo.cards import read_card
+    from vidcls.zoo.modeldir import ModelCard
+
     entry = catalog_entry(name)
     directory = entry_directory(name)
     if directory is not None:
@@ -87,16 +90,46 @@ def weights_source(name: str) -> str | None:
 
 
 def zoo_summary(name: str) -> dict[str, Any]:
-    """One row of `vidcls models`: what a user needs to pick a model."""
+    """One row of `vidcls models`: what a user needs to pick a model (read from models.yaml and a shipped
+    model's config.json alone, without torch: no card is made, see zoo_card for the checked one)."""
     entry = catalog_entry(name)
-    card = zoo_card(name)
+    family, recipe = _family_and_input(name, entry)
+    spec = {**input_defaults(), **recipe}
     published = entry.get("published") or {}
-    return {"name": name, "family": card.family, "attention": entry["attention"],
-            "frames": card.input.frames, "stride": card.input.stride, "size": card.input.size,
-            "views": card.input.clips * card.input.crops, "weights": weights_source(name),
+    return {"name": name, "family": family, "attention": entry["attention"],
+            "frames": spec["frames"], "stride": spec["stride"], "size": spec["size"],
+            "views": spec["clips"] * spec["crops"], "weights": weights_source(name),
             "labels": entry.get("dataset"), "top1": published.get("top1"), "top1_views": published.get("views"),
             "gmacs": published.get("gmacs"), "verified": entry.get("verified"), "zoo": zoo_origin(name),
             "description": entry.get("description", "")}
+
+
+def list_models() -> list[dict[str, Any]]:
+    """The zoo, one row per model name usable as a REF (what `vidcls models --json` prints; `vidcls.list_models`).
+
+    Each row has name, family, attention (linear or quadratic), frames, stride, size, views,
+    weights (where they come from: package:NAME, hf://OWNER/REPO@REV or a URL; None for an
+    architecture without weights), labels (dataset name or None), top1, top1_views and gmacs
+    as published, verified, zoo ("vidcls" or the VIDCLS_ZOO file) and description. Read without
+    importing torch.
+    """
+    return [zoo_summary(name) for name in zoo_entries()]
+
+
+def _family_and_input(name: str, entry: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A zoo entry's family and input recipe as written: a shipped model directory's own config.json
+    (vidcls format), else the entry's; any other directory through its checked card."""
+    directory = entry_directory(name)
+    if directory is None:
+        return entry["family"], dict(entry.get("input") or {})
+    try:
+        config = json.loads((directory / "config.json").read_text())
+    except (OSError, ValueError):
+        config = {}
+    if config.get("format") == "vidcls" and isinstance(config.get("input", {}), dict):
+        return config["family"], dict(config.get("input") or {})
+    card = zoo_card(name)
+    return card.family, card.input.to_dict()
 
 
 def with_weights() -> list[str]:
