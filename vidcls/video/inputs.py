@@ -64,9 +64,19 @@ def _is_dir(path: Path) -> bool:
         return False
 
 
-def _walk(folder: Path, found: list[VideoInput], skipped: Counter[str]) -> None:
-    """Videos below `folder`, sorted; an unreadable folder (the top one or below) is a failed input."""
+def _walk(folder: Path, found: list[VideoInput], skipped: Counter[str],
+          visited: set[tuple[int, int]] | None = None) -> None:
+    """Videos below `folder`, sorted; an unreadable folder (the top one or below) is a failed input.
+
+    Each folder is listed once, known by its device and inode: a symlink back to a folder above
+    (or two folders linking to each other) would otherwise list the same videos again at every
+    level, or never end."""
+    visited = set() if visited is None else visited
     try:
+        info = folder.stat()
+        if (info.st_dev, info.st_ino) in visited:
+            return
+        visited.add((info.st_dev, info.st_ino))
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as exc:
         found.append(VideoInput(str(folder), str(folder), f"cannot list folder: {exc.strerror or exc}"))
@@ -74,7 +84,7 @@ def _walk(folder: Path, found: list[VideoInput], skipped: Counter[str]) -> None:
     for entry in entries:
         path = Path(entry.path)
         if _is_dir(path):
-            _walk(path, found, skipped)
+            _walk(path, found, skipped, visited)
         elif path.suffix.lower() in VIDEO_EXTENSIONS:
             found.append(VideoInput(str(path), str(path)))
         else:

@@ -1,0 +1,119 @@
+"""Reliability, round 3 (issue 26, items 7-14 and 16): time, memory and disk bounded; hostile values
+refused in one line.
+
+Every case that could eat the machine if its fix broke (a forged header, an alias bomb, an endless
+download) runs in a subprocess under an address-space limit and a timeout, so a regression fails
+the test instead of taking the machine down. Network cases talk only to a server on 127.0.0.1
+that the test starts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from vidcls.cli import app
+from vidcls.video.inputs import gather
+
+runner = CliRunner()
+ROOT = Path(__file__).resolve().parents[1]
+GIB = 1 << 30
+
+
+def limited(code: str, *, memory: int = 4 * GIB, timeout: float = 120, env: dict | None = None,
+            cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh Python under an address-space limit (RLIMIT_AS) and a timeout: a
+    regression that grows memory without bound dies there (MemoryError, or killed) and one that
+    hangs is stopped, so the test fails instead of the machine."""
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=timeout, preexec_fn=cap, cwd=cwd,
+                          env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+
+
+def vidcls_cli(*args: str, memory: int = 4 * GIB, timeout: float = 120, env: dict | None = None,
+               stdin: bytes | None = None) -> subprocess.CompletedProcess:
+    """`python -m vidcls ARGS` under the same limits; stdout and stderr as text."""
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (memory, memory))
+
+    done = subprocess.run([sys.executable, "-m", "vidcls", *args], capture_output=True, timeout=timeout,
+                          preexec_fn=cap, input=stdin, env={**os.environ, "OMP_NUM_THREADS": "1", **(env or {})})
+    return subprocess.CompletedProcess(done.args, done.returncode, done.stdout.decode(errors="replace"),
+                                       done.stderr.decode(errors="replace"))
+
+
+def error_lines(text: str) -> list[str]:
+    return [line for line in text.splitlines() if line.startswith("error:")]
+
+
+# ----------------------------------------------------------------------------- 7: folders that link to themselves
+
+
+def test_folder_linking_to_itself_lists_each_video_once(tmp_path):
+    root = tmp_path / "videos"
+    (root / "a" / "b").mkdir(parents=True)
+    for name in ("top.mp4", "a/x.mp4", "a/b/y.mp4"):
+        (root / name).write_bytes(b"0")
+    (root / "a" / "self").symlink_to(".")          # a loop on itself
+    (root / "a" / "b" / "up").symlink_to("../..")  # a loop two levels up
+    (root / "a" / "b" / "again").symlink_to("..")  # a second loop: the case that never ended
+    (root / "alias").symlink_to("a")               # the same folder under two names
+    code = f"""
+        from vidcls.video.inputs import gather
+        print(len(gather([{str(root)!r}]).videos))
+    """
+    done = limited(code, memory=2 * GIB, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout) == 3
+    assert [Path(v.name).relative_to(root).as_posix() for v in gather([root]).videos] == \
+        ["a/b/y.mp4", "a/x.mp4", "top.mp4"]
+
+
+def test_a_linked_folder_outside_is_still_searched(tmp_path):
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "clip.mp4").write_bytes(b"0")
+    (tmp_path / "videos").mkdir()
+    (tmp_path / "videos" / "link").symlink_to(tmp_path / "elsewhere")
+    assert [v.name for v in gather([tmp_path / "videos"]).videos] == [str(tmp_path / "videos" / "link" / "clip.mp4")]
+
+
+# ----------------------------------------------------------------------------- 12: benchmark under `ulimit -v`
+
+
+def test_benchmark_point_runs_under_an_address_space_limit():
+    """`ulimit -v` sets a hard limit; the isolated point used to ask for a soft limit above it
+    ("current limit exceeds maximum limit") and failed on every point."""
+    code = """
+        from vidcls.bench.measurement import RunSettings, measure_isolated
+        from vidcls.bench.models import BenchModel
+        arch = {"num_classes": 4, "num_frames": 4, "img_size": 16, "patch_size": 8, "embed_dim": 32, "depth": 1,
+                "num_heads": 2}
+        point = measure_isolated(BenchModel("tiny", "joint", arch, frames=4, size=16), 4, 16,
+                                 RunSettings(warmup=0, repeats=1, threads=1, precision="fp32"))
+        print("error" if point.error else "ok", point.error)
+    """
+    done = limited(code, memory=6 * GIB, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("ok"), (done.stdout + done.stderr)[-2000:]
+
+
+def test_address_cap_never_exceeds_a_limit_already_set():
+    from resource import RLIM_INFINITY
+
+    from vidcls.bench.measurement import address_cap
+
+    assert address_cap(8 * GIB, RLIM_INFINITY, RLIM_INFINITY) == 8 * GIB
+    assert address_cap(8 * GIB, 6 * GIB, 6 * GIB) == 6 * GIB
+    assert address_cap(2 * GIB, 3 * GIB, 6 * GIB) == 2 * GIB
