@@ -117,3 +117,49 @@ def test_address_cap_never_exceeds_a_limit_already_set():
     assert address_cap(8 * GIB, RLIM_INFINITY, RLIM_INFINITY) == 8 * GIB
     assert address_cap(8 * GIB, 6 * GIB, 6 * GIB) == 6 * GIB
     assert address_cap(2 * GIB, 3 * GIB, 6 * GIB) == 2 * GIB
+
+
+# ----------------------------------------------------------------------------- 13 and 10: exported graphs
+
+
+DEMO_CARD = json.loads((ROOT / "vidcls" / "assets" / "demo-motion" / "config.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory):
+    from vidcls.video.synthetic import make_sample_clip
+
+    return make_sample_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", frames=8, height=48, width=64)
+
+
+@pytest.mark.parametrize("classes, card_labels, problem", [
+    (3, None, "its card names 4 labels but the graph outputs 3 classes"),   # was: exit 0, fewer scores than labels
+    (6, None, "its card names 4 labels but the graph outputs 6 classes"),   # was: internal error: IndexError
+    (4, 2, "has 2 labels but a head of 4 classes"),                          # was: internal error: IndexError
+])
+def test_onnx_labels_that_disagree_with_the_outputs_are_refused_on_load(classes, card_labels, problem, clip, tmp_path):
+    from onnx_graphs import tiny_onnx
+
+    card = dict(DEMO_CARD)
+    if card_labels is not None:
+        card["id2label"] = {str(i): f"label-{i}" for i in range(card_labels)}
+    model = tiny_onnx(tmp_path / "model.onnx", card, classes)
+    result = runner.invoke(app, ["predict", str(clip), "-m", str(model), "--json", "--workers", "0"])
+    assert result.exit_code == 1 and problem in result.stderr, result.output
+    assert "internal error" not in result.output and result.stdout.strip() in ("", "[]")
+
+
+def test_an_onnx_graph_that_loops_forever_is_stopped_per_batch(clip, tmp_path):
+    """A Loop of 10^12 iterations hung predict; ONNX Runtime's RunOptions.terminate stops the pass."""
+    from onnx_graphs import tiny_onnx
+
+    tiny_onnx(tmp_path / "fine.onnx", DEMO_CARD, 4)
+    slow = tiny_onnx(tmp_path / "slow.onnx", DEMO_CARD, 4, loop_trips=10**12)
+    done = vidcls_cli("predict", str(clip), "-m", str(slow), "--json", "--workers", "0",
+                      env={"VIDCLS_RUN_TIMEOUT": "1"}, timeout=90)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert error_lines(done.stderr) == [f"error: {clip}: model failed: the ONNX graph ran longer than 1 s on one "
+                                        f"batch and was stopped (VIDCLS_RUN_TIMEOUT sets the limit)"]
+    assert "\x1b[" not in done.stderr  # ONNX Runtime's own coloured log line is not printed
+    fine = runner.invoke(app, ["predict", str(clip), "-m", str(tmp_path / "fine.onnx"), "--json", "--workers", "0"])
+    assert fine.exit_code == 0, fine.output
