@@ -15,6 +15,9 @@ import resource
 import subprocess
 import sys
 import textwrap
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -163,3 +166,109 @@ def test_an_onnx_graph_that_loops_forever_is_stopped_per_batch(clip, tmp_path):
     assert "\x1b[" not in done.stderr  # ONNX Runtime's own coloured log line is not printed
     fine = runner.invoke(app, ["predict", str(clip), "-m", str(tmp_path / "fine.onnx"), "--json", "--workers", "0"])
     assert fine.exit_code == 0, fine.output
+
+
+# ----------------------------------------------------------------------------- a hostile HTTP server on 127.0.0.1
+
+SERVER_CAP = 256 << 20  # the most any response below sends, whatever happens: a regression cannot fill the disk
+
+
+class HostileHandler(BaseHTTPRequestHandler):
+    """/endless: bytes without end (no Content-Length); /liar: Content-Length 10^15; /drip: one byte
+    every 2 s; /video+junk: a valid video then bytes without end. Every response stops at SERVER_CAP."""
+
+    def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        video: bytes = self.server.video
+        self.send_response(200)
+        if self.path == "/liar.pth":
+            self.send_header("Content-Length", str(10**15))
+        self.end_headers()
+        head, chunk, pause = {"/drip.mp4": (b"", b"\0", 2.0), "/video+junk.mp4": (video, b"\0" * 65536, 0.0)}.get(
+            self.path, (b"", b"\0" * 65536, 0.0))
+        sent = 0
+        try:
+            self.wfile.write(head)
+            while sent < SERVER_CAP:
+                self.wfile.write(chunk)
+                self.wfile.flush()
+                sent += len(chunk)
+                time.sleep(pause)
+        except OSError:  # the client hung up: what a bounded client does
+            pass
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@pytest.fixture
+def hostile(clip):
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), HostileHandler)
+    httpd.daemon_threads = True
+    httpd.video = clip.read_bytes()
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+# ----------------------------------------------------------------------------- 9: downloads are bounded
+
+
+TINY_ARCH = {"num_classes": 2, "num_frames": 4, "img_size": 16, "patch_size": 8, "embed_dim": 32, "depth": 1,
+             "num_heads": 2}
+
+
+@pytest.fixture
+def url_zoo(tmp_path, monkeypatch):
+    """zoo(url, **weights) -> the name of a user zoo entry whose weights are at `url`; network mode, fresh cache."""
+    from huggingface_hub import constants
+
+    from vidcls.zoo import hub
+
+    monkeypatch.setenv("VIDCLS_HOME", str(tmp_path / "home"))
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    hub.unreachable.cache_clear()
+
+    def zoo(url: str, **weights) -> str:
+        entry = {"family": "joint", "attention": "quadratic", "arch": TINY_ARCH, "input": {"frames": 4, "size": 16},
+                 "weights": {"url": url, "layout": "vidcls", **weights}, "labels": ["a", "b"]}
+        (tmp_path / "zoo.yaml").write_text(json.dumps({"models": {"remote": entry}}))
+        monkeypatch.setenv("VIDCLS_ZOO", str(tmp_path / "zoo.yaml"))
+        return "remote"
+
+    yield zoo
+    hub.unreachable.cache_clear()
+
+
+def downloads(tmp_path) -> list[Path]:
+    return [p for p in (tmp_path / "home" / "downloads").rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("path, weights, problem", [
+    ("/endless.pth", {}, "the server sent more than the 67,422,240 bytes"),  # bound from the architecture
+    ("/endless.pth", {"size": 5000}, "the server sent more than the 5,000 bytes"),  # the entry's own size
+    ("/liar.pth", {}, "the server announces 1,000,000,000,000,000 bytes"),     # refused before the first byte
+])
+def test_a_download_that_would_not_end_is_stopped_and_its_partial_dropped(path, weights, problem, hostile, url_zoo,
+                                                                        tmp_path):
+    """An endless body filled the disk (41.5 GB in 120 s) and the partial was kept."""
+    name = url_zoo(hostile + path, **weights)
+    result = runner.invoke(app, ["download", name])
+    assert result.exit_code == 1 and problem in " ".join(result.output.split()), result.output
+    assert "internal error" not in result.output and len(error_lines(result.output)) == 1
+    assert downloads(tmp_path) == []  # nothing kept: it could not be resumed
+
+
+def test_a_full_disk_drops_the_partial(hostile, url_zoo, tmp_path, monkeypatch):
+    from collections import namedtuple
+
+    from vidcls.zoo import web
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(web.shutil, "disk_usage", lambda path: usage(10**9, 10**9, 1 << 20))
+    result = runner.invoke(app, ["download", url_zoo(hostile + "/endless.pth")])
+    assert result.exit_code == 1 and "is full" in result.output, result.output
+    assert downloads(tmp_path) == []

@@ -17,6 +17,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from vidcls.errors import UsageError
 
@@ -25,6 +26,7 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", "
                               ".y4m", ".mjpeg", ".mxf", ".vob", ".asf", ".f4v", ".h264", ".hevc"})
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 STDIN = "-"
+MAX_STDIN_BYTES = 8 << 30  # a video piped in is copied to a file first (decoding seeks); at most this much
 _SHARD = re.compile(r"^(\d+)/(\d+)$")
 
 
@@ -110,13 +112,29 @@ def _list_file(item: str) -> list[str]:
 
 
 def spool_stdin(directory: Path) -> Path:
-    """Copy the video on stdin to a file: decoding seeks, and a pipe cannot."""
+    """Copy the video on stdin to a file: decoding seeks, and a pipe cannot. At most MAX_STDIN_BYTES
+    are copied: an endless or huge stream is refused as soon as it passes that, not once it is whole."""
     if sys.stdin is None or sys.stdin.isatty():
         raise UsageError("input '-' reads a video from stdin, but stdin is a terminal; pipe a file in")
     target = directory / "stdin-video"
     with target.open("wb") as out:
-        shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+        shutil.copyfileobj(_Capped(sys.stdin.buffer, MAX_STDIN_BYTES), out, 1 << 20)
     return target
+
+
+class _Capped:
+    """A binary stream that raises UsageError once more than `limit` bytes were read from it."""
+
+    def __init__(self, stream: BinaryIO, limit: int) -> None:
+        self.stream, self.left, self.limit = stream, limit, limit
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(min(size, self.left + 1) if size >= 0 else self.left + 1)
+        self.left -= len(data)
+        if self.left < 0:
+            raise UsageError(f"input '-': stdin holds more than {self.limit >> 20} MiB; save the video to a file "
+                             f"and pass its path (a file is read in place, never copied)")
+        return data
 
 
 def is_url(source: str | Path) -> bool:

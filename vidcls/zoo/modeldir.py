@@ -20,7 +20,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from vidcls.choices import CROPS, SAMPLINGS
+from vidcls.choices import CROPS, MAX_CLIPS, MAX_FRAMES, MAX_STRIDE, SAMPLINGS
 from vidcls.errors import VidclsError, check_finite, first_line, printable
 from vidcls.fileio import atomic_directory
 from vidcls.models import make_config
@@ -50,14 +50,21 @@ class InputSpec:
 
     # Bounds of the fields (vidcls.models.validate): every clip the recipe asks for is decoded,
     # so frames x clips x crops x size^2 is what one video costs in memory.
-    limits: ClassVar[Bounds] = {"frames": (1, 1024), "stride": (1, 1024), "size": (1, 4096), "resize": (1, 8192),
-                                "mean": (-1e3, 1e3), "std": (1e-6, 1e3), "clips": (1, 100)}
+    limits: ClassVar[Bounds] = {"frames": (1, MAX_FRAMES), "stride": (1, MAX_STRIDE), "size": (1, 4096),
+                                "resize": (1, 8192), "mean": (-1e3, 1e3), "std": (1e-6, 1e3), "clips": (1, MAX_CLIPS)}
+    # resize is the short side frames are scaled to before the crop: within this factor of `size`
+    # (the papers use 1.14: 256 for 224), or a 32 px model would hold 8192 px frames
+    max_resize_ratio: ClassVar[int] = 4
     choices: ClassVar[Choices] = {"sampling": SAMPLINGS, "aspect": ASPECTS, "crops": CROPS}
 
     def __post_init__(self) -> None:
         """Checked as it is made (types, bounds, finite mean / std with std > 0); mean and std
         are kept as tuples of floats whatever sequence of numbers they were given as."""
         check_fields(self, "input", self.limits, self.choices)
+        if self.resize is not None and self.resize > self.max_resize_ratio * self.size:
+            raise VidclsError(f"input.resize = {self.resize} is out of range: at most {self.max_resize_ratio} x "
+                              f"input.size = {self.max_resize_ratio * self.size} (frames are scaled to it, then "
+                              f"cropped)")
         for key in ("mean", "std"):
             object.__setattr__(self, key, tuple(float(v) for v in getattr(self, key)))
 
@@ -93,9 +100,11 @@ class ModelCard:
     def at_shape(self, frames: int | None = None, size: int | None = None) -> ModelCard:
         """The card of a graph traced at this clip shape (None: the card's own): an exported or
         converted model runs at that shape only, and its card must say so."""
-        spec = dataclasses.replace(self.input, frames=frames or self.input.frames, size=size or self.input.size)
-        if spec.resize is not None and spec.resize < spec.size:
-            spec = dataclasses.replace(spec, resize=None)
+        size = size or self.input.size
+        resize = self.input.resize  # kept only while it still fits the new size
+        if resize is not None and not size <= resize <= InputSpec.max_resize_ratio * size:
+            resize = None
+        spec = dataclasses.replace(self.input, frames=frames or self.input.frames, size=size, resize=resize)
         return dataclasses.replace(self, input=spec)
 
     def to_config(self) -> dict[str, Any]:
