@@ -272,3 +272,113 @@ def test_a_full_disk_drops_the_partial(hostile, url_zoo, tmp_path, monkeypatch):
     result = runner.invoke(app, ["download", url_zoo(hostile + "/endless.pth")])
     assert result.exit_code == 1 and "is full" in result.output, result.output
     assert downloads(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- 10: network inputs, FIFOs, file://
+
+
+def test_network_inputs_have_a_whole_input_deadline_and_do_not_hold_the_others(hostile, clip):
+    """A server dripping one byte every 2 s (each read within the 30 s timeout) and a valid video
+    followed by bytes without end both hung predict; with a 4 s deadline each fails in one line and
+    the clip beside them is classified."""
+    inputs = [f"{hostile}/drip.mp4", str(clip), f"{hostile}/video+junk.mp4"]
+    start = time.monotonic()
+    done = vidcls_cli("predict", *inputs, "-m", "demo-motion", "--json", "--workers", "0", "--top-k", "1",
+                      env={"VIDCLS_NETWORK_DEADLINE": "4"}, timeout=150)
+    took = time.monotonic() - start
+    rows = json.loads(done.stdout)
+    assert done.returncode in (0, 1) and [r["video"] for r in rows] == inputs, done.stderr[-2000:]
+    assert rows[1]["error"] is None and rows[1]["top_k"][0]["label"] == "left"
+    assert rows[0]["error"] and "VIDCLS_NETWORK_DEADLINE" in rows[0]["error"], rows[0]
+    assert rows[2]["error"] is None or "VIDCLS_NETWORK_DEADLINE" in rows[2]["error"], rows[2]
+    assert len(error_lines(done.stderr)) == sum(1 for r in rows if r["error"]) and "internal error" not in done.stderr
+    assert took < 120, took  # the deadlines, not the server's 256 MiB or its 2 s per byte
+
+
+def test_fifos_devices_and_file_urls(tmp_path, clip):
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)  # opening it would block until a writer came
+    inputs = [str(fifo), f"file://{clip}", "file://elsewhere/clip.mp4", "/dev/zero", f"file://{fifo}"]
+    done = vidcls_cli("predict", *inputs, "-m", "demo-motion", "--json", "--workers", "0", "--top-k", "1", timeout=90)
+    rows = json.loads(done.stdout)
+    assert done.returncode == 1 and [r["video"] for r in rows] == [str(fifo), str(clip), inputs[2], "/dev/zero",
+                                                                    str(fifo)], done.stderr[-2000:]
+    assert rows[1]["error"] is None  # file:// is a path
+    assert "not a regular file" in rows[0]["error"] and "not a regular file" in rows[3]["error"]
+    assert "another host" in rows[2]["error"] and "not a regular file" in rows[4]["error"]
+
+
+# ----------------------------------------------------------------------------- 11: sizes the bounds let through
+
+def test_a_zoo_file_alias_bomb_is_refused_before_anything_walks_it(tmp_path):
+    """700 bytes that expand to 9^8 values: `vidcls models --json` ran out of memory (5.8 GB)."""
+    bomb = tmp_path / "bomb.yaml"
+    entry = ("models:\n  bomb:\n    family: joint\n    attention: quadratic\n    arch: {num_classes: 2, num_frames: 4, "
+             "img_size: 16, patch_size: 8, embed_dim: 32, depth: 1, num_heads: 2}\n    input: {frames: 4, size: 16}\n"
+             "    weights: null\n    description: *h\n")
+    bomb.write_text("a: &a [x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in zip("abcdefg", "bcdefgh", strict=True)) + entry)
+    done = vidcls_cli("models", "--json", env={"VIDCLS_ZOO": str(bomb)}, memory=3 * GIB, timeout=90)
+    assert done.returncode == 2 and error_lines(done.stderr) == [
+        f"error: {bomb}: its aliases expand to more than 1,000,000 values (a YAML alias bomb?); a zoo file is a list "
+        f"of entries"], done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("content, problem", [
+    (b"models:\n  x: \xff\n", "not UTF-8 text (byte 13)"),   # was: internal error (UnicodeDecodeError)
+    (b"#" * (5 << 20), "larger than 4 MiB; a zoo file is a list of entries"),
+], ids=["not-utf8", "too-large"])
+def test_zoo_files_that_are_not_small_text_are_one_line(content, problem, tmp_path, monkeypatch):
+    path = tmp_path / "zoo.yaml"
+    path.write_bytes(content)
+    monkeypatch.setenv("VIDCLS_ZOO", str(path))
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 2 and error_lines(result.output) == [f"error: VIDCLS_ZOO: {path}: {problem}"]
+
+
+def test_input_resize_is_bounded_by_the_model_input():
+    from vidcls.errors import VidclsError
+    from vidcls.zoo.modeldir import InputSpec, ModelCard
+
+    with pytest.raises(VidclsError, match=r"input.resize = 8192 is out of range: at most 4 x input.size = 128"):
+        InputSpec(size=32, resize=8192)  # was accepted: 6.5 GB per video on a 32 px model
+    assert InputSpec(size=224, resize=256).resize == 256
+    card = ModelCard("m", "joint", dict(TINY_ARCH), InputSpec(frames=4, size=224, resize=256))
+    assert card.at_shape(size=32).input.resize is None  # an export at a smaller shape drops what no longer fits
+
+
+@pytest.mark.parametrize("flag, value, problem", [
+    ("--clips", "1000000", "clips must be <= 100, got 1000000"),
+    ("--threads", "100000", "threads must be <= "),
+    ("--workers", "100000", "workers must be <= "),
+    ("--frames", "100000", "frames must be <= 1024, got 100000"),  # was: input.frames, exit 1
+    ("--batch-size", "100000000", "batch_size must be <= 4096"),
+])
+def test_run_options_above_their_bound_are_usage_errors(flag, value, problem, clip):
+    result = runner.invoke(app, ["predict", str(clip), "-m", "demo-motion", flag, value])
+    assert result.exit_code == 2 and problem in result.output and len(error_lines(result.output)) == 1, result.output
+
+
+def test_top_k_is_cut_to_the_labels(clip, tmp_path):
+    """--top-k 1000000000 -o k.csv built a billion-column header (7.5 GB, then the run died)."""
+    out = tmp_path / "k.csv"
+    done = vidcls_cli("predict", str(clip), "-m", "demo-motion", "--top-k", "1000000000", "-o", str(out),
+                      "--workers", "0", memory=4 * GIB, timeout=90)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert out.read_text().splitlines()[0].split(",")[-3:] == ["label_4", "score_4", "error"]
+
+
+def test_stdin_is_refused_once_past_its_cap(clip, monkeypatch):
+    from vidcls.video import inputs
+
+    monkeypatch.setattr(inputs, "MAX_STDIN_BYTES", 1 << 20)
+    result = runner.invoke(app, ["predict", "-", "-m", "demo-motion"], input=b"\0" * (3 << 20))
+    assert result.exit_code == 2 and "stdin holds more than 1 MiB" in result.output, result.output
+
+
+def test_windows_shorter_than_a_frame_fail_that_video(clip):
+    result = runner.invoke(app, ["predict", str(clip), "-m", "demo-motion", "--timeline", "--window", "0.001",
+                                 "--workers", "0"])
+    assert result.exit_code == 1, result.output
+    assert error_lines(result.output) == [f"error: {clip}: --window 0.001 s is shorter than one frame of this video "
+                                          f"(0.04 s at 25 fps)"]

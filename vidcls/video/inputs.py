@@ -13,6 +13,8 @@ import re
 import shutil
 import sys
 import tempfile
+import urllib.parse
+import urllib.request
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -138,8 +140,17 @@ class _Capped:
 
 
 def is_url(source: str | Path) -> bool:
-    """http(s)://, rtsp://, ... : opened by ffmpeg itself, never turned into a Path."""
-    return isinstance(source, str) and bool(_URL.match(source))
+    """http(s)://, rtsp://, ... : opened by ffmpeg itself, never turned into a Path (file:// is a path)."""
+    return isinstance(source, str) and bool(_URL.match(source)) and not source[:7].lower() == "file://"
+
+
+def file_url_path(url: str) -> str | VideoInput:
+    """The local path a file:// URL names (file:///x, file://localhost/x), read as any path is
+    (a FIFO or device refused, not opened by ffmpeg's file protocol); another host is a failed input."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        return VideoInput(url, url, f"file:// URL of another host ({parts.netloc}); give a local path")
+    return urllib.request.url2pathname(parts.path)
 
 
 def gather(inputs: Iterable[str | Path], stdin_dir: Path | None = None) -> InputList:
@@ -158,6 +169,9 @@ def gather(inputs: Iterable[str | Path], stdin_dir: Path | None = None) -> Input
             if stdin_dir is None:
                 raise UsageError("input '-' (stdin) is not accepted here")
             found.append(VideoInput(STDIN, str(spool_stdin(stdin_dir))))
+        elif item[:7].lower() == "file://":
+            local = file_url_path(item)
+            found.append(local) if isinstance(local, VideoInput) else pending.append(local)
         elif is_url(item):
             found.append(VideoInput(item, item))
         elif _is_dir(Path(item)):
