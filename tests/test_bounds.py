@@ -382,3 +382,28 @@ def test_windows_shorter_than_a_frame_fail_that_video(clip):
     assert result.exit_code == 1, result.output
     assert error_lines(result.output) == [f"error: {clip}: --window 0.001 s is shorter than one frame of this video "
                                           f"(0.04 s at 25 fps)"]
+
+
+# ----------------------------------------------------------------------------- 16: one line, not "internal error"
+
+
+@pytest.mark.parametrize("args, code, problem", [
+    (["sample-clip", "{tmp}/big.mp4", "--frames", "100000000"], 2, "--frames x --width x --height x 3 bytes is above"),
+    (["export", "demo-motion", "--out", "{tmp}/b.onnx", "--batch", "1000000000"], 2, "--batch must be dynamic or"),
+    (["train", "--model", "demo-motion", "--train", "x", "--val", "y", "--output", "{tmp}/r", "--lr", "1e300"], 2,
+     "--lr must be in (0, 10]"),
+    (["train", "--model", "demo-motion", "--train", "x", "--val", "y", "--output", "{tmp}/r", "--warmup-epochs",
+      "inf"], 2, "--warmup-epochs must be a finite number"),
+    (["train", "--model", "demo-motion", "--train", "x", "--val", "y", "--output", "{tmp}/r", "--weight-decay",
+      "-5"], 2, "--weight-decay must be in [0, 10]"),
+    (["predict", "{clip}", "-m", "demo-motion", "-o", "{tmp}/" + "x" * 300 + ".jsonl"], 2, "File name too long"),
+    (["predict", "{clip}", "-m", "demo-motion", "-o", "{tmp}/folder.jsonl"], 2, "is a directory; name a file"),
+    (["predict", "{clip}", "-m", "demo-motion", "--weights", "{tmp}/fifo"], 1, "is not a regular file"),
+], ids=["sample-clip-frames", "export-batch", "lr", "warmup", "weight-decay", "name-too-long", "output-dir",
+        "weights-fifo"])
+def test_hostile_values_are_one_line_with_the_right_exit_code(args, code, problem, clip, tmp_path):
+    (tmp_path / "folder.jsonl").mkdir()
+    os.mkfifo(tmp_path / "fifo")
+    result = runner.invoke(app, [a.format(tmp=tmp_path, clip=clip) for a in args])
+    assert result.exit_code == code and problem in " ".join(result.output.split()), result.output
+    assert len(error_lines(result.output)) == 1 and "internal error" not in result.output

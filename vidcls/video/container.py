@@ -207,6 +207,8 @@ def open_video(path: str | Path) -> Iterator[tuple[InputContainer, VideoStream]]
         forget.callback(_deadlines.pop, id(container), None)
         try:
             stream = _video_stream(container, path)
+            if stream.codec_context is None:  # a damaged header can name no codec ffmpeg knows
+                raise VideoDecodeError("no decoder for its video stream (damaged header or unknown codec)")
             stream.thread_type = "AUTO"
             if _decoder_threads:
                 stream.codec_context.thread_count = _decoder_threads

@@ -189,7 +189,8 @@ def save_model_dir(directory: Path, card: ModelCard, module: nn.Module) -> Path:
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """All tensors of a safetensors file; every failure is a one-line VidclsError."""
     if not Path(path).is_file():
-        raise VidclsError(f"weights file {path} not found")
+        what = "is not a regular file (a FIFO, socket or device)" if Path(path).exists() else "not found"
+        raise VidclsError(f"weights file {path} {what}")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:
