@@ -80,3 +80,42 @@ def test_mutants_never_cost_the_good_clips(corpus):
         assert line.startswith(f"error: {video}: ")
     assert all(re.fullmatch(r"[^\n\x1b]*", r["error"]) for r in rows if r["error"])
     assert result.exit_code == (1 if failed else 0)
+
+
+def test_forged_headers_through_predict_timeline_and_output_beside_good_clips(corpus, tmp_path):
+    """Files whose headers promise 10^15 ms, a 10^12 ms timestamp, a frame every 100000 s or 2^31-1
+    samples (tests/forged_headers.py) grew memory without bound under --timeline (24 GB from one
+    16 KB file). Run in a subprocess under a 4 GiB address-space limit and a timeout, so a
+    regression fails here instead of taking the machine: every input is answered, in order, the
+    forged ones with a bounded timeline (at most one window per frame they hold) or one error line."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    from forged_headers import FRAMES, forge_all
+
+    goods, _ = corpus
+    forged = forge_all(tmp_path / "forged")
+    inputs = [str(goods[0][0]), *map(str, forged.values()), str(goods[1][0])]
+    output = tmp_path / "out.jsonl"
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    done = subprocess.run([sys.executable, "-m", "vidcls", "predict", *inputs, "-m", "demo-motion", "--timeline",
+                           "-o", str(output), "--workers", "0", "--top-k", "1"], capture_output=True, text=True,
+                          timeout=180, preexec_fn=cap, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode in (0, 1), done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+    rows = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [r["video"] for r in rows] == inputs
+    by_name = {r["video"]: r for r in rows}
+    for path, direction in goods[:2]:
+        assert by_name[str(path)]["error"] is None and by_name[str(path)]["top_k"][0]["label"] == direction
+    for path in forged.values():
+        row = by_name[str(path)]
+        assert row["error"] or 1 <= len(row["timeline"]) <= FRAMES, row
+    failed = [r["video"] for r in rows if r["error"]]
+    assert len(error_lines := [line for line in done.stderr.splitlines() if line.startswith("error:")]) == len(failed)
+    assert all(line.startswith(f"error: {video}: ") for line, video in zip(error_lines, failed, strict=True))

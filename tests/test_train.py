@@ -772,6 +772,15 @@ class Pwned:
     ("malicious", "holds objects other than tensors and plain data"),
     ("not a state", "not a trainer state vidcls wrote (no step, optimizer, scheduler ...)"),
     ("wrong types", "the checkpoint does not fit this run"),
+    ({"epoch": "two"}, "epoch = 'two' is not a count"),                    # was: internal error (TypeError)
+    ({"epoch": -3}, "epoch = -3 is not a count"),                          # was: accepted, epochs trained again
+    ({"epoch": 7}, "epoch 7 (best 1) is not within the 1 epochs"),
+    ({"rng": torch.zeros(5056, dtype=torch.uint8)}, "rng is not a random generator state"),  # was: accepted
+    ({"rng": [1, 2, 3]}, "rng is not a random generator state"),
+    ({"step": 10**9}, "the checkpoint does not fit this run (ValueError: step 1000000000 of an epoch"),
+    ({"best_top1": float("nan")}, "best_top1 = nan is not an accuracy"),
+    ({"train_sums": ["x", 1]}, "train_sums is not a pair of finite sums"),
+    ({"seconds": -1.0}, "seconds = -1.0 is not a duration"),
 ])
 def test_a_bad_trainer_state_is_refused_in_one_line(small_motion, finished_run, tmp_path, fault, expected):
     output = tmp_path / "run"
@@ -785,6 +794,9 @@ def test_a_bad_trainer_state_is_refused_in_one_line(small_motion, finished_run, 
         state = torch.load(state_path, weights_only=True)
         config = {**state["config"], "output": str(output)}  # as if trained here, so only the fault differs
         torch.save({**state, "config": config, "optimizer": {"state": "x"}}, state_path)
+    elif isinstance(fault, dict):  # one hostile value in a state vidcls wrote
+        state = torch.load(state_path, weights_only=True)
+        torch.save({**state, "config": {**state["config"], "output": str(output)}, **fault}, state_path)
     else:
         state_path.write_bytes(fault(state_path.read_bytes()))
     code, text = run_cli(*cli_args(small_motion, output, "--epochs", "2", "--resume"))

@@ -235,6 +235,8 @@ def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str |
     place, device = _placed(shard, output, device)
     loaded, target = ready_model(model, weights, runtime_device(device, run_options.runtime))
     loaded = with_labels(loaded, run_options)
+    # no more ranks than labels: --top-k 1000000000 would size every CSV row and merge by the flag
+    run_options = dataclasses.replace(run_options, top_k=min(run_options.top_k, max(1, len(loaded.labels))))
     with _gathered(videos) as inputs:
         job = _Job(inputs.videos, output, resume, place, on_start, on_result)
         run = _run(job, loaded, target, run_options, timeline)

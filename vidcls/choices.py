@@ -30,6 +30,17 @@ SAMPLINGS = ("segment", "dense")
 ASPECTS = ("crop", "squash")  # InputSpec.aspect: keep the aspect and crop, or squash the whole frame
 # embed --views: one vector per video (the mean over its views), or one per view
 VIEWS = ("mean", "all")
+# the largest recipe values anything accepts (a model's input.* and the flags that override them): every
+# view is decoded and held, so frames x clips x crops x size^2 is what one video costs in memory
+MAX_CLIPS, MAX_FRAMES, MAX_STRIDE = 100, 1024, 1024
+
+
+def max_threads() -> int:
+    """The most threads or processes a run may ask for: 4 per core (beyond that they only wait on
+    each other, and 100000 threads exhaust the process table before any work is done)."""
+    import os
+
+    return 4 * max(1, os.cpu_count() or 1)
 
 
 def check_precision(precision: str, allowed: tuple[str, ...] = RUN_PRECISIONS) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import resource
 import subprocess
 import sys
 from dataclasses import dataclass, field
@@ -133,10 +134,14 @@ def _available_mib() -> float | None:
     return int(found.group(1)) / 1024 if found else None
 
 
+def address_cap(wanted: int, soft: int, hard: int) -> int:
+    """The child's soft address-space limit: `wanted`, but never above a limit already set (a
+    user's `ulimit -v` sets both; a soft limit above the hard one is refused by the kernel)."""
+    return min([wanted] + [limit for limit in (soft, hard) if limit != resource.RLIM_INFINITY])
+
+
 def _isolated_main() -> None:
     """Child side of measure_isolated: JSON request on stdin, JSON Measurement on stdout."""
-    import resource
-
     # A first forward pass imports torch._dynamo lazily (einops registers with it); under the
     # address-space cap that import can fail with OSError ("could not get source code") instead of
     # MemoryError, which the measurement would not recognise as out-of-memory: import it uncapped.
@@ -146,8 +151,8 @@ def _isolated_main() -> None:
     limit = request["memory_limit_mib"] or (0.9 * (_available_mib() or 0.0)) or None
     size_now = proc_status_kib("VmSize")
     if limit is not None and size_now is not None:
-        cap = int(size_now * 1024 + limit * MIB)
-        resource.setrlimit(resource.RLIMIT_AS, (cap, resource.getrlimit(resource.RLIMIT_AS)[1]))
+        soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+        resource.setrlimit(resource.RLIMIT_AS, (address_cap(int(size_now * 1024 + limit * MIB), soft, hard), hard))
     result = measure(BenchModel(**request["model"]), request["frames"], request["size"],
                      RunSettings(**request["settings"]))
     print(json.dumps(dataclasses.asdict(result)))

@@ -16,6 +16,8 @@ from vidcls.cli.app import command, guarded, one_of
 from vidcls.cli.render import err, models_tables, out, show
 from vidcls.errors import UsageError
 
+MAX_CLIP_BYTES = 1 << 30  # sample-clip draws every frame in memory, then encodes them
+
 
 @command("models")
 @guarded
@@ -56,6 +58,10 @@ def sample_clip_command(
 ) -> None:
     """Write a synthetic clip of a shape moving in one direction (input for demo-motion)."""
     from vidcls.video.synthetic import make_sample_clip
+
+    if frames * width * height * 3 > MAX_CLIP_BYTES:  # the clip is drawn in memory before it is encoded
+        raise UsageError(f"--frames x --width x --height x 3 bytes is above {MAX_CLIP_BYTES >> 20} MiB; make a "
+                         f"smaller clip")
 
     path = make_sample_clip(output, direction=direction, frames=frames, height=height, width=width,
                             seed=seed)

@@ -49,6 +49,9 @@ class ExportReport:
         return {**dataclasses.asdict(self), "path": str(self.path)}
 
 
+MAX_BATCH = 4096  # a fixed batch the parity check runs once: as many views as predict's --batch-size allows
+
+
 def parse_batch(batch: str | int) -> str | int:
     """'dynamic' or a positive batch size (an int, or its text)."""
     if batch == "dynamic":
@@ -57,8 +60,8 @@ def parse_batch(batch: str | int) -> str | int:
         value = int(batch)
     except (TypeError, ValueError):
         value = 0
-    if value < 1:
-        raise UsageError(f"--batch must be dynamic or a positive integer, got {batch!r}")
+    if not 1 <= value <= MAX_BATCH:
+        raise UsageError(f"--batch must be dynamic or an integer 1..{MAX_BATCH}, got {batch!r}")
     return value
 
 

@@ -68,6 +68,8 @@ def model_failure(exc: BaseException) -> str:
     """The one-line reason a forward pass failed."""
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
         return "model ran out of memory (try a smaller --batch-size)"
+    if isinstance(exc, VidclsError):  # a runtime's own one-line reason (a graph stopped after its time limit)
+        return f"model failed: {first_line(exc)}"
     return f"model failed ({type(exc).__name__}: {first_line(exc)})"
 
 

@@ -18,6 +18,7 @@ from vidcls.errors import UsageError
 # how the defaults read in `--help` and docs/cli.md; None means "the model's recipe" or "chosen by the engine"
 DEFAULT_TOP_K = 5
 DEFAULT_BATCH_SIZE = 8
+MAX_BATCH_SIZE = 4096  # views per forward pass; top_k has no bound of its own: it is cut to the model's labels
 
 
 @dataclass(frozen=True)
@@ -45,11 +46,14 @@ class RunOptions:
             object.__setattr__(self, "labels", parse_labels(self.labels))
         if self.prompt is not None and "{}" not in self.prompt:
             raise UsageError(f"--prompt {self.prompt!r} has no {{}} where the label goes")
-        at_least = {"top_k": (self.top_k, 1), "clips": (self.clips, 1), "frames": (self.frames, 1),
-                    "stride": (self.stride, 1), "batch_size": (self.batch_size, 1), "workers": (self.workers, 0),
-                    "threads": (self.threads, 1)}
-        bad = [f"{name} must be >= {low}, got {value}" for name, (value, low) in at_least.items()
-               if value is not None and value < low]
+        most = choices.max_threads()
+        within = {"top_k": (self.top_k, 1, None), "clips": (self.clips, 1, choices.MAX_CLIPS),
+                  "frames": (self.frames, 1, choices.MAX_FRAMES), "stride": (self.stride, 1, choices.MAX_STRIDE),
+                  "batch_size": (self.batch_size, 1, MAX_BATCH_SIZE), "workers": (self.workers, 0, most),
+                  "threads": (self.threads, 1, most)}
+        bad = [f"{name} must be >= {low}, got {value}" if value < low else f"{name} must be <= {high}, got {value}"
+               for name, (value, low, high) in within.items()
+               if value is not None and (value < low or (high is not None and value > high))]
         if bad:
             raise UsageError(", ".join(bad))
         if self.crops is not None and self.crops not in choices.CROPS:

@@ -62,6 +62,12 @@ def checked_output(output: str | Path | None, formats: Sequence[str] = FORMATS) 
     if output is None:
         return None
     output_format(Path(output), formats)
+    try:  # a name too long, or a folder without access, is refused here rather than after the run
+        is_dir = Path(output).is_dir()
+    except OSError as exc:
+        raise UsageError(f"--output {output}: {exc.strerror or exc}") from None
+    if is_dir:
+        raise UsageError(f"--output {output} is a directory; name a file ({', '.join(formats)})")
     return Path(output)
 
 

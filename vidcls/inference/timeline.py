@@ -12,6 +12,12 @@ to the model as soon as its last frame is in, batched with the next windows'. Me
 the frames of about one window plus one batch of views, never the file; time follows the
 number of windows (frames between them are skipped by seeking), not the file's length.
 
+Windows are planned from what the stream holds, not from what its header claims: its packets
+are counted first (demuxed, not decoded: one quick read of the file), and a header that says
+10^15 ms, stamps a frame at 10^12 ms or counts 2^31-1 samples in a 16 KB file plans windows for
+the dozen frames there are. A window or hop is at least one frame, and a video has at most
+MAX_WINDOWS windows.
+
 Each window "owns" the part of the video closer to its centre than to its neighbours'; owned
 spans tile the video, so consecutive windows with the same top-1 merge into segments that
 never overlap, and every frame of the video has exactly one current window (the annotated
@@ -39,13 +45,14 @@ from vidcls.inference.engine import Recipe
 from vidcls.inference.options import RunOptions, check_timeline_options
 from vidcls.inference.predict import check_recipe, ready_model, top_k_labels
 from vidcls.video.container import DecodeStats, VideoDecodeError
-from vidcls.video.decode import FrameReader, open_frames
+from vidcls.video.decode import FrameReader, count_packets, open_frames
 from vidcls.video.sampling import sample_indices
 from vidcls.video.transforms import crop_views, fitted_frame
 from vidcls.zoo.modeldir import InputSpec
 from vidcls.zoo.resolve import LoadedModel
 
 SEGMENT_SAMPLING_WINDOW_S = 2.0  # default window of segment-sampled models, whose clip has no span of its own
+MAX_WINDOWS = 100_000  # per video: 27 hours at a 1 s hop; each window is a forward pass and a row of scores
 
 
 # ----------------------------------------------------------------------------- windows
@@ -67,6 +74,21 @@ def default_window_s(spec: InputSpec, fps: float) -> float:
     return SEGMENT_SAMPLING_WINDOW_S
 
 
+def window_and_hop(fps: float, spec: InputSpec, window_s: float | None, hop_s: float | None) -> tuple[float, float]:
+    """The window and hop in seconds for a video at `fps`: as given, or the defaults (the clip's
+    span, half of it) made at least one frame long. A window or hop given shorter than one frame
+    is refused: windows that no frame separates would repeat one another, without bound."""
+    frame_s = 1 / fps
+    for flag, value in (("--window", window_s), ("--hop", hop_s)):
+        if value is not None and value < frame_s:
+            raise VidclsError(f"{flag} {value:g} s is shorter than one frame of this video ({frame_s:.4g} s at "
+                              f"{fps:.4g} fps)")
+    window = window_s or max(frame_s, default_window_s(spec, fps))
+    hop = hop_s or max(frame_s, window / 2)
+    check_timeline_options(window, hop, 1)
+    return window, hop
+
+
 def window_starts(duration_s: float, window_s: float, hop_s: float) -> list[float]:
     """Starts hop_s apart from 0; the last window ends at the video's end (it may overlap more).
 
@@ -86,6 +108,10 @@ def plan_windows(num_frames: int, fps: float, spec: InputSpec, window_s: float, 
     as sample_indices samples a whole video, offset to the window's first frame.
     """
     duration = num_frames / fps
+    count = 1 if duration <= window_s else math.ceil((duration - window_s) / hop_s - 1e-9) + 1
+    if count > MAX_WINDOWS:
+        raise VidclsError(f"{count} windows of {window_s:g} s every {hop_s:g} s are more than the {MAX_WINDOWS} a "
+                          f"video may have; give a longer --hop")
     windows = []
     for start in window_starts(duration, window_s, hop_s):
         end = min(duration, start + window_s)
@@ -287,10 +313,9 @@ def window_pass(source: str | Path, model: LoadedModel, device: torch.device, sp
     fit = partial(fitted_frame, side=spec.resize or spec.size, aspect=spec.aspect)
     try:
         with open_frames(source, stats if stats is not None else DecodeStats(), fit) as reader:
-            fps, num_frames = reader.info.fps, reader.info.num_frames
-            window = window_s or default_window_s(spec, fps)
-            hop = hop_s or window / 2
-            check_timeline_options(window, hop, 1)
+            # the header's length is a claim (a 16 KB file may say 10^15 ms): plan what the stream holds
+            fps, num_frames = reader.info.fps, min(reader.info.num_frames, max(1, count_packets(source)))
+            window, hop = window_and_hop(fps, spec, window_s, hop_s)
             windows = plan_windows(num_frames, fps, spec, window, hop, clips)
             chosen = choose_precision(precision, device, exported=model.exported).precision
             batcher = Batcher(model.at_precision(chosen), device, chosen, batch_size, head)

@@ -15,6 +15,7 @@ torch.load(weights_only=True): nothing in it is ever unpickled as code.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import pickle
 import shutil
@@ -158,7 +159,51 @@ def load_last(output: Path) -> tuple[ModelCard, dict[str, torch.Tensor], dict[st
         raise VidclsError(f"{printable(directory / STATE_NAME)}: not a trainer state vidcls wrote (no "
                           f"{', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}); "
                           f"start a new run without --resume")
+    problem = state_problem(state)
+    if problem:
+        raise VidclsError(f"{printable(directory / STATE_NAME)}: {printable(problem)}; the run cannot be resumed "
+                          f"exactly: start a new run without --resume")
     return read_card(directory), weights, state
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def state_problem(state: dict[str, Any]) -> str | None:
+    """What makes a trainer state one this run cannot continue exactly, or None.
+
+    torch.load(weights_only=True) guarantees plain data, not sane data: an edited or damaged file
+    could say `epoch: "two"` (a crash deep in the loop), `epoch: -3` (epochs trained again) or hold
+    an RNG state the generator rejects only when it is used (or never, at an epoch boundary).
+    """
+    config = state["config"]
+    planned = config.get("epochs") if isinstance(config, dict) else None
+    if not _count(planned) or not planned:
+        return f"config.epochs = {planned!r} is not a number of epochs"
+    for key in ("epoch", "step", "best_epoch"):
+        if not _count(state[key]):
+            return f"{key} = {state[key]!r} is not a count (an integer >= 0)"
+    if state["epoch"] > planned or state["best_epoch"] > state["epoch"]:
+        return (f"epoch {state['epoch']} (best {state['best_epoch']}) is not within the {planned} epochs "
+                f"the run planned")
+    if not _number(state["best_top1"]) or not -1 <= state["best_top1"] <= 1:
+        return f"best_top1 = {state['best_top1']!r} is not an accuracy"
+    if not _number(state["seconds"]) or state["seconds"] < 0:
+        return f"seconds = {state['seconds']!r} is not a duration"
+    sums = state["train_sums"]
+    if not (isinstance(sums, list) and len(sums) == 2 and all(_number(v) and v >= 0 for v in sums)):
+        return "train_sums is not a pair of finite sums"
+    rng = state["rng"]
+    try:
+        torch.Generator().set_state(rng)  # the CPU generator checks its size and its mt19937 state
+    except (TypeError, RuntimeError) as exc:
+        return f"rng is not a random generator state ({first_line(exc)})"
+    return None
 
 
 def unreadable_reason(exc: BaseException) -> str:

@@ -215,6 +215,8 @@ class Trainer:
                               f"({type(exc).__name__}: {first_line(exc)}); start a new run without --resume") from None
 
     def restore_state(self, state: dict[str, Any]) -> None:
+        if state["step"] >= self.steps_per_epoch:
+            raise ValueError(f"step {state['step']} of an epoch of {self.steps_per_epoch} steps")
         self.epoch, self.step = state["epoch"], state["step"]
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])

@@ -8,7 +8,10 @@ instead of crashing the run.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,7 +34,11 @@ _STILL_IMAGE_FORMATS = ("image2", "image2pipe")
 _TEXT_FORMATS = ("tty",)
 _DEFAULT_FPS = Fraction(25)  # ffmpeg's own fallback when a stream states no rate at all
 # Network inputs are handed to ffmpeg as they are; a stalled server must not hang a run.
-_NETWORK_OPTIONS = {"rw_timeout": "30000000", "timeout": "30000000"}  # microseconds
+_NETWORK_OPTIONS = {"rw_timeout": "30000000", "timeout": "30000000"}  # microseconds, per read
+# ... nor one that sends a byte every few seconds, or a valid video followed by bytes without end:
+# a network input has this long in all (VIDCLS_NETWORK_DEADLINE seconds), opening and reading together
+DEADLINE_ENV, DEFAULT_DEADLINE_S, READ_TIMEOUT_S = "VIDCLS_NETWORK_DEADLINE", 300.0, 30.0
+_deadlines: dict[int, float] = {}  # id(open network container) -> time.monotonic() it must be done by
 # Largest frame decoded: 8K UHD. A few hundred bytes of H.264 can announce 8192x8192 frames;
 # refusing them up front keeps one hostile file from claiming gigabytes (README, Guarantees).
 MAX_FRAME_PIXELS = 7680 * 4320
@@ -137,19 +144,54 @@ def set_decoder_threads(threads: int) -> None:
     _decoder_threads = threads
 
 
+def network_deadline_s() -> float:
+    """How long one network input may take in all (VIDCLS_NETWORK_DEADLINE, seconds; default 300)."""
+    text = os.environ.get(DEADLINE_ENV, "")
+    try:
+        seconds = float(text) if text else DEFAULT_DEADLINE_S
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise VidclsError(f"{DEADLINE_ENV}={text!r} must be a number of seconds above 0")
+    return seconds
+
+
+def _open_url(url: str) -> InputContainer:
+    """av.open() a URL under the whole-input deadline: PyAV's open timeout bounds the open (probing
+    included), its read timeout each read; decoded_frames checks the deadline between packets."""
+    seconds = network_deadline_s()
+    try:
+        container = av.open(url, metadata_errors="ignore", options=_NETWORK_OPTIONS,
+                            timeout=(seconds, min(seconds, READ_TIMEOUT_S)))
+    except av.error.ExitError as err:
+        raise VideoDecodeError(f"cannot open: no video within {seconds:g} s ({DEADLINE_ENV} sets the limit)") from err
+    except (av.error.FFmpegError, OSError, ValueError) as err:
+        raise VideoDecodeError(f"cannot open: {getattr(err, 'strerror', None) or err}") from err
+    _deadlines[id(container)] = time.monotonic() + seconds
+    return container
+
+
+def _check_deadline(container: InputContainer) -> None:
+    deadline = _deadlines.get(id(container))
+    if deadline is not None and time.monotonic() > deadline:
+        raise VideoDecodeError(f"the network input took longer than {network_deadline_s():g} s in all and was "
+                               f"stopped ({DEADLINE_ENV} sets the limit)")
+
+
 def open_container(path: str | Path) -> InputContainer:
-    """av.open() a file or URL (network timeouts for a URL); every failure is one VideoDecodeError."""
+    """av.open() a file or URL (a whole-input deadline for a URL); every failure is one VideoDecodeError.
+
+    Only regular files are opened: a FIFO or a device (/dev/zero) would block or never end."""
     if is_url(path):
-        try:
-            return av.open(str(path), metadata_errors="ignore", options=_NETWORK_OPTIONS)
-        except (av.error.FFmpegError, OSError, ValueError) as err:
-            raise VideoDecodeError(f"cannot open: {getattr(err, 'strerror', None) or err}") from err
+        return _open_url(str(path))
     path = Path(path)
     try:
         if not path.exists():
             raise VideoDecodeError("file not found")
         if path.is_dir():
             raise VideoDecodeError("is a directory, not a video file")
+        if not path.is_file():
+            raise VideoDecodeError("not a regular file (a FIFO, socket or device); save the video to a file")
         if path.stat().st_size == 0:
             raise VideoDecodeError("file is empty (0 bytes)")
         return av.open(str(path), metadata_errors="ignore")
@@ -161,9 +203,12 @@ def open_container(path: str | Path) -> InputContainer:
 def open_video(path: str | Path) -> Iterator[tuple[InputContainer, VideoStream]]:
     """Open a file or URL and its video stream, turning every PyAV/OS failure inside into VideoDecodeError."""
     container = open_container(path)
-    with container:
+    with container, contextlib.ExitStack() as forget:
+        forget.callback(_deadlines.pop, id(container), None)
         try:
             stream = _video_stream(container, path)
+            if stream.codec_context is None:  # a damaged header can name no codec ffmpeg knows
+                raise VideoDecodeError("no decoder for its video stream (damaged header or unknown codec)")
             stream.thread_type = "AUTO"
             if _decoder_threads:
                 stream.codec_context.thread_count = _decoder_threads
@@ -183,8 +228,11 @@ def decoded_frames(container: InputContainer, stream: VideoStream,
     """
     packets = container.demux(stream)
     while True:
+        _check_deadline(container)
         try:
             packet = next(packets, None)
+        except av.error.ExitError as err:  # the read timeout of a network input
+            raise VideoDecodeError(f"the network input stopped sending for {READ_TIMEOUT_S:g} s") from err
         except av.error.FFmpegError:
             stats.bad_packets += 1
             packet = None

@@ -67,8 +67,11 @@ class VideoInfo:
 # ----------------------------------------------------------------------------- probing
 
 
-def _count_packets(path: str | Path) -> int:
-    """Frame count of a stream whose container states neither count nor duration (raw streams)."""
+def count_packets(path: str | Path) -> int:
+    """How many frames the stream really holds: its packets, demuxed without decoding. For a stream
+    whose container states neither count nor duration (raw streams), and for work whose cost follows
+    the video's length (a timeline), where a header's claim (a duration of 10^15 ms in a 16 KB file)
+    must not decide how much is planned."""
     with open_video(path) as (container, stream):
         return sum(1 for packet in container.demux(stream) if packet.size)
 
@@ -94,7 +97,7 @@ def _counted(info: VideoInfo) -> VideoInfo:
     """`info` with the frame count filled in by counting packets when the header had none (raw streams)."""
     if info.num_frames:
         return info
-    num_frames = _count_packets(info.path)
+    num_frames = count_packets(info.path)
     return dataclasses.replace(info, num_frames=max(1, num_frames), duration_s=num_frames / info.fps)
 
 

@@ -13,10 +13,13 @@ import re
 import shutil
 import sys
 import tempfile
+import urllib.parse
+import urllib.request
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 from vidcls.errors import UsageError
 
@@ -25,6 +28,7 @@ VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", "
                               ".y4m", ".mjpeg", ".mxf", ".vob", ".asf", ".f4v", ".h264", ".hevc"})
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 STDIN = "-"
+MAX_STDIN_BYTES = 8 << 30  # a video piped in is copied to a file first (decoding seeks); at most this much
 _SHARD = re.compile(r"^(\d+)/(\d+)$")
 
 
@@ -64,9 +68,19 @@ def _is_dir(path: Path) -> bool:
         return False
 
 
-def _walk(folder: Path, found: list[VideoInput], skipped: Counter[str]) -> None:
-    """Videos below `folder`, sorted; an unreadable folder (the top one or below) is a failed input."""
+def _walk(folder: Path, found: list[VideoInput], skipped: Counter[str],
+          visited: set[tuple[int, int]] | None = None) -> None:
+    """Videos below `folder`, sorted; an unreadable folder (the top one or below) is a failed input.
+
+    Each folder is listed once, known by its device and inode: a symlink back to a folder above
+    (or two folders linking to each other) would otherwise list the same videos again at every
+    level, or never end."""
+    visited = set() if visited is None else visited
     try:
+        info = folder.stat()
+        if (info.st_dev, info.st_ino) in visited:
+            return
+        visited.add((info.st_dev, info.st_ino))
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except OSError as exc:
         found.append(VideoInput(str(folder), str(folder), f"cannot list folder: {exc.strerror or exc}"))
@@ -74,7 +88,7 @@ def _walk(folder: Path, found: list[VideoInput], skipped: Counter[str]) -> None:
     for entry in entries:
         path = Path(entry.path)
         if _is_dir(path):
-            _walk(path, found, skipped)
+            _walk(path, found, skipped, visited)
         elif path.suffix.lower() in VIDEO_EXTENSIONS:
             found.append(VideoInput(str(path), str(path)))
         else:
@@ -100,18 +114,43 @@ def _list_file(item: str) -> list[str]:
 
 
 def spool_stdin(directory: Path) -> Path:
-    """Copy the video on stdin to a file: decoding seeks, and a pipe cannot."""
+    """Copy the video on stdin to a file: decoding seeks, and a pipe cannot. At most MAX_STDIN_BYTES
+    are copied: an endless or huge stream is refused as soon as it passes that, not once it is whole."""
     if sys.stdin is None or sys.stdin.isatty():
         raise UsageError("input '-' reads a video from stdin, but stdin is a terminal; pipe a file in")
     target = directory / "stdin-video"
     with target.open("wb") as out:
-        shutil.copyfileobj(sys.stdin.buffer, out, 1 << 20)
+        shutil.copyfileobj(_Capped(sys.stdin.buffer, MAX_STDIN_BYTES), out, 1 << 20)
     return target
 
 
+class _Capped:
+    """A binary stream that raises UsageError once more than `limit` bytes were read from it."""
+
+    def __init__(self, stream: BinaryIO, limit: int) -> None:
+        self.stream, self.left, self.limit = stream, limit, limit
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(min(size, self.left + 1) if size >= 0 else self.left + 1)
+        self.left -= len(data)
+        if self.left < 0:
+            raise UsageError(f"input '-': stdin holds more than {self.limit >> 20} MiB; save the video to a file "
+                             f"and pass its path (a file is read in place, never copied)")
+        return data
+
+
 def is_url(source: str | Path) -> bool:
-    """http(s)://, rtsp://, ... : opened by ffmpeg itself, never turned into a Path."""
-    return isinstance(source, str) and bool(_URL.match(source))
+    """http(s)://, rtsp://, ... : opened by ffmpeg itself, never turned into a Path (file:// is a path)."""
+    return isinstance(source, str) and bool(_URL.match(source)) and not source[:7].lower() == "file://"
+
+
+def file_url_path(url: str) -> str | VideoInput:
+    """The local path a file:// URL names (file:///x, file://localhost/x), read as any path is
+    (a FIFO or device refused, not opened by ffmpeg's file protocol); another host is a failed input."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.netloc not in ("", "localhost"):
+        return VideoInput(url, url, f"file:// URL of another host ({parts.netloc}); give a local path")
+    return urllib.request.url2pathname(parts.path)
 
 
 def gather(inputs: Iterable[str | Path], stdin_dir: Path | None = None) -> InputList:
@@ -130,6 +169,9 @@ def gather(inputs: Iterable[str | Path], stdin_dir: Path | None = None) -> Input
             if stdin_dir is None:
                 raise UsageError("input '-' (stdin) is not accepted here")
             found.append(VideoInput(STDIN, str(spool_stdin(stdin_dir))))
+        elif item[:7].lower() == "file://":
+            local = file_url_path(item)
+            found.append(local) if isinstance(local, VideoInput) else pending.append(local)
         elif is_url(item):
             found.append(VideoInput(item, item))
         elif _is_dir(Path(item)):

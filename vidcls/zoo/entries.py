@@ -36,6 +36,9 @@ ATTENTION = ("linear", "quadratic")
 AUTHOR_LAYOUT_FAMILIES = {"xvit": "xvit", "vidtr": "vidtr", "vidtr-compact": "vidtr-compact"}
 LAYOUTS = (*AUTHOR_LAYOUT_FAMILIES, "transformers", "vidcls")  # what a `url` weight file may hold
 SOURCES = ("package", "repo", "url")
+# A zoo file is read whole and walked; these bound what it may cost (the shipped one: 20 KB, about 1,500 values).
+MAX_BYTES = 4 << 20
+MAX_NODES = 1_000_000
 
 
 @dataclass(frozen=True)
@@ -73,19 +76,62 @@ def _merge(stamps: tuple[tuple[str, int], ...]) -> Zoo:
     entries = _entries(text, SHIPPED)
     origins = dict.fromkeys(entries, SHIPPED)
     for path, _ in stamps:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise UsageError(f"{ENV}: {path}: {exc.strerror}") from None
+        text = _read_zoo_file(Path(path))
         added = _entries(text, path)
         entries |= added
         origins |= dict.fromkeys(added, path)
     return Zoo(entries, origins)
 
 
+def expanded_nodes(text: str) -> int:
+    """How many nodes the YAML text holds once its aliases are expanded, counted from the event
+    stream (no node is built): 700 bytes of anchors that each repeat the previous one nine times
+    expand to billions of nodes, and whatever walks them (a JSON dump, a table) runs out of memory.
+    Stops counting past MAX_NODES."""
+    sizes: dict[str, int] = {}
+    open_nodes: list[tuple[str | None, int]] = [(None, 0)]
+    for event in yaml.parse(text, Loader=SAFE_LOADER):
+        if isinstance(event, (yaml.SequenceStartEvent, yaml.MappingStartEvent)):
+            open_nodes.append((event.anchor, 1))
+            continue
+        if isinstance(event, (yaml.SequenceEndEvent, yaml.MappingEndEvent)):
+            anchor, size = open_nodes.pop()
+        elif isinstance(event, yaml.ScalarEvent):
+            anchor, size = event.anchor, 1
+        elif isinstance(event, yaml.AliasEvent):
+            anchor, size = None, sizes.get(event.anchor, 1)
+        else:
+            continue
+        if anchor is not None:
+            sizes[anchor] = size
+        parent_anchor, parent_size = open_nodes[-1]
+        open_nodes[-1] = (parent_anchor, parent_size + size)
+        if parent_size + size > MAX_NODES:
+            break
+    return sum(size for _, size in open_nodes)
+
+
+def _read_zoo_file(path: Path) -> str:
+    """A user zoo file's text: at most MAX_BYTES of UTF-8; anything else is one line naming the file."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"{ENV}: {path}: {exc.strerror}") from None
+    if len(data) > MAX_BYTES:
+        raise UsageError(f"{ENV}: {path}: larger than {MAX_BYTES >> 20} MiB; a zoo file is a list of entries")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UsageError(f"{ENV}: {path}: not UTF-8 text (byte {exc.start})") from None
+
+
 def _entries(text: str, origin: str) -> dict[str, dict[str, Any]]:
     """The checked entries of one zoo file's text."""
     try:
+        if expanded_nodes(text) > MAX_NODES:
+            raise UsageError(f"{origin}: its aliases expand to more than {MAX_NODES:,} values (a YAML alias bomb?); "
+                             f"a zoo file is a list of entries")
         data = yaml.load(text, Loader=SAFE_LOADER)
     except yaml.YAMLError as exc:
         raise UsageError(f"{origin}: not a YAML file ({first_line(exc)})") from None
@@ -135,6 +181,9 @@ def url_problem(entry: dict[str, Any]) -> str | None:
     family = AUTHOR_LAYOUT_FAMILIES.get(layout)
     if family is not None and family != entry["family"]:
         return f"a checkpoint in the {layout} layout converts to family {family}, not {entry['family']}"
+    size = weights.get("size")
+    if size is not None and not (isinstance(size, int) and not isinstance(size, bool) and size > 0):
+        return "weights size must be the file's size in bytes (an integer > 0) or absent"
     digest = weights.get("sha256")
     if digest is not None and not (isinstance(digest, str) and len(digest) == 64
                                    and all(c in "0123456789abcdefABCDEF" for c in digest)):

@@ -183,10 +183,22 @@ def fetch_url(ref: str) -> Fetched:
         known = pinned.sha256.lower() if pinned else cache.read_lock().get(url)
         if known and (cache.converted_dir(known) / WEIGHTS_NAME).is_file():
             return Fetched(card, cache.VerifiedFile(cache.converted_dir(known) / WEIGHTS_NAME, url, known, False))
-        source = web.fetch(url, pinned=pinned, how_to_fetch=f"vidcls download {ref}")
+        source = web.fetch(url, pinned=pinned, how_to_fetch=f"vidcls download {ref}", size=pin.get("size"),
+                           limit=checkpoint_bound(card))
         converted = keep_converted(source, card, layout=pin["layout"])
         source.path.unlink()
     return Fetched(card, converted)
+
+
+def checkpoint_bound(card: ModelCard) -> int:
+    """The most bytes a checkpoint of `card`'s architecture may take: its parameters in fp32, four
+    times over (a training checkpoint may keep Adam's two moments and an EMA copy beside them),
+    plus 64 MiB of anything else. Counted on the meta device: nothing is allocated."""
+    import torch
+
+    with torch.device("meta"):
+        module = build_model(card.family, card.arch)
+    return 4 * 4 * sum(p.numel() for p in module.parameters()) + (64 << 20)
 
 
 def pin_hint(ref: str, sha256: str) -> str | None:

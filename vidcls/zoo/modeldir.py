@@ -50,9 +50,11 @@ class ModelCard:
     def at_shape(self, frames: int | None = None, size: int | None = None) -> ModelCard:
         """The card of a graph traced at this clip shape (None: the card's own): an exported or
         converted model runs at that shape only, and its card must say so."""
-        spec = dataclasses.replace(self.input, frames=frames or self.input.frames, size=size or self.input.size)
-        if spec.resize is not None and spec.resize < spec.size:
-            spec = dataclasses.replace(spec, resize=None)
+        size = size or self.input.size
+        resize = self.input.resize  # kept only while it still fits the new size
+        if resize is not None and not size <= resize <= InputSpec.max_resize_ratio * size:
+            resize = None
+        spec = dataclasses.replace(self.input, frames=frames or self.input.frames, size=size, resize=resize)
         return dataclasses.replace(self, input=spec)
 
     def to_config(self) -> dict[str, Any]:
@@ -140,7 +142,8 @@ def save_model_dir(directory: Path, card: ModelCard, module: nn.Module, extra: S
 def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
     """All tensors of a safetensors file; every failure is a one-line VidclsError."""
     if not Path(path).is_file():
-        raise VidclsError(f"weights file {path} not found")
+        what = "is not a regular file (a FIFO, socket or device)" if Path(path).exists() else "not found"
+        raise VidclsError(f"weights file {path} {what}")
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as exc:

@@ -197,11 +197,16 @@ def check_labels(card: ModelCard) -> None:
 EXPORTED_SUFFIXES = (".onnx", ".xml")  # a resolved "weights" file that is a whole exported graph
 
 
-def exported_module(path: Path, device: torch.device) -> nn.Module:
-    """The runtime module of an exported graph: ONNX Runtime for .onnx, OpenVINO for .xml."""
+def exported_module(path: Path, device: torch.device, card: ModelCard | None = None) -> nn.Module:
+    """The runtime module of an exported graph: ONNX Runtime for .onnx, OpenVINO for .xml; with
+    `card`, its labels are checked against the graph's outputs as a torch model's against its head."""
     if path.suffix == ".xml":
         return openvino_runtime.OpenVinoModule(path, device)
-    return onnx_runtime.OnnxModule(onnx_runtime.open_session(path, device), device)
+    session = onnx_runtime.open_session(path, device)
+    if card is not None:
+        check_labels(card)
+        onnx_runtime.check_card_outputs(session, card, path)
+    return onnx_runtime.OnnxModule(session, device, classes=len(card.labels) if card and card.labels else None)
 
 
 def load_model(ref: str, weights: str | Path | None = None, device: str | torch.device = "cpu",
@@ -219,8 +224,8 @@ def load_model(ref: str, weights: str | Path | None = None, device: str | torch.
         if weights is not None:
             raise UsageError(f"--weights replaces a torch model's weights; {ref} is an exported graph that carries "
                              f"its own")
-        return LoadedModel(card=resolved.card, module=exported_module(resolved.weights, torch.device(device)),
-                           weights=str(resolved.weights))
+        module = exported_module(resolved.weights, torch.device(device), resolved.card)
+        return LoadedModel(card=resolved.card, module=module, weights=str(resolved.weights))
     weights_path = Path(weights) if weights is not None else resolved.weights
     if weights_path is None and not allow_random:
         raise UsageError(no_weights_message(ref))

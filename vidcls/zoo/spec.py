@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from vidcls.choices import ASPECTS, CROPS, SAMPLINGS, Bounds, Choices
+from vidcls.choices import ASPECTS, CROPS, MAX_CLIPS, MAX_FRAMES, MAX_STRIDE, SAMPLINGS, Bounds, Choices
 from vidcls.errors import VidclsError, printable
 
 
@@ -31,8 +31,11 @@ class InputSpec:
 
     # Bounds of the fields (vidcls.models.validate): every clip the recipe asks for is decoded,
     # so frames x clips x crops x size^2 is what one video costs in memory.
-    limits: ClassVar[Bounds] = {"frames": (1, 1024), "stride": (1, 1024), "size": (1, 4096), "resize": (1, 8192),
-                                "mean": (-1e3, 1e3), "std": (1e-6, 1e3), "clips": (1, 100)}
+    limits: ClassVar[Bounds] = {"frames": (1, MAX_FRAMES), "stride": (1, MAX_STRIDE), "size": (1, 4096),
+                                "resize": (1, 8192), "mean": (-1e3, 1e3), "std": (1e-6, 1e3), "clips": (1, MAX_CLIPS)}
+    # resize is the short side frames are scaled to before the crop: within this factor of `size`
+    # (the papers use 1.14: 256 for 224), or a 32 px model would hold 8192 px frames
+    max_resize_ratio: ClassVar[int] = 4
     choices: ClassVar[Choices] = {"sampling": SAMPLINGS, "aspect": ASPECTS, "crops": CROPS}
 
     def __post_init__(self) -> None:
@@ -41,6 +44,10 @@ class InputSpec:
         from vidcls.models.validate import check_fields  # imports torch; the defaults do not
 
         check_fields(self, "input", self.limits, self.choices)
+        if self.resize is not None and self.resize > self.max_resize_ratio * self.size:
+            raise VidclsError(f"input.resize = {self.resize} is out of range: at most {self.max_resize_ratio} x "
+                              f"input.size = {self.max_resize_ratio * self.size} (frames are scaled to it, then "
+                              f"cropped)")
         for key in ("mean", "std"):
             object.__setattr__(self, key, tuple(float(v) for v in getattr(self, key)))
 

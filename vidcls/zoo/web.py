@@ -7,18 +7,25 @@ downloads, HF_HUB_DOWNLOAD_TIMEOUT, HF_HUB_DISABLE_PROGRESS_BARS. No Hub token i
 
 A download goes to `$VIDCLS_HOME/downloads/<url digest>/<name>.partial`; an interrupted
 one (Ctrl-C, a dropped connection) is resumed from the bytes already there by the next
-call. The file gets its final name only after its sha256 was checked (cache.verify, keyed
-by the URL); one that fails is deleted. Callers serialise fetches of one URL across
-processes with `cache.exclusive(url)`.
+call. Every download is bounded while it streams: never past the file's expected size (a
+zoo entry's `size`, else a bound from its architecture, at most MAX_BYTES), refused before the
+first byte when the server's Content-Length is above that or above the free disk space, and a
+partial that cannot be resumed (too large, the disk full) is deleted rather than kept.
+The file gets its final name only after its sha256 was checked (cache.verify, keyed by the
+URL); one that fails is deleted. Callers serialise fetches of one URL across processes with
+`cache.exclusive(url)`.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import hashlib
 import os
+import shutil
 import urllib.parse
 from pathlib import Path
+from typing import Any, BinaryIO
 
 from vidcls.errors import VidclsError, first_line
 from vidcls.zoo import cache, hub
@@ -26,6 +33,52 @@ from vidcls.zoo.cache import Digest, VerifiedFile
 
 PARTIAL = ".partial"
 RANGE_NOT_SATISFIABLE = 416  # what a server answers a resume of a file already complete
+MAX_BYTES = 16 << 30  # the largest file fetched from a URL (the zoo's largest checkpoints: about 1 GB)
+SPARE_BYTES = 64 << 20  # left free on the disk, beside what a download is expected to take
+
+
+class DownloadRefused(VidclsError):
+    """A download stopped because it would break a bound; its partial file cannot be resumed."""
+
+
+class _Bounded:
+    """The partial file as http_get writes it, refusing any write that would take it past `limit`
+    bytes, or leave less than SPARE_BYTES free on its disk: checked on every chunk, as it streams."""
+
+    def __init__(self, handle: BinaryIO, limit: int, url: str) -> None:
+        self.handle, self.limit, self.url = handle, limit, url
+
+    def write(self, chunk: bytes) -> int:
+        size = self.handle.tell() + len(chunk)
+        if size > self.limit:
+            raise DownloadRefused(f"{self.url}: the server sent more than the {self.limit:,} bytes expected of "
+                                  f"this file; stopped there")
+        if shutil.disk_usage(Path(self.handle.name).parent).free - len(chunk) < SPARE_BYTES:
+            raise DownloadRefused(f"{self.url}: the disk of {cache.home()} is full ({size:,} bytes written)")
+        return self.handle.write(chunk)
+
+    def __getattr__(self, name: str) -> Any:  # tell, seek, truncate, flush: the file's own
+        return getattr(self.handle, name)
+
+
+def _size_checked_bar(limit: int, done: int, folder: Path, url: str) -> type:
+    """huggingface_hub's progress bar, refusing the download when the size the server announces
+    (http_get makes the bar with it, before the first byte is written) is above `limit` or above
+    the free space of `folder`."""
+    from huggingface_hub.utils import tqdm
+
+    class SizeCheckedBar(tqdm):
+        def __init__(self, *args: Any, total: int | None = None, **kwargs: Any) -> None:
+            if total is not None and total > limit:
+                raise DownloadRefused(f"{url}: the server announces {total:,} bytes, more than the {limit:,} "
+                                      f"expected of this file")
+            free = shutil.disk_usage(folder).free
+            if total is not None and total - done > free - SPARE_BYTES:
+                raise DownloadRefused(f"{url}: the server announces {total:,} bytes and {folder} has "
+                                      f"{free:,} bytes free")
+            super().__init__(*args, total=total, **kwargs)
+
+    return SizeCheckedBar
 
 
 def download_path(url: str) -> Path:
@@ -34,16 +87,23 @@ def download_path(url: str) -> Path:
     return cache.home() / "downloads" / hashlib.sha256(url.encode()).hexdigest()[:16] / name
 
 
-def fetch(url: str, *, pinned: Digest | None, how_to_fetch: str) -> VerifiedFile:
+def fetch(url: str, *, pinned: Digest | None, how_to_fetch: str, size: int | None = None,
+          limit: int = MAX_BYTES) -> VerifiedFile:
     """The verified file at `url`: downloaded (or resumed) unless a verified copy is kept.
 
-    how_to_fetch: the command that fetches it, for the messages.
+    how_to_fetch: the command that fetches it, for the messages. size: the file's exact size when
+    known (checked before its digest); limit: the most bytes it may have otherwise (at most MAX_BYTES).
     """
     target = download_path(url)
     if target.is_file():
         return _verify(target, url, pinned, how_to_fetch)
     partial = target.with_name(target.name + PARTIAL)
-    _transfer(url, partial, how_to_fetch)
+    _transfer(url, partial, how_to_fetch, size if size is not None else min(limit, MAX_BYTES))
+    if size is not None and partial.stat().st_size != size:
+        got = partial.stat().st_size
+        partial.unlink()
+        raise VidclsError(f"{url}: the download has {got:,} bytes, not the {size:,} its zoo entry names; "
+                          f"it was deleted")
     verified = _verify(partial, url, pinned, how_to_fetch)
     os.replace(partial, target)
     return dataclasses.replace(verified, path=target)
@@ -61,8 +121,9 @@ def _remove(path: Path) -> str:
     return "the download was deleted"
 
 
-def _transfer(url: str, partial: Path, how_to_fetch: str) -> None:
-    """Append the rest of `url` to `partial` (resuming after the bytes it holds), with a progress bar.
+def _transfer(url: str, partial: Path, how_to_fetch: str, limit: int) -> None:
+    """Append the rest of `url` to `partial` (resuming after the bytes it holds), with a progress bar,
+    never past `limit` bytes.
 
     Fails at once, before any retry, when offline mode forbids it or the host cannot be reached.
     """
@@ -80,14 +141,24 @@ def _transfer(url: str, partial: Path, how_to_fetch: str) -> None:
                           f"to work from the cache alone")
     partial.parent.mkdir(parents=True, exist_ok=True)
     done = partial.stat().st_size if partial.exists() else 0
+    if done > limit:  # kept by an older vidcls, or the entry's size changed: it cannot be resumed
+        partial.unlink()
+        done = 0
     with open(partial, "ab") as handle:
         try:
-            http_get(url, handle, resume_size=done, displayed_filename=partial.name.removesuffix(PARTIAL))
+            http_get(url, _Bounded(handle, limit, url), resume_size=done,
+                     displayed_filename=partial.name.removesuffix(PARTIAL),
+                     tqdm_class=_size_checked_bar(limit, done, partial.parent, url))
         except Exception as exc:  # noqa: BLE001 - the HTTP stack raises many types (and other ones across versions)
             if done and _status(exc) == RANGE_NOT_SATISFIABLE:
                 return  # the partial file is already whole: its digest decides
             handle.flush()
             kept = partial.stat().st_size
+            if isinstance(exc, DownloadRefused) or getattr(exc, "errno", None) == errno.ENOSPC:
+                partial.unlink()  # resuming would only repeat it
+                raise (exc if isinstance(exc, DownloadRefused) else
+                       VidclsError(f"{url}: download failed (the disk is full); the partial file was deleted")) \
+                    from None
             if not kept:
                 partial.unlink()
             resume = f"; {kept} bytes are kept in {partial}: run `{how_to_fetch}` to resume" if kept else ""
