@@ -31,7 +31,8 @@ _STILL_IMAGE_FORMATS = ("image2", "image2pipe")
 _TEXT_FORMATS = ("tty",)
 _DEFAULT_FPS = Fraction(25)  # ffmpeg's own fallback when a stream states no rate at all
 # Network inputs are handed to ffmpeg as they are; a stalled server must not hang a run.
-_NETWORK_OPTIONS = {"rw_timeout": "30000000", "timeout": "30000000"}  # microseconds
+NETWORK_TIMEOUT_S = 30  # what a URL may stall for (vidcls serve --allow-urls fetches with the same)
+_NETWORK_OPTIONS = {"rw_timeout": str(NETWORK_TIMEOUT_S * 10**6), "timeout": str(NETWORK_TIMEOUT_S * 10**6)}  # µs
 # Largest frame decoded: 8K UHD. A few hundred bytes of H.264 can announce 8192x8192 frames;
 # refusing them up front keeps one hostile file from claiming gigabytes (README, Guarantees).
 MAX_FRAME_PIXELS = 7680 * 4320
