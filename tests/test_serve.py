@@ -153,6 +153,16 @@ def test_a_bad_upload_fails_alone_and_the_next_is_fine(served, clips):
     assert served.spooled() == []
 
 
+def test_a_playlist_upload_opens_nothing_it_names(served, server):
+    """An HLS playlist or a concat list would have ffmpeg open the URLs and paths written in it: refused."""
+    url = f"http://127.0.0.1:{server.server_address[1]}/segment.ts"
+    playlist = f"#EXTM3U\n#EXT-X-TARGETDURATION:10\n#EXTINF:10,\n{url}\n#EXT-X-ENDLIST\n".encode()
+    for data in (playlist, b"ffconcat version 1.0\nfile '/etc/hostname'\n"):
+        status, _, answer = post_raw(served.port, "/predict", data)
+        assert status == 422 and answer["error"], answer
+    assert server.served.requests == []
+
+
 def test_url_input(served, clips, server):
     """--allow-urls: the server fetches an http URL (here the tests' own server on 127.0.0.1)."""
     server.served.files["/clip.mp4"] = clips["left"].read_bytes()

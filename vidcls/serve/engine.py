@@ -45,6 +45,7 @@ from vidcls.inference.batcher import MEAN_SOFTMAX, Batcher, Head, Scores
 from vidcls.inference.embed import embedding_head
 from vidcls.inference.engine import Decoded, Recipe, decode_views, init_worker
 from vidcls.inference.options import EmbedOptions
+from vidcls.video.container import restrict_to_self_contained_files
 from vidcls.video.inputs import VideoInput
 
 WATCHDOG_S = 1.0  # how often a decoding worker checks that the server is alive
@@ -208,10 +209,12 @@ class RemoteBatcher:
 
 
 def _init_decoder(server_pid: int) -> None:
-    """A decoding worker: engine.init_worker's one thread each, signals left to the server, and a
+    """A decoding worker: engine.init_worker's one thread each, uploads opened as self-contained files only
+    (no playlist that names other paths or URLs), signals left to the server, and a
     watchdog that ends it when the server is gone (killed without draining: a worker would otherwise
     wait on its queue forever, and keep the forkserver alive with it)."""
     init_worker(0)
+    restrict_to_self_contained_files()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     threading.Thread(target=_watch, args=(server_pid,), name="vidcls-watchdog", daemon=True).start()
 

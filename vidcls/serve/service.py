@@ -24,6 +24,7 @@ from vidcls.inference.options import EmbedOptions, RunOptions, TimelineOptions
 from vidcls.inference.predict import on_runtime, plan_run, prediction_of, ready_model, runtime_device
 from vidcls.serve.config import ServeConfig
 from vidcls.serve.engine import PREDICT, DecodePool, ModelLoop, RemoteBatcher, Ticket
+from vidcls.video.container import restrict_to_self_contained_files
 from vidcls.video.inputs import VideoInput
 from vidcls.zoo.resolve import LoadedModel
 
@@ -54,6 +55,7 @@ class Service:
 
     def __init__(self, config: ServeConfig, on_batch: Any = None) -> None:
         self.config = config
+        restrict_to_self_contained_files()  # timelines decode uploads in this process
         options = RunOptions(**config.run_options)
         loaded, self.device = ready_model(config.model, config.weights, runtime_device(config.device, options.runtime))
         self.recipe, settings, cost = plan_run(loaded, options, self.device)

@@ -38,6 +38,19 @@ _NETWORK_OPTIONS = {"rw_timeout": str(NETWORK_TIMEOUT_S * 10**6), "timeout": str
 MAX_FRAME_PIXELS = 7680 * 4320
 
 
+# Demuxers of self-contained video files: all that `vidcls serve` lets ffmpeg use on an upload. A
+# playlist or list format (hls, concat, ...) would have ffmpeg open the paths and URLs written in the file.
+SELF_CONTAINED_FORMATS = ("mov", "matroska", "avi", "mpeg", "mpegts", "mpegvideo", "asf", "flv", "ogg", "gif",
+                          "yuv4mpegpipe", "mjpeg", "mxf", "h264", "hevc", "m4v", "ivf", "nut", "dv")
+_local_options: dict[str, str] = {}  # av.open options for local files (restrict_to_self_contained_files)
+
+
+def restrict_to_self_contained_files() -> None:
+    """From now on, in this process, open local files with the `file` protocol and SELF_CONTAINED_FORMATS'
+    demuxers only: for files from strangers (a server's uploads), which must not make ffmpeg open anything else."""
+    _local_options.update(protocol_whitelist="file", format_whitelist=",".join(SELF_CONTAINED_FORMATS))
+
+
 class VideoDecodeError(VidclsError):
     """A video file cannot be read; the message is a one-line reason (the caller adds the path)."""
 
@@ -153,8 +166,10 @@ def open_container(path: str | Path) -> InputContainer:
             raise VideoDecodeError("is a directory, not a video file")
         if path.stat().st_size == 0:
             raise VideoDecodeError("file is empty (0 bytes)")
-        return av.open(str(path), metadata_errors="ignore")
+        return av.open(str(path), metadata_errors="ignore", options=dict(_local_options))
     except (av.error.FFmpegError, OSError, ValueError) as err:
+        if _local_options and isinstance(err, av.error.ArgumentError):  # EINVAL: a format not on the list
+            raise VideoDecodeError("not a self-contained video file (playlists and lists are refused)") from err
         raise VideoDecodeError(_open_failure(err, path)) from err
 
 
