@@ -218,6 +218,8 @@ def test_models_health_metrics_and_page(served):
         assert name in text
     status, _, page = call(served.port, "GET", "/")
     assert status == 200 and "<script>" in page
+    assert call(served.port, "GET", "/nothing")[:3:2] == (404, {"error": "Not Found"})
+    assert call(served.port, "GET", "/predict")[0] == 405
 
 
 def test_sigterm_drains_requests_in_flight_and_exits_0(tmp_path, clips):

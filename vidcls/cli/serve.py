@@ -89,6 +89,11 @@ def serve_command(
         help="On SIGTERM or Ctrl-C: how long the requests in flight may take to finish before the server exits.",
         rich_help_panel=PANEL,
     )] = 30.0,
+    access_log: Annotated[bool, typer.Option(
+        "--access-log/--no-access-log",
+        help="One line per request on stderr (uvicorn's access log; off by default: it costs CPU per request, "
+             "and /metrics counts requests by status).",
+    )] = False,
     allow_urls: Annotated[bool, typer.Option(
         "--allow-urls",
         help="Accept a `url` field instead of an upload: the server fetches it (http and https only, predict's "
@@ -111,7 +116,8 @@ def serve_command(
                    "threads": threads}
     config = ServeConfig(model, host=host, port=port, weights=None if weights is None else str(weights),
                          device=device, run_options=run_options, max_upload_mb=max_upload_mb, max_queue=max_queue,
-                         timeout_s=timeout, max_wait_ms=max_wait_ms, allow_urls=allow_urls, grace_s=grace)
+                         timeout_s=timeout, max_wait_ms=max_wait_ms, allow_urls=allow_urls, grace_s=grace,
+                         access_log=access_log)
     warning = config.exposure_warning()
     if warning:
         input_line("warning", "yellow", warning)

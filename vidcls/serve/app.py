@@ -24,6 +24,7 @@ from collections.abc import Callable
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -106,6 +107,13 @@ class Admission:
         self.metrics.queue.set(self.inside)
 
 
+async def _routing_error(request: Request, exc: Exception) -> Response:
+    """404 and 405 as JSON too (`{"error": "Not Found"}`), like every other refusal."""
+    status = getattr(exc, "status_code", 500)
+    return JSONResponse({"error": getattr(exc, "detail", "error")}, status_code=status,
+                        headers=getattr(exc, "headers", None))
+
+
 async def _until_disconnected(request: Request) -> None:
     """Returns when the client closes the connection (the body has been read: receive() then waits)."""
     while (await request.receive())["type"] != "http.disconnect":
@@ -126,7 +134,7 @@ class Server:
         routes = [Route("/", self.index), Route("/models", self.models), Route("/health", self.health),
                   Route("/metrics", self.metrics_text),
                   Route("/predict", self.predict, methods=["POST"]), Route("/embed", self.embed, methods=["POST"])]
-        return Starlette(routes=routes)
+        return Starlette(routes=routes, exception_handlers={StarletteHTTPException: _routing_error})
 
     async def index(self, request: Request) -> Response:
         return HTMLResponse(self.page)

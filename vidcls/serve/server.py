@@ -85,7 +85,7 @@ def serve(config: ServeConfig, on_ready: Callable[[str, Service], None] = lambda
         state = Server(service, spool, metrics)
         sock = bind(config.host, config.port)
         uv_config = uvicorn.Config(state.app(), lifespan="off", timeout_graceful_shutdown=config.grace_s,
-                                   log_level="info", server_header=False)
+                                   log_level="info", access_log=config.access_log, server_header=False)
         server = _Uvicorn(uv_config, state, early)
         on_ready(url_of(sock), service)
         server.run(sockets=[sock])
