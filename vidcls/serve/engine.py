@@ -23,7 +23,6 @@ once more; one that breaks it again fails alone.
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import multiprocessing
@@ -208,6 +207,11 @@ class RemoteBatcher:
         return Scores(owner, done.value, done.error, done.model_ms)
 
 
+def _chain(done: concurrent.futures.Future, outcome: concurrent.futures.Future, decoded: Decoded) -> None:
+    error = done.exception() if not done.cancelled() else Cancelled("request cancelled")
+    _settle(outcome, (decoded, done.result()) if error is None else None, error)
+
+
 def _init_decoder(server_pid: int) -> None:
     """A decoding worker: engine.init_worker's one thread each, uploads opened as self-contained files only
     (no playlist that names other paths or URLs), signals left to the server, and a
@@ -278,18 +282,54 @@ class DecodePool:
     def stop(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
-    async def decode(self, item: VideoInput) -> Decoded:
-        """The video's views (or its error); a crash of the worker decoding it is retried once."""
-        for _ in range(2):
-            pool = self.pool
-            try:
-                decoded = await asyncio.wrap_future(pool.submit(_decode, item, self.recipe))
-                if decoded.views is not None:
-                    decoded.views = torch.from_numpy(decoded.views)
-                return decoded
-            except BrokenProcessPool:
-                self._replace(pool)
-        return Decoded(0, error="the decoder crashed on this video")
+    def decode_then(self, item: VideoInput,
+                    forward: Callable[[torch.Tensor], concurrent.futures.Future]) -> concurrent.futures.Future:
+        """Decode the video in a worker and hand its views to `forward` (the model thread's submit) from the
+        pool's own thread, without a turn through the event loop. The future gets (Decoded, the model's
+        Scores), or (Decoded with its error, None); a crash of the worker decoding it is retried once.
+        Cancelling it cancels a decode not yet started."""
+        outcome: concurrent.futures.Future = concurrent.futures.Future()
+        self._submit(item, forward, outcome, attempts=2)
+        return outcome
+
+    def _submit(self, item: VideoInput, forward: Callable, outcome: concurrent.futures.Future, attempts: int) -> None:
+        pool = self.pool
+        try:
+            future = pool.submit(_decode, item, self.recipe)
+        except BrokenProcessPool:
+            self._replace(pool)
+            if attempts > 1:
+                self._submit(item, forward, outcome, attempts - 1)
+            else:
+                _settle(outcome, (Decoded(0, error="the decoder crashed on this video"), None))
+            return
+        except RuntimeError as exc:  # the pool is shutting down: the server is stopping
+            _settle(outcome, error=exc)
+            return
+        outcome.add_done_callback(lambda done: future.cancel() if done.cancelled() else None)
+        future.add_done_callback(lambda done: self._decoded(done, pool, item, forward, outcome, attempts))
+
+    def _decoded(self, future: concurrent.futures.Future, pool: concurrent.futures.Executor, item: VideoInput,
+                 forward: Callable, outcome: concurrent.futures.Future, attempts: int) -> None:
+        if outcome.cancelled():
+            return
+        try:
+            decoded: Decoded = future.result()
+        except BrokenProcessPool:
+            self._replace(pool)
+            if attempts > 1:
+                self._submit(item, forward, outcome, attempts - 1)
+            else:
+                _settle(outcome, (Decoded(0, error="the decoder crashed on this video"), None))
+            return
+        except BaseException as exc:  # noqa: BLE001 - cancelled, or a bug: the request's answer
+            _settle(outcome, error=exc)
+            return
+        if decoded.error is not None or decoded.views is None:
+            _settle(outcome, (decoded, None))
+            return
+        views, decoded.views = torch.from_numpy(decoded.views), None
+        forward(views).add_done_callback(lambda done: _chain(done, outcome, decoded))
 
     def _replace(self, broken: concurrent.futures.Executor) -> None:
         with self.lock:

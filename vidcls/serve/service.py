@@ -110,11 +110,10 @@ class Service:
 
     async def _scored(self, item: VideoInput, key: tuple, ticket: Ticket) -> Scored:
         """Decode in a worker, then the views through the model thread: the engine's Scored."""
-        decoded = await self.decoder.decode(item)
-        if decoded.error is not None or decoded.views is None:
+        decoded, done = await asyncio.wrap_future(
+            self.decoder.decode_then(item, lambda views: self.model.submit(views, key, ticket)))
+        if done is None:
             return scored_of(Scores(decoded, None, decoded.error, 0.0))
-        views, decoded.views = decoded.views, None
-        done: Scores = await asyncio.wrap_future(self.model.submit(views, key, ticket))
         return scored_of(Scores(decoded, done.value, done.error, done.model_ms))
 
     async def _embed(self, item: VideoInput, how: EmbedOptions, ticket: Ticket) -> dict[str, Any]:
