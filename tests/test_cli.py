@@ -526,3 +526,22 @@ def test_ray_refuses_what_it_cannot_do_before_starting(tmp_path, monkeypatch, ex
     result = invoke("predict", "clip.mp4", "--model", "demo-motion", "--ray", "auto", *extra)
     assert result.exit_code == 2, result.output
     assert message in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
+
+
+def test_serve_without_its_extra_is_one_line(monkeypatch):
+    monkeypatch.setitem(sys.modules, "starlette", None)  # what a missing package looks like to find_spec
+    result = invoke("serve", "--model", "demo-motion")
+    assert result.exit_code == 2 and "pip install 'vidcls[serve]'" in result.stderr
+    assert len(result.stderr.splitlines()) == 1
+
+
+def test_serve_config_warns_beyond_this_machine_and_checks_limits():
+    from vidcls.serve.config import ServeConfig
+
+    assert ServeConfig("m").exposure_warning() is None
+    assert ServeConfig("m", host="localhost").exposure_warning() is None
+    assert ServeConfig("m", host="::1").exposure_warning() is None
+    assert "every network interface" in ServeConfig("m", host="0.0.0.0").exposure_warning()
+    assert "192.168.1.5" in ServeConfig("m", host="192.168.1.5").exposure_warning()
+    with pytest.raises(UsageError, match="--max-queue must be >= 1"):
+        ServeConfig("m", max_queue=0)

@@ -22,6 +22,7 @@ import torch
 from vidcls.bench.cost import RunCost
 from vidcls.bench.memory import PeakMemory
 from vidcls.errors import UsageError
+from vidcls.inference.batcher import Batcher
 from vidcls.inference.embed import Embedding, TextEmbedding, embed_texts, embed_videos, embedding_meta
 from vidcls.inference.engine import Recipe
 from vidcls.inference.options import EmbedOptions, RunOptions, TimelineOptions, parse_labels
@@ -97,39 +98,46 @@ def _prediction_sink(run: PredictRun, file: Path, top_k: int, resume: bool,
         yield lambda prediction: writer.write({**run.record(prediction), **(extra or {}).get(prediction.video, {})})
 
 
-def _timelines(videos: list[VideoInput], loaded: LoadedModel, target: torch.device, options: RunOptions,
-               recipe: Recipe, over_time: TimelineOptions) -> Iterator[Prediction]:
-    """One Prediction per video, each with its timeline (vidcls.inference.timeline: one pass over the
-    file); a video that fails, or whose plot or annotated video cannot be written, gets the error."""
+def timeline_prediction(item: VideoInput, loaded: LoadedModel, target: torch.device, options: RunOptions,
+                        recipe: Recipe, over_time: TimelineOptions, several: bool = False,
+                        batcher: Batcher | None = None) -> Prediction:
+    """One video's Prediction with its timeline (vidcls.inference.timeline: one pass over the file), as
+    predict --timeline writes it; a video that fails, or whose plot or annotated video cannot be written,
+    gets the error. batcher: the timeline's (None: its own; `vidcls serve` shares its engine's)."""
     from vidcls.inference.timeline import failure_reason, timeline
     from vidcls.viz.overlay import write_annotated_video
     from vidcls.viz.timeline import plot_timeline
 
-    several = len(videos) > 1
+    start = time.perf_counter()
+    result = Prediction(video=item.name, model=loaded.name)
+    try:
+        found = timeline(item.source, loaded, window_s=over_time.window_s, hop_s=over_time.hop_s,
+                         smooth=over_time.smooth, top_k=options.top_k, clips=recipe.clips, crops=recipe.crops,
+                         frames=recipe.spec.frames, stride=recipe.spec.stride, sampling=recipe.spec.sampling,
+                         device=target, precision=options.precision, batch_size=options.batch_size,
+                         batcher=batcher)
+        if over_time.plot is not None:
+            plot_timeline(found, TimelineOptions.path_for(over_time.plot, item.name, several),
+                          title=f"{loaded.name}: {item.name}")
+        if over_time.out_video is not None:
+            write_annotated_video(item.source, found, TimelineOptions.path_for(over_time.out_video, item.name, several),
+                                  audio=over_time.audio)
+    except Exception as exc:  # noqa: BLE001 - the model, a plot path, the encoder: one video's failure
+        result.error = failure_reason(exc, item.source)
+    else:
+        result.top_k = top_k_labels(found.probs.mean(dim=0), loaded.labels, options.top_k)
+        result.timeline = found.to_json()
+        result.frames_used = sum(len(window.indices) for window in found.windows)
+        result.warnings = found.stats.warnings()
+    result.processing_s = round(time.perf_counter() - start, 4)
+    return result
+
+
+def _timelines(videos: list[VideoInput], loaded: LoadedModel, target: torch.device, options: RunOptions,
+               recipe: Recipe, over_time: TimelineOptions) -> Iterator[Prediction]:
+    """One Prediction per video, each with its timeline (timeline_prediction)."""
     for item in videos:
-        start = time.perf_counter()
-        result = Prediction(video=item.name, model=loaded.name)
-        try:
-            found = timeline(item.source, loaded, window_s=over_time.window_s, hop_s=over_time.hop_s,
-                             smooth=over_time.smooth, top_k=options.top_k, clips=recipe.clips, crops=recipe.crops,
-                             frames=recipe.spec.frames, stride=recipe.spec.stride, sampling=recipe.spec.sampling,
-                             device=target, precision=options.precision, batch_size=options.batch_size)
-            if over_time.plot is not None:
-                plot_timeline(found, TimelineOptions.path_for(over_time.plot, item.name, several),
-                              title=f"{loaded.name}: {item.name}")
-            if over_time.out_video is not None:
-                write_annotated_video(item.source, found,
-                                      TimelineOptions.path_for(over_time.out_video, item.name, several),
-                                      audio=over_time.audio)
-        except Exception as exc:  # noqa: BLE001 - the model, a plot path, the encoder: one video's failure
-            result.error = failure_reason(exc, item.source)
-        else:
-            result.top_k = top_k_labels(found.probs.mean(dim=0), loaded.labels, options.top_k)
-            result.timeline = found.to_json()
-            result.frames_used = sum(len(window.indices) for window in found.windows)
-            result.warnings = found.stats.warnings()
-        result.processing_s = round(time.perf_counter() - start, 4)
-        yield result
+        yield timeline_prediction(item, loaded, target, options, recipe, over_time, len(videos) > 1)
 
 
 @dataclass(frozen=True)

@@ -7,9 +7,10 @@
     zoo      models, download, convert, sample-clip
     bench    benchmark, export
     train    train
+    serve    serve (the model behind HTTP; vidcls.serve is imported only when it runs)
 """
 
-from vidcls.cli import bench, embed, predict, train, zoo  # noqa: F401 - each registers its commands on `app`
+from vidcls.cli import bench, embed, predict, serve, train, zoo  # noqa: F401 - each registers its commands on `app`
 from vidcls.cli.app import app, main
 
 __all__ = ["app", "main"]

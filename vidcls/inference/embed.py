@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from vidcls.errors import UsageError
-from vidcls.inference.batcher import Head, mean_rows
+from vidcls.inference.batcher import Batcher, Head, mean_rows
 from vidcls.inference.engine import EngineSettings, Recipe, Scored, score_videos
 from vidcls.inference.options import EmbedOptions
 from vidcls.inference.timeline import failure_reason, window_pass
@@ -118,15 +118,16 @@ class Embedding:
         return {**record, "meta": meta}
 
 
-def _from_scored(scored: Scored, item: VideoInput, model: LoadedModel) -> Embedding:
+def embedding_of(scored: Scored, item: VideoInput, model: LoadedModel) -> Embedding:
+    """A video's Embedding from the engine's outcome for it (score_videos, or `vidcls serve`'s engine)."""
     return Embedding(item.name, model.name, scored.value, scored.frames_used,
                      round(sum(scored.timing_ms.values()) / 1e3, 4), scored.error, scored.timing_ms, scored.warnings)
 
 
-def _over_time(item: VideoInput, model: LoadedModel, device: torch.device, recipe: Recipe,
-               settings: EngineSettings, options: EmbedOptions) -> Embedding:
+def embed_over_time(item: VideoInput, model: LoadedModel, device: torch.device, recipe: Recipe,
+                    settings: EngineSettings, options: EmbedOptions, batcher: Batcher | None = None) -> Embedding:
     """One video's vectors per window (the timeline's one pass over the file, in this process);
-    any failure is the video's error."""
+    any failure is the video's error. batcher: window_pass's (None: its own)."""
     start = time.perf_counter()
     result = Embedding(item.name, model.name, error=item.error, spans=[])
     stats = DecodeStats()
@@ -134,7 +135,8 @@ def _over_time(item: VideoInput, model: LoadedModel, device: torch.device, recip
         try:
             found = window_pass(item.source, model, device, recipe.spec, clips=recipe.clips, crops=recipe.crops,
                                 window_s=options.window_s, hop_s=options.hop_s, precision=settings.precision,
-                                batch_size=settings.batch_size, head=embedding_head(options), stats=stats)
+                                batch_size=settings.batch_size, head=embedding_head(options), stats=stats,
+                                batcher=batcher)
         except Exception as exc:  # noqa: BLE001 - decoding, the model: one video's failure
             result.error = failure_reason(exc, item.source)
         else:
@@ -152,10 +154,10 @@ def embed_videos(videos: Sequence[VideoInput], model: LoadedModel, device: torch
     embedding_dim(model)
     if options.over_time:
         for item in videos:
-            yield _over_time(item, model, device, recipe, settings, options)
+            yield embed_over_time(item, model, device, recipe, settings, options)
         return
     for scored in score_videos(videos, model, device, recipe, settings, embedding_head(options)):
-        yield _from_scored(scored, videos[scored.position], model)
+        yield embedding_of(scored, videos[scored.position], model)
 
 
 @dataclass

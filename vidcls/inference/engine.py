@@ -186,8 +186,8 @@ class Scored:
     timing_ms: dict[str, float]
 
 
-def _scored(done: Scores) -> Scored:
-    """A video's Scored from the batcher's outcome for its Decoded."""
+def scored_of(done: Scores) -> Scored:
+    """A video's Scored from the batcher's outcome for its Decoded (the owner it was added as)."""
     decoded: Decoded = done.owner
     timing = decoded.timing_ms if done.value is None else {**decoded.timing_ms, "model": round(done.model_ms, 2)}
     frames_used = decoded.frames_used if done.value is not None else 0
@@ -198,7 +198,7 @@ def _add(batcher: Batcher, decoded: Decoded) -> Iterator[Scored]:
     """Queue a decoded video's views; its tensor is released here, the batcher holds the views."""
     views, decoded.views = decoded.views, None
     for done in batcher.add(decoded, views, decoded.error):
-        yield _scored(done)
+        yield scored_of(done)
 
 
 def score_videos(videos: Sequence[VideoInput], model: LoadedModel, device: torch.device, recipe: Recipe,
@@ -227,7 +227,7 @@ def score_videos(videos: Sequence[VideoInput], model: LoadedModel, device: torch
     try:
         for decoded in decoded_videos:
             yield from _add(batcher, decoded)
-        yield from map(_scored, batcher.flush())
+        yield from map(scored_of, batcher.flush())
     finally:
         torch.set_num_threads(previous)
         # stop the workers now (Ctrl-C, a consumer that stopped), not whenever the iterator is

@@ -170,7 +170,8 @@ def run_on(loaded: LoadedModel, runtime: str) -> str:
     return runtime
 
 
-def _prediction(scored: Scored, item: VideoInput, model: LoadedModel, top_k: int) -> Prediction:
+def prediction_of(scored: Scored, item: VideoInput, model: LoadedModel, top_k: int) -> Prediction:
+    """A video's Prediction from the engine's outcome for it (classify, or `vidcls serve`'s engine)."""
     result = Prediction(video=item.name, model=model.name, frames_used=scored.frames_used, error=scored.error,
                         timing_ms=scored.timing_ms, warnings=scored.warnings)
     if scored.value is not None:
@@ -189,7 +190,7 @@ def classify(videos: Sequence[VideoInput], model: LoadedModel, device: torch.dev
     recipe = recipe or Recipe.of(model.card.input)
     settings = settings or EngineSettings()
     for scored in score_videos(videos, model, device, recipe, settings):
-        yield _prediction(scored, videos[scored.position], model, top_k)
+        yield prediction_of(scored, videos[scored.position], model, top_k)
 
 
 def predict_video(path: str | Path, model: LoadedModel, *, top_k: int = 5, clips: int | None = None,

@@ -305,11 +305,14 @@ class WindowPass:
 
 def window_pass(source: str | Path, model: LoadedModel, device: torch.device, spec: InputSpec, *, clips: int,
                 crops: int, window_s: float | None, hop_s: float | None, precision: str, batch_size: int,
-                head: Head = MEAN_SOFTMAX, stats: DecodeStats | None = None) -> WindowPass:
+                head: Head = MEAN_SOFTMAX, stats: DecodeStats | None = None,
+                batcher: Batcher | None = None) -> WindowPass:
     """`spec`'s recipe (clips x crops views) on windows covering `source`, in one pass over the file,
     each window reduced by `head`: what the labels over time and the embeddings over time share.
     window_s / hop_s default as in timeline(); a file that cannot be decoded raises VideoDecodeError
-    naming it."""
+    naming it. batcher: where the windows' views go (anything with Batcher's add and flush: `vidcls
+    serve` hands in one that shares its forward passes with other requests); by default a Batcher of
+    its own on `model` at `precision`, `batch_size` views per pass, reducing by `head`."""
     fit = partial(fitted_frame, side=spec.resize or spec.size, aspect=spec.aspect)
     try:
         with open_frames(source, stats if stats is not None else DecodeStats(), fit) as reader:
@@ -317,8 +320,9 @@ def window_pass(source: str | Path, model: LoadedModel, device: torch.device, sp
             fps, num_frames = reader.info.fps, min(reader.info.num_frames, max(1, count_packets(source)))
             window, hop = window_and_hop(fps, spec, window_s, hop_s)
             windows = plan_windows(num_frames, fps, spec, window, hop, clips)
-            chosen = choose_precision(precision, device, exported=model.exported).precision
-            batcher = Batcher(model.at_precision(chosen), device, chosen, batch_size, head)
+            if batcher is None:
+                chosen = choose_precision(precision, device, exported=model.exported).precision
+                batcher = Batcher(model.at_precision(chosen), device, chosen, batch_size, head)
             values = _window_values(reader, windows, spec, clips, crops, batcher)
     except VideoDecodeError as exc:
         raise VideoDecodeError(f"{source}: {exc}") from exc
@@ -337,7 +341,7 @@ def timeline(source: str | Path, model: LoadedModel | str, *, window_s: float | 
              hop_s: float | None = None, smooth: int = 1, top_k: int = 5, clips: int | None = None,
              crops: int | None = None, frames: int | None = None, stride: int | None = None,
              sampling: str | None = None, device: str | torch.device | None = None, precision: str = AUTO,
-             batch_size: int = 8, stats: DecodeStats | None = None) -> Timeline:
+             batch_size: int = 8, stats: DecodeStats | None = None, batcher: Batcher | None = None) -> Timeline:
     """Labels over time: the model's recipe on windows covering `source`, in one pass over the file.
 
     window_s defaults to default_window_s (the clip's span), hop_s to half the window (a hop
@@ -345,7 +349,8 @@ def timeline(source: str | Path, model: LoadedModel | str, *, window_s: float | 
     over that many consecutive windows before top-k and segments. clips / crops (the test views
     per window), frames / stride / sampling (the clip) default to the model's recipe; a clip the
     model cannot take is a UsageError before the file is opened. A file that cannot be decoded
-    raises VideoDecodeError naming it; `stats` (a DecodeStats) receives the decoder's counters.
+    raises VideoDecodeError naming it; `stats` (a DecodeStats) receives the decoder's counters;
+    `batcher` is window_pass's (the mean softmax per window).
     """
     RunOptions(top_k=top_k, clips=clips, crops=crops, frames=frames, stride=stride, sampling=sampling,
                precision=precision, batch_size=batch_size)
@@ -356,7 +361,8 @@ def timeline(source: str | Path, model: LoadedModel | str, *, window_s: float | 
     spec, clips, crops = recipe.spec, recipe.clips, recipe.crops
     stats = stats if stats is not None else DecodeStats()
     found = window_pass(source, model, device, spec, clips=clips or spec.clips, crops=crops or spec.crops,
-                        window_s=window_s, hop_s=hop_s, precision=precision, batch_size=batch_size, stats=stats)
+                        window_s=window_s, hop_s=hop_s, precision=precision, batch_size=batch_size, stats=stats,
+                        batcher=batcher)
     return Timeline(video=str(source), model=model.name, labels=model.labels, fps=found.fps,
                     num_frames=found.num_frames, windows=found.windows,
                     probs=smooth_probabilities(found.values, smooth), top_k=top_k, stats=stats)

@@ -34,14 +34,28 @@ _STILL_IMAGE_FORMATS = ("image2", "image2pipe")
 _TEXT_FORMATS = ("tty",)
 _DEFAULT_FPS = Fraction(25)  # ffmpeg's own fallback when a stream states no rate at all
 # Network inputs are handed to ffmpeg as they are; a stalled server must not hang a run.
-_NETWORK_OPTIONS = {"rw_timeout": "30000000", "timeout": "30000000"}  # microseconds, per read
+NETWORK_TIMEOUT_S = 30  # what a URL may stall for, per read (vidcls serve --allow-urls fetches with the same)
+_NETWORK_OPTIONS = {"rw_timeout": str(NETWORK_TIMEOUT_S * 10**6), "timeout": str(NETWORK_TIMEOUT_S * 10**6)}  # µs
 # ... nor one that sends a byte every few seconds, or a valid video followed by bytes without end:
 # a network input has this long in all (VIDCLS_NETWORK_DEADLINE seconds), opening and reading together
-DEADLINE_ENV, DEFAULT_DEADLINE_S, READ_TIMEOUT_S = "VIDCLS_NETWORK_DEADLINE", 300.0, 30.0
+DEADLINE_ENV, DEFAULT_DEADLINE_S, READ_TIMEOUT_S = "VIDCLS_NETWORK_DEADLINE", 300.0, float(NETWORK_TIMEOUT_S)
 _deadlines: dict[int, float] = {}  # id(open network container) -> time.monotonic() it must be done by
 # Largest frame decoded: 8K UHD. A few hundred bytes of H.264 can announce 8192x8192 frames;
 # refusing them up front keeps one hostile file from claiming gigabytes (README, Guarantees).
 MAX_FRAME_PIXELS = 7680 * 4320
+
+
+# Demuxers of self-contained video files: all that `vidcls serve` lets ffmpeg use on an upload. A
+# playlist or list format (hls, concat, ...) would have ffmpeg open the paths and URLs written in the file.
+SELF_CONTAINED_FORMATS = ("mov", "matroska", "avi", "mpeg", "mpegts", "mpegvideo", "asf", "flv", "ogg", "gif",
+                          "yuv4mpegpipe", "mjpeg", "mxf", "h264", "hevc", "m4v", "ivf", "nut", "dv")
+_local_options: dict[str, str] = {}  # av.open options for local files (restrict_to_self_contained_files)
+
+
+def restrict_to_self_contained_files() -> None:
+    """From now on, in this process, open local files with the `file` protocol and SELF_CONTAINED_FORMATS'
+    demuxers only: for files from strangers (a server's uploads), which must not make ffmpeg open anything else."""
+    _local_options.update(protocol_whitelist="file", format_whitelist=",".join(SELF_CONTAINED_FORMATS))
 
 
 class VideoDecodeError(VidclsError):
@@ -194,8 +208,10 @@ def open_container(path: str | Path) -> InputContainer:
             raise VideoDecodeError("not a regular file (a FIFO, socket or device); save the video to a file")
         if path.stat().st_size == 0:
             raise VideoDecodeError("file is empty (0 bytes)")
-        return av.open(str(path), metadata_errors="ignore")
+        return av.open(str(path), metadata_errors="ignore", options=dict(_local_options))
     except (av.error.FFmpegError, OSError, ValueError) as err:
+        if _local_options and isinstance(err, av.error.ArgumentError):  # EINVAL: a format not on the list
+            raise VideoDecodeError("not a self-contained video file (playlists and lists are refused)") from err
         raise VideoDecodeError(_open_failure(err, path)) from err
 
 

@@ -1,0 +1,135 @@
+"""What a request asks of the shared engine, answered with the records `vidcls predict --json` and
+`vidcls embed --json` print: the model, loaded once, and the work of one video.
+
+A predict answer is predict's per-video object (Prediction.to_json plus the run's cost fields)
+built by the same functions from the same engine outcome, so the server and the command line give
+equal answers for the same clip; only the timings differ, and peak_memory_mib is null (the
+server's memory is shared by its requests: /metrics has the process's).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from vidcls.api import timeline_prediction
+from vidcls.errors import UsageError
+from vidcls.inference.batcher import Scores
+from vidcls.inference.embed import embed_over_time, embedding_dim, embedding_meta, embedding_of
+from vidcls.inference.engine import Scored, default_threads, default_workers, scored_of
+from vidcls.inference.options import EmbedOptions, RunOptions, TimelineOptions
+from vidcls.inference.predict import on_runtime, plan_run, prediction_of, ready_model, runtime_device
+from vidcls.serve.config import ServeConfig
+from vidcls.serve.engine import PREDICT, DecodePool, ModelLoop, RemoteBatcher, Ticket
+from vidcls.video.container import restrict_to_self_contained_files
+from vidcls.video.inputs import VideoInput
+from vidcls.zoo.resolve import LoadedModel
+
+
+def check_labels(model: LoadedModel, labels: list[str] | None) -> None:
+    """The one place zero-shot labels are decided: a model with a text side (X-CLIP) scores the given
+    labels instead of its own; no vidcls model has one yet, so every request naming labels is refused
+    (a 400). When predict's library API takes labels, this passes them on instead of refusing."""
+    if labels:
+        raise UsageError(f"model {model.name} has no text side: it cannot score labels of your own "
+                         "(leave out `labels` to get its own classes)")
+
+
+@dataclass
+class Work:
+    """What one request asks: predict (top_k, a timeline with window/hop) or embed (how)."""
+
+    top_k: int = 5
+    timeline: bool = False
+    window_s: float | None = None
+    hop_s: float | None = None
+    labels: list[str] | None = None
+    embed: EmbedOptions | None = None
+
+
+class Service:
+    """The loaded model, its recipe and settings (as predict plans them), and the shared engine."""
+
+    def __init__(self, config: ServeConfig, on_batch: Any = None) -> None:
+        self.config = config
+        restrict_to_self_contained_files()  # timelines decode uploads in this process
+        options = RunOptions(**config.run_options)
+        loaded, self.device = ready_model(config.model, config.weights, runtime_device(config.device, options.runtime))
+        self.recipe, settings, cost = plan_run(loaded, options, self.device)
+        self.loaded = on_runtime(loaded, options.runtime, self.recipe.spec.frames)
+        self.options = options
+        self.cost = dataclasses.replace(cost, peak_memory_mib=None)
+        workers = settings.workers if settings.workers is not None else default_workers(self.device,
+                                                                                       settings.gmacs_per_video)
+        threads = settings.threads or default_threads(self.device, settings.gmacs_per_video)
+        self.settings = dataclasses.replace(settings, workers=workers, threads=threads)
+        self.ref = config.model
+        self.decoder = DecodePool(workers, self.recipe)
+        extra = {} if on_batch is None else {"on_batch": on_batch}
+        self.model = ModelLoop(self.loaded.at_precision(settings.precision), self.device, settings.precision,
+                               settings.batch_size, config.max_wait_ms / 1e3, threads, **extra)
+        self.threads = concurrent.futures.ThreadPoolExecutor(config.timeline_threads,
+                                                             thread_name_prefix="vidcls-timeline")
+
+    def start(self) -> None:
+        self.model.start()
+        self.decoder.start()
+
+    def stop(self) -> None:
+        self.threads.shutdown(wait=True, cancel_futures=True)
+        self.decoder.stop()
+        self.model.stop()
+
+    def card(self) -> dict[str, Any]:
+        """GET /models: the model's card, as served (recipe, runtime, device, precision, batching)."""
+        loaded = self.loaded
+        return {"name": loaded.name, "ref": self.ref, "family": loaded.card.family, "weights": loaded.weights,
+                "labels": loaded.labels, "zero_shot": False, "card": loaded.card.to_config(),
+                "recipe": {**self.recipe.spec.to_dict(), "clips": self.recipe.clips, "crops": self.recipe.crops},
+                "runtime": self.options.runtime, "device": str(self.device), "precision": self.settings.precision,
+                "batch_size": self.settings.batch_size, "workers": self.settings.workers,
+                "max_wait_ms": self.config.max_wait_ms}
+
+    async def run(self, item: VideoInput, work: Work, ticket: Ticket) -> dict[str, Any]:
+        """The record of one video (its `error` set when the video failed)."""
+        check_labels(self.loaded, work.labels)
+        if work.embed is not None:
+            return await self._embed(item, work.embed, ticket)
+        if work.timeline:
+            options = dataclasses.replace(self.options, top_k=work.top_k)
+            over_time = TimelineOptions(work.window_s, work.hop_s)
+            batcher = RemoteBatcher(self.model, PREDICT, ticket)
+            prediction = await self._in_thread(timeline_prediction, item, self.loaded, self.device, options,
+                                               self.recipe, over_time, False, batcher)
+        else:
+            prediction = prediction_of(await self._scored(item, PREDICT, ticket), item, self.loaded, work.top_k)
+        return {**prediction.to_json(), **self.cost.to_json()}
+
+    async def _scored(self, item: VideoInput, key: tuple, ticket: Ticket) -> Scored:
+        """Decode in a worker, then the views through the model thread: the engine's Scored."""
+        decoded, done = await asyncio.wrap_future(
+            self.decoder.decode_then(item, lambda views: self.model.submit(views, key, ticket)))
+        if done is None:
+            return scored_of(Scores(decoded, None, decoded.error, 0.0))
+        return scored_of(Scores(decoded, done.value, done.error, done.model_ms))
+
+    async def _embed(self, item: VideoInput, how: EmbedOptions, ticket: Ticket) -> dict[str, Any]:
+        if self.options.runtime != "torch":
+            raise UsageError(f"embed runs on torch: this server runs the model on {self.options.runtime}")
+        embedding_dim(self.loaded)  # a model without pre-logits is refused before decoding
+        meta = embedding_meta(self.loaded, self.ref, self.recipe, how, self.settings.precision)
+        key = ("embed", how.views, how.normalize)
+        if how.over_time:
+            batcher = RemoteBatcher(self.model, key, ticket)
+            embedding = await self._in_thread(embed_over_time, item, self.loaded, self.device, self.recipe,
+                                              self.settings, how, batcher)
+        else:
+            embedding = embedding_of(await self._scored(item, key, ticket), item, self.loaded)
+        return embedding.to_json(meta)
+
+    async def _in_thread(self, function: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self.threads, function, *args)
+
