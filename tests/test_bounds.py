@@ -407,3 +407,18 @@ def test_hostile_values_are_one_line_with_the_right_exit_code(args, code, proble
     result = runner.invoke(app, [a.format(tmp=tmp_path, clip=clip) for a in args])
     assert result.exit_code == code and problem in " ".join(result.output.split()), result.output
     assert len(error_lines(result.output)) == 1 and "internal error" not in result.output
+
+
+@pytest.mark.parametrize("card", ["{not json", "[1, 2]"], ids=["not-json", "not-an-object"])
+def test_an_onnx_card_that_is_not_a_json_object_is_one_line(card, clip, tmp_path):
+    import onnx
+
+    from onnx_graphs import tiny_onnx
+
+    path = tiny_onnx(tmp_path / "model.onnx", DEMO_CARD, 4)
+    model = onnx.load(str(path))
+    model.metadata_props[0].value = card  # was: internal error (JSONDecodeError, AttributeError)
+    onnx.save(model, str(path))
+    result = runner.invoke(app, ["predict", str(clip), "-m", str(path), "--workers", "0"])
+    assert result.exit_code == 1 and "its vidcls card is not" in result.output, result.output
+    assert len(error_lines(result.output)) == 1 and "internal error" not in result.output

@@ -61,8 +61,18 @@ def read_onnx_card(path: Path) -> tuple[ModelCard, dict[str, Any]]:
     metadata = read_metadata(path)
     if CARD_KEY not in metadata:
         raise VidclsError(f"{path}: an ONNX file without a vidcls card (export it with `vidcls export`)")
-    card = ModelCard.from_config(json.loads(metadata[CARD_KEY]), default_name=path.stem)
-    return card, json.loads(metadata.get(EXPORT_KEY, "{}"))
+    try:
+        config, facts = json.loads(metadata[CARD_KEY]), json.loads(metadata.get(EXPORT_KEY, "{}"))
+    except ValueError as exc:
+        raise VidclsError(f"{path}: its vidcls card is not JSON ({first_line(exc)}); export it again with "
+                          f"`vidcls export`") from None
+    if not isinstance(config, dict) or not isinstance(facts, dict):
+        raise VidclsError(f"{path}: its vidcls card is not a JSON object; export it again with `vidcls export`")
+    try:
+        card = ModelCard.from_config(config, default_name=path.stem)
+    except VidclsError as exc:
+        raise VidclsError(f"{path}: {exc}") from None
+    return card, facts
 
 
 def providers(device: torch.device) -> list[str]:
