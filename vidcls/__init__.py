@@ -16,6 +16,7 @@ The library API that the command line is built on, one function per command:
     >>> vidcls.export_model("demo-motion", "demo.xml", quantize="int8")   # OpenVINO IR (vidcls[openvino])
     >>> vidcls.train_model(vidcls.TrainConfig(model="xvit-tiny", train="data/train",
     ...                                       val="data/val", output="runs/x"))  # vidcls train
+    >>> vidcls.distill("timesformer-k400", "videos/", "runs/lvt")   # vidcls distill: ff-linear weights
 
 The names are imported on first use: `import vidcls` (and `vidcls --help`) does not load
 torch, which takes seconds. `train_model` and `convert_checkpoint` are not called `train`
@@ -46,7 +47,8 @@ _LAZY = {
     "embed": ("api", "embed"), "embed_run": ("api", "embed_run"), "embed_text": ("api", "embed_text"),
     "benchmark": ("api", "benchmark"), "list_models": ("zoo.catalog", "list_models"),
     "TrainConfig": ("train.config", "TrainConfig"), "TrainResult": ("train.config", "TrainResult"),
-    "train_model": ("train.loop", "train"), "convert_checkpoint": ("zoo.convert", "convert_checkpoint"),
+    "train_model": ("train.loop", "train"), "distill": ("api", "distill"),
+    "DistillConfig": ("train.config", "DistillConfig"), "convert_checkpoint": ("zoo.convert", "convert_checkpoint"),
     "export_model": ("export.formats", "export_model"), "ExportReport": ("export.common", "ExportReport"),
     "ray_predict": ("inference.ray", "ray_predict"),
 }
@@ -59,6 +61,7 @@ if TYPE_CHECKING:  # what __getattr__ returns, for type checkers and IDEs
         EvalRun,
         PredictRun,
         benchmark,
+        distill,
         embed,
         embed_run,
         embed_text,
@@ -70,7 +73,7 @@ if TYPE_CHECKING:  # what __getattr__ returns, for type checkers and IDEs
     from vidcls.inference.embed import Embedding  # noqa: F401
     from vidcls.inference.predict import Prediction, predict, predict_video  # noqa: F401
     from vidcls.inference.ray import ray_predict  # noqa: F401
-    from vidcls.train import TrainConfig, TrainResult  # noqa: F401
+    from vidcls.train import DistillConfig, TrainConfig, TrainResult  # noqa: F401
     from vidcls.train import train as train_model  # noqa: F401
     from vidcls.zoo.catalog import list_models  # noqa: F401
     from vidcls.zoo.convert import convert_checkpoint  # noqa: F401

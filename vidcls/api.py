@@ -49,6 +49,7 @@ from vidcls.zoo.resolve import LoadedModel
 if TYPE_CHECKING:  # predict's path must not load the sweep (vidcls.bench's docstring): benchmark imports it
     from vidcls.bench.sweep import BenchPoint, BenchReport
     from vidcls.inference.metrics import EvalSummary
+    from vidcls.train.config import TrainResult
 
 
 @dataclass
@@ -404,6 +405,24 @@ def evaluate_run(model: ModelRef, data: str | Path, *, weights: str | Path | Non
     if plot is not None:
         plot_confusion(summary, Path(plot))
     return EvalRun(summary, run)
+
+
+def distill(teacher: str, data: str | Path, output: str | Path, *, student: str = "ff-linear",
+            val: str | Path | None = None, **options: Any) -> TrainResult:
+    """`vidcls distill`: turn a pretrained quadratic model (joint or divided) into ff-linear on DATA's videos,
+    no labels needed: weight transfer, attention transfer, then distillation on the teacher's soft labels.
+
+    The student is `student`'s attention variant at the teacher's size; the agreement with the teacher is
+    measured on `val`, or by default on a `holdout` share of DATA. options are DistillConfig's fields
+    (attention_epochs, epochs, lr, temperature, label_weight, cache_teacher, precision, resume, ...).
+    Returns the run's TrainResult (best_top1: the best agreement); `output` is the student's model directory.
+    """
+    from vidcls.train.config import DistillConfig
+    from vidcls.train.distill import distill as run_distillation
+
+    config = DistillConfig(model=student, train=Path(data), val=Path(data if val is None else val),
+                           output=Path(output), teacher=teacher, **options)
+    return run_distillation(config)
 
 
 def benchmark(models: str | Sequence[str], frames: Sequence[int] = (8, 16, 32), size: int | None = None, *,

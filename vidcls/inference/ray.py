@@ -149,7 +149,7 @@ def checked_model(model: str, weights: str | None, options: RunOptions) -> str:
     model = os.path.abspath(model) if os.path.exists(model) else model
     resolved = resolve(model, need_weights=weights is None)
     if resolved.weights is None and weights is None:
-        raise UsageError(no_weights_message(model))
+        raise UsageError(no_weights_message(model, resolved.card.family))
     exported = resolved.weights is not None and resolved.weights.suffix == ".onnx"
     recipe = Recipe.of(resolved.card.input, frames=options.frames, stride=options.stride, sampling=options.sampling)
     check_recipe(resolved.card, recipe.spec, exported)

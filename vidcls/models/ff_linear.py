@@ -17,10 +17,17 @@ authors' code as summarised in docs/models.md section 1; the paper itself does n
 Unconfirmed against the authors' code, so kept as config options: the LayerNorm epsilon
 (1e-6), the bias of the qkv projection (on), and the linear-attention epsilon (1e-6).
 No video checkpoint has been published, so the zoo entries are architectures only.
+
+Four options, off in LVT, let the same module be a student of a pretrained ViT video model
+(`vidcls distill`, vidcls.train.transfer): `tubelet_size` (tokens of several frames, a Conv3d
+patch embedding), `patch_norm` (LVT's LayerNorm after the patch embedding, off for a ViT's
+tokens), `pos_embed` (a learned spatial or space-time position table) and `head_hidden = 0`
+(no hidden head layer: the pooled feature goes straight to the classifier, as a ViT's does).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -42,7 +49,7 @@ from vidcls.models.layers import (
     resize_grid_embedding,
     temporal_channel_shift,
 )
-from vidcls.models.validate import Bounds
+from vidcls.models.validate import Bounds, Choices
 
 
 @dataclass
@@ -66,11 +73,16 @@ class FFLinearConfig(VideoConfig):
     neighbourhood: bool = True  # channel shifts of K and V across frames / grid neighbours
     shift_div: int = 8  # C // shift_div channels come from each of t+1 and t-1 (8 Kinetics, 4 SSv2)
     attn_eps: float = 1e-6  # added to the linear-attention normaliser
-    head_hidden: int = 768
+    head_hidden: int = 768  # 0: no hidden layer (pooled feature -> classifier, as in a ViT)
+    # options for a student of a ViT video model (vidcls distill); LVT's values are the defaults
+    tubelet_size: int = 1  # frames per token (a Conv3d patch embedding when > 1)
+    patch_norm: bool = True  # LayerNorm on the patch embedding's tokens
+    pos_embed: str = "none"  # none (LVT), spatial (1, S, C) or spacetime (1, T' S, C): a learned table
 
     limits: ClassVar[Bounds] = {**VideoConfig.limits, "patch_kernel": (1, 4096), "patch_stride": (1, 4096),
                                 "patch_padding": (0, 4096), "mlp_hidden": (1, 1 << 20), "shift_div": (0, 65536),
-                                "attn_eps": (1e-30, 1.0), "head_hidden": (1, 1 << 20)}
+                                "attn_eps": (1e-30, 1.0), "head_hidden": (0, 1 << 20), "tubelet_size": (1, 1024)}
+    choices: ClassVar[Choices] = {**VideoConfig.choices, "pos_embed": ("none", "spatial", "spacetime")}
 
     def block_options(self) -> dict[str, Any]:
         return {**super().block_options(), "mlp_hidden": self.mlp_hidden, "fixation": self.fixation,
@@ -82,16 +94,26 @@ class ConvPatchEmbed(nn.Module):
     """Per-frame overlapping conv patch embedding, then LayerNorm: (B, C, T, H, W) -> (B, T, S, C).
 
     LVT's kernel 16 / stride 14 / padding 8 turns a 224 frame into a 17 x 17 grid whose
-    patches overlap, instead of ViT's 14 x 14 disjoint ones.
+    patches overlap, instead of ViT's 14 x 14 disjoint ones. With tubelet > 1 one token
+    covers that many frames (a Conv3d, as a VideoMAE / ViViT tubelet embedding): T' = T / tubelet.
     """
 
-    def __init__(self, *, in_chans: int, dim: int, kernel: int, stride: int, padding: int, eps: float) -> None:
+    def __init__(self, *, in_chans: int, dim: int, kernel: int, stride: int, padding: int, eps: float,
+                 tubelet: int = 1, norm: bool = True) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(in_chans, dim, kernel, stride, padding)
-        self.norm = nn.LayerNorm(dim, eps=eps)
+        self.tubelet = tubelet
+        self.proj = nn.Conv2d(in_chans, dim, kernel, stride, padding) if tubelet == 1 else \
+            nn.Conv3d(in_chans, dim, (tubelet, kernel, kernel), (tubelet, stride, stride), (0, padding, padding))
+        self.norm = nn.LayerNorm(dim, eps=eps) if norm else nn.Identity()
 
     def forward(self, video: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
-        """Tokens (B, T, h*w, C) and the token grid (h, w)."""
+        """Tokens (B, T', h*w, C) and the token grid (h, w)."""
+        if self.tubelet > 1:
+            if video.shape[2] % self.tubelet:
+                raise ValueError(f"{video.shape[2]} frames are not divisible by tubelet {self.tubelet}")
+            maps = self.proj(video)
+            grid = (maps.shape[-2], maps.shape[-1])
+            return self.norm(rearrange(maps, "b c t h w -> b t (h w) c")), grid
         maps = self.proj(rearrange(video, "b c t h w -> (b t) c h w"))
         grid = (maps.shape[-2], maps.shape[-1])
         tokens = rearrange(maps, "(b t) c h w -> b t (h w) c", b=video.shape[0])
@@ -175,13 +197,21 @@ class FFLinearBlock(nn.Module):
         self.neighbourhood = neighbourhood
         self.shift_div = shift_div
 
-    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
-        """x: (B, T, S, C) tokens on a per-frame (h, w) grid."""
+    def temporal(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """The temporal attention branch (before its residual): K / V from the 8 grid neighbours."""
         from_grid = partial(neighbour_shift_2d, grid=grid) if self.neighbourhood else None
+        return self.temporal_attn(self.temporal_norm(x), axis=1, shift_kv=from_grid)
+
+    def spatial(self, x: torch.Tensor) -> torch.Tensor:
+        """The spatial attention branch (before its residual): K / V channels from frames t-1, t+1."""
         from_frames = (partial(temporal_channel_shift, fold_div=self.shift_div, dim=1)
                        if self.neighbourhood else None)
-        x = x + self.drop_path(self.temporal_attn(self.temporal_norm(x), axis=1, shift_kv=from_grid))
-        x = x + self.drop_path(self.spatial_attn(self.spatial_norm(x), axis=2, shift_kv=from_frames))
+        return self.spatial_attn(self.spatial_norm(x), axis=2, shift_kv=from_frames)
+
+    def forward(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
+        """x: (B, T, S, C) tokens on a per-frame (h, w) grid."""
+        x = x + self.drop_path(self.temporal(x, grid))
+        x = x + self.drop_path(self.spatial(x))
         return x + self.drop_path(self.mlp(self.mlp_norm(x), grid))
 
 
@@ -200,18 +230,22 @@ class FFLinearTransformer(VideoClassifier):
             raise ValueError(f"patch kernel {c.patch_kernel} / padding {c.patch_padding} does not fit "
                              f"a {c.img_size} px frame")
         self.patch_embed = ConvPatchEmbed(in_chans=c.in_chans, dim=c.embed_dim, kernel=c.patch_kernel,
-                                          stride=c.patch_stride, padding=c.patch_padding, eps=c.layer_norm_eps)
-        self.time_embed = nn.Parameter(torch.zeros(1, c.num_frames, 1, c.embed_dim))
+                                          stride=c.patch_stride, padding=c.patch_padding, eps=c.layer_norm_eps,
+                                          tubelet=c.tubelet_size, norm=c.patch_norm)
+        self.time_embed = nn.Parameter(torch.zeros(1, c.num_frames // c.tubelet_size, 1, c.embed_dim))
+        self.pos_embed = None if c.pos_embed == "none" else \
+            nn.Parameter(torch.zeros(1, math.prod(self._pos_grid()), c.embed_dim))
         self.blocks = nn.ModuleList(FFLinearBlock(**c.block_options(), drop_path=rate)
                                     for rate in drop_path_rates(c.drop_path, c.depth))
         self.token_drop = nn.Dropout(c.head_dropout)
         self.fc_norm = nn.LayerNorm(c.embed_dim, eps=c.layer_norm_eps)
-        self.pre_logits = nn.Sequential(nn.Linear(c.embed_dim, c.head_hidden), nn.GELU())
-        self.head = nn.Linear(c.head_hidden, c.num_classes)
+        self.pre_logits = nn.Sequential(nn.Linear(c.embed_dim, c.head_hidden), nn.GELU()) if c.head_hidden \
+            else nn.Identity()
+        self.head = nn.Linear(c.head_hidden or c.embed_dim, c.num_classes)
         self.init_weights()
 
     def init_tables(self) -> list[nn.Parameter]:
-        return [self.time_embed]
+        return [self.time_embed] + ([self.pos_embed] if self.pos_embed is not None else [])
 
     def fan_in_layers(self) -> list[nn.Module]:
         return [self.pre_logits, self.head]
@@ -223,10 +257,23 @@ class FFLinearTransformer(VideoClassifier):
                      for size in (height, width))
 
     def time_embedding(self, frames: int) -> torch.Tensor:
-        """The (1, frames, 1, C) temporal embedding, interpolated (with a warning) off num_frames."""
-        table = resize_grid_embedding(self.time_embed.flatten(1, 2), (self.config.num_frames,), (frames,),
+        """The (1, frames, 1, C) temporal embedding (frames: token steps, T / tubelet_size), interpolated
+        (with a warning) off the configured length."""
+        table = resize_grid_embedding(self.time_embed.flatten(1, 2), (self.time_embed.shape[1],), (frames,),
                                       "ff-linear temporal embedding")
         return table.unsqueeze(2)
+
+    def _pos_grid(self) -> tuple[int, ...]:
+        """The grid the position table is laid out on at the configured shape: (h, w) or (T', h, w)."""
+        c = self.config
+        space = self.token_grid(c.img_size, c.img_size)
+        return space if c.pos_embed == "spatial" else (c.num_frames // c.tubelet_size, *space)
+
+    def position_embedding(self, steps: int, grid: tuple[int, int]) -> torch.Tensor:
+        """The (1, steps or 1, h*w, C) position table for a token grid, interpolated off the configured one."""
+        new_grid = grid if self.config.pos_embed == "spatial" else (steps, *grid)
+        table = resize_grid_embedding(self.pos_embed, self._pos_grid(), new_grid, "ff-linear position embedding")
+        return table.reshape(1, -1, grid[0] * grid[1], table.shape[-1])
 
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:
         """(B, C, T, H, W) normalised video -> tokens (B, T, S, C) on each frame's patch grid."""
@@ -234,10 +281,13 @@ class FFLinearTransformer(VideoClassifier):
             raise ValueError(f"expected a video (B, {self.config.in_chans}, T, H, W); got {tuple(video.shape)}")
         tokens, grid = self.patch_embed(video)
         tokens = tokens + self.time_embedding(tokens.shape[1]).to(tokens.dtype)
+        if self.pos_embed is not None:
+            tokens = tokens + self.position_embedding(tokens.shape[1], grid).to(tokens.dtype)
         for block in self.blocks:
             tokens = self.run_block(block, tokens, grid)
         return tokens
 
     def pool(self, features: torch.Tensor) -> torch.Tensor:
-        """Token dropout, mean over space and time, LayerNorm, then the head's hidden layer (Linear, GELU)."""
+        """Token dropout, mean over space and time, LayerNorm, then the head's hidden layer (Linear, GELU;
+        none with head_hidden = 0)."""
         return self.pre_logits(self.fc_norm(self.token_drop(features).mean(dim=(1, 2))))

@@ -16,7 +16,7 @@ from vidcls.errors import UsageError
 # Options that may change between a run and its --resume: those that do not change the result,
 # and --epochs, which extends (or shortens) the plan: Trainer.plan_schedule re-plans the decay.
 RESUME_MAY_CHANGE = frozenset({"resume", "workers", "device", "compile", "progress", "init", "inflate", "epochs",
-                               "grad_checkpointing"})
+                               "grad_checkpointing", "report_frames", "threads"})
 
 
 @dataclass
@@ -44,6 +44,7 @@ class TrainConfig:
     inflate: str = "central"  # --init imagenet: patch kernel on the central frame, or averaged over the tubelet
     resume: bool = False
     workers: int | None = None  # DataLoader processes; None: as predict chooses them (inference.engine.default_workers)
+    threads: int | None = None  # torch threads of the training process; None: as predict chooses them
     device: str = "auto"
     seed: int = 0
     flip: bool = True
@@ -58,6 +59,7 @@ class TrainConfig:
         checks = [(self.epochs >= 1, "--epochs must be >= 1"), (self.batch_size >= 1, "--batch-size must be >= 1"),
                   (self.accumulate >= 1, "--accumulate must be >= 1"),
                   (self.workers is None or self.workers >= 0, "--workers must be >= 0"),
+                  (self.threads is None or self.threads >= 1, "--threads must be >= 1"),
                   (self.optimizer in OPTIMIZERS, f"--optimizer must be one of {', '.join(OPTIMIZERS)}"),
                   (self.inflate in INFLATIONS, f"--inflate must be one of {', '.join(INFLATIONS)}"),
                   (self.lr is None or 0 < self.lr <= 10, "--lr must be in (0, 10]"),
@@ -87,6 +89,51 @@ class TrainConfig:
             values[key] = str(Path(values[key]).expanduser().resolve())
         values["scale"] = list(values["scale"])
         return values
+
+
+@dataclass
+class DistillConfig(TrainConfig):
+    """The options of `vidcls distill` (vidcls.train.distill): `model` is the student REF (an ff-linear
+    zoo entry: it gives the attention variant, the teacher the sizes), `train` the videos DATA, `val`
+    the held-out videos (the same path as `train`: a `holdout` share of DATA, never trained on),
+    `epochs` the distillation stage's epochs, after `attention_epochs` of attention transfer."""
+
+    # the defaults measured on demo-motion -> ff-linear (README: Getting ff-linear weights)
+    epochs: int = 12
+    batch_size: int = 16
+    lr: float | None = 1e-3
+    teacher: str = ""
+    attention_epochs: int = 2
+    attention_lr: float | None = None  # None: --lr
+    temperature: float = 2.0
+    label_weight: float = 0.0  # share of the cross-entropy on DATA's labels in the distillation loss
+    holdout: float = 0.1
+    cache_teacher: bool = False
+    report_frames: tuple[int, ...] = ()  # clip lengths of the cost comparison; () = 1, 4 and 16 x the teacher's
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.report_frames = tuple(self.report_frames)
+        checks = [(bool(self.teacher), "--teacher is required"),
+                  (self.attention_epochs >= 0, "--attention-epochs must be >= 0"),
+                  (self.attention_lr is None or self.attention_lr > 0, "--attention-lr must be > 0"),
+                  (self.temperature > 0, "--temperature must be > 0"),
+                  (0 <= self.label_weight <= 1, "--label-weight must be in [0, 1]"),
+                  (0 < self.holdout < 1, "--holdout must be in (0, 1)"),
+                  (all(int(n) >= 1 for n in self.report_frames), "--report-frames must be >= 1")]
+        for ok, message in checks:
+            if not ok:
+                raise UsageError(message)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = super().to_dict()
+        values["report_frames"] = list(values["report_frames"])
+        return values
+
+    @property
+    def holds_out(self) -> bool:
+        """Whether the held-out videos are a share of DATA (no separate --val)."""
+        return self.val.expanduser().resolve() == self.train.expanduser().resolve()
 
 
 @dataclass
@@ -130,10 +177,11 @@ def epochs_started(state: dict[str, Any]) -> int:
     return state["epoch"] + (1 if state["step"] else 0)
 
 
-def changed_options(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+def changed_options(saved: dict[str, Any], current: dict[str, Any],
+                    may_change: frozenset[str] = RESUME_MAY_CHANGE) -> list[str]:
     """Options that differ from the checkpointed run's and would change the result."""
     return [f"--{key.replace('_', '-')} (was {saved.get(key)!r}, now {value!r})" for key, value in current.items()
-            if key not in RESUME_MAY_CHANGE and saved.get(key) != value]
+            if key not in may_change and saved.get(key) != value]
 
 
 def summary_line(result: TrainResult) -> str:

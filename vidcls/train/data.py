@@ -14,7 +14,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path, PurePath
@@ -165,6 +165,24 @@ def label_indices(samples: Sequence[Sample], classes: Sequence[str], what: str) 
         raise VidclsError(f"{what} data has label(s) that the training data does not have: {shown} "
                           f"({len(unseen)} in all; the {len(classes)} training classes are fixed by --train)")
     return [index[s.label] for s in samples]
+
+
+def record_failures(known: dict[str, str], failures: Iterable[tuple[str, str]], total: int, max_fraction: float,
+                    split: str, warn: Callable[[str], None]) -> None:
+    """Add (path, reason) failures to `known`; warn once per video; stop past the limit.
+
+    The limit is checked against the whole split (`total` videos), so it trips as soon as the share
+    of bad videos is certain to exceed --max-bad-fraction, usually early in the first epoch.
+    """
+    for path, reason in failures:
+        if path not in known:
+            known[path] = reason
+            warn(f"skipped {path}: {reason}")
+    if len(known) > max_fraction * total:
+        examples = "; ".join(f"{p}: {r}" for p, r in list(known.items())[:3])
+        raise VidclsError(f"{len(known)} of {total} {split} videos could not be decoded, more than "
+                          f"--max-bad-fraction {max_fraction:g} allows ({examples}"
+                          f"{' ...' if len(known) > 3 else ''}); fix the data or raise the limit")
 
 
 # ----------------------------------------------------------------------------- the Dataset

@@ -3,32 +3,29 @@
 train(TrainConfig(...)) is what `vidcls train` runs. Per epoch: train on random clips
 (one optimizer step per `accumulate` batches, cosine schedule with linear warm-up), then
 evaluate with the model's test-time views, append a metrics row, keep the best weights by
-val top-1 and replace DIR/last. Everything random is derived from (seed, epoch, sample) or
-saved in DIR/last, so a run resumed from DIR/last ends with the same weights as one that
-never stopped (on CPU, where the kernels are deterministic).
+val top-1 and replace DIR/last. Everything random is derived from (seed, epoch, sample) or saved in
+DIR/last, so a resumed run ends with the weights of one that never stopped (on CPU, where kernels are deterministic).
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import random
 import time
 from collections.abc import Iterable
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vidcls import devices as distributed
 from vidcls.bench.cost import view_gmacs
+from vidcls.bench.timing import cpu_threads
 from vidcls.devices import Dist, autocast_context
 from vidcls.errors import UsageError, VidclsError, first_line
-from vidcls.inference.engine import default_workers
+from vidcls.inference.engine import default_threads, default_workers
 from vidcls.models import build_model
-from vidcls.models.layers import WEIGHT_LAYERS
 from vidcls.train.checkpoint import (
     load_last,
     never_checkpointed,
@@ -57,65 +54,27 @@ from vidcls.train.data import (
     label_indices,
     make_loader,
     read_samples,
+    record_failures,
 )
 from vidcls.train.log import Bars, RunLog, stall_hint
+from vidcls.train.optim import make_optimizer, parameter_groups, seed_everything  # noqa: F401 - re-exported
 from vidcls.train.stop import GracefulStop
 from vidcls.train.weights import starting_model
 from vidcls.zoo.modeldir import LAST, WEIGHTS_NAME, load_strict
 
 
-def parameter_groups(module: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay only on the weight matrices of Linear and convolution layers.
-
-    Norm scales, biases, position / time embeddings and learned tokens get none: shrinking
-    them toward zero regularises nothing and hurts transformers. Deciding by layer type
-    rather than by name works for every family without knowing its parameter names.
-    """
-    decayed = {id(m.weight) for m in module.modules() if isinstance(m, WEIGHT_LAYERS)}
-    params = [p for p in module.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if id(p) in decayed], "weight_decay": weight_decay},
-            {"params": [p for p in params if id(p) not in decayed], "weight_decay": 0.0}]
-
-
-def make_optimizer(config: TrainConfig, module: nn.Module) -> torch.optim.Optimizer:
-    groups = parameter_groups(module, config.decay)
-    if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.learning_rate, momentum=config.momentum, nesterov=True)
-    return torch.optim.AdamW(groups, lr=config.learning_rate)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed torch (CPU and CUDA), NumPy and `random` (user code and libraries may draw from them)."""
-    torch.manual_seed(seed)
-    np.random.seed(seed % 2**32)
-    random.seed(seed)
-
-
-# ----------------------------------------------------------------------------- the trainer
-
-
 class Trainer:
-    """One run's model, optimizer, data and progress; `run()` trains to the end or to a signal."""
+    """One run's model, optimizer, data and progress; `run()` trains to the end or to a signal.
+    Distillation (vidcls.train.distill) overrides prepare, start_optimization, compute_loss, evaluate, ..."""
+
+    best_metric = "val_top1"  # the metrics row's key that picks the best weights (see improves)
 
     def __init__(self, config: TrainConfig, info: Dist, log: RunLog) -> None:
         self.config, self.info, self.log = config, info, log
         c = config
-        train_samples = read_samples(c.train)
-        classes = class_list(s.label for s in train_samples)
-        if len(classes) < 2:
-            raise VidclsError(f"{c.train}: training data needs at least 2 classes, found {classes}")
-        val_samples = read_samples(c.val)
-        label_indices(val_samples, classes, "--val")  # only the training classes, refused before any model
-        seed_everything(c.seed)  # the new head's (or the whole model's) initialisation
-        resume_state = self.start_run(classes)
-
+        self.epochs = c.epochs
+        self.train_set, self.val_set, resume_state = self.prepare()
         spec = self.card.input
-        options = dict(seed=c.seed, flip=c.flip, shuffle_frames=c.shuffle_frames, scale=c.scale)
-        # indices by name into the head's labels: the data's classes, or the model's own when its head was kept
-        train_labels = label_indices(train_samples, self.card.labels, "--train")
-        val_labels = label_indices(val_samples, self.card.labels, "--val")
-        self.train_set = VideoClipDataset([s.path for s in train_samples], train_labels, spec, train=True, **options)
-        self.val_set = VideoClipDataset([s.path for s in val_samples], val_labels, spec, train=False, **options)
         self.sampler = EpochSampler(len(self.train_set), info.rank, info.world_size, c.seed)
         pin = info.device.type == "cuda"
         # predict's choice: a cheap model on CPU one per core, a heavy one a quarter of them, CUDA all but two
@@ -125,16 +84,9 @@ class Trainer:
         self.val_loader = make_loader(self.val_set, c.batch_size, val_share, workers, pin)
         self.steps_per_epoch = math.ceil(len(self.sampler.inner) / c.batch_size)
         self.updates_per_epoch = math.ceil(self.steps_per_epoch / c.accumulate)
-        self.warmup_steps, self.total_steps = self.plan_schedule(resume_state)
-
         self.net.to(info.device)
         self.net.set_grad_checkpointing(c.grad_checkpointing)
-        self.model = distributed.wrap(self.net, info)
-        if c.compile:
-            self.model = torch.compile(self.model)
-        self.optimizer = make_optimizer(c, self.net)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: lr_factor(s, self.warmup_steps, self.total_steps))
+        self.start_optimization(resume_state)
         self.scaler = torch.amp.GradScaler(info.device.type, enabled=c.precision == "fp16")
         self.placeholder = torch.zeros(1, 3, spec.frames, spec.size, spec.size)
         self.epoch, self.step = 0, 0
@@ -148,6 +100,38 @@ class Trainer:
             self.restore(resume_state)
 
     # ---------------------------------------------------------------- setup
+
+    def prepare(self) -> tuple[VideoClipDataset, VideoClipDataset, dict[str, Any] | None]:
+        """Read the data, build the model (start_run), and return the training and validation
+        datasets and the trainer state to resume from (None for a new run)."""
+        c = self.config
+        train_samples = read_samples(c.train)
+        classes = class_list(s.label for s in train_samples)
+        if len(classes) < 2:
+            raise VidclsError(f"{c.train}: training data needs at least 2 classes, found {classes}")
+        val_samples = read_samples(c.val)
+        label_indices(val_samples, classes, "--val")  # only the training classes, refused before any model
+        seed_everything(c.seed)  # the new head's (or the whole model's) initialisation
+        resume_state = self.start_run(classes)
+        spec = self.card.input
+        options = dict(seed=c.seed, flip=c.flip, shuffle_frames=c.shuffle_frames, scale=c.scale)
+        # indices by name into the head's labels: the data's classes, or the model's own when its head was kept
+        train_labels = label_indices(train_samples, self.card.labels, "--train")
+        val_labels = label_indices(val_samples, self.card.labels, "--val")
+        return (VideoClipDataset([s.path for s in train_samples], train_labels, spec, train=True, **options),
+                VideoClipDataset([s.path for s in val_samples], val_labels, spec, train=False, **options),
+                resume_state)
+
+    def start_optimization(self, resume_state: dict[str, Any] | None) -> None:
+        """The learning-rate plan, the (DDP-wrapped, compiled) model to call, its optimizer and scheduler."""
+        c = self.config
+        self.warmup_steps, self.total_steps = self.plan_schedule(resume_state)
+        self.model = distributed.wrap(self.net, self.info)
+        if c.compile:
+            self.model = torch.compile(self.model)
+        self.optimizer = make_optimizer(c, self.net)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: lr_factor(s, self.warmup_steps, self.total_steps))
 
     def start_run(self, classes: list[str]) -> dict[str, Any] | None:
         """Build the model: from DIR/last on --resume (returning its trainer state), else from --model and --init."""
@@ -168,6 +152,16 @@ class Trainer:
                                    size=self.card.input.size)
             load_strict(self.net, weights, str(c.output / LAST / WEIGHTS_NAME))
             return state
+        self.check_new_output()
+        start = starting_model(c.model, c.init, classes, name=c.output.name, inflate=c.inflate)
+        self.card, self.net = start.card, start.module
+        self.log.info(f"training {start.card.family} model {c.model!r} on {len(classes)} classes "
+                      f"from {start.origin}")
+        return None
+
+    def check_new_output(self) -> None:
+        """A new run may not overwrite a run or a model in DIR; one killed before its first checkpoint is cleared."""
+        c = self.config
         if self.info.is_main and never_checkpointed(c.output) and run_files(c.output):
             self.log.info(f"starting over: the run in {c.output} was stopped before its first checkpoint "
                           f"(removed {', '.join(start_over(c.output))})")
@@ -175,11 +169,6 @@ class Trainer:
         if existing:
             raise UsageError(f"{c.output} already holds a run or a model ({', '.join(existing)}); pass --resume "
                              f"to continue the run in it, or choose a new --output")
-        start = starting_model(c.model, c.init, classes, name=c.output.name, inflate=c.inflate)
-        self.card, self.net = start.card, start.module
-        self.log.info(f"training {start.card.family} model {c.model!r} on {len(classes)} classes "
-                      f"from {start.origin}")
-        return None
 
     def plan_schedule(self, resume_state: dict[str, Any] | None) -> tuple[int, int]:
         """(warm-up steps, total steps) of the learning-rate schedule.
@@ -218,11 +207,7 @@ class Trainer:
         if state["step"] >= self.steps_per_epoch:
             raise ValueError(f"step {state['step']} of an epoch of {self.steps_per_epoch} steps")
         self.epoch, self.step = state["epoch"], state["step"]
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
-            # the lr of the next step, from the schedule as (re-)planned for --epochs
-            group["lr"] = base * lr_factor(self.scheduler.last_epoch, self.warmup_steps, self.total_steps)
+        self.restore_optimization(state)
         self.scaler.load_state_dict(state["scaler"])
         self.train_sums = torch.tensor(state["train_sums"], dtype=torch.float64)
         self.best_top1, self.best_epoch = state["best_top1"], state["best_epoch"]
@@ -234,6 +219,13 @@ class Trainer:
         self.history = self.log.keep_metrics_until(self.epoch)
         self.log.info(f"resumed from {self.config.output / 'last'} at epoch {self.epoch + 1}, "
                       f"step {self.step}/{self.steps_per_epoch}")
+
+    def restore_optimization(self, state: dict[str, Any]) -> None:
+        """Optimizer and scheduler state, and the lr of the next step from the schedule as (re-)planned."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        for group, base in zip(self.optimizer.param_groups, self.scheduler.base_lrs, strict=True):
+            group["lr"] = base * lr_factor(self.scheduler.last_epoch, self.warmup_steps, self.total_steps)
 
     def state(self) -> dict[str, Any]:
         cuda = self.info.device.type == "cuda"
@@ -256,7 +248,7 @@ class Trainer:
         if self.info.is_main:
             c.output.mkdir(parents=True, exist_ok=True)
         with self.stop, self.log.progress() as bars:
-            while self.epoch < c.epochs:
+            while self.epoch < self.epochs:
                 began = time.perf_counter()
                 if self.step < self.steps_per_epoch:
                     self.train_epoch(bars)
@@ -281,7 +273,7 @@ class Trainer:
         self.sampler.set_position(epoch, self.step * c.batch_size)
         self.train_set.set_epoch(epoch)
         self.model.train()
-        bars.start(f"epoch {epoch + 1}/{c.epochs}", self.steps_per_epoch, self.step)
+        bars.start(f"epoch {epoch + 1}/{self.epochs}", self.steps_per_epoch, self.step)
         began, clips = time.perf_counter(), 0
         for step, batch in enumerate(self.train_loader, start=self.step):
             self.note_failures(self.train_set, "train", batch.failures)
@@ -305,7 +297,7 @@ class Trainer:
         A batch whose every video failed still runs, on a dummy clip with zero loss weight:
         under DDP all processes must take part in every gradient all-reduce.
         """
-        c, device = self.config, self.info.device
+        c = self.config
         first = step - step % c.accumulate
         group = min(c.accumulate, self.steps_per_epoch - first)  # the last group may be short
         videos, labels, weight = batch.videos, batch.labels, 1.0
@@ -313,13 +305,19 @@ class Trainer:
             videos, labels, weight = self.placeholder, torch.zeros(1, dtype=torch.long), 0.0
         sync = self.updated_at(step + 1) or not self.info.enabled
         with contextlib.nullcontext() if sync else self.model.no_sync():
-            with autocast_context(device, c.precision):
-                logits = self.model(videos.to(device, non_blocking=True))
-            loss = F.cross_entropy(logits.float(), labels.to(device), label_smoothing=c.label_smoothing)
+            loss = self.compute_loss(videos, labels)
             self.scaler.scale(loss * (weight / group)).backward()
         if self.updated_at(step + 1):
             self.optimizer_step()
         return loss.item(), int(weight) * len(labels)
+
+    def compute_loss(self, videos: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The batch's loss (a float32 scalar): cross-entropy of the model's logits, label-smoothed.
+        videos is on the CPU, or is self.placeholder for a batch whose every video failed."""
+        device = self.info.device
+        with autocast_context(device, self.config.precision):
+            logits = self.model(videos.to(device, non_blocking=True))
+        return F.cross_entropy(logits.float(), labels.to(device), label_smoothing=self.config.label_smoothing)
 
     def optimizer_step(self) -> None:
         if self.config.clip_grad > 0:
@@ -369,46 +367,50 @@ class Trainer:
         """Record the epoch: metrics row, best weights if top-1 improved, then DIR/last."""
         for dataset, split in ((self.train_set, "train"), (self.val_set, "val")):
             self.note_failures(dataset, split, distributed.merge_dicts(self.skipped[split], self.info).items())
-        row = {"epoch": self.epoch + 1, "train_loss": round(metrics["train_loss"], 6),
-               "val_loss": round(metrics["val_loss"], 6), "val_top1": round(metrics["val_top1"], 6),
-               "val_top5": round(metrics["val_top5"], 6), "lr": self.scheduler.get_last_lr()[0],
-               "seconds": round(seconds, 3),
-               "clips_per_s": round(metrics["train_clips"] / max(1e-9, self.train_seconds), 2),
-               "skipped": sum(len(paths) for paths in self.skipped.values())}
+        row = self.metrics_row(metrics, seconds)
         self.history.append(row)
         self.log.add_metrics(row)
-        self.log.info(f"epoch {row['epoch']}/{self.config.epochs}: train loss {row['train_loss']:.4f}, "
-                      f"val loss {row['val_loss']:.4f}, top-1 {100 * row['val_top1']:.1f}%, "
-                      f"top-5 {100 * row['val_top5']:.1f}%, {seconds:.1f}s")
-        hint = stall_hint([r["train_loss"] for r in self.history], len(self.card.labels), self.config)
-        if hint:
-            self.log.warn(hint)
-        if row["val_top1"] > self.best_top1:
-            self.best_top1, self.best_epoch = row["val_top1"], row["epoch"]
+        self.log.info(self.epoch_line(row))
+        self.after_epoch(row)
+        if self.improves(row):
+            self.best_top1, self.best_epoch = row[self.best_metric], row["epoch"]
             if self.info.is_main:
                 write_model_files(self.config.output, self.card, self.net)
         self.epoch, self.step = self.epoch + 1, 0
         self.save()
 
+    def improves(self, row: dict[str, Any]) -> bool:
+        """Whether the epoch beats the best so far (its weights then become DIR's model)."""
+        return row[self.best_metric] > self.best_top1
+
+    def metrics_row(self, metrics: dict[str, float], seconds: float) -> dict[str, Any]:
+        return {"epoch": self.epoch + 1, "train_loss": round(metrics["train_loss"], 6),
+                "val_loss": round(metrics["val_loss"], 6), "val_top1": round(metrics["val_top1"], 6),
+                "val_top5": round(metrics["val_top5"], 6), "lr": self.scheduler.get_last_lr()[0],
+                "seconds": round(seconds, 3),
+                "clips_per_s": round(metrics["train_clips"] / max(1e-9, self.train_seconds), 2),
+                "skipped": sum(len(paths) for paths in self.skipped.values())}
+
+    def epoch_line(self, row: dict[str, Any]) -> str:
+        return (f"epoch {row['epoch']}/{self.epochs}: train loss {row['train_loss']:.4f}, "
+                f"val loss {row['val_loss']:.4f}, top-1 {100 * row['val_top1']:.1f}%, "
+                f"top-5 {100 * row['val_top5']:.1f}%, {row['seconds']:.1f}s")
+
+    def after_epoch(self, row: dict[str, Any]) -> None:
+        """What the run says after an epoch's row: a warning when the loss has stalled at chance."""
+        hint = stall_hint([r["train_loss"] for r in self.history], len(self.card.labels), self.config)
+        if hint:
+            self.log.warn(hint)
+
+    def summary(self, result: TrainResult) -> str:  # the run's last log line
+        return summary_line(result)
+
     # ---------------------------------------------------------------- undecodable videos
 
     def note_failures(self, dataset: VideoClipDataset, split: str, failures: Iterable[tuple[str, str]]) -> None:
-        """Record (path, reason) failures; warn once per video; stop past the limit.
-
-        The limit is checked against the whole dataset, so it trips as soon as the share of
-        bad videos is certain to exceed --max-bad-fraction, usually early in the first epoch.
-        """
-        known = self.skipped[split]
-        for path, reason in failures:
-            if path not in known:
-                known[path] = reason
-                self.log.warn(f"skipped {path}: {reason}")
-        limit = self.config.max_bad_fraction * len(dataset)
-        if len(known) > limit:
-            examples = "; ".join(f"{p}: {r}" for p, r in list(known.items())[:3])
-            raise VidclsError(f"{len(known)} of {len(dataset)} {split} videos could not be decoded, more than "
-                              f"--max-bad-fraction {self.config.max_bad_fraction:g} allows ({examples}"
-                              f"{' ...' if len(known) > 3 else ''}); fix the data or raise the limit")
+        """Record (path, reason) failures of a split, warn once per video, stop past --max-bad-fraction."""
+        record_failures(self.skipped[split], failures, len(dataset), self.config.max_bad_fraction, split,
+                        self.log.warn)
 
     def result(self) -> TrainResult:
         skipped = {**self.skipped["train"], **self.skipped["val"]}
@@ -423,6 +425,11 @@ def train(config: TrainConfig) -> TrainResult:
     Launched by torchrun, each process runs this; rank 0 alone writes DIR, holding its run lock
     (a second run on DIR is refused) and first repairing what a killed run left (recover).
     """
+    return run_trainer(config, Trainer)
+
+
+def run_trainer(config: TrainConfig, kind: type[Trainer]) -> TrainResult:
+    """The run of a Trainer (or of a subclass: distillation) under DIR's lock, in each torchrun process."""
     info = distributed.setup(config.device)
     finished = False
     try:
@@ -430,11 +437,15 @@ def train(config: TrainConfig) -> TrainResult:
             if info.is_main:
                 recover(config.output)
             log = RunLog(config.output, enabled=info.is_main, progress=config.progress)
-            trainer = Trainer(config, info, log)
-            result = trainer.run()
+            trainer = kind(config, info, log)
+            # predict's rule on a CPU: one torch thread for a cheap model (more only fight over the cores)
+            on_cpu = info.device.type == "cpu" and default_threads(info.device, view_gmacs(trainer.card))
+            with cpu_threads(config.threads or on_cpu or None):  # None: torch's default
+                result = trainer.run()
+            summary = trainer.summary(result)
             del trainer  # with its DDP wrapper, which holds the process group: teardown must free it (see there)
             if not result.interrupted:
-                log.info(summary_line(result))
+                log.info(summary)
         finished = True
         return result
     finally:

@@ -228,7 +228,7 @@ def load_model(ref: str, weights: str | Path | None = None, device: str | torch.
         return LoadedModel(card=resolved.card, module=module, weights=str(resolved.weights))
     weights_path = Path(weights) if weights is not None else resolved.weights
     if weights_path is None and not allow_random:
-        raise UsageError(no_weights_message(ref))
+        raise UsageError(no_weights_message(ref, resolved.card.family))
     check_labels(resolved.card)
     card = resolved.card
     try:
@@ -256,8 +256,18 @@ def attach_text(module: nn.Module, card: ModelCard, weights_files: Sequence[Path
         module.set_labels(card.labels, encode=False)
 
 
-def no_weights_message(ref: str) -> str:
-    """Why an architecture cannot classify, and the ways out."""
+DISTILL_TEACHER = "timesformer-k400"  # the teacher the refusal of a linear model suggests
+
+
+def no_weights_message(ref: str, family: str | None = None) -> str:
+    """Why an architecture cannot classify, and the ways out: for the linear family, which has no
+    published weights, first the route that makes them (`vidcls distill` from a quadratic model)."""
+    if family == "ff-linear":
+        return (f"model {ref!r} is an architecture without trained weights (none were ever published for the "
+                f"linear family); make them from a pretrained quadratic model: `vidcls distill --teacher "
+                f"{DISTILL_TEACHER} --student {ref} --data VIDEOS --output DIR`, then `--model DIR` (any folder of "
+                f"videos, no labels needed; the student takes the teacher's labels; README: Getting ff-linear "
+                f"weights), or pass --weights FILE")
     return (f"model {ref!r} is an architecture without trained weights; pass --weights FILE (a safetensors "
             f"file), fine-tune it with `vidcls train`, convert a checkpoint with `vidcls convert`, or pick a "
             f"zoo model with weights: {', '.join(with_weights())}")
