@@ -225,7 +225,7 @@ def test_models_health_metrics_and_page(served):
 
 
 def test_sigterm_drains_requests_in_flight_and_exits_0(tmp_path, clips):
-    running = Running(tmp_path / "serve", "--grace", "30")
+    running = Running(tmp_path / "serve", "--grace", "30", "--workers", "0")  # decoding in a thread: a quicker start
     data = clips["up"].read_bytes()
     status, _, answer = post_raw(running.port, "/predict?url=http://127.0.0.1:9/x.mp4", b"")
     assert status == 400 and "--allow-urls" in answer["error"]
