@@ -37,7 +37,8 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 def predict_json(*args: object) -> list[dict]:
-    result = CliRunner().invoke(app, ["predict", *map(str, args), "--model", "demo-motion", "--json"])
+    """`vidcls predict ARGS --model demo-motion --json` (decoding in this process: no worker to start)."""
+    result = CliRunner().invoke(app, ["predict", *map(str, args), "--model", "demo-motion", "--json", "--workers", "0"])
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -97,7 +98,8 @@ def test_answers_equal_predict_json(served, clips):
 
 
 def test_embed_equals_embed_json(served, clips):
-    result = CliRunner().invoke(app, ["embed", str(clips["left"]), "--model", "demo-motion", "--json", "--normalize"])
+    result = CliRunner().invoke(app, ["embed", str(clips["left"]), "--model", "demo-motion", "--json", "--normalize",
+                                      "--workers", "0"])
     printed = json.loads(result.stdout)[0]
     status, _, answer = post_form(served.port, "/embed?normalize=1", clips["left"])
     assert status == 200, answer
@@ -223,7 +225,7 @@ def test_models_health_metrics_and_page(served):
 
 
 def test_sigterm_drains_requests_in_flight_and_exits_0(tmp_path, clips):
-    running = Running(tmp_path / "serve", "--grace", "30")
+    running = Running(tmp_path / "serve", "--grace", "30", "--workers", "0")  # decoding in a thread: a quicker start
     data = clips["up"].read_bytes()
     status, _, answer = post_raw(running.port, "/predict?url=http://127.0.0.1:9/x.mp4", b"")
     assert status == 400 and "--allow-urls" in answer["error"]

@@ -29,6 +29,7 @@ import multiprocessing
 import os
 import queue
 import signal
+import tempfile
 import threading
 import time
 from collections import deque
@@ -47,6 +48,7 @@ from vidcls.inference.options import EmbedOptions
 from vidcls.video.container import restrict_to_self_contained_files
 from vidcls.video.inputs import VideoInput
 
+SOCKET_DIR_MAX = 60  # longest $TMPDIR the forkserver's socket is made under (pymp-*/listener-* adds ~32)
 WATCHDOG_S = 1.0  # how often a decoding worker checks that the server is alive
 PREDICT = ("predict",)  # the Head key of predict's mean softmax; embeddings: ("embed", views, normalize)
 
@@ -239,8 +241,16 @@ def start_forkserver() -> None:
     from it, and it loads while the server loads the model."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([__name__])
-    from multiprocessing import forkserver
+    from multiprocessing import forkserver, util
 
+    # The forkserver listens on a Unix socket in a pymp-* folder under $TMPDIR, and a socket's path is
+    # at most 107 bytes: under a long $TMPDIR (a test's tmp_path) that folder is made in /tmp instead.
+    if len(tempfile.gettempdir()) > SOCKET_DIR_MAX and os.path.isdir("/tmp"):
+        saved, tempfile.tempdir = tempfile.tempdir, "/tmp"
+        try:
+            util.get_temp_dir()  # made now, and kept for this process
+        finally:
+            tempfile.tempdir = saved
     forkserver.ensure_running()
 
 

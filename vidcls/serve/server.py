@@ -75,7 +75,8 @@ def serve(config: ServeConfig, on_ready: Callable[[str, Service], None] = lambda
     """Serve until SIGTERM or Ctrl-C; on_ready(url, service) once the model is loaded and the socket listens."""
     early: list[int] = []  # SIGTERM before uvicorn runs: remembered, then a clean stop (exit 0)
     previous = {sig: signal.signal(sig, lambda sig, frame: early.append(sig)) for sig in STOP_SIGNALS[1:]}
-    start_forkserver()  # the decoding workers' parent imports torch while this process loads the model
+    if config.run_options.get("workers") != 0:
+        start_forkserver()  # the decoding workers' parent imports torch while this process loads the model
     metrics = Metrics(config.max_queue)
     service = Service(config, on_batch=metrics.on_batch)  # the model: a bad REF fails here, before listening
     spool = Spool()
