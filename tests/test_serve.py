@@ -284,3 +284,32 @@ def test_web_page_in_a_real_browser(served, clips, tmp_path):
             assert "windows" in page.text_content("#legend")
         finally:
             browser.close()
+
+
+def test_zero_shot_labels_per_request_equal_predict_with_labels(tmp_path_factory, clips):
+    """A text model (a tiny X-CLIP): requests with different label sets share the server at once, each
+    answered as `predict --labels` answers; without labels, the server's own set (serve --labels)."""
+    from xclip_helpers import save_tiny_xclip
+
+    _, directory = save_tiny_xclip(tmp_path_factory.mktemp("xclip") / "model")
+    sets = ["cooking,playing guitar,repairing a bike", "ball,dancing", "video,a,bike,of"]
+    running = Running(tmp_path_factory.mktemp("serve-xclip"), "--labels", "video,bike", model=str(directory))
+    try:
+        with ThreadPoolExecutor(len(sets) * 2) as pool:
+            answers = list(pool.map(lambda names: post_form(running.port, "/predict", clips["left"],
+                                                            {"labels": names, "top_k": "3"}), sets * 2))
+        own = post_form(running.port, "/predict", clips["left"], {"top_k": "3"})
+        refused = post_form(running.port, "/predict", clips["left"], {"labels": "a,,b"})
+    finally:
+        assert running.stop() == 0, "".join(running.log)
+    for names, (status, _, answer) in zip(sets * 2, answers, strict=True):
+        assert status == 200, answer
+        result = CliRunner().invoke(app, ["predict", str(clips["left"]), "--model", str(directory), "--labels", names,
+                                          "--top-k", "3", "--json", "--workers", "0"])
+        assert result.exit_code == 0, result.output
+        [printed] = json.loads(result.stdout)
+        assert [e["label"] for e in answer["top_k"]] == [e["label"] for e in printed["top_k"]]
+        assert [e["score"] for e in answer["top_k"]] == pytest.approx([e["score"] for e in printed["top_k"]],
+                                                                      abs=2e-5)
+    assert own[0] == 200 and {e["label"] for e in own[2]["top_k"]} == {"video", "bike"}
+    assert refused[0] == 400 and "empty name" in refused[2]["error"]

@@ -15,7 +15,9 @@ from vidcls.cli.predict import (
     CropsOption,
     DeviceOption,
     FramesOption,
+    LabelsOption,
     PrecisionOption,
+    PromptOption,
     RuntimeOption,
     SamplingOption,
     StrideOption,
@@ -64,6 +66,8 @@ def serve_command(
     workers: WorkersOption = None,
     threads: ThreadsOption = None,
     weights: WeightsOption = None,
+    labels: LabelsOption = None,
+    prompt: PromptOption = None,
     max_wait_ms: Annotated[float, typer.Option(
         "--max-wait-ms", min=0, metavar="MS",
         help="How long a forward pass that is not full waits for other requests' views (dynamic batching).",
@@ -113,7 +117,7 @@ def serve_command(
 
     run_options = {"clips": clips, "crops": crops, "frames": frames, "stride": stride, "sampling": sampling,
                    "precision": precision, "runtime": runtime, "batch_size": batch_size, "workers": workers,
-                   "threads": threads}
+                   "threads": threads, "labels": labels, "prompt": prompt}
     config = ServeConfig(model, host=host, port=port, weights=None if weights is None else str(weights),
                          device=device, run_options=run_options, max_upload_mb=max_upload_mb, max_queue=max_queue,
                          timeout_s=timeout, max_wait_ms=max_wait_ms, allow_urls=allow_urls, grace_s=grace,

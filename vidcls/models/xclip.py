@@ -22,6 +22,7 @@ multiple of the patch (the patch table likewise).
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -45,6 +46,7 @@ from vidcls.models.layers import (
 from vidcls.models.validate import Bounds, ConfigError
 from vidcls.models.xclip_text import TextClassifier, TextEncoder
 
+ENCODED_SETS = 64  # label sets whose text vectors are kept (set_labels back to one of them: no text pass)
 DEFAULT_PROMPT = "{}"  # X-CLIP was trained on the bare class names; the prompt generator adds the context
 
 
@@ -171,7 +173,9 @@ class XClip(VideoClassifier):
         self.labels: list[str] | None = None
         self.prompt = DEFAULT_PROMPT
         self._pending: tuple[str, ...] | None = None  # prompts set but not encoded yet (encode=False)
-        self._encoded: dict[tuple[str, ...], torch.Tensor] = {}  # prompts -> their (K, P) text vectors, on CPU
+        # prompts -> their (K, P) text vectors, on CPU; the last ENCODED_SETS label sets (a server's clients
+        # may each send their own: the cache must not grow with them)
+        self._encoded: OrderedDict[tuple[str, ...], torch.Tensor] = OrderedDict()
         self.init_weights()
         with torch.no_grad():
             self.head.logit_scale.fill_(c.logit_scale)
@@ -265,6 +269,9 @@ class XClip(VideoClassifier):
         key, self._pending = self._pending, None
         if key not in self._encoded:
             self._encoded[key] = self.encode_text(key).float().cpu()
+            while len(self._encoded) > ENCODED_SETS:
+                self._encoded.popitem(last=False)
+        self._encoded.move_to_end(key)
         self.head.set_embeds(self._encoded[key])
 
     def label_state(self) -> dict[str, Any]:

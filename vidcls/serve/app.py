@@ -30,7 +30,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from vidcls.errors import UsageError, first_line
-from vidcls.inference.options import EmbedOptions, TimelineOptions
+from vidcls.inference.options import EmbedOptions, TimelineOptions, parse_labels
 from vidcls.serve.engine import Ticket
 from vidcls.serve.metrics import Metrics
 from vidcls.serve.service import Service, Work
@@ -81,10 +81,12 @@ def parse_work(endpoint: str, fields: dict[str, str]) -> Work:
             raise HTTPError(400, f"`top_k` must be >= 1, got {top_k}")
         if over_time:
             TimelineOptions(window, hop)
+        # as --labels parses them (no empty or repeated name), from the text only: never `@FILE`
+        text = fields.get("labels", "").strip()
+        labels = parse_labels(text.replace("\n", ",").split(",")) if text else None
     except UsageError as exc:
         raise HTTPError(400, str(exc).replace("--", "")) from None
-    labels = [x.strip() for x in fields.get("labels", "").replace("\n", ",").split(",") if x.strip()]
-    return Work(top_k=top_k or 5, timeline=over_time, window_s=window, hop_s=hop, labels=labels or None)
+    return Work(top_k=top_k or 5, timeline=over_time, window_s=window, hop_s=hop, labels=labels)
 
 
 class Admission:

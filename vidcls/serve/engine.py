@@ -53,6 +53,12 @@ WATCHDOG_S = 1.0  # how often a decoding worker checks that the server is alive
 PREDICT = ("predict",)  # the Head key of predict's mean softmax; embeddings: ("embed", views, normalize)
 
 
+def predict_key(labels: tuple[str, ...] | None) -> tuple:
+    """The batch key of predict's views: one per label set, since a text model (X-CLIP) scores a batch
+    against one set; the model thread sets it before each batch (ModelLoop's `relabel`)."""
+    return PREDICT if labels is None else (*PREDICT, labels)
+
+
 class Cancelled(VidclsError):
     """The request's client went away or its time ran out: its remaining work is dropped."""
 
@@ -66,7 +72,7 @@ class Ticket:
 
 
 def head_for(key: tuple) -> Head:
-    if key == PREDICT:
+    if key[0] == PREDICT[0]:
         return MEAN_SOFTMAX
     return embedding_head(EmbedOptions(views=key[1], normalize=key[2]))
 
@@ -93,8 +99,10 @@ class ModelLoop:
 
     def __init__(self, module: Callable[[torch.Tensor], torch.Tensor], device: torch.device, precision: str,
                  batch_size: int, max_wait_s: float, threads: int,
-                 on_batch: Callable[[int, float], None] = lambda views, seconds: None) -> None:
+                 on_batch: Callable[[int, float], None] = lambda views, seconds: None,
+                 relabel: Callable[[tuple[str, ...] | None], None] | None = None) -> None:
         self.module, self.device, self.precision = module, device, precision
+        self.relabel = relabel  # a text model: make a predict key's label set (None: its own) the classes
         self.batch_size, self.max_wait_s, self.threads = batch_size, max_wait_s, threads
         self.on_batch = on_batch
         self.inbox: queue.SimpleQueue[_Work | None] = queue.SimpleQueue()
@@ -117,8 +125,12 @@ class ModelLoop:
     def _batcher(self, key: tuple) -> Batcher:
         if key not in self.batchers:
             head = head_for(key)
+            relabel = self.relabel if key[0] == PREDICT[0] else None
+            labels = key[1] if len(key) > 1 else None
 
             def per_view(module: Callable[[torch.Tensor], torch.Tensor], batch: torch.Tensor) -> torch.Tensor:
+                if relabel is not None:
+                    relabel(labels)  # this thread runs every batch, so the classes are this batch's
                 start = time.perf_counter()
                 rows = head.per_view(module, batch)
                 self.on_batch(len(batch), time.perf_counter() - start)

@@ -21,21 +21,32 @@ from vidcls.inference.batcher import Scores
 from vidcls.inference.embed import embed_over_time, embedding_dim, embedding_meta, embedding_of
 from vidcls.inference.engine import Scored, default_threads, default_workers, scored_of
 from vidcls.inference.options import EmbedOptions, RunOptions, TimelineOptions
-from vidcls.inference.predict import on_runtime, plan_run, prediction_of, ready_model, runtime_device
+from vidcls.inference.predict import (
+    on_runtime,
+    plan_run,
+    prediction_of,
+    ready_model,
+    runtime_device,
+    with_labels,
+)
 from vidcls.serve.config import ServeConfig
-from vidcls.serve.engine import PREDICT, DecodePool, ModelLoop, RemoteBatcher, Ticket
+from vidcls.serve.engine import DecodePool, ModelLoop, RemoteBatcher, Ticket, predict_key
 from vidcls.video.container import restrict_to_self_contained_files
 from vidcls.video.inputs import VideoInput
 from vidcls.zoo.resolve import LoadedModel
 
 
-def check_labels(model: LoadedModel, labels: list[str] | None) -> None:
-    """The one place zero-shot labels are decided: a model with a text side (X-CLIP) scores the given
-    labels instead of its own; no vidcls model has one yet, so every request naming labels is refused
-    (a 400). When predict's library API takes labels, this passes them on instead of refusing."""
-    if labels:
+def labelled(model: LoadedModel, labels: tuple[str, ...] | None) -> LoadedModel:
+    """The model as one request sees it: its own classes, or the request's label names on a model that
+    reads them (X-CLIP), whose records then name those labels; the model thread scores that request's
+    views against them (engine.predict_key). A model without a text side given labels is a 400."""
+    if labels is None:
+        return model
+    if not model.has_text:
         raise UsageError(f"model {model.name} has no text side: it cannot score labels of your own "
                          "(leave out `labels` to get its own classes)")
+    card = dataclasses.replace(model.card, labels=list(labels), arch={**model.card.arch, "num_classes": len(labels)})
+    return dataclasses.replace(model, card=card)  # the same module and cast copies: only the names differ
 
 
 @dataclass
@@ -46,7 +57,7 @@ class Work:
     timeline: bool = False
     window_s: float | None = None
     hop_s: float | None = None
-    labels: list[str] | None = None
+    labels: tuple[str, ...] | None = None  # a text model's classes for this request (None: its own)
     embed: EmbedOptions | None = None
 
 
@@ -58,6 +69,7 @@ class Service:
         restrict_to_self_contained_files()  # timelines decode uploads in this process
         options = RunOptions(**config.run_options)
         loaded, self.device = ready_model(config.model, config.weights, runtime_device(config.device, options.runtime))
+        loaded = with_labels(loaded, options)  # serve --labels / --prompt; a text model without a label set is refused
         self.recipe, settings, cost = plan_run(loaded, options, self.device)
         self.loaded = on_runtime(loaded, options.runtime, self.recipe.spec.frames)
         self.options = options
@@ -69,8 +81,12 @@ class Service:
         self.ref = config.model
         self.decoder = DecodePool(workers, self.recipe)
         extra = {} if on_batch is None else {"on_batch": on_batch}
-        self.model = ModelLoop(self.loaded.at_precision(settings.precision), self.device, settings.precision,
-                               settings.batch_size, config.max_wait_ms / 1e3, threads, **extra)
+        module = self.loaded.at_precision(settings.precision)
+        if self.loaded.has_text:
+            own = tuple(self.loaded.labels)
+            extra["relabel"] = lambda names: module.set_labels(names or own)  # encoded once per label set
+        self.model = ModelLoop(module, self.device, settings.precision, settings.batch_size,
+                               config.max_wait_ms / 1e3, threads, **extra)
         self.threads = concurrent.futures.ThreadPoolExecutor(config.timeline_threads,
                                                              thread_name_prefix="vidcls-timeline")
 
@@ -87,7 +103,7 @@ class Service:
         """GET /models: the model's card, as served (recipe, runtime, device, precision, batching)."""
         loaded = self.loaded
         return {"name": loaded.name, "ref": self.ref, "family": loaded.card.family, "weights": loaded.weights,
-                "labels": loaded.labels, "zero_shot": False, "card": loaded.card.to_config(),
+                "labels": loaded.labels, "zero_shot": loaded.has_text, "card": loaded.card.to_config(),
                 "recipe": {**self.recipe.spec.to_dict(), "clips": self.recipe.clips, "crops": self.recipe.crops},
                 "runtime": self.options.runtime, "device": str(self.device), "precision": self.settings.precision,
                 "batch_size": self.settings.batch_size, "workers": self.settings.workers,
@@ -95,17 +111,18 @@ class Service:
 
     async def run(self, item: VideoInput, work: Work, ticket: Ticket) -> dict[str, Any]:
         """The record of one video (its `error` set when the video failed)."""
-        check_labels(self.loaded, work.labels)
+        loaded = labelled(self.loaded, work.labels)
         if work.embed is not None:
             return await self._embed(item, work.embed, ticket)
         if work.timeline:
             options = dataclasses.replace(self.options, top_k=work.top_k)
             over_time = TimelineOptions(work.window_s, work.hop_s)
-            batcher = RemoteBatcher(self.model, PREDICT, ticket)
-            prediction = await self._in_thread(timeline_prediction, item, self.loaded, self.device, options,
+            batcher = RemoteBatcher(self.model, predict_key(work.labels), ticket)
+            prediction = await self._in_thread(timeline_prediction, item, loaded, self.device, options,
                                                self.recipe, over_time, False, batcher)
         else:
-            prediction = prediction_of(await self._scored(item, PREDICT, ticket), item, self.loaded, work.top_k)
+            scored = await self._scored(item, predict_key(work.labels), ticket)
+            prediction = prediction_of(scored, item, loaded, work.top_k)
         return {**prediction.to_json(), **self.cost.to_json()}
 
     async def _scored(self, item: VideoInput, key: tuple, ticket: Ticket) -> Scored:
