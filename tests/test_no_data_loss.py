@@ -77,13 +77,13 @@ main()
 """
 
 
-def test_a_second_run_on_the_same_output_is_refused_naming_the_first(many, tmp_path):
+def test_a_second_run_on_the_same_output_is_refused_naming_the_first(clips, tmp_path):
     """The README promises exit 2 when --output is in use: a second `predict -o same.jsonl` (with or
     without --resume, or through a symbolic link to it) is refused naming the first's pid, and the
     first writes every video exactly once."""
     out, link = tmp_path / "same.jsonl", tmp_path / "link.jsonl"
     link.symlink_to(out)
-    arguments = [str(many), "-m", "demo-motion", "--workers", "0", "--batch-size", "1"]
+    arguments = [str(clips), str(clips), str(clips), "-m", "demo-motion", "--workers", "0", "--batch-size", "1"]
     first = subprocess.Popen([sys.executable, "-c", SLOW, "predict", *arguments, "-o", str(out)], env=ENV,
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     command = [*PREDICT, *arguments, "-o", str(out)]
@@ -98,11 +98,11 @@ def test_a_second_run_on_the_same_output_is_refused_naming_the_first(many, tmp_p
         first.kill()
     assert first.returncode == 0, stderr
     videos = [r["video"] for r in read_records(out)]
-    assert sorted(videos) == sorted(str(p) for p in many.iterdir())  # each once, no line garbled
+    assert sorted(videos) == sorted(3 * [str(p) for p in clips.iterdir()])  # each input once, no line garbled
     assert sorted(p.name for p in tmp_path.iterdir()) == ["link.jsonl", "same.jsonl"]  # the lock is gone
     again = subprocess.run([*command, "--resume"], env=ENV, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr  # the lock was let go
-    assert "0 classified (0 failed), 40 already there" in again.stderr
+    assert "0 classified (0 failed), 12 already there" in again.stderr
 
 
 # ----------------------------------------------------------------------------- item 2: resume never mixes
@@ -298,6 +298,7 @@ def test_a_dead_decoder_fails_only_its_video_in_process(deadly_folder, monkeypat
     assert all(r.top_k for r in results if not r.error)
 
 
+@pytest.mark.slow  # two processes restarting their workers: ~30 s each on a 2-core machine
 @pytest.mark.parametrize("mode", ["-o", "--json"])
 def test_a_dead_decoder_keeps_every_other_result_on_the_command_line(deadly_folder, tmp_path, mode):
     """The issue: `internal error: ConnectionResetError` with -o (52 of 60 lost until --resume) and
@@ -324,6 +325,7 @@ def children(pid: int) -> list[int]:
     return found
 
 
+@pytest.mark.slow  # 40 videos in a subprocess, a worker restarted: ~30 s each on a 2-core machine
 @pytest.mark.skipif(not Path("/proc/self/task").exists(), reason="needs Linux /proc to find the workers")
 @pytest.mark.parametrize("mode", ["-o", "--json"])
 def test_a_worker_killed_from_outside_mid_run_costs_at_most_its_video(many, tmp_path, mode):
