@@ -1,16 +1,23 @@
 """Hostile files in one predict call: seeded mutants of small mp4/webm/mkv clips (flipped bytes,
 cut tails, zeroed and duplicated ranges, junk headers) between good clips. Whatever a mutant
 does, the call ends without a traceback, every failed input gets exactly one error line, and
-every good clip in the same call is classified."""
+every good clip in the same call is classified. Hostile names (tests/hostile_names.py: rich
+markup, terminal escapes, bytes that are not UTF-8, in file names and a model's labels) go
+through the table, the timeline and a resumed -o in the same way."""
 
 import json
+import os
 import random
 import re
 
 import pytest
+from rich.text import Text
 from typer.testing import CliRunner
 
+from hostile_names import HOSTILE_FILE_NAMES, HOSTILE_LABELS, HOSTILE_MODEL_NAME, hostile_copies, hostile_model
 from vidcls.cli import app
+from vidcls.errors import printable
+from vidcls.inference.results import read_records
 from vidcls.video.encode import write_video
 from vidcls.video.synthetic import random_spec, render_clip
 
@@ -119,3 +126,71 @@ def test_forged_headers_through_predict_timeline_and_output_beside_good_clips(co
     failed = [r["video"] for r in rows if r["error"]]
     assert len(error_lines := [line for line in done.stderr.splitlines() if line.startswith("error:")]) == len(failed)
     assert all(line.startswith(f"error: {video}: ") for line, video in zip(error_lines, failed, strict=True))
+
+
+RAW = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # what must never reach a terminal (newline aside)
+
+
+def test_hostile_names_and_labels_cost_no_output(corpus, tmp_path):
+    """The issue's names in one folder between good clips, classified by a model whose name and labels
+    are hostile too: the table (predict), the segments (--timeline), -o x.csv (then --resume, which
+    must find every record) and --json each answer every video once, show every name and label as
+    written (markup literal, escapes spelled out: errors.printable) and nothing raw reaches the terminal."""
+    goods, _ = corpus
+    folder = tmp_path / "names"
+    names = hostile_copies(folder, goods[0][0])
+    broken = os.path.join(os.fsencode(folder), b"[bold red]broken\x1b[2J\xff.mp4")
+    with open(broken, "wb") as junk:
+        junk.write(b"not a video")
+    broken_name = os.fsdecode(broken)
+    model = hostile_model(tmp_path / "model")
+    inputs = [str(goods[1][0]), str(folder), str(goods[2][0])]
+    videos = {str(goods[1][0]), str(goods[2][0]), broken_name, *names}
+    assert len(names) == len(HOSTILE_FILE_NAMES) + 1
+    shown_labels = {printable(label) for label in HOSTILE_LABELS}
+    base = ["predict", *inputs, "-m", str(model), "--workers", "0", "--top-k", "2"]
+
+    def check(result, table: bool) -> None:
+        assert result.exit_code == 1, result.output[-3000:]
+        assert "Traceback" not in result.output and "internal error" not in result.output
+        assert not RAW.search(result.stdout) and not RAW.search(result.stderr)
+        (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert line.startswith(f"error: {printable(broken_name)}: ")
+        if table:
+            for name in videos - {broken_name}:
+                assert printable(name) in result.stdout, name
+            assert any(label in result.stdout for label in shown_labels)
+            assert "[bold red]x.mp4" in result.stdout  # markup shown as written
+
+    check(runner.invoke(app, base), table=True)
+    check(runner.invoke(app, [*base, "--timeline"]), table=True)
+
+    out = tmp_path / "x.csv"
+    check(runner.invoke(app, [*base, "--timeline", "-o", str(out)]), table=False)
+    records = read_records(out)
+    assert sorted(r["video"] for r in records) == sorted(videos)  # each once, the bytes of every name kept
+    assert all(r["model"] == HOSTILE_MODEL_NAME for r in records)
+    assert {item["label"] for r in records for item in r["top_k"]} <= set(HOSTILE_LABELS)
+    before = out.read_bytes()
+    resumed = runner.invoke(app, [*base, "--timeline", "-o", str(out), "--resume"])
+    assert resumed.exit_code == 0, resumed.output[-3000:]
+    assert f"0 classified (0 failed), {len(videos)} already there" in resumed.stderr
+    assert out.read_bytes() == before
+
+    as_json = runner.invoke(app, [*base, "--json"])
+    assert as_json.exit_code == 1 and not RAW.search(as_json.stderr)
+    assert sorted(r["video"] for r in json.loads(as_json.stdout)) == sorted(videos)
+
+    from vidcls.cli.render import bar_text
+
+    for name in [*videos, *HOSTILE_LABELS, HOSTILE_MODEL_NAME]:  # the progress bar reads markup
+        assert Text.from_markup(bar_text(name)).plain == printable(name)
+
+
+def test_hostile_names_in_the_lines_other_commands_print(tmp_path):
+    """The lines besides tables (`wrote ...` of sample-clip; export, download, convert and benchmark
+    print theirs through the same helper) show a name as written, escapes spelled out."""
+    name = tmp_path / "[bold red]clip\x1b]0;pwned\x07.mp4"
+    result = runner.invoke(app, ["sample-clip", str(name), "--frames", "4", "--width", "32", "--height", "32"])
+    assert result.exit_code == 0, result.output
+    assert result.stderr.startswith(f"wrote {printable(str(name))} (4 frames") and not RAW.search(result.stderr)

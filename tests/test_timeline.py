@@ -301,7 +301,9 @@ def test_a_timeline_failure_costs_only_its_video(path_clip, tmp_path, monkeypatc
         copy.write_bytes(path_clip.read_bytes())
     run = vidcls.predict_run([first, second], "demo-motion", timeline=TimelineOptions(plot=tmp_path / "tl.png"))
     failed, done = run.predictions
-    assert failed.error == "timeline failed (OSError: [Errno 28] No space left on device)"
+    # the output's failure, named as such (not the input's), and the labels it has are kept
+    assert failed.error == f"cannot write --plot {tmp_path / 'tl-first.png'}: No space left on device"
+    assert failed.timeline is not None and failed.top_k
     assert done.error is None and [s["label"] for s in done.timeline["segments"]] == [d for d, _ in LEGS]
 
 

@@ -11,7 +11,6 @@ import contextlib
 import dataclasses
 import functools
 import os
-import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,27 +21,28 @@ import torch
 from vidcls.bench.cost import RunCost
 from vidcls.bench.memory import PeakMemory
 from vidcls.errors import UsageError
-from vidcls.inference.batcher import Batcher
 from vidcls.inference.embed import Embedding, TextEmbedding, embed_texts, embed_videos, embedding_meta
 from vidcls.inference.engine import Recipe
-from vidcls.inference.options import EmbedOptions, RunOptions, TimelineOptions, parse_labels
+from vidcls.inference.options import EmbedOptions, RunOptions, TimelineOptions, parse_labels, timeline_outputs
 from vidcls.inference.predict import (
     ModelRef,
     Prediction,
     classify,
+    model_sha256,
     on_runtime,
     plan_run,
     ready_model,
+    run_settings,
     runtime_device,
-    top_k_labels,
     with_labels,
 )
-from vidcls.inference.preflight import Placement, checked_output, done_records
-from vidcls.inference.results import Record, ResultWriter, merge, rank_path, read_records
+from vidcls.inference.preflight import Placement, checked_output, done_records, writing
+from vidcls.inference.results import Record, ResultWriter, check_same_run, merge, rank_path, read_records
 from vidcls.inference.vectors import FORMATS as VECTOR_FORMATS
 from vidcls.inference.vectors import VectorWriter, check_same_meta, merge_vectors, records_path
 from vidcls.video.inputs import InputList, VideoInput, gather, stdin_directory, take_shard
 from vidcls.viz.plotting import require_matplotlib
+from vidcls.viz.timeline_run import timeline_prediction
 from vidcls.zoo.catalog import list_models as list_models  # re-exported: vidcls.list_models, torch-free
 from vidcls.zoo.resolve import LoadedModel
 
@@ -65,13 +65,14 @@ class PredictRun:
     skipped_note: str | None = None  # files in folders not taken as videos
     output: Path | None = None
     merged: int | None = None  # rank 0 under torchrun: records in the merged --output
+    settings: dict[str, Any] | None = None  # what the records mean (predict.run_settings): each record's `run`
 
     def to_json(self) -> list[dict[str, Any]]:
-        """The `predict --json` array: each prediction with the run's cost fields."""
+        """The `predict --json` array: each prediction with the run's cost fields and its `run`."""
         return [self.record(p) for p in self.predictions]
 
     def record(self, prediction: Prediction) -> dict[str, Any]:
-        return {**prediction.to_json(), **self.cost.to_json()}
+        return {**prediction.to_json(), **self.cost.to_json(), **({"run": self.settings} if self.settings else {})}
 
 
 def _collect(results: list, stream: Callable[[], Iterator[Any]], target: torch.device,
@@ -99,46 +100,12 @@ def _prediction_sink(run: PredictRun, file: Path, top_k: int, resume: bool,
         yield lambda prediction: writer.write({**run.record(prediction), **(extra or {}).get(prediction.video, {})})
 
 
-def timeline_prediction(item: VideoInput, loaded: LoadedModel, target: torch.device, options: RunOptions,
-                        recipe: Recipe, over_time: TimelineOptions, several: bool = False,
-                        batcher: Batcher | None = None) -> Prediction:
-    """One video's Prediction with its timeline (vidcls.inference.timeline: one pass over the file), as
-    predict --timeline writes it; a video that fails, or whose plot or annotated video cannot be written,
-    gets the error. batcher: the timeline's (None: its own; `vidcls serve` shares its engine's)."""
-    from vidcls.inference.timeline import failure_reason, timeline
-    from vidcls.viz.overlay import write_annotated_video
-    from vidcls.viz.timeline import plot_timeline
-
-    start = time.perf_counter()
-    result = Prediction(video=item.name, model=loaded.name)
-    try:
-        found = timeline(item.source, loaded, window_s=over_time.window_s, hop_s=over_time.hop_s,
-                         smooth=over_time.smooth, top_k=options.top_k, clips=recipe.clips, crops=recipe.crops,
-                         frames=recipe.spec.frames, stride=recipe.spec.stride, sampling=recipe.spec.sampling,
-                         device=target, precision=options.precision, batch_size=options.batch_size,
-                         batcher=batcher)
-        if over_time.plot is not None:
-            plot_timeline(found, TimelineOptions.path_for(over_time.plot, item.name, several),
-                          title=f"{loaded.name}: {item.name}")
-        if over_time.out_video is not None:
-            write_annotated_video(item.source, found, TimelineOptions.path_for(over_time.out_video, item.name, several),
-                                  audio=over_time.audio)
-    except Exception as exc:  # noqa: BLE001 - the model, a plot path, the encoder: one video's failure
-        result.error = failure_reason(exc, item.source)
-    else:
-        result.top_k = top_k_labels(found.probs.mean(dim=0), loaded.labels, options.top_k)
-        result.timeline = found.to_json()
-        result.frames_used = sum(len(window.indices) for window in found.windows)
-        result.warnings = found.stats.warnings()
-    result.processing_s = round(time.perf_counter() - start, 4)
-    return result
-
-
 def _timelines(videos: list[VideoInput], loaded: LoadedModel, target: torch.device, options: RunOptions,
-               recipe: Recipe, over_time: TimelineOptions) -> Iterator[Prediction]:
+               recipe: Recipe, over_time: TimelineOptions,
+               targets: dict[str, dict[str, Path]]) -> Iterator[Prediction]:
     """One Prediction per video, each with its timeline (timeline_prediction)."""
     for item in videos:
-        yield timeline_prediction(item, loaded, target, options, recipe, over_time, len(videos) > 1)
+        yield timeline_prediction(item, loaded, target, options, recipe, over_time, targets)
 
 
 @dataclass(frozen=True)
@@ -172,14 +139,22 @@ class _Job:
 
 def _run(job: _Job, loaded: LoadedModel, target: torch.device, options: RunOptions,
          over_time: TimelineOptions | None = None) -> PredictRun:
-    """Classify the job's videos not already in its output, streaming each record as it completes."""
-    todo, resumed = job.pending(done_records(job.output, job.place, job.resume))
+    """Classify the job's videos not already in its output, streaming each record as it completes.
+    An output whose records another run made (another model, top-k, recipe, windows) is refused."""
+    done = done_records(job.output, job.place, job.resume)
     recipe, settings, cost = plan_run(loaded, options, target)
+    windows = None if over_time is None else {"window_s": over_time.window_s, "hop_s": over_time.hop_s,
+                                              "smooth": over_time.smooth}
+    meaning = run_settings(loaded.card, model_sha256(loaded.card, loaded.weights, loaded.module), recipe,
+                           options.top_k, windows)
+    check_same_run(done, meaning, job.output)
+    todo, resumed = job.pending(done)
     # a timeline runs the card's own frames (TimelineOptions has no --frames), so its IR is converted at those
     loaded = on_runtime(loaded, options.runtime, None if over_time is not None else recipe.spec.frames)
-    run = PredictRun([], cost, len(job.videos), resumed, output=job.output)
+    run = PredictRun([], cost, len(job.videos), resumed, output=job.output, settings=meaning)
     if over_time is not None:
-        stream = functools.partial(_timelines, todo, loaded, target, options, recipe, over_time)
+        targets = timeline_outputs(over_time, job.videos)
+        stream = functools.partial(_timelines, todo, loaded, target, options, recipe, over_time, targets)
     else:
         stream = functools.partial(classify, todo, loaded, target, top_k=options.top_k, recipe=recipe,
                                    settings=settings)
@@ -208,7 +183,7 @@ def _gathered(videos: Iterable[str | Path]) -> Iterator[InputList]:
     """The inputs' videos (stdin spooled to a file while the run lasts); none at all is a UsageError:
     a command run on an empty folder should say so rather than print nothing."""
     with stdin_directory() as spool:
-        inputs = gather(videos, Path(spool))
+        inputs = gather(videos, spool)
         if not inputs.videos:
             raise UsageError("no video files found in the given paths"
                              + (f" ({inputs.skipped_note()})" if inputs.skipped else ""))
@@ -224,7 +199,10 @@ def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str |
     run's cost (GMACs per view, views per video, peak memory of classifying).
 
     output: a .jsonl/.json/.csv file written one record per video as each completes (every
-    line flushed; Ctrl-C keeps the finished ones); resume skips the videos already in it.
+    line flushed; Ctrl-C keeps the finished ones); resume skips the videos already in it. One
+    process writes a file at a time (another is a UsageError naming it), each record carries
+    `run` (what made it: predict.run_settings), and resuming a file whose run differs, or that is
+    not vidcls records, is a UsageError naming why.
     shard "I/N" takes every N-th video from position I; under torchrun each rank takes its
     own and writes OUTPUT.rankR, and rank 0 merges them into OUTPUT in input order.
     options are RunOptions' fields (top_k, clips, crops, frames, stride, sampling, precision,
@@ -242,17 +220,19 @@ def predict_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str |
         require_matplotlib()  # before the run, not after it
     output = checked_output(output)
     place, device = _placed(shard, output, device)
-    loaded, target = ready_model(model, weights, runtime_device(device, run_options.runtime))
-    loaded = with_labels(loaded, run_options)
-    # no more ranks than labels: --top-k 1000000000 would size every CSV row and merge by the flag
-    run_options = dataclasses.replace(run_options, top_k=min(run_options.top_k, max(1, len(loaded.labels))))
-    with _gathered(videos) as inputs:
-        job = _Job(inputs.videos, output, resume, place, on_start, on_result)
-        run = _run(job, loaded, target, run_options, timeline)
-    run.skipped_note = inputs.skipped_note()
-    if place.torchrun:
-        order = [v.name for v in inputs.videos]
-        run.merged = _finish_torchrun(place, lambda: merge(output, place.world_size, order, run_options.top_k))
+    with writing(output, place):
+        done_records(output, place, resume)  # refused before the model is loaded
+        loaded, target = ready_model(model, weights, runtime_device(device, run_options.runtime))
+        loaded = with_labels(loaded, run_options)
+        # no more ranks than labels: --top-k 1000000000 would size every CSV row and merge by the flag
+        run_options = dataclasses.replace(run_options, top_k=min(run_options.top_k, max(1, len(loaded.labels))))
+        with _gathered(videos) as inputs:
+            job = _Job(inputs.videos, output, resume, place, on_start, on_result)
+            run = _run(job, loaded, target, run_options, timeline)
+        run.skipped_note = inputs.skipped_note()
+        if place.torchrun:
+            order = [v.name for v in inputs.videos]
+            run.merged = _finish_torchrun(place, lambda: merge(output, place.world_size, order, run_options.top_k))
     return run
 
 
@@ -314,25 +294,27 @@ def embed_run(videos: Iterable[str | Path], model: ModelRef, *, weights: str | P
                          f"drop --runtime {run_options.runtime}")
     output = checked_output(output, VECTOR_FORMATS)
     place, device = _placed(shard, output, device)
-    loaded, target = ready_model(model, weights, device)
-    recipe, settings, cost = plan_run(loaded, run_options, target)
-    ref = loaded.name if isinstance(model, LoadedModel) else os.fspath(model)
-    meta = embedding_meta(loaded, ref, recipe, how, settings.precision)
-    with _gathered(videos) as inputs:
-        job = _Job(inputs.videos, output, resume, place, on_start, on_result)
-        done = done_records(output, place, resume, records_path)
-        check_same_meta(done, meta, output)
-        todo, resumed = job.pending(done)
-        run = EmbedRun([], meta, cost, len(inputs.videos), resumed, inputs.skipped_note(), output)
-        stream = functools.partial(embed_videos, todo, loaded, target, recipe, settings, how)
-        sink = job.file and functools.partial(_vector_sink, job.file, meta, resume)
-        keep = (lambda e: dataclasses.replace(e, vectors=None)) if output else (lambda e: e)
-        peak = _collect(run.embeddings, stream, target, sink, on_result, keep)
-    run.cost = dataclasses.replace(cost, peak_memory_mib=peak)
-    if place.torchrun:
-        order = [v.name for v in inputs.videos]
-        run.merged = _finish_torchrun(place, lambda: merge_vectors(output, place.world_size, order))
-    return run
+    with writing(output, place):
+        done_records(output, place, resume, records_path)  # refused before the model is loaded
+        loaded, target = ready_model(model, weights, device)
+        recipe, settings, cost = plan_run(loaded, run_options, target)
+        ref = loaded.name if isinstance(model, LoadedModel) else os.fspath(model)
+        meta = embedding_meta(loaded, ref, recipe, how, settings.precision)
+        with _gathered(videos) as inputs:
+            job = _Job(inputs.videos, output, resume, place, on_start, on_result)
+            done = done_records(output, place, resume, records_path)
+            check_same_meta(done, meta, output)
+            todo, resumed = job.pending(done)
+            run = EmbedRun([], meta, cost, len(inputs.videos), resumed, inputs.skipped_note(), output)
+            stream = functools.partial(embed_videos, todo, loaded, target, recipe, settings, how)
+            sink = job.file and functools.partial(_vector_sink, job.file, meta, resume)
+            keep = (lambda e: dataclasses.replace(e, vectors=None)) if output else (lambda e: e)
+            peak = _collect(run.embeddings, stream, target, sink, on_result, keep)
+        run.cost = dataclasses.replace(cost, peak_memory_mib=peak)
+        if place.torchrun:
+            order = [v.name for v in inputs.videos]
+            run.merged = _finish_torchrun(place, lambda: merge_vectors(output, place.world_size, order))
+        return run
 
 
 def embed(videos: Iterable[str | Path], model: ModelRef, **options: Any) -> list[Embedding]:
@@ -385,26 +367,28 @@ def evaluate_run(model: ModelRef, data: str | Path, *, weights: str | Path | Non
     if plot is not None:
         require_matplotlib()  # before the run, not after it
     output = checked_output(output)
-    loaded, target = ready_model(model, weights, runtime_device(device, run_options.runtime))
-    samples = read_samples(data)
-    zero_shot = loaded.has_text
-    if zero_shot and run_options.labels is None:
-        names = list(dict.fromkeys(sorted(s.label for s in samples)))
-        run_options = dataclasses.replace(run_options, labels=tuple(names))
-    loaded = with_labels(loaded, run_options)
-    mapping = match_labels([s.label for s in samples], loaded.labels, loaded.name)
-    truth = {str(s.path): {"label": mapping[s.label]} for s in samples}
-    items = [VideoInput(str(s.path), str(s.path)) for s in samples]
-    run = _run(_Job(items, output, resume, Placement(), on_start, on_result, truth), loaded, target, run_options)
-    if output is not None:
-        records = [r for r in read_records(output) if r["video"] in truth]
-    else:
-        records = [{**p.to_json(), **truth[p.video]} for p in run.predictions]
-    summary = summarize(records, loaded.name, loaded.labels)
-    summary.zero_shot = zero_shot
-    if plot is not None:
-        plot_confusion(summary, Path(plot))
-    return EvalRun(summary, run)
+    with writing(output, Placement()):
+        done_records(output, Placement(), resume)  # refused before the model is loaded
+        loaded, target = ready_model(model, weights, runtime_device(device, run_options.runtime))
+        samples = read_samples(data)
+        zero_shot = loaded.has_text
+        if zero_shot and run_options.labels is None:
+            names = list(dict.fromkeys(sorted(s.label for s in samples)))
+            run_options = dataclasses.replace(run_options, labels=tuple(names))
+        loaded = with_labels(loaded, run_options)
+        mapping = match_labels([s.label for s in samples], loaded.labels, loaded.name)
+        truth = {str(s.path): {"label": mapping[s.label]} for s in samples}
+        items = [VideoInput(str(s.path), str(s.path)) for s in samples]
+        run = _run(_Job(items, output, resume, Placement(), on_start, on_result, truth), loaded, target, run_options)
+        if output is not None:
+            records = [r for r in read_records(output) if r["video"] in truth]
+        else:
+            records = [{**p.to_json(), **truth[p.video]} for p in run.predictions]
+        summary = summarize(records, loaded.name, loaded.labels)
+        summary.zero_shot = zero_shot
+        if plot is not None:
+            plot_confusion(summary, Path(plot))
+        return EvalRun(summary, run)
 
 
 def distill(teacher: str, data: str | Path, output: str | Path, *, student: str = "ff-linear",

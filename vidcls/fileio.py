@@ -7,6 +7,11 @@ name starts with a dot and keeps the target's suffix, because some writers (PyAV
 matplotlib) choose the format from it. What appears gets the permissions of a plain `open()` or
 `mkdir()` under the process's umask (or keeps those of the file it replaces), whatever the writer
 or the temporary-name machinery used: safetensors creates its files 0600, mkdtemp 0700.
+A target that is a symbolic link stays one: the file it points to is replaced (written beside that
+file, so the rename stays on one filesystem), never the link.
+
+Also here: `single_writer`, which lets one process at a time write an output file (a second run
+is refused naming the first's pid), and `file_digest`, a file's sha256 remembered across runs.
 """
 
 from __future__ import annotations
@@ -21,6 +26,10 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+
+from filelock import FileLock, Timeout
+
+from vidcls.errors import UsageError, printable
 
 
 def _sibling(target: Path, kind: str) -> Path:
@@ -46,9 +55,10 @@ def atomic_file(target: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to `target`; rename it onto `target` when the block succeeds.
 
     The writer creates the file itself (any library that takes a path works); on failure the
-    temporary file is removed and `target` is untouched.
+    temporary file is removed and `target` is untouched. A symbolic link is written through
+    (through_links): the file it names is replaced and the link stays.
     """
-    target = Path(target)
+    target = through_links(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(target, "tmp")
     try:
@@ -58,6 +68,13 @@ def atomic_file(target: str | Path) -> Iterator[Path]:
     finally:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+
+
+def through_links(target: str | Path) -> Path:
+    """The path to write for `target`: the file a symbolic link (or a chain of them) points to,
+    so that replacing it keeps the link; any other path as it is."""
+    target = Path(target)
+    return Path(os.path.realpath(target)) if target.is_symlink() else target
 
 
 def write_text_atomic(target: str | Path, text: str) -> Path:
@@ -160,3 +177,142 @@ def atomic_files(*targets: str | Path) -> Iterator[list[Path]]:
             os.replace(scratch / path.name, path)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
+
+
+# ----------------------------------------------------------------------------- one writer per output
+
+_held: dict[str, int] = {}  # the outputs this process holds (single_writer is re-entrant per process)
+
+
+@contextlib.contextmanager
+def single_writer(target: str | Path, option: str = "--output") -> Iterator[None]:
+    """Hold `target` for this process while a run writes it: another process asking for the same file
+    (under any name: symbolic links are followed) is refused with a UsageError naming this one's pid,
+    as `vidcls train` refuses a second run on its directory. Two writers would interleave or
+    duplicate records while both report success.
+
+    The lock is an OS lock (flock; filelock's where there is none), released when the process dies,
+    even by kill -9, on `.NAME.lock` beside the file, which holds the holder's pid and is removed when
+    the run ends (a killed run's is taken over by the next). Re-entrant within a process (the command
+    line and the library it calls both hold it). A folder where the lock file cannot be created
+    (read-only) is not locked: the writer itself then says what is wrong.
+    """
+    path = Path(os.path.realpath(target))
+    key = str(path)
+    if key in _held:
+        _held[key] += 1
+        try:
+            yield
+        finally:
+            _held[key] -= 1
+        return
+    lock_path = path.with_name(f".{path.name}.lock")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        release = _lock(lock_path)
+    except _Busy as busy:
+        raise UsageError(f"{option} {printable(str(target))} is in use by another vidcls run (pid {busy.pid}); "
+                         f"wait for it to end, or choose another {option}") from None
+    except OSError:  # no lock where nothing can be created; the writer reports why
+        yield
+        return
+    _held[key] = 1
+    try:
+        yield
+    finally:
+        del _held[key]
+        release()
+
+
+class _Busy(Exception):
+    def __init__(self, pid: str) -> None:
+        super().__init__(pid)
+        self.pid = printable(pid.strip() or "unknown")
+
+
+def _lock(lock_path: Path) -> Callable[[], None]:
+    """Take the lock file (raising _Busy with the holder's pid), write this process's pid in it;
+    returns what lets it go."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: filelock's lock, whose file stays
+        return _filelock(lock_path)
+    for _ in range(100):
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode("ascii", errors="replace")
+            os.close(fd)
+            raise _Busy(holder) from None
+        except OSError:
+            os.close(fd)
+            raise
+        try:  # the path may no longer name what we locked: its holder removed it as it let go
+            here, there = os.fstat(fd), os.stat(lock_path)
+            if (here.st_dev, here.st_ino) == (there.st_dev, there.st_ino):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    else:  # pragma: no cover - a hundred holders in a row
+        raise OSError("the lock file kept changing")
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+
+    def release() -> None:
+        with contextlib.suppress(OSError):
+            os.unlink(lock_path)  # while still held: a process waiting on this file then finds it gone
+        os.close(fd)
+
+    return release
+
+
+def _filelock(lock_path: Path) -> Callable[[], None]:  # pragma: no cover - Windows
+    pid_path = lock_path.with_suffix(".pid")
+    lock = FileLock(str(lock_path))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        try:
+            raise _Busy(pid_path.read_text(encoding="utf-8", errors="replace")) from None
+        except OSError:
+            raise _Busy("") from None
+    with contextlib.suppress(OSError):
+        write_text_atomic(pid_path, f"{os.getpid()}\n")
+
+    def release() -> None:
+        with contextlib.suppress(OSError):
+            pid_path.unlink()
+        lock.release()
+
+    return release
+
+
+def file_digest(path: str | Path) -> str:
+    """The sha256 of a file, remembered across runs under $VIDCLS_HOME keyed by the file's identity
+    (real path, device, inode, size, modification time in ns): a model's weights are hashed once,
+    not on every run that records which weights made its results."""
+    path = Path(os.path.realpath(path))
+    info = path.stat()
+    key = hashlib.sha256(json.dumps([str(path), info.st_dev, info.st_ino, info.st_size,
+                                     info.st_mtime_ns]).encode()).hexdigest()[:32]
+    table = home() / "memo" / "file_sha256.json"
+    try:
+        known = json.loads(table.read_text())
+    except (OSError, ValueError):
+        known = {}
+    if not isinstance(known, dict):
+        known = {}
+    found = known.get(key)
+    if isinstance(found, str) and len(found) == 64:
+        return found
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    value = digest.hexdigest()
+    with contextlib.suppress(OSError):
+        table.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(table, json.dumps({**known, key: value}))
+    return value

@@ -135,13 +135,28 @@ def command(name: str) -> Callable[[Callable], Callable]:
     return app.command(name, cls=VidclsCommand)
 
 
+_held: list[contextlib.ExitStack] = []  # what the running command holds until it ends (held_by_command)
+
+
+def held_by_command(resource: contextlib.AbstractContextManager) -> None:
+    """Enter `resource` (a lock on an output file) for the rest of the running command: it is left
+    when the command ends, however it ends (guarded)."""
+    _held[-1].enter_context(resource)
+
+
 def guarded(command: Callable) -> Callable:
-    """Turn library errors into one-line messages and exit codes (tracebacks only with --debug)."""
+    """Turn library errors into one-line messages and exit codes (tracebacks only with --debug);
+    what the command holds (held_by_command) is let go when it ends."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return command(*args, **kwargs)
+            with contextlib.ExitStack() as stack:
+                _held.append(stack)
+                try:
+                    return command(*args, **kwargs)
+                finally:
+                    _held.pop()
         except (typer.Exit, typer.Abort):
             raise
         except VidclsError as exc:

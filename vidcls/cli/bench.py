@@ -17,7 +17,7 @@ from vidcls.choices import (
 )
 from vidcls.cli.app import checked, command, guarded, one_of
 from vidcls.cli.predict import PrecisionOption, RuntimeOption
-from vidcls.cli.render import benchmark_tables, err, input_line, out, progress_bar, show
+from vidcls.cli.render import bar_text, benchmark_tables, err, input_line, out, progress_bar, say, show
 from vidcls.errors import UsageError
 
 
@@ -113,7 +113,7 @@ def benchmark_command(
         task = progress.add_task("benchmarking", total=len(refs) * len(sweep))
 
         def done(point) -> None:
-            progress.update(task, advance=1, description=f"benchmarked {point.model} T={point.frames}")
+            progress.update(task, advance=1, description=bar_text(f"benchmarked {point.model} T={point.frames}"))
 
         def warn(message: str) -> None:
             input_line("warning", "yellow", message)
@@ -124,11 +124,11 @@ def benchmark_command(
     err.print(report.machine_line(), highlight=False, soft_wrap=True)
     for point in report.points:
         if point.error:
-            err.print(f"{point.model}: {point.error}", highlight=False)
+            say(err, f"{point.model}: {point.error}")
     if plot is not None:
-        err.print(f"wrote {write_plot(report, plot)}")
+        say(err, f"wrote {write_plot(report, plot)}")
     if csv_path is not None:
-        err.print(f"wrote {write_csv(report, csv_path)}")
+        say(err, f"wrote {write_csv(report, csv_path)}")
     if as_json:
         print(json.dumps([p.to_json() for p in report.points], indent=2))
         return
@@ -212,8 +212,7 @@ def export_command(
         print(json.dumps(report.to_json(), indent=2))
         return
     graph = f"opset {report.opset}" if report.opset is not None else "OpenVINO IR"
-    err.print(f"exported {report.name} ({report.family}, {report.frames}x{report.size}, batch {report.batch}, "
-              f"{graph}, {report.quantize or 'fp32'}) in {report.seconds:.1f} s: "
-              f"{report.bytes / 2**20:.1f} MiB", highlight=False, soft_wrap=True)
-    err.print(f"parity: {report.parity.line()}", highlight=False, soft_wrap=True)
-    out.print(str(report.path), highlight=False, soft_wrap=True)
+    say(err, f"exported {report.name} ({report.family}, {report.frames}x{report.size}, batch {report.batch}, "
+             f"{graph}, {report.quantize or 'fp32'}) in {report.seconds:.1f} s: {report.bytes / 2**20:.1f} MiB")
+    say(err, f"parity: {report.parity.line()}")
+    say(out, report.path)

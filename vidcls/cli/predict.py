@@ -21,7 +21,7 @@ from vidcls.choices import (
     RUNTIMES,
     SAMPLINGS,
 )
-from vidcls.cli.app import checked, command, fail, guarded, one_of
+from vidcls.cli.app import checked, command, fail, guarded, held_by_command, one_of
 from vidcls.cli.render import (
     VideoProgress,
     done_line,
@@ -35,7 +35,7 @@ from vidcls.cli.render import (
     show,
 )
 from vidcls.errors import UsageError, printable
-from vidcls.inference.preflight import Placement, checked_output, done_records, preflight
+from vidcls.inference.preflight import Placement, checked_output, done_records, preflight, writing
 
 # Options predict and evaluate share: one declaration, one help text.
 ClipsOption = Annotated[int | None, typer.Option(
@@ -250,6 +250,7 @@ def predict_command(
     classified is reported on stderr (exit code 1) and the others are still classified.
     With --output, results stream to the file and stdout gets only what --json asks for.
     """
+    held_by_command(writing(checked_output(output), Placement.of(shard)))  # one run per --output: a second is exit 2
     missing = preflight(videos, output, resume, shard)  # refusals first: no torch, no model yet
     if missing is not None and output is None and not as_json and ray is None:
         for name in missing:
@@ -375,6 +376,7 @@ def evaluate_command(
     accuracy. A data label the model does not have stops the run before any decoding. A model
     that reads label names (X-CLIP) is evaluated zero-shot, on the data's class names.
     """
+    held_by_command(writing(checked_output(output), Placement()))  # one run per --output
     done_records(checked_output(output), Placement(), resume)  # refusals first: no torch, no model yet
     from vidcls.api import evaluate_run
 

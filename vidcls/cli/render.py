@@ -32,6 +32,25 @@ WEIGHTS_MARKS = ("attention is linear in the ff-linear family, quadratic in the 
 SHORT_LABELS = {"something-something-v2": "sth-sth-v2"}
 
 
+def plain(text: object) -> Text:
+    """A text that comes from a user or a file (a video's path, a model's name or label, a REF, a URL,
+    an error) as rich shows it: never read as rich markup (`[/]` and `[bold red]` print as they are)
+    and with newlines, control characters and terminal escapes spelled out (errors.printable), so
+    it can neither style, move or clear the terminal, set its title, nor break a line or a table.
+    Every table cell and title and every message line that holds such a text goes through here."""
+    return Text(printable(str(text)))
+
+
+def bar_text(text: object) -> str:
+    """plain() for a progress bar's description, which rich reads as markup: escaped."""
+    return escape(plain(text).plain)
+
+
+def say(console: Console, text: object) -> None:
+    """One line of plain text (plain), as the commands report what they wrote."""
+    console.print(plain(text), highlight=False, soft_wrap=True)
+
+
 def weights_mark(source: str | None) -> str:
     """hf, url, package or none: the kind of a weights source, short enough for an 80-column table."""
     if source is None:
@@ -40,7 +59,7 @@ def weights_mark(source: str | None) -> str:
     return "url" if scheme in ("http", "https") else scheme
 
 
-def plain_table(title: str, caption: str | None = None) -> Table:
+def plain_table(title: str | Text, caption: str | None = None) -> Table:
     """A borderless table, one space between columns, so that it fits 80 columns."""
     return Table(title=title, caption=caption, caption_justify="left", box=None, pad_edge=False,
                  padding=(0, 1, 0, 0), header_style="bold")
@@ -76,10 +95,10 @@ def middle_cut(text: str, width: int) -> str:
 
 class MiddleCut:
     """A table cell holding a name: never narrower than `…` and its file name, cut in the middle
-    (middle_cut) when the column is narrower than the whole, printed as text (no rich markup)."""
+    (middle_cut) when the column is narrower than the whole, printed as plain() prints it."""
 
     def __init__(self, text: str) -> None:
-        self.text = printable(text)
+        self.text = plain(text).plain
 
     def __rich_measure__(self, console: Console, options: ConsoleOptions) -> Measurement:
         name = self.text[self.text.rfind("/"):] if "/" in self.text else self.text
@@ -99,9 +118,10 @@ def models_tables(rows: list[dict[str, Any]], with_weights: bool) -> list[Table]
         table.add_column(column, no_wrap=column != "zoo", overflow="fold",
                          justify="right" if column in ("size", "views") else "left")
     for row in rows:
-        table.add_row(row["name"], row["family"], f"{row['frames']}x{row['stride']}",
-                      str(row["size"]), str(row["views"]), weights_mark(row["weights"]),
-                      SHORT_LABELS.get(row["labels"], row["labels"] or "-"), *((row["zoo"],) if user_zoo else ()))
+        table.add_row(plain(row["name"]), plain(row["family"]), f"{row['frames']}x{row['stride']}",
+                      str(row["size"]), str(row["views"]), plain(weights_mark(row["weights"])),
+                      plain(SHORT_LABELS.get(row["labels"], row["labels"] or "-")),
+                      *((plain(row["zoo"]),) if user_zoo else ()))
     if not with_weights:
         return [table]
     sources = plain_table("weights")
@@ -111,7 +131,7 @@ def models_tables(rows: list[dict[str, Any]], with_weights: bool) -> list[Table]
         if row["weights"]:
             views = f" ({row['top1_views']})" if row["top1_views"] else ""
             top1 = "-" if row["top1"] is None else f"{row['top1']}{views}"
-            sources.add_row(row["name"], top1, row["weights"])
+            sources.add_row(plain(row["name"]), plain(top1), plain(row["weights"]))
     return [table, sources]
 
 
@@ -132,13 +152,14 @@ def prediction_table(results: list) -> Table:
         if result.error:
             continue
         for rank, item in enumerate(result.top_k, 1):
-            table.add_row(MiddleCut(result.video) if rank == 1 else "", str(rank), escape(item["label"]),
+            table.add_row(MiddleCut(result.video) if rank == 1 else "", str(rank), plain(item["label"]),
                           f"{item['score']:.3f}", end_section=rank == len(result.top_k))
     return table
 
 
 def input_line(kind: str, style: str, text: str) -> None:
-    err.print(f"[bold {style}]{kind}:[/] {escape(text)}", highlight=False, soft_wrap=True)
+    """`error: TEXT` (warning, note, done) on stderr, one line: TEXT as plain() shows it."""
+    err.print(Text.assemble((f"{kind}:", f"bold {style}"), " ", plain(text)), highlight=False, soft_wrap=True)
 
 
 def run_done_line(verb: str, run: Any, count: int, failed: int) -> None:
@@ -152,7 +173,7 @@ def embedding_table(embeddings: list, meta: dict[str, Any]) -> Table:
     count = meta["views_per_video"]
     views = "one per view" if meta["views"] == "all" else f"mean of {count} view{'s' if count > 1 else ''}"
     over_time = " in each window" if meta["timeline"] else ""
-    table = plain_table(f"{meta['model']} embeddings", f"pre-logits, {views}{over_time}")
+    table = plain_table(plain(f"{meta['model']} embeddings"), f"pre-logits, {views}{over_time}")
     table.add_column("video", overflow="fold")  # a long path folds rather than losing its file name
     for column in ("vectors", "dim", "mean norm"):
         table.add_column(column, justify="right", no_wrap=True)
@@ -160,7 +181,7 @@ def embedding_table(embeddings: list, meta: dict[str, Any]) -> Table:
         if embedding.error:
             continue
         rows = embedding.vectors.reshape(-1, embedding.vectors.shape[-1])
-        table.add_row(escape(printable(embedding.video)), str(len(rows)), str(rows.shape[1]),
+        table.add_row(plain(embedding.video), str(len(rows)), str(rows.shape[1]),
                       f"{rows.norm(dim=1).mean().item():.3f}")
     return table
 
@@ -178,7 +199,7 @@ def segments_table(results: list) -> Table:
             continue
         rows = [segment_text(s) for s in result.timeline["segments"]]
         for n, row in enumerate(rows):
-            table.add_row(MiddleCut(result.video) if n == 0 else "", *map(escape, row),
+            table.add_row(MiddleCut(result.video) if n == 0 else "", *map(plain, row),
                           end_section=n == len(rows) - 1)
     return table
 
@@ -190,7 +211,7 @@ def percent(value: float | None) -> str:
 def evaluation_tables(summary) -> list[Table]:
     """The headline numbers, then per-class accuracy (all classes up to 30; else the 10 worst
     and 10 best, --json has them all)."""
-    head = plain_table(summary.title)
+    head = plain_table(plain(summary.title))
     head.add_column("metric")
     head.add_column("value", justify="right")
     for name, value in (("top-1", percent(summary.top1)), ("top-5", percent(summary.top5)),
@@ -208,7 +229,7 @@ def evaluation_tables(summary) -> list[Table]:
     for column, justify in (("class", "left"), ("accuracy", "right"), ("videos", "right")):
         per_class.add_column(column, justify=justify)
     for accuracy, label, videos in rows:
-        per_class.add_row(escape(label), percent(accuracy), str(videos))
+        per_class.add_row(plain(label), percent(accuracy), str(videos))
     return [head, per_class]
 
 
@@ -230,7 +251,7 @@ def point_cells(p: Any) -> dict[str, Any]:
     spread = "-" if p.latency_ms is None else f"{p.latency_min_ms:.4g}-{p.latency_max_ms:.4g}"
     return {"model": MiddleCut(p.model), "T": str(p.frames), "size": str(p.size), "params M": f"{p.params / 1e6:.2f}",
             "GMACs/view": f"{p.gmacs:.4g} x{p.views}", "attn %": f"{100 * p.attention_share:.0f}",
-            "peak MiB": num(p.peak_memory_mib), "latency ms": escape(p.error) if p.error else num(p.latency_ms),
+            "peak MiB": num(p.peak_memory_mib), "latency ms": plain(p.error) if p.error else num(p.latency_ms),
             "min-max ms": spread, "CPU ms": num(p.cpu_time_ms), "clips/s": num(p.clips_per_s, ".3g"),
             "MFU": num(p.mfu, ".1%")}
 
@@ -280,7 +301,7 @@ class VideoProgress:
 
     def on_result(self, result: Any) -> None:
         self.done += 1
-        self.bar.update(self.task, advance=1, description=f"{self.verb} {Path(result.video).name}")
+        self.bar.update(self.task, advance=1, description=bar_text(f"{self.verb} {Path(result.video).name}"))
         if result.error:
             self.failed += 1
             input_line("error", "red", f"{printable(result.video)}: {result.error}")

@@ -13,7 +13,7 @@ from vidcls.choices import (
     DIRECTIONS,
 )
 from vidcls.cli.app import command, guarded, one_of
-from vidcls.cli.render import err, models_tables, out, show
+from vidcls.cli.render import err, models_tables, out, say, show
 from vidcls.errors import UsageError
 
 MAX_CLIP_BYTES = 1 << 30  # sample-clip draws every frame in memory, then encodes them
@@ -65,7 +65,7 @@ def sample_clip_command(
 
     path = make_sample_clip(output, direction=direction, frames=frames, height=height, width=width,
                             seed=seed)
-    err.print(f"wrote {path} ({frames} frames, {width}x{height}, moving {direction})")
+    say(err, f"wrote {path} ({frames} frames, {width}x{height}, moving {direction})")
 
 
 @command("download")
@@ -89,11 +89,11 @@ def download_command(
 
     verified = download(ref)
     how = f"recorded in {lock_path()}" if verified.recorded else "verified"
-    err.print(f"{ref}: {verified.key} sha256 {verified.sha256} {how}", highlight=False, soft_wrap=True)
+    say(err, f"{ref}: {verified.key} sha256 {verified.sha256} {how}")
     hint = pin_hint(ref, verified.sha256)
     if hint is not None:
-        err.print(hint, highlight=False, soft_wrap=True)
-    out.print(str(verified.path.parent), highlight=False, soft_wrap=True)
+        say(err, hint)
+    say(out, verified.path.parent)
 
 
 def _arch_options(items: list[str]) -> dict[str, Any]:
@@ -160,6 +160,5 @@ def convert_command(
                                 labels=None if labels is None else _label_lines(labels))
     for what, keys in (("missing (initialised)", report.missing), ("unexpected (ignored)", report.unexpected)):
         if keys:
-            err.print(f"{what}: {len(keys)}: {', '.join(keys)}", highlight=False, soft_wrap=True)
-    err.print(f"converted {report.loaded} tensors ({report.layout} layout) into {report.family}: "
-              f"wrote {report.out}", highlight=False, soft_wrap=True)
+            say(err, f"{what}: {len(keys)}: {', '.join(keys)}")
+    say(err, f"converted {report.loaded} tensors ({report.layout} layout) into {report.family}: wrote {report.out}")

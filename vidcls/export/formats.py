@@ -7,11 +7,11 @@ line rather than silently ignored.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vidcls.choices import EXPORT_FORMATS
-from vidcls.errors import UsageError
+from vidcls.errors import UsageError, VidclsError, printable
 from vidcls.export.common import ExportReport
 
 
@@ -38,6 +38,7 @@ def export_model(ref: str, out: str | Path, *, format: str | None = None, frames
     default its own), as predict takes them; another model refuses them.
     """
     chosen = export_format(out, format)
+    check_replaceable(Path(out), chosen)
     if calibrate is not None and quantize is None:
         raise UsageError("--calibrate calibrates an int8 export: add --quantize int8")
     shared = {"frames": frames, "size": size, "batch": batch, "quantize": quantize, "weights": weights,
@@ -54,3 +55,58 @@ def export_model(ref: str, out: str | Path, *, format: str | None = None, frames
     from vidcls.export.openvino import export_openvino
 
     return export_openvino(ref, out, calibrate=calibrate, **shared)
+
+
+def check_replaceable(out: Path, chosen: str) -> None:
+    """Refuse (UsageError, before any work) an --out that exists and is not an earlier vidcls export:
+    writing would replace it without a word. A vidcls export (an .onnx with a vidcls card, an IR
+    with its card in rt_info, a directory holding only such an IR) is replaced: that is exporting again."""
+    if chosen == "onnx":
+        if out.is_file() or out.is_symlink():
+            _must_be_export(out, out, _onnx_card)
+        return  # a directory: refused where it is written
+    if out.suffix.lower() == ".xml":
+        weights = out.with_suffix(".bin")
+        if out.exists() or out.is_symlink():
+            _must_be_export(out, out, _ir_card)
+        elif weights.exists():
+            _refuse(out, f"{weights.name} is there without the .xml of a vidcls IR")
+        return
+    if out.is_file():
+        _refuse(out, "it is a file; an OpenVINO directory --out holds model.xml and model.bin")
+    if out.is_dir():
+        from vidcls.zoo.openvino import IR_NAME
+
+        ours = (IR_NAME, Path(IR_NAME).with_suffix(".bin").name)
+        others = sorted(p.name for p in out.iterdir() if p.name not in ours)
+        if others:
+            _refuse(out, f"the folder holds {', '.join(printable(n) for n in others[:3])}"
+                         f"{', ...' if len(others) > 3 else ''}")
+        if (out / IR_NAME).exists():
+            _must_be_export(out, out / IR_NAME, _ir_card)
+
+
+def _onnx_card(path: Path) -> None:
+    from vidcls.zoo.onnx import read_onnx_card
+
+    read_onnx_card(path)
+
+
+def _ir_card(path: Path) -> None:
+    from vidcls.zoo.openvino import read_ir_card
+
+    read_ir_card(path)
+
+
+def _must_be_export(out: Path, file: Path, read_card: Callable[[Path], None]) -> None:
+    try:
+        read_card(file)
+    except VidclsError as exc:
+        if not str(exc).startswith(f"{file}: "):  # not about the file (its runtime is not installed): as it is
+            raise
+        _refuse(out, str(exc).removeprefix(f"{file}: "))
+
+
+def _refuse(out: Path, why: str) -> None:
+    raise UsageError(f"--out {printable(str(out))} exists and is not a vidcls export ({printable(why)}); "
+                     f"remove it, or choose another --out")

@@ -5,21 +5,25 @@ size while the model process runs the forward passes; views of consecutive video
 forward passes (`batch_size` counts views), and results come back in input order. Every
 stage of one video (opening, decoding, resizing, views, its share of a forward pass,
 softmax or pre-logits) is inside that video's failure boundary: it ends as an error on that video's
-Prediction, never as an exception that costs the others.
+Prediction, never as an exception that costs the others. So is the death of a decoding process (the
+kernel's OOM killer sends SIGKILL; a decoder can segfault): the video it held fails, the workers are
+started again, and every other video is still decoded (_decoded).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import sys
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, get_worker_info
 
 from vidcls.errors import VidclsError, first_line
 from vidcls.inference.batcher import MEAN_SOFTMAX, Batcher, Head, Scores
@@ -103,16 +107,30 @@ def decode_views(position: int, item: VideoInput, recipe: Recipe) -> Decoded:
 
 
 class _VideoViews(Dataset):
-    """The videos of a run as a map-style dataset whose items are Decoded (never an exception)."""
+    """The videos of a run as a map-style dataset whose items are Decoded (never an exception).
 
-    def __init__(self, videos: Sequence[VideoInput], recipe: Recipe) -> None:
-        self.videos, self.recipe = videos, recipe
+    holding: shared memory, one slot per worker, where a worker writes the position of the video it
+    is decoding (-1 between videos), so that when it dies the video that killed it is known. failed:
+    positions whose decoder died, returned as their error without being decoded again."""
+
+    def __init__(self, videos: Sequence[VideoInput], recipe: Recipe, holding: Any = None,
+                 failed: dict[int, str] | None = None) -> None:
+        self.videos, self.recipe, self.holding, self.failed = videos, recipe, holding, failed or {}
 
     def __len__(self) -> int:
         return len(self.videos)
 
     def __getitem__(self, position: int) -> Decoded:
-        return decode_views(position, self.videos[position], self.recipe)
+        if position in self.failed:
+            return Decoded(position, error=self.failed[position])
+        worker = get_worker_info()
+        if self.holding is None or worker is None:
+            return decode_views(position, self.videos[position], self.recipe)
+        self.holding[worker.id] = position
+        try:
+            return decode_views(position, self.videos[position], self.recipe)
+        finally:
+            self.holding[worker.id] = -1
 
 
 def _quiet_broken_connections(kind: type[BaseException], value: BaseException, trace: Any) -> None:
@@ -132,12 +150,110 @@ def init_worker(worker_id: int) -> None:
     # worker waits to flush its queue to a reader that is gone, and the main process joins it forever.
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     sys.excepthook = _quiet_broken_connections
+    # torch's handlers print "ERROR: Unexpected segmentation fault encountered in worker." before the worker
+    # dies; the main process reports the crash as the error of the video it held (_decoded), in one line
+    for crash in (signal.SIGSEGV, signal.SIGBUS, signal.SIGFPE):
+        signal.signal(crash, signal.SIG_DFL)
     torch.set_num_threads(1)
     video_io.set_decoder_threads(1)
 
 
 def _keep(item: Decoded) -> Decoded:
     return item
+
+
+CRASHES = (signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT)
+
+
+def death_reason(exitcode: int | None) -> str:
+    """Why a decoding process died, from its exit code (negative: the signal that ended it), as the
+    error of the video it was decoding."""
+    if exitcode is None or exitcode >= 0:
+        return f"the decoding process exited (code {exitcode}) while decoding this video"
+    try:
+        name = signal.Signals(-exitcode).name
+    except ValueError:
+        name = f"signal {-exitcode}"
+    if -exitcode == signal.SIGKILL:
+        return "the decoding process was killed (SIGKILL, as the kernel's OOM killer sends) while decoding this video"
+    if -exitcode in CRASHES:
+        return f"the decoder crashed ({name}) while decoding this video"
+    return f"the decoding process was killed ({name}) while decoding this video"
+
+
+def _unwatched(iterator: Any) -> None:
+    """Stop torch's SIGCHLD handler from raising for these workers: it raises in the main thread
+    wherever it happens to be (inside the model, or a writer between two records), where nothing can
+    contain it. A dead worker is then found where _decoded waits for its data (within
+    torch's MP_STATUS_CHECK_INTERVAL, 5 s) and handled there."""
+    if getattr(iterator, "_worker_pids_set", False):
+        try:
+            from torch.utils.data._utils import signal_handling
+
+            signal_handling._remove_worker_pids(id(iterator))
+            iterator._worker_pids_set = False
+        except (ImportError, AttributeError, RuntimeError):  # pragma: no cover - another torch: keep its handler
+            pass
+
+
+def _dead_workers(iterator: Any, wait_s: float = 2.0) -> list[tuple[int, int | None]]:
+    """(worker id, exit code) of the iterator's workers that have died; a worker whose connection broke
+    is given `wait_s` to be seen dead (the kernel closes its sockets before its exit is reported)."""
+    workers = getattr(iterator, "_workers", None) or []
+    deadline = time.monotonic() + wait_s
+    while True:
+        dead = [(number, w.exitcode) for number, w in enumerate(workers) if not w.is_alive()]
+        if dead or time.monotonic() > deadline:
+            return dead
+        time.sleep(0.05)
+
+
+def _decoded(videos: Sequence[VideoInput], recipe: Recipe, workers: int, prefetch: int,
+             pin: bool) -> Iterator[Decoded]:
+    """Each video's Decoded, in input order, from `workers` processes (a torch DataLoader; 0: here).
+
+    A worker that dies (SIGKILL from the OOM killer, a segfault in a decoder) would end the
+    DataLoader, and with it the run: instead the video it held becomes that video's error and a new
+    DataLoader (fresh workers) goes on from the first video not yet received; videos the dead
+    loader had decoded but not handed over are decoded again. Each restart either receives a video
+    or fails one, so a run ends after at most one restart per video.
+    """
+    pending = list(range(len(videos)))
+    failed: dict[int, str] = {}
+    restart = False
+    while pending:
+        holding = multiprocessing.RawArray("q", [-1] * workers) if workers else None
+        with warnings.catch_warnings():
+            if restart:  # torch's notes on the worker count were shown at the start
+                warnings.simplefilter("ignore")
+            loader = DataLoader(_VideoViews(videos, recipe, holding, dict(failed)), batch_size=None,
+                                sampler=pending, num_workers=workers, collate_fn=_keep,
+                                worker_init_fn=init_worker if workers else None,
+                                prefetch_factor=prefetch if workers else None, pin_memory=pin)
+            iterator = iter(loader)
+        _unwatched(iterator)
+        received = 0
+        try:
+            while received < len(pending):
+                try:
+                    decoded = next(iterator)
+                except StopIteration:
+                    break
+                except Exception:
+                    dead = _dead_workers(iterator) if workers else []
+                    if not dead:
+                        raise
+                    held = [(holding[number], code) for number, code in dead if holding[number] >= 0]
+                    for position, code in held or [(pending[received], dead[0][1])] * (received == 0):
+                        failed[position] = death_reason(code)
+                    break
+                received += 1
+                yield decoded
+        finally:
+            stop = getattr(iterator, "_shutdown_workers", None)
+            if stop is not None:
+                stop()
+        pending, restart = pending[received:] if received < len(pending) else [], True
 
 
 # A default worker is started only for this many videos or more: starting one (a fork, a DataLoader
@@ -216,14 +332,10 @@ def score_videos(videos: Sequence[VideoInput], model: LoadedModel, device: torch
     else:
         workers = min(settings.workers, len(videos))
     threads = settings.threads or plan.threads
-    loader = DataLoader(_VideoViews(videos, recipe), batch_size=None, num_workers=workers,
-                        collate_fn=_keep, worker_init_fn=init_worker if workers else None,
-                        prefetch_factor=settings.prefetch if workers else None,
-                        pin_memory=device.type == "cuda")
     batcher = Batcher(model.at_precision(settings.precision), device, settings.precision, settings.batch_size, head)
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
-    decoded_videos = iter(loader)
+    decoded_videos = _decoded(videos, recipe, workers, settings.prefetch, pin=device.type == "cuda")
     try:
         for decoded in decoded_videos:
             yield from _add(batcher, decoded)
@@ -232,6 +344,4 @@ def score_videos(videos: Sequence[VideoInput], model: LoadedModel, device: torch
         torch.set_num_threads(previous)
         # stop the workers now (Ctrl-C, a consumer that stopped), not whenever the iterator is
         # collected: during interpreter exit that can meet half-torn-down multiprocessing state
-        stop = getattr(decoded_videos, "_shutdown_workers", None)
-        if stop is not None:
-            stop()
+        decoded_videos.close()

@@ -7,13 +7,18 @@ would fail on every video is refused (UsageError) before a model is loaded or a 
 
 from __future__ import annotations
 
+import os
+import tempfile
+import urllib.parse
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 from vidcls import choices
 from vidcls.choices import AUTO
-from vidcls.errors import UsageError
+from vidcls.errors import UsageError, printable
+from vidcls.video.inputs import VideoInput
 
 # how the defaults read in `--help` and docs/cli.md; None means "the model's recipe" or "chosen by the engine"
 DEFAULT_TOP_K = 5
@@ -69,7 +74,8 @@ class TimelineOptions:
     """predict --timeline: window and hop in seconds (None: the model's clip span, half of it),
     smoothing over N windows, and the files to draw (plot PNG, annotated video, with the input's
     audio stream copied unless audio is False); with several videos each file name gets the
-    video's name: timeline.png -> timeline-clip.png."""
+    video's name: timeline.png -> timeline-clip.png, made unique from the video's folders when two
+    videos share a name (paths_for)."""
 
     window_s: float | None = None
     hop_s: float | None = None
@@ -82,8 +88,78 @@ class TimelineOptions:
         check_timeline_options(self.window_s, self.hop_s, self.smooth)
 
     @staticmethod
-    def path_for(path: Path, video_name: str, several: bool) -> Path:
-        return path.with_name(f"{path.stem}-{Path(video_name).stem}{path.suffix}") if several else path
+    def paths_for(path: Path, video_names: Sequence[str]) -> list[Path]:
+        """The file each video's plot or annotated video goes to: `path` itself for one video; with
+        several, FILE-<video>.SUFFIX, one per video, never the same twice (unique_labels)."""
+        if len(video_names) <= 1:
+            return [path] * len(video_names)
+        return [path.with_name(f"{path.stem}-{label}{path.suffix}") for label in unique_labels(video_names)]
+
+    def outputs(self) -> dict[str, Path]:
+        """The files asked for, by the option that names them."""
+        return {option: path for option, path in (("--plot", self.plot), ("--out-video", self.out_video))
+                if path is not None}
+
+
+def _name_parts(name: str) -> list[str]:
+    """A video's name as path components (a URL's path; stdin is `stdin`), without root or dots."""
+    if name == "-":
+        return ["stdin"]
+    if "://" in name:
+        parsed = urllib.parse.urlsplit(name)
+        parts = [parsed.netloc, *PurePosixPath(parsed.path).parts]
+    else:
+        parts = list(Path(name).parts)
+    return [part for part in parts if part not in ("", "/", ".", "..") and not part.endswith(os.sep)] or ["video"]
+
+
+def unique_labels(video_names: Sequence[str]) -> list[str]:
+    """A file-name label per video: its stem, with as many of its folders as it takes to tell apart
+    videos of the same name (a/clip.mp4, b/clip.mp4 -> a_clip, b_clip), then its suffix; a name
+    given twice gets -2, -3, ... in input order. Two videos never get the same label."""
+    parts = [_name_parts(name) for name in video_names]
+    labels = [Path(p[-1]).stem or p[-1] for p in parts]
+    for depth in range(1, max(len(p) for p in parts)):
+        clashing = {label for label, n in Counter(labels).items() if n > 1}
+        if not clashing:
+            break
+        labels = [("_".join([*p[-1 - depth:-1], Path(p[-1]).stem or p[-1]]) if label in clashing else label)
+                  for label, p in zip(labels, parts, strict=True)]
+    clashing = {label for label, n in Counter(labels).items() if n > 1}
+    labels = [label + "_" + Path(p[-1]).suffix.lstrip(".") if label in clashing and Path(p[-1]).suffix else label
+              for label, p in zip(labels, parts, strict=True)]
+    seen: Counter[str] = Counter()
+    unique = []
+    for label in labels:
+        seen[label] += 1
+        unique.append(label if seen[label] == 1 else f"{label}-{seen[label]}")
+    return unique
+
+
+def check_writable(option: str, path: Path) -> None:
+    """Refuse (UsageError) an output file that cannot be written, before the run: its nearest
+    existing folder must be a folder where this process can create a file (it is created below that)."""
+    folder = path.parent
+    while not os.path.lexists(folder) and folder != folder.parent:
+        folder = folder.parent
+    if os.path.isdir(path):
+        raise UsageError(f"{option} {printable(str(path))}: is a folder; give a file name")
+    if not os.path.isdir(folder):
+        raise UsageError(f"{option} {printable(str(path))}: {printable(str(folder))} is not a folder")
+    try:  # a file made and removed: what permissions, a read-only filesystem or /proc really allow
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise UsageError(f"{option} {printable(str(path))}: cannot write in {printable(str(folder))} "
+                         f"({exc.strerror or exc})") from None
+
+
+def same_file(a: str | Path, b: str | Path) -> bool:
+    """Whether two paths name one file (links followed); False when either does not exist."""
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 @dataclass(frozen=True)
@@ -149,3 +225,22 @@ def check_timeline_options(window_s: float | None, hop_s: float | None, smooth: 
         raise UsageError(f"--hop {hop_s} is longer than --window {window_s}: the windows would leave gaps")
     if smooth < 1:
         raise UsageError(f"--smooth must be >= 1 window, got {smooth}")
+
+
+def timeline_outputs(over_time: TimelineOptions, videos: Sequence[VideoInput]) -> dict[str, dict[str, Path]]:
+    """The plot and annotated-video file of each video (by option, then by video name), named over
+    all the inputs (TimelineOptions.paths_for), so that a resumed or sharded run names them alike.
+    Refused before the run (UsageError): a file that would overwrite one of the inputs, and a
+    place that cannot be written (the run would fail every video there)."""
+    names = [video.name for video in videos]
+    targets = {}
+    for option, path in over_time.outputs().items():
+        paths = TimelineOptions.paths_for(path, names)
+        for target in dict.fromkeys(paths):
+            check_writable(option, target)
+            for video in videos:
+                if same_file(target, video.source):
+                    raise UsageError(f"{option} {printable(str(target))} is the input {printable(video.name)}: "
+                                     f"writing it would destroy the input; choose another name")
+        targets[option] = dict(zip(names, paths, strict=True))
+    return targets

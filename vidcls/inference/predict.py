@@ -6,6 +6,8 @@ video's Prediction, so one bad file never costs the results of the others.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -19,6 +21,7 @@ from vidcls.bench.cost import RunCost, run_cost
 from vidcls.choices import AUTO
 from vidcls.devices import choose_precision, native_bf16, resolve_device
 from vidcls.errors import UsageError
+from vidcls.fileio import file_digest
 from vidcls.inference.engine import EngineSettings, Recipe, Scored, score_videos
 from vidcls.inference.options import RunOptions
 from vidcls.inference.planning import decode_core_seconds, model_core_seconds, plan_engine
@@ -168,6 +171,34 @@ def run_on(loaded: LoadedModel, runtime: str) -> str:
     if loaded.exported:
         return "openvino" if type(loaded.module).__name__ == "OpenVinoModule" else "onnxruntime"
     return runtime
+
+
+def model_sha256(card: ModelCard, weights: str | os.PathLike | None, module: torch.nn.Module | None = None) -> str:
+    """sha256 of what a model's outputs depend on: its card (config.json: labels, recipe, architecture)
+    and its weights file (an OpenVINO IR's .xml and .bin; file digests are remembered across runs,
+    fileio.file_digest), or, for a model without a weights file (random, built in memory), its tensors."""
+    digest = hashlib.sha256(json.dumps(card.to_config(), sort_keys=True).encode())
+    if weights is not None:
+        path = Path(weights)
+        for file in (path, path.with_suffix(".bin")) if path.suffix.lower() == ".xml" else (path,):
+            digest.update(file_digest(file).encode())
+    elif module is not None:
+        for name, tensor in module.state_dict().items():
+            flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+            digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)};".encode())
+            digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def run_settings(card: ModelCard, model_digest: str, recipe: Recipe, top_k: int,
+                 timeline: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a run's records mean, carried by each as `run` (results.RUN_KEYS): the model (name and
+    model_sha256), top-k, the clip recipe (frames, stride, sampling, clips, crops) and, over time,
+    the windows asked for. --resume refuses to add records of a run that differs (check_same_run)."""
+    spec = recipe.spec
+    return {"model": card.name, "model_sha256": model_digest, "top_k": top_k, "frames": spec.frames,
+            "stride": spec.stride, "sampling": spec.sampling, "clips": recipe.clips, "crops": recipe.crops,
+            "timeline": timeline}
 
 
 def prediction_of(scored: Scored, item: VideoInput, model: LoadedModel, top_k: int) -> Prediction:

@@ -8,12 +8,14 @@ library refuses exactly what the command line does.
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from vidcls.errors import UsageError
+from vidcls.fileio import single_writer
 from vidcls.inference.results import FORMATS, Record, output_format, rank_path, read_records
 from vidcls.video.inputs import STDIN, gather, is_url, parse_shard
 
@@ -54,7 +56,20 @@ def done_records(output: Path | None, place: Placement, resume: bool,
                 raise UsageError(f"--output {file} already exists: add --resume to continue it, "
                                  "or remove it to start over")
         return []
-    return [record for file in files for record in read_records(records(file))]
+    return [record for file in files for record in read_records(records(file), strict=True)]
+
+
+@contextlib.contextmanager
+def writing(output: Path | None, place: Placement) -> Iterator[None]:
+    """Hold the files this process writes for the whole run (fileio.single_writer): --output, or under
+    torchrun its rank file (and rank 0, which merges them, --output too). A second run on the same
+    file is a UsageError naming the first's pid, before anything is read or written."""
+    with contextlib.ExitStack() as stack:
+        if output is not None:
+            files = [output] if not place.torchrun else [rank_path(output, place.rank)] + [output] * (place.rank == 0)
+            for file in files:
+                stack.enter_context(single_writer(file))
+        yield
 
 
 def checked_output(output: str | Path | None, formats: Sequence[str] = FORMATS) -> Path | None:
@@ -75,6 +90,8 @@ def missing_inputs(videos: list[str]) -> list[str] | None:
     """The inputs, when every one of them is a file that does not exist (nothing to load a model
     for: each is reported as a failed input straight away); None when any may hold a video.
     Raises UsageError when the inputs hold no video at all (an empty folder)."""
+    if videos.count(STDIN) > 1:
+        raise UsageError("input '-' (stdin) is given twice; stdin holds one video: give it once")
     if any(v == STDIN or is_url(v) or v.startswith("@") for v in videos):
         return None
     found = gather(videos)

@@ -15,6 +15,7 @@ run is one line saying what to install, and nothing else of vidcls needs it.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import importlib
 import json
@@ -29,10 +30,19 @@ import numpy as np
 import torch
 
 from vidcls.errors import UsageError, VidclsError, first_line
+from vidcls.fileio import single_writer
 from vidcls.inference.engine import Recipe
 from vidcls.inference.options import RunOptions
-from vidcls.inference.predict import Prediction, check_recipe, classify, plan_run, with_labels
-from vidcls.inference.results import ResultWriter, output_format, read_records
+from vidcls.inference.predict import (
+    Prediction,
+    check_recipe,
+    classify,
+    model_sha256,
+    plan_run,
+    run_settings,
+    with_labels,
+)
+from vidcls.inference.results import Record, ResultWriter, check_same_run, output_format, read_records
 from vidcls.video.container import is_url
 from vidcls.video.inputs import VideoInput, gather
 from vidcls.zoo.resolve import load_model, no_weights_message, resolve
@@ -120,13 +130,17 @@ def is_file_output(output: Path) -> bool:
     return True
 
 
-def done_videos(output: Path, resume: bool) -> set[str]:
-    """The videos already in the output (a file, or the JSON files of a folder)."""
+def done_videos(output: Path, resume: bool, run: dict[str, Any] | None = None) -> set[str]:
+    """The videos already in the output (a file, or the JSON files of a folder); a FILE's records must
+    be this run's (`run`: results.check_same_run)."""
     files = [output] if is_file_output(output) else sorted(output.glob("*.json"))
     existing = [f for f in files if f.exists() and f.stat().st_size]
     if existing and not resume:
         raise UsageError(f"--output {output} already has results: add --resume to continue it, or remove it")
-    return {r["video"] for f in existing for r in read_records(f)}
+    records: list[Record] = [r for f in existing for r in read_records(f, strict=is_file_output(output))]
+    if run is not None and is_file_output(output):
+        check_same_run(records, run, output)
+    return {r["video"] for r in records}
 
 
 def absolute(source: str) -> str:
@@ -142,18 +156,20 @@ def default_concurrency(ray: Any, num_cpus: float, num_gpus: float) -> int:
     return max(1, int(resources.get("CPU", 1) // num_cpus))
 
 
-def checked_model(model: str, weights: str | None, options: RunOptions) -> str:
+def checked_model(model: str, weights: str | None, options: RunOptions) -> tuple[str, dict[str, Any]]:
     """The REF as every node can read it (a local path made absolute), checked here once before any
     actor starts: a bad REF, an architecture without weights or a clip the model cannot take is one
-    line, not an error in every actor."""
+    line, not an error in every actor. With it, what the run's records mean (predict.run_settings)."""
     model = os.path.abspath(model) if os.path.exists(model) else model
     resolved = resolve(model, need_weights=weights is None)
     if resolved.weights is None and weights is None:
         raise UsageError(no_weights_message(model, resolved.card.family))
     exported = resolved.weights is not None and resolved.weights.suffix == ".onnx"
-    recipe = Recipe.of(resolved.card.input, frames=options.frames, stride=options.stride, sampling=options.sampling)
+    recipe = Recipe.of(resolved.card.input, frames=options.frames, stride=options.stride, sampling=options.sampling,
+                       clips=options.clips, crops=options.crops)
     check_recipe(resolved.card, recipe.spec, exported)
-    return model
+    return model, run_settings(resolved.card, model_sha256(resolved.card, weights or resolved.weights), recipe,
+                               options.top_k)
 
 
 def connect(ray: Any, address: str) -> None:
@@ -180,8 +196,15 @@ def ray_predict(videos: Iterable[str | Path], model: str, output: str | Path, *,
     """
     options, cluster, output = options or RunOptions(), cluster or RayOptions(), Path(output)
     weights = None if weights is None else os.path.abspath(weights)
-    model = checked_model(model, None if weights is None else str(weights), options)
-    done = done_videos(output, resume)
+    with single_writer(output) if is_file_output(output) else contextlib.nullcontext():
+        return _ray_predict(videos, model, output, options, cluster, weights, resume, on_start, on_result)
+
+
+def _ray_predict(videos: Iterable[str | Path], model: str, output: Path, options: RunOptions, cluster: RayOptions,
+                 weights: str | None, resume: bool, on_start: Callable[[int], None] | None,
+                 on_result: Callable[[Prediction], None] | None) -> RayRun:
+    model, meaning = checked_model(model, None if weights is None else str(weights), options)
+    done = done_videos(output, resume, meaning)
     todo = [v for v in gather(videos).videos if v.name not in done]
     if on_start is not None:
         on_start(len(todo))
@@ -203,7 +226,7 @@ def ray_predict(videos: Iterable[str | Path], model: str, output: str | Path, *,
         failed = 0
         with ResultWriter(output, options.top_k, resume=resume) as writer:
             for row in results.iter_rows():
-                result = record(row)
+                result = {**record(row), "run": meaning}
                 writer.write(result)
                 failed += result["error"] is not None
                 if on_result is not None:

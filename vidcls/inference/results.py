@@ -2,13 +2,23 @@
 
 The format follows the suffix: .jsonl (one JSON object per line, predict --json's schema),
 .json (the same objects as one array, one per line, so it stays readable line by line) or
-.csv (video, label_1, score_1, ..., error). Every record is flushed when written, so Ctrl-C
-or a killed process loses at most the line being written; reading back ignores such a
+.csv (video, label_1, score_1, ..., error, model, run). Every record is flushed when written, so
+Ctrl-C or a killed process loses at most the line being written; reading back ignores such a
 truncated last line (it is cut off and that video redone).
+
+Every record carries `run`: what its numbers mean (the model and the sha256 of its card and
+weights, top-k, the clip recipe, the timeline's windows; RUN_KEYS). A resume whose run differs
+is refused naming the difference (check_same_run), and a file that is not vidcls records is
+never continued (read_records(strict=True)): appending would mix two runs' results in one file,
+and continuing a .json array rewrites its end. A file is changed only where it grows: resuming
+appends to it in place (the same inode, so a symbolic link stays one and its target is written).
+File names are not always UTF-8: they are written and read back with surrogateescape, so a
+name's bytes survive a CSV round trip exactly and --resume recognises it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
@@ -18,11 +28,15 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from vidcls.errors import UsageError
-from vidcls.fileio import write_text_atomic
+from vidcls.errors import UsageError, printable
+from vidcls.fileio import through_links
 
 FORMATS = (".jsonl", ".json", ".csv")
 Record = dict[str, Any]
+ENCODING = {"encoding": "utf-8", "errors": "surrogateescape"}  # file names are bytes; keep them exact
+# What a run's records mean: two runs that differ in any of these must not share a file.
+RUN_KEYS = ("model", "model_sha256", "top_k", "frames", "stride", "sampling", "clips", "crops", "timeline")
+CSV_TAIL = ("error", "model", "run")  # the last CSV columns (model and the run as compact JSON)
 
 
 def output_format(path: Path, formats: Sequence[str] = FORMATS) -> str:
@@ -39,7 +53,7 @@ def output_format(path: Path, formats: Sequence[str] = FORMATS) -> str:
 
 def csv_header(top_k: int, extra: Sequence[str] = ()) -> list[str]:
     ranks = [f"{what}_{r}" for r in range(1, top_k + 1) for what in ("label", "score")]
-    return ["video", *extra, *ranks, "error"]
+    return ["video", *extra, *ranks, *CSV_TAIL]
 
 
 def csv_row(record: Record, top_k: int, extra: Sequence[str] = ()) -> list[Any]:
@@ -47,19 +61,25 @@ def csv_row(record: Record, top_k: int, extra: Sequence[str] = ()) -> list[Any]:
     ranked = record.get("top_k") or []
     for r in range(top_k):
         cells += [ranked[r]["label"], ranked[r]["score"]] if r < len(ranked) else ["", ""]
-    return [*cells, record.get("error") or ""]
+    run = record.get("run")
+    return [*cells, record.get("error") or "", record.get("model") or "",
+            json.dumps(run, sort_keys=True, separators=(",", ":")) if run is not None else ""]
 
 
 def _csv_record(row: dict[str, str]) -> Record:
-    """A CSV row back as a record with video, top_k (labels and scores) and error."""
+    """A CSV row back as a record with video, top_k (labels and scores), error, model and run."""
     top_k = []
     rank = 1
     while row.get(f"label_{rank}"):
         top_k.append({"label": row[f"label_{rank}"], "score": float(row[f"score_{rank}"])})
         rank += 1
-    fixed = {"video", "error"} | {k for k in row if k.startswith(("label_", "score_"))}
-    return {**{k: v for k, v in row.items() if k not in fixed}, "video": row["video"], "top_k": top_k,
-            "error": row.get("error") or None}
+    fixed = {"video", "error", "run"} | {k for k in row if k.startswith(("label_", "score_"))}
+    record = {**{k: v for k, v in row.items() if k not in fixed}, "video": row["video"], "top_k": top_k,
+              "error": row.get("error") or None}
+    if row.get("run"):
+        with contextlib.suppress(ValueError):
+            record["run"] = json.loads(row["run"])
+    return record
 
 
 # ----------------------------------------------------------------------------- reading back
@@ -68,7 +88,7 @@ def _csv_record(row: dict[str, str]) -> Record:
 def _complete_text(path: Path) -> str:
     """The file's text up to its last complete line (a torn tail, from a run killed mid-write, is left out)."""
     data = path.read_bytes()
-    return data[:data.rfind(b"\n") + 1].decode("utf-8", errors="replace")
+    return data[:data.rfind(b"\n") + 1].decode(**ENCODING)
 
 
 def cut_torn_tail(path: Path) -> None:
@@ -83,31 +103,81 @@ def cut_torn_tail(path: Path) -> None:
             f.truncate(end)
 
 
-def _json_lines(text: str) -> Iterator[Record]:
-    for line in text.splitlines():
-        line = line.strip().lstrip("[,").rstrip("]").strip()
+def not_records(path: Path, why: str) -> UsageError:
+    """The refusal to continue a file that vidcls did not write (resuming would append to it, and
+    continuing a .json array rewrites its end)."""
+    return UsageError(f"--output {printable(str(path))} is not a file of vidcls results ({why}); --resume continues "
+                      f"only a file a vidcls run wrote: choose another --output")
+
+
+def _json_lines(text: str, path: Path, strict: bool) -> Iterator[Record]:
+    for number, raw in enumerate(text.splitlines(), 1):
+        line = raw.strip().lstrip("[,").rstrip("]").strip()
         if not line:
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError:
-            continue  # a line torn by a crash and completed by a later run's first line
-        if isinstance(record, dict) and "video" in record:
+            if strict:
+                raise not_records(path, f"line {number} is not one JSON object") from None
+            continue  # a line torn by a crash and completed by a later run's first line (older files)
+        if isinstance(record, dict) and isinstance(record.get("video"), str):
             yield record
+        elif strict:
+            raise not_records(path, f"line {number} is not a record with a video")
 
 
-def read_records(path: Path) -> list[Record]:
-    """The complete records in an output file ([] when it does not exist)."""
+def _csv_lines(text: str, path: Path, strict: bool) -> Iterator[Record]:
+    rows = csv.reader(io.StringIO(text, newline=""))
+    header = next(rows, None)
+    if header is None:
+        return
+    if strict and (header[:1] != ["video"] or tuple(header[-len(CSV_TAIL):]) != CSV_TAIL):
+        raise not_records(path, "its header is not video, ..., error, model, run")
+    for number, row in enumerate(rows, 2):
+        if len(row) != len(header) or not row[0]:
+            if strict and row:
+                raise not_records(path, f"line {number} has {len(row)} cells, its header {len(header)}")
+            continue
+        yield _csv_record(dict(zip(header, row, strict=True)))
+
+
+def read_records(path: Path, strict: bool = False) -> list[Record]:
+    """The complete records in an output file ([] when it does not exist). strict (what --resume
+    reads): a line that is not a record (other than a torn last line) is a UsageError, not skipped."""
     if not path.exists():
         return []
     try:
         text = _complete_text(path)
     except OSError as exc:
-        raise UsageError(f"cannot read --output {path}: {exc.strerror or exc}") from None
-    if output_format(path) == ".csv":
-        rows = list(csv.DictReader(io.StringIO(text)))
-        return [_csv_record(r) for r in rows if r.get("video") and None not in r.values()]
-    return list(_json_lines(text))
+        raise UsageError(f"cannot read --output {printable(str(path))}: {exc.strerror or exc}") from None
+    lines = _csv_lines if output_format(path) == ".csv" else _json_lines
+    return list(lines(text, path, strict))
+
+
+def check_same_run(done: Iterable[Record], run: dict[str, Any], output: Path | None) -> None:
+    """Refuse to continue `output` when its records were made by another run (another model or its
+    weights, top-k, clip recipe or timeline; RUN_KEYS): the file would mix results that do not mean
+    the same thing. Records without a run (written before vidcls recorded it) are refused too."""
+    ours = json.loads(json.dumps(run))
+    for record in done:
+        theirs = record.get("run")
+        if not isinstance(theirs, dict):
+            raise UsageError(f"--output {printable(str(output))} holds {printable(record['video'])} without the "
+                             f"settings of the run that made it (written by an older vidcls?); it cannot be "
+                             f"continued: choose another --output")
+        changed = [f"{key} {_shown(theirs.get(key))} (this run: {_shown(ours.get(key))})"
+                   for key in RUN_KEYS if theirs.get(key) != ours.get(key)]
+        if changed:
+            raise UsageError(f"--output {printable(str(output))} holds results of another run: "
+                             f"{'; '.join(changed)}; resume with the same settings, or choose another --output")
+
+
+def _shown(value: Any) -> str:
+    """A run setting in a message: a digest by its first 12 digits, anything else as JSON."""
+    if isinstance(value, str) and len(value) == 64:
+        return value[:12]
+    return printable(json.dumps(value) if not isinstance(value, str) else value)
 
 
 # ----------------------------------------------------------------------------- writing
@@ -125,9 +195,9 @@ class ResultWriter:
     def __init__(self, path: Path, top_k: int, resume: bool = False, extra: Sequence[str] = ()) -> None:
         self.path, self.top_k, self.extra = path, top_k, tuple(extra)
         self.format = output_format(path)
+        existing = read_records(path, strict=True) if resume else []  # refused before anything is cut
         if resume:
             cut_torn_tail(path)
-        existing = read_records(path) if resume else []
         self.count = len(existing)
         self.file: TextIO = self._open(existing)
 
@@ -135,12 +205,13 @@ class ResultWriter:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.format == ".json" and existing:
-                # reopen the array: rewrite its complete records (atomically) without the closing bracket
-                write_text_atomic(self.path, "".join(self._json_line(r, i) for i, r in enumerate(existing)))
-            file = self.path.open("a" if existing else "w", encoding="utf-8", newline="")
+                reopen_array(self.path)
+            file = self.path.open("a" if existing else "w", newline="", **ENCODING)
         except OSError as exc:
-            raise UsageError(f"cannot write --output {self.path}: {exc.strerror or exc}") from None
-        self.rows = csv.writer(file, lineterminator="\n")
+            raise UsageError(f"cannot write --output {printable(str(self.path))}: {exc.strerror or exc}") from None
+        # CSV's own line ends (RFC 4180, \r\n): the writer then quotes a field holding a carriage return
+        # (a file name may), which with \n line ends it writes bare, and a reader takes for a line end
+        self.rows = csv.writer(file, lineterminator="\r\n")
         if self.format == ".csv" and not existing:
             self.rows.writerow(csv_header(self.top_k, self.extra))
             file.flush()
@@ -174,8 +245,19 @@ class ResultWriter:
         self.close()
 
 
+def reopen_array(path: Path) -> None:
+    """Open a .json array again for appending, in place: cut its closing `]` line (a run that was
+    killed left none). The file keeps its inode, so a symbolic link to it stays one."""
+    data = path.read_bytes()
+    start = data.rstrip(b"\n").rfind(b"\n") + 1
+    if data[start:].strip() in (b"]", b"[]"):
+        with path.open("r+b") as f:
+            f.truncate(start)
+
+
 def write_records(path: Path, records: Iterable[Record], top_k: int, extra: Sequence[str] = ()) -> None:
-    """Write a whole output file at once (merging rank files), atomically."""
+    """Write a whole output file at once (merging rank files), atomically (a symbolic link stays one)."""
+    path = through_links(path)
     temporary = path.with_name(f".{path.name}.merging{Path(path.name).suffix}")
     with ResultWriter(temporary, top_k, extra=extra) as writer:
         for record in records:

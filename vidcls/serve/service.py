@@ -15,7 +15,6 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from vidcls.api import timeline_prediction
 from vidcls.errors import UsageError
 from vidcls.inference.batcher import Scores
 from vidcls.inference.embed import embed_over_time, embedding_dim, embedding_meta, embedding_of
@@ -33,6 +32,7 @@ from vidcls.serve.config import ServeConfig
 from vidcls.serve.engine import DecodePool, ModelLoop, RemoteBatcher, Ticket, predict_key
 from vidcls.video.container import restrict_to_self_contained_files
 from vidcls.video.inputs import VideoInput
+from vidcls.viz.timeline_run import timeline_prediction
 from vidcls.zoo.resolve import LoadedModel
 
 
@@ -119,7 +119,7 @@ class Service:
             over_time = TimelineOptions(work.window_s, work.hop_s)
             batcher = RemoteBatcher(self.model, predict_key(work.labels), ticket)
             prediction = await self._in_thread(timeline_prediction, item, loaded, self.device, options,
-                                               self.recipe, over_time, False, batcher)
+                                               self.recipe, over_time, None, batcher)
         else:
             scored = await self._scored(item, predict_key(work.labels), ticket)
             prediction = prediction_of(scored, item, loaded, work.top_k)

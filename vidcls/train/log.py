@@ -26,6 +26,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from vidcls.errors import printable
 from vidcls.fileio import write_text_atomic
 
 LOG_NAME = "train.log"
@@ -64,17 +65,17 @@ class RunLog:
     # ---------------------------------------------------------------- messages
 
     def info(self, message: str) -> None:
-        self._emit("INFO", message, escape(message))
+        self._emit("INFO", message, escape(printable(message)))
 
     def warn(self, message: str) -> None:
-        self._emit("WARNING", message, f"[yellow]warning:[/] {escape(message)}")
+        self._emit("WARNING", message, f"[yellow]warning:[/] {escape(printable(message))}")
 
     def _emit(self, level: str, message: str, styled: str) -> None:
         if not self.enabled:
             return
         self.console.print(styled, highlight=False, soft_wrap=True)
         self.output.mkdir(parents=True, exist_ok=True)
-        with open(self.output / LOG_NAME, "a", encoding="utf-8") as log:
+        with open(self.output / LOG_NAME, "a", encoding="utf-8", errors="backslashreplace") as log:
             log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {level} {message}\n")
 
     # ---------------------------------------------------------------- metrics.jsonl

@@ -73,16 +73,21 @@ def encode_frames(path: str | Path, frames: Iterable[np.ndarray | torch.Tensor],
     (a decoding error of the source) passes through as it is.
     """
     path = Path(path)
+    copying = False  # whether the audio copy is what failed (for the hint)
     try:
         with contextlib.ExitStack() as stack:
-            tmp = stack.enter_context(atomic_file(path))
-            container = stack.enter_context(av.open(str(tmp), "w"))  # the muxer follows the suffix
+            try:
+                tmp = stack.enter_context(atomic_file(path))
+                container = stack.enter_context(av.open(str(tmp), "w"))  # the muxer follows the suffix
+            except OSError as err:  # the folder cannot be made or written: the output's fault, not the input's
+                raise VidclsError(f"cannot write video {path}: {err.strerror or err}") from err
             stream = container.add_stream(codec, rate=Fraction(fps).limit_denominator(1001))
             stream.height, stream.width = size[0] + size[0] % 2, size[1] + size[1] % 2
             stream.pix_fmt = "yuv420p"
             stream.options = {"crf": str(crf)}
             if gop is not None:
                 stream.codec_context.gop_size = gop
+            copying = True
             audio = None
             if audio_from:
                 from vidcls.video.container import open_container  # the decoder's side: imports torch
@@ -90,14 +95,17 @@ def encode_frames(path: str | Path, frames: Iterable[np.ndarray | torch.Tensor],
                 audio = AudioCopy(stack.enter_context(open_container(audio_from)), container)
             for index, frame in enumerate(frames):
                 if audio is not None:
+                    copying = True
                     audio.until(index / fps)
+                copying = False
                 picture = np.ascontiguousarray(pad_to_even(np.asarray(frame)[None])[0])
                 container.mux(stream.encode(av.VideoFrame.from_ndarray(picture, format="rgb24")))
             container.mux(stream.encode())
             if audio is not None:
+                copying = True
                 audio.until(math.inf)
     except (av.error.FFmpegError, ValueError) as err:
-        hint = f" (copying the audio of {audio_from}; --no-audio leaves it out)" if audio_from else ""
+        hint = f" (copying the audio of {audio_from}; --no-audio leaves it out)" if audio_from and copying else ""
         raise VidclsError(f"cannot write video {path}: {getattr(err, 'strerror', None) or err}{hint}") from err
     return path
 

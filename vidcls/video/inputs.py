@@ -153,10 +153,48 @@ def file_url_path(url: str) -> str | VideoInput:
     return urllib.request.url2pathname(parts.path)
 
 
-def gather(inputs: Iterable[str | Path], stdin_dir: Path | None = None) -> InputList:
+class StdinSpool:
+    """Where a video on stdin is kept while a run lasts: a private temporary folder, made only when
+    `-` is among the inputs (a full or missing TMPDIR then costs nothing to runs without it), removed
+    with what it holds when the run ends."""
+
+    def __init__(self) -> None:
+        self._folder: tempfile.TemporaryDirectory | None = None
+
+    def directory(self) -> Path:
+        if self._folder is None:
+            self._folder = tempfile.TemporaryDirectory(prefix="vidcls-stdin-")
+        return Path(self._folder.name)
+
+    def __enter__(self) -> StdinSpool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._folder is not None:
+            self._folder.cleanup()
+
+
+def _stdin_input(stdin_dir: Path | StdinSpool) -> VideoInput:
+    """`-` as an input: stdin spooled to a file. A spool that cannot be written (a full or read-only
+    TMPDIR) fails this input alone, as a file that cannot be read does; the partial copy is removed."""
+    target = None
+    try:
+        folder = stdin_dir.directory() if isinstance(stdin_dir, StdinSpool) else stdin_dir
+        target = folder / "stdin-video"
+        return VideoInput(STDIN, str(spool_stdin(folder)))
+    except OSError as exc:
+        if target is not None:
+            target.unlink(missing_ok=True)
+        where = os.environ.get("TMPDIR") or tempfile.gettempdir()
+        return VideoInput(STDIN, STDIN, f"cannot keep the video on stdin in {where} (TMPDIR): "
+                                        f"{exc.strerror or exc}")
+
+
+def gather(inputs: Iterable[str | Path], stdin_dir: Path | StdinSpool | None = None) -> InputList:
     """Expand the inputs: folders into the videos below them (sorted), @LIST files into their
     lines; files, URLs and missing paths are kept as given (a missing file is reported as a
-    failed input, not dropped). `-` is spooled into stdin_dir (required when `-` is given)."""
+    failed input, not dropped). `-` is spooled into stdin_dir (required when `-` is given); stdin
+    holds one video, so `-` given twice is a UsageError."""
     found: list[VideoInput] = []
     skipped: Counter[str] = Counter()
     pending = [os.fspath(i) for i in inputs]
@@ -168,7 +206,9 @@ def gather(inputs: Iterable[str | Path], stdin_dir: Path | None = None) -> Input
         elif item == STDIN:
             if stdin_dir is None:
                 raise UsageError("input '-' (stdin) is not accepted here")
-            found.append(VideoInput(STDIN, str(spool_stdin(stdin_dir))))
+            if any(video.name == STDIN for video in found):
+                raise UsageError("input '-' (stdin) is given twice; stdin holds one video: give it once")
+            found.append(_stdin_input(stdin_dir))
         elif item[:7].lower() == "file://":
             local = file_url_path(item)
             found.append(local) if isinstance(local, VideoInput) else pending.append(local)
@@ -181,9 +221,9 @@ def gather(inputs: Iterable[str | Path], stdin_dir: Path | None = None) -> Input
     return InputList(found, skipped)
 
 
-def stdin_directory() -> tempfile.TemporaryDirectory:
-    """A private temporary folder for a spooled stdin video, removed when the run ends."""
-    return tempfile.TemporaryDirectory(prefix="vidcls-stdin-")
+def stdin_directory() -> StdinSpool:
+    """Where a video on stdin is spooled while a run lasts (StdinSpool: made only when needed)."""
+    return StdinSpool()
 
 
 def parse_shard(text: str) -> tuple[int, int]:
