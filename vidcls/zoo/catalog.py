@@ -11,7 +11,6 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vidcls.models import family_class
 from vidcls.zoo import entries as zoofile
 from vidcls.zoo.labels import label_set
 from vidcls.zoo.spec import InputSpec, input_defaults
@@ -56,6 +55,7 @@ def zoo_card(name: str) -> ModelCard:
     entries by models.yaml alone, always (the file holds tensors only), their labels by
     `labels:` or else the shipped label set named by `dataset:`.
     """
+    from vidcls.models import family_class  # imports torch: the card is built to be used
     from vidcls.zoo.cards import read_card
     from vidcls.zoo.modeldir import ModelCard
 
