@@ -76,9 +76,10 @@ BatchSizeOption = Annotated[int, typer.Option(
 )]
 WorkersOption = Annotated[int | None, typer.Option(
     "--workers", min=0,
-    help="Processes decoding videos ahead of the model (default on CPU: as many as keep decoding ahead of the "
-         "model at its precision and runtime, from one per core for a cheap model to one for a heavy one; "
-         "with CUDA: all cores but two; 0: decode in this process).",
+    help="Processes decoding videos ahead of the model (default on CPU: the split of the cores that the rates "
+         "of decoding and of the model at its precision and runtime make fastest, from one per core for a cheap "
+         "model to none, decoding in this process, for a heavy one on few cores; with CUDA: all cores but two; "
+         "0: decode in this process).",
 )]
 ThreadsOption = Annotated[int | None, typer.Option(
     "--threads", min=1,

@@ -16,7 +16,6 @@ tested with faked rates and core counts (tests/test_planning.py).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 # What torch fp32 reaches on one CPU core over a whole ViT forward (not the sgemm peak): a VideoMAE
@@ -43,8 +42,8 @@ SPEEDUP: dict[tuple[str, str, bool], float] = {
 # core, and cutting and normalising each 16x224 view 0.07 s more (AMD EPYC, one decoder thread).
 DECODE_CORE_S = 0.6
 VIEW_CORE_S = 0.07  # per view of 16 frames at 224x224; scaled by frames x size^2
-# Workers started beyond the average need: decode times vary from video to video, and a worker with
-# nothing to do only waits on its queue, while a model that waits on decoding loses its whole rate.
+# Decoding counted 1.5x in the plan: decode times vary from video to video, and a worker with nothing to
+# do only waits on its queue, while a model that waits on decoding loses its whole rate.
 WORKER_HEADROOM = 1.5
 
 
@@ -73,12 +72,15 @@ def decode_core_seconds(views: int, frames: int = 16, size: int = 224) -> float:
 
 def plan_engine(cores: int, device_type: str, model_core_s: float | None, decode_core_s: float = DECODE_CORE_S
                 ) -> EnginePlan:
-    """Workers and threads that keep decoding ahead of the model.
+    """Workers and threads that keep decoding ahead of the model without two jobs on one core.
 
-    CPU: of the core-time a video needs, decoding's share is d / (d + m); that many cores decode
-    (workers: rounded up, with WORKER_HEADROOM, at least one, at most one per core) and the model keeps
-    the rest (threads: the cores less those decoding, rounded, at least one). A cheap model ends at
-    one worker per core and one thread; a heavy one at one worker and every core for the model.
+    CPU: each split is timed by the rates, per video: decoding in the model's process (workers 0, a
+    thread per core) takes d + m / cores (the cores wait while one decodes); w workers and the other
+    cores' threads take max(d / w, m / threads, (d + m) / cores) (the slower side sets the pace, and no
+    split beats the cores' total). d counts WORKER_HEADROOM. The fastest wins, the fewer workers among
+    equals: a cheap model gets one worker per core and one thread (its threads have nothing to do), a
+    model that leaves decoding a small share of few cores decodes in its own process, and the more
+    cores or the faster the model (bf16, OpenVINO), the more workers.
     Unknown cost (None): a quarter of the cores decode, the model takes every core (the former default).
     CUDA: cores - 2 workers (at most 16), one thread per core.
     """
@@ -87,9 +89,16 @@ def plan_engine(cores: int, device_type: str, model_core_s: float | None, decode
         return EnginePlan(max(1, min(16, cores - 2)), cores, "CUDA: the cores decode, the GPU runs the model")
     if model_core_s is None:
         return EnginePlan(max(1, cores // 4), cores, "model cost unknown")
-    share = decode_core_s / (decode_core_s + max(model_core_s, 0.0))
-    decoding = cores * share
-    workers = min(cores, max(1, math.ceil(WORKER_HEADROOM * decoding - 1e-9)))
-    threads = min(cores, max(1, cores - round(decoding)))
-    return EnginePlan(workers, threads, f"decoding {share:.0%} of the work "
-                                        f"({decode_core_s:.2g} core-s a video, the model {model_core_s:.2g})")
+    d, m = WORKER_HEADROOM * decode_core_s, max(model_core_s, 0.0)
+
+    def seconds(workers: int) -> float:
+        if workers == 0:
+            return d + m / cores
+        threads = max(1, cores - workers)
+        return max(d / workers, m / threads, (d + m) / cores)
+
+    workers = min(range(cores + 1), key=lambda w: (round(seconds(w), 9), w))
+    threads = cores if workers == 0 else max(1, cores - workers)
+    share = decode_core_s / (decode_core_s + m)
+    return EnginePlan(workers, threads, f"decoding {share:.0%} of the work ({decode_core_s:.2g} core-s a video, "
+                                        f"the model {m:.2g}): {seconds(workers):.2g} s a video")

@@ -22,11 +22,13 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-
-from filelock import FileLock
+from typing import TYPE_CHECKING
 
 from vidcls.errors import VidclsError
 from vidcls.fileio import home, write_text_atomic
+
+if TYPE_CHECKING:  # imported when a lock is taken: filelock's import is not every start's to pay
+    from filelock import FileLock
 
 
 def lock_path() -> Path:
@@ -45,6 +47,8 @@ def converted_dir(sha256: str) -> Path:
 def exclusive(key: str) -> FileLock:
     """A lock, across processes, for one cache job (a URL's download, a conversion): the
     ranks of a distributed run resolve the same model at the same time."""
+    from filelock import FileLock
+
     path = home() / "locks" / f"{hashlib.sha256(key.encode()).hexdigest()[:16]}.lock"
     path.parent.mkdir(parents=True, exist_ok=True)
     return FileLock(str(path))
