@@ -365,7 +365,7 @@ def test_top_k_is_cut_to_the_labels(clip, tmp_path):
     done = vidcls_cli("predict", str(clip), "-m", "demo-motion", "--top-k", "1000000000", "-o", str(out),
                       "--workers", "0", memory=4 * GIB, timeout=90)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert out.read_text().splitlines()[0].split(",")[-3:] == ["label_4", "score_4", "error"]
+    assert out.read_text().splitlines()[0].split(",")[-5:] == ["label_4", "score_4", "error", "model", "run"]
 
 
 def test_stdin_is_refused_once_past_its_cap(clip, monkeypatch):

@@ -272,3 +272,13 @@ def test_zoo_entry_from_the_hub_cache_has_kinetics_labels_and_takes_others(hub_c
                                      "--json"])
     assert relabelled.exit_code == 0, relabelled.output
     assert {item["label"] for item in json.loads(relabelled.stdout)[0]["top_k"]} == {"cooking", "bike"}
+
+
+def test_openvino_export_folds_the_label_set_and_passes_parity(tiny, tmp_path):
+    pytest.importorskip("openvino")
+    _, directory, _ = tiny
+    out = tmp_path / "xclip.xml"
+    result = runner.invoke(app, ["export", str(directory), "--out", str(out), "--labels", "cooking,bike", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["parity"]["max_abs_diff"] < 1e-4
+    assert load_model(str(out)).labels == ["cooking", "bike"]

@@ -21,10 +21,12 @@ from vidcls.inference.embed import embed_over_time, embedding_dim, embedding_met
 from vidcls.inference.engine import Scored, default_threads, default_workers, scored_of
 from vidcls.inference.options import EmbedOptions, RunOptions, TimelineOptions
 from vidcls.inference.predict import (
+    model_sha256,
     on_runtime,
     plan_run,
     prediction_of,
     ready_model,
+    run_settings,
     runtime_device,
     with_labels,
 )
@@ -114,16 +116,22 @@ class Service:
         loaded = labelled(self.loaded, work.labels)
         if work.embed is not None:
             return await self._embed(item, work.embed, ticket)
+        top_k = min(work.top_k, max(1, len(loaded.labels)))  # as predict_run cuts it
+        windows = None
         if work.timeline:
-            options = dataclasses.replace(self.options, top_k=work.top_k)
+            options = dataclasses.replace(self.options, top_k=top_k)
             over_time = TimelineOptions(work.window_s, work.hop_s)
+            windows = {"window_s": over_time.window_s, "hop_s": over_time.hop_s, "smooth": over_time.smooth}
             batcher = RemoteBatcher(self.model, predict_key(work.labels), ticket)
             prediction = await self._in_thread(timeline_prediction, item, loaded, self.device, options,
                                                self.recipe, over_time, None, batcher)
         else:
             scored = await self._scored(item, predict_key(work.labels), ticket)
-            prediction = prediction_of(scored, item, loaded, work.top_k)
-        return {**prediction.to_json(), **self.cost.to_json()}
+            prediction = prediction_of(scored, item, loaded, top_k)
+        # what the record means, as predict's records say it (the model's digest: its card, so its labels too)
+        meaning = run_settings(loaded.card, model_sha256(loaded.card, loaded.weights, loaded.module), self.recipe,
+                               top_k, windows)
+        return {**prediction.to_json(), **self.cost.to_json(), "run": meaning}
 
     async def _scored(self, item: VideoInput, key: tuple, ticket: Ticket) -> Scored:
         """Decode in a worker, then the views through the model thread: the engine's Scored."""

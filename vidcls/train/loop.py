@@ -26,16 +26,7 @@ from vidcls.devices import Dist, autocast_context
 from vidcls.errors import UsageError, VidclsError, first_line
 from vidcls.inference.engine import default_threads, default_workers
 from vidcls.models import build_model
-from vidcls.train.checkpoint import (
-    load_last,
-    never_checkpointed,
-    recover,
-    run_files,
-    run_lock,
-    save_last,
-    start_over,
-    write_model_files,
-)
+from vidcls.train import checkpoint as ckpt
 from vidcls.train.config import (
     TrainConfig,
     TrainResult,
@@ -137,7 +128,7 @@ class Trainer:
         """Build the model: from DIR/last on --resume (returning its trainer state), else from --model and --init."""
         c = self.config
         if c.resume:
-            self.card, weights, state = load_last(c.output)
+            self.card, weights, state = ckpt.load_last(c.output)
             if not set(classes) <= set(self.card.labels):
                 raise VidclsError(f"--resume: the training data's classes {classes} are not all among the "
                                   f"checkpoint's {self.card.labels}")
@@ -162,10 +153,10 @@ class Trainer:
     def check_new_output(self) -> None:
         """A new run may not overwrite a run or a model in DIR; one killed before its first checkpoint is cleared."""
         c = self.config
-        if self.info.is_main and never_checkpointed(c.output) and run_files(c.output):
+        if self.info.is_main and ckpt.never_checkpointed(c.output) and ckpt.run_files(c.output):
             self.log.info(f"starting over: the run in {c.output} was stopped before its first checkpoint "
-                          f"(removed {', '.join(start_over(c.output))})")
-        existing = run_files(c.output) if self.info.is_main else []
+                          f"(removed {', '.join(ckpt.start_over(c.output))})")
+        existing = ckpt.run_files(c.output) if self.info.is_main else []
         if existing:
             raise UsageError(f"{c.output} already holds a run or a model ({', '.join(existing)}); pass --resume "
                              f"to continue the run in it, or choose a new --output")
@@ -239,7 +230,7 @@ class Trainer:
 
     def save(self) -> None:
         if self.info.is_main:
-            save_last(self.config.output, self.card, self.net, self.state())
+            ckpt.save_last(self.config.output, self.card, self.net, self.state())
 
     # ---------------------------------------------------------------- the run
 
@@ -375,7 +366,7 @@ class Trainer:
         if self.improves(row):
             self.best_top1, self.best_epoch = row[self.best_metric], row["epoch"]
             if self.info.is_main:
-                write_model_files(self.config.output, self.card, self.net)
+                ckpt.write_model_files(self.config.output, self.card, self.net)
         self.epoch, self.step = self.epoch + 1, 0
         self.save()
 
@@ -433,9 +424,9 @@ def run_trainer(config: TrainConfig, kind: type[Trainer]) -> TrainResult:
     info = distributed.setup(config.device)
     finished = False
     try:
-        with run_lock(config.output) if info.is_main else contextlib.nullcontext():
+        with ckpt.run_lock(config.output) if info.is_main else contextlib.nullcontext():
             if info.is_main:
-                recover(config.output)
+                ckpt.recover(config.output)
             log = RunLog(config.output, enabled=info.is_main, progress=config.progress)
             trainer = kind(config, info, log)
             # predict's rule on a CPU: one torch thread for a cheap model (more only fight over the cores)
