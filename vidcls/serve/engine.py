@@ -319,17 +319,23 @@ class DecodePool:
         try:
             future = pool.submit(_decode, item, self.recipe)
         except BrokenProcessPool:
-            self._replace(pool)
-            if attempts > 1:
-                self._submit(item, forward, outcome, attempts - 1)
-            else:
-                _settle(outcome, (Decoded(0, error="the decoder crashed on this video"), None))
+            self._retry(pool, item, forward, outcome, attempts)
             return
         except RuntimeError as exc:  # the pool is shutting down: the server is stopping
             _settle(outcome, error=exc)
             return
         outcome.add_done_callback(lambda done: future.cancel() if done.cancelled() else None)
         future.add_done_callback(lambda done: self._decoded(done, pool, item, forward, outcome, attempts))
+
+    def _retry(self, broken: concurrent.futures.Executor, item: VideoInput, forward: Callable,
+               outcome: concurrent.futures.Future, attempts: int) -> None:
+        """A decoding process died (the pool is broken): a fresh pool, and the video again while attempts
+        are left, else the video's error."""
+        self._replace(broken)
+        if attempts > 1:
+            self._submit(item, forward, outcome, attempts - 1)
+        else:
+            _settle(outcome, (Decoded(0, error="the decoder crashed on this video"), None))
 
     def _decoded(self, future: concurrent.futures.Future, pool: concurrent.futures.Executor, item: VideoInput,
                  forward: Callable, outcome: concurrent.futures.Future, attempts: int) -> None:
@@ -338,11 +344,7 @@ class DecodePool:
         try:
             decoded: Decoded = future.result()
         except BrokenProcessPool:
-            self._replace(pool)
-            if attempts > 1:
-                self._submit(item, forward, outcome, attempts - 1)
-            else:
-                _settle(outcome, (Decoded(0, error="the decoder crashed on this video"), None))
+            self._retry(pool, item, forward, outcome, attempts)
             return
         except BaseException as exc:  # noqa: BLE001 - cancelled, or a bug: the request's answer
             _settle(outcome, error=exc)

@@ -39,12 +39,10 @@ from vidcls.devices import autocast_context
 from vidcls.errors import UsageError, VidclsError
 from vidcls.fileio import write_text_atomic
 from vidcls.models import build_model
-from vidcls.train.checkpoint import load_last
 from vidcls.train.config import (
     RESUME_MAY_CHANGE,
     DistillConfig,
     TrainResult,
-    changed_options,
     lr_factor,
     schedule_steps,
 )
@@ -61,7 +59,7 @@ from vidcls.train.teacher import (
 )
 from vidcls.train.transfer import STUDENT_FAMILY, attention_parameters, check_families, student_arch, transfer
 from vidcls.video.inputs import resolve_path
-from vidcls.zoo.modeldir import LAST, WEIGHTS_NAME, ModelCard, load_strict
+from vidcls.zoo.modeldir import ModelCard
 from vidcls.zoo.resolve import load_model, resolve
 
 ATTENTION, DISTILLATION = "attention transfer", "distillation"
@@ -156,15 +154,7 @@ class DistillTrainer(Trainer):
         """The student: from DIR/last on --resume, else built at the teacher's size and filled from it."""
         c = self.config
         if c.resume:
-            self.card, weights, state = load_last(c.output)
-            changed = changed_options(state["config"], c.to_dict(), RESUME_MAY_CHANGE - {"epochs"})
-            if changed:
-                raise UsageError(f"--resume with different options: {', '.join(changed)}; rerun with the original "
-                                 f"ones")
-            self.net = build_model(self.card.family, self.card.arch, frames=self.card.input.frames,
-                                   size=self.card.input.size)
-            load_strict(self.net, weights, str(c.output / LAST / WEIGHTS_NAME))
-            return state
+            return self.resume_last(RESUME_MAY_CHANGE - {"epochs"})
         self.check_new_output()
         variant = resolve(c.model, need_weights=False).card
         check_families(self.teacher_card.family, variant.family, c.teacher, c.model)

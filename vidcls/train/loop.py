@@ -28,6 +28,7 @@ from vidcls.inference.engine import default_threads, default_workers
 from vidcls.models import build_model
 from vidcls.train import checkpoint as ckpt
 from vidcls.train.config import (
+    RESUME_MAY_CHANGE,
     TrainConfig,
     TrainResult,
     changed_options,
@@ -124,24 +125,30 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lambda s: lr_factor(s, self.warmup_steps, self.total_steps))
 
+    def resume_last(self, may_change: frozenset[str] = RESUME_MAY_CHANGE) -> dict[str, Any]:
+        """--resume: the model of DIR/last (card and weights) and its trainer state, refused when an option
+        that changes the result (not in `may_change`) differs from the run's."""
+        c = self.config
+        self.card, weights, state = ckpt.load_last(c.output)
+        changed = changed_options(state["config"], c.to_dict(), may_change)
+        if changed:
+            raise UsageError(f"--resume with different options: {', '.join(changed)}; rerun with the original ones")
+        self.net = build_model(self.card.family, self.card.arch, frames=self.card.input.frames,
+                               size=self.card.input.size)
+        load_strict(self.net, weights, str(c.output / LAST / WEIGHTS_NAME))
+        return state
+
     def start_run(self, classes: list[str]) -> dict[str, Any] | None:
         """Build the model: from DIR/last on --resume (returning its trainer state), else from --model and --init."""
         c = self.config
         if c.resume:
-            self.card, weights, state = ckpt.load_last(c.output)
+            state = self.resume_last()
             if not set(classes) <= set(self.card.labels):
                 raise VidclsError(f"--resume: the training data's classes {classes} are not all among the "
                                   f"checkpoint's {self.card.labels}")
-            changed = changed_options(state["config"], c.to_dict())
-            if changed:
-                raise UsageError(f"--resume with different options: {', '.join(changed)}; "
-                                 f"rerun with the original ones")
             if c.epochs < epochs_started(state):
                 raise UsageError(f"--epochs {c.epochs} is fewer than the {epochs_started(state)} epochs the run in "
                                  f"{c.output} has already started; pass --epochs {epochs_started(state)} or more")
-            self.net = build_model(self.card.family, self.card.arch, frames=self.card.input.frames,
-                                   size=self.card.input.size)
-            load_strict(self.net, weights, str(c.output / LAST / WEIGHTS_NAME))
             return state
         self.check_new_output()
         start = starting_model(c.model, c.init, classes, name=c.output.name, inflate=c.inflate)
