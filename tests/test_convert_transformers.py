@@ -173,6 +173,10 @@ def test_pickle_with_arbitrary_objects_is_refused(tmp_path):
     with pytest.raises(VidclsError, match="not a loadable weights-only checkpoint") as info:
         convert_checkpoint(path, "joint", tmp_path / "out")
     assert "\n" not in str(info.value)
+    # torch's own message advises weights_only=False (running the file's code) in terminal escapes: not passed on
+    assert "refused without running them" in str(info.value)
+    assert "weights_only" not in str(info.value) and "can still be loaded" not in str(info.value)
+    assert "\x1b" not in str(info.value)
     assert not (tmp_path / "out").exists()
 
 

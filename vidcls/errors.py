@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import unicodedata
 from typing import Any
 
@@ -49,3 +50,14 @@ def check_finite(tensor: Any, what: str) -> None:
     """
     if not bool(tensor.isfinite().all()):
         raise VidclsError(f"{what} is not finite (NaN or infinity)")
+
+
+def unreadable_reason(exc: BaseException) -> str:
+    """Why a pickle checkpoint could not be read by torch.load(weights_only=True), in a few words: torch's
+    own message runs to six lines, with terminal escapes, and advises loading the file with
+    weights_only=False, which would run whatever code it holds: that advice is never passed on."""
+    if isinstance(exc, pickle.UnpicklingError):
+        return "it holds objects other than tensors and plain data, and was refused without running them"
+    if isinstance(exc, EOFError):
+        return "the file is truncated"
+    return first_line(exc)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import math
 import os
-import pickle
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ from filelock import FileLock, Timeout
 from safetensors.torch import load_file
 from torch import nn
 
-from vidcls.errors import UsageError, VidclsError, first_line, printable
+from vidcls.errors import UsageError, VidclsError, first_line, printable, unreadable_reason
 from vidcls.fileio import atomic_directory, atomic_file, leftovers, write_text_atomic
 from vidcls.train.log import LOG_NAME, METRICS_NAME
 from vidcls.zoo.cards import read_card
@@ -204,12 +203,3 @@ def state_problem(state: dict[str, Any]) -> str | None:
     except (TypeError, RuntimeError) as exc:
         return f"rng is not a random generator state ({first_line(exc)})"
     return None
-
-
-def unreadable_reason(exc: BaseException) -> str:
-    """Why a checkpoint file could not be read, in a few words (torch's own messages run to six lines)."""
-    if isinstance(exc, pickle.UnpicklingError):
-        return "it holds objects other than tensors and plain data, and was refused without running them"
-    if isinstance(exc, EOFError):
-        return "the file is truncated"
-    return first_line(exc)

@@ -23,7 +23,7 @@ from typing import Any
 
 import torch
 
-from vidcls.errors import UsageError, VidclsError, first_line
+from vidcls.errors import UsageError, VidclsError, unreadable_reason
 from vidcls.models import build_model, make_config
 from vidcls.zoo.convert import transformers as hf_format
 from vidcls.zoo.convert import vidtr, vidtr_compact, xclip, xvit
@@ -119,7 +119,7 @@ def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - the unpickler raises many types; the contract is one line
-        raise VidclsError(f"{path}: not a loadable weights-only checkpoint ({first_line(exc)})") from None
+        raise VidclsError(f"{path}: not a loadable weights-only checkpoint ({unreadable_reason(exc)})") from None
     return _unwrap(obj)
 
 
