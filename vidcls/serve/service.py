@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
+import functools
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,6 +82,9 @@ class Service:
         threads = settings.threads or default_threads(self.device, settings.gmacs_per_video)
         self.settings = dataclasses.replace(settings, workers=workers, threads=threads)
         self.ref = config.model
+        # model_sha256 per label set, hashed once (not on every request), the last 64 sets kept like their encodings
+        self._digest = functools.lru_cache(maxsize=64)(
+            lambda labels: model_sha256(labelled(self.loaded, labels).card, self.loaded.weights, self.loaded.module))
         self.decoder = DecodePool(workers, self.recipe)
         extra = {} if on_batch is None else {"on_batch": on_batch}
         module = self.loaded.at_precision(settings.precision)
@@ -129,8 +133,7 @@ class Service:
             scored = await self._scored(item, predict_key(work.labels), ticket)
             prediction = prediction_of(scored, item, loaded, top_k)
         # what the record means, as predict's records say it (the model's digest: its card, so its labels too)
-        meaning = run_settings(loaded.card, model_sha256(loaded.card, loaded.weights, loaded.module), self.recipe,
-                               top_k, windows)
+        meaning = run_settings(loaded.card, self._digest(work.labels), self.recipe, top_k, windows)
         return {**prediction.to_json(), **self.cost.to_json(), "run": meaning}
 
     async def _scored(self, item: VideoInput, key: tuple, ticket: Ticket) -> Scored:
