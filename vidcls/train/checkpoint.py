@@ -184,6 +184,10 @@ def state_problem(state: dict[str, Any]) -> str | None:
     planned = config.get("epochs") if isinstance(config, dict) else None
     if not _count(planned) or not planned:
         return f"config.epochs = {planned!r} is not a number of epochs"
+    before = config.get("attention_epochs", 0)  # distillation's first stage, counted in its epochs too
+    if not _count(before):
+        return f"config.attention_epochs = {before!r} is not a number of epochs"
+    planned += before
     for key in ("epoch", "step", "best_epoch"):
         if not _count(state[key]):
             return f"{key} = {state[key]!r} is not a count (an integer >= 0)"
