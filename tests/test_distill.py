@@ -208,6 +208,16 @@ def test_killed_and_stopped_distillation_resumes_to_the_same_student(clips, tmp_
     assert prediction.error is None and prediction.top_k[0]["label"] in DIRECTIONS
 
 
+def test_a_moved_distillation_run_resumes(clips, tmp_path):
+    """distill shares train's resume: a run directory moved (`mv runs/a runs/b`) was refused as a changed --output.
+    Resuming a distill run past its --epochs (epochs count both stages: here 2, of --epochs 1) was refused as
+    `epoch 2 (best 1) is not within the 1 epochs the run planned` (a run killed in its last epochs too)."""
+    distill(quick(clips, tmp_path / "a", epochs=1))
+    os.replace(tmp_path / "a", tmp_path / "b")
+    distill(quick(clips, tmp_path / "b", epochs=1, resume=True))
+    assert "resumed from" in (tmp_path / "b" / "train.log").read_text()
+
+
 # ----------------------------------------------------------------------------- the refusal
 
 

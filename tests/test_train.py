@@ -743,6 +743,29 @@ def test_a_crash_between_the_checkpoint_renames_resumes_and_leftovers_are_cleane
     assert checkpoint_epoch(output) == 2 and sorted(p.name for p in output.glob(".*")) == [".train.lock"]
 
 
+@pytest.mark.parametrize("moved", ["run directory", "project with its data"])
+def test_a_moved_run_directory_resumes(small_motion, tmp_path, moved):
+    """`mv runs/a runs/b` then `--resume --output runs/b` was refused (exit 2, `--output (was .../a, now
+    .../b)`): the run directory's own place counted as an option that changes the result. Data that moved
+    with it (a project folder moved as a whole: the same path relative to the run) is the same data."""
+    project = tmp_path / "project"
+    shutil.copytree(small_motion, project / "data")
+    code, text = run_cli(*cli_args(project / "data", project / "runs" / "a", "--epochs", "1"))
+    assert code == 0, text
+    if moved == "run directory":
+        os.replace(project / "runs" / "a", project / "runs" / "b")
+        data, output = project / "data", project / "runs" / "b"
+    else:
+        os.replace(project, tmp_path / "moved")
+        data, output = tmp_path / "moved" / "data", tmp_path / "moved" / "runs" / "a"
+    code, text = run_cli(*cli_args(data, output, "--epochs", "2", "--resume"))
+    assert code == 0 and "resumed from" in text, text
+    assert checkpoint_epoch(output) == 2 and len((output / "metrics.jsonl").read_text().splitlines()) == 2
+    assert torch.load(output / "last" / "trainer_state.pt", weights_only=True)["config"]["output"] == str(output)
+    code, text = run_cli(*cli_args(data, output, "--epochs", "3", "--resume", "--seed", "1"))
+    assert code == 2 and "--seed (was 0, now 1)" in text  # what changes the result is still refused
+
+
 def test_a_second_run_on_the_same_output_exits_2_naming_the_first_pid(small_motion, tmp_path):
     from vidcls.train.checkpoint import run_lock
 

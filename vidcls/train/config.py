@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,12 @@ from typing import Any
 from vidcls.choices import INFLATIONS, OPTIMIZERS, check_precision
 from vidcls.errors import UsageError
 
-# Options that may change between a run and its --resume: those that do not change the result,
-# and --epochs, which extends (or shortens) the plan: Trainer.plan_schedule re-plans the decay.
+# Options that may change between a run and its --resume: those that do not change the result (the run
+# directory's own place among them: `mv runs/a runs/b` resumes from runs/b), and --epochs, which extends
+# (or shortens) the plan: Trainer.plan_schedule re-plans the decay.
 RESUME_MAY_CHANGE = frozenset({"resume", "workers", "device", "compile", "progress", "init", "inflate", "epochs",
-                               "grad_checkpointing", "report_frames", "threads"})
+                               "grad_checkpointing", "report_frames", "threads", "output"})
+DATA_PATHS = ("train", "val")  # the same data at another path when it moved with the run directory
 
 
 @dataclass
@@ -179,9 +182,23 @@ def epochs_started(state: dict[str, Any]) -> int:
 
 def changed_options(saved: dict[str, Any], current: dict[str, Any],
                     may_change: frozenset[str] = RESUME_MAY_CHANGE) -> list[str]:
-    """Options that differ from the checkpointed run's and would change the result."""
+    """Options that differ from the checkpointed run's and would change the result.
+
+    A data path counts as unchanged at the same place relative to the run directory: a project folder
+    moved as a whole (`mv proj proj2`, data and runs inside) holds the same data under a new absolute path.
+    """
     return [f"--{key.replace('_', '-')} (was {saved.get(key)!r}, now {value!r})" for key, value in current.items()
-            if key not in may_change and saved.get(key) != value]
+            if key not in may_change and saved.get(key) != value
+            and not (key in DATA_PATHS and _from_run(saved, key) == _from_run(current, key) is not None)]
+
+
+def _from_run(values: dict[str, Any], key: str) -> str | None:
+    """Where a data path of a run's options lies relative to its run directory (None if it cannot say:
+    a checkpoint's values are not trusted to be strings, and Windows has no path between drives)."""
+    try:
+        return os.path.relpath(values[key], values["output"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def summary_line(result: TrainResult) -> str:
