@@ -18,10 +18,10 @@ import torch
 from safetensors.torch import load_file
 from typer.testing import CliRunner
 
-from test_train import checkpoint_epoch, start_cli, wait_for
+from test_train import checkpoint_epoch, fill_the_disk, start_cli, wait_for
 from vidcls.choices import DIRECTIONS
 from vidcls.cli import app
-from vidcls.errors import UsageError
+from vidcls.errors import UsageError, VidclsError
 from vidcls.inference.predict import predict
 from vidcls.models import build_model
 from vidcls.train import DistillConfig, distill
@@ -216,6 +216,21 @@ def test_a_moved_distillation_run_resumes(clips, tmp_path):
     os.replace(tmp_path / "a", tmp_path / "b")
     distill(quick(clips, tmp_path / "b", epochs=1, resume=True))
     assert "resumed from" in (tmp_path / "b" / "train.log").read_text()
+
+
+def test_a_full_disk_at_the_first_checkpoint_is_one_line_and_the_run_starts_again(clips, tmp_path, monkeypatch):
+    """distill shares train's writers: torch.save on a full disk was an internal error. With no checkpoint yet
+    the line says to start again (--resume would find nothing), and the next run starts over cleanly."""
+    output = tmp_path / "run"
+    fill_the_disk(monkeypatch, "last/trainer_state.pt")
+    with pytest.raises(VidclsError) as failed:
+        distill(quick(clips, output, epochs=1))
+    monkeypatch.undo()
+    assert str(failed.value) == (f"{output}: cannot write last/trainer_state.pt: the disk is full (No space left on "
+                                 f"device); no checkpoint yet: free some space and start the run again")
+    assert not (output / "last").exists() and sorted(p.name for p in output.glob(".*")) == [".train.lock"]
+    distill(quick(clips, output, epochs=1))
+    assert "starting over" in (output / "train.log").read_text() and checkpoint_epoch(output) == 2
 
 
 # ----------------------------------------------------------------------------- the refusal

@@ -7,6 +7,8 @@ the machine is shared and oversubscribed OpenMP threads make tiny models 10-20x 
 
 from __future__ import annotations
 
+import errno
+import io
 import json
 import math
 import os
@@ -18,14 +20,17 @@ import subprocess
 import sys
 import threading
 import time
+from collections import namedtuple
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
 from hub_helpers import add_to_hub_cache, flip_byte, timm_vit_state
+from vidcls import fileio
 from vidcls.choices import DIRECTIONS
 from vidcls.cli import app
 from vidcls.errors import UsageError, VidclsError
@@ -48,6 +53,7 @@ from vidcls.train.weights import head_labels, load_with_head, starting_model
 from vidcls.video.encode import write_video
 from vidcls.video.synthetic import random_spec, render_clip
 from vidcls.video.transforms import random_crop, train_view
+from vidcls.zoo import modeldir
 from vidcls.zoo.cache import lock_path
 from vidcls.zoo.convert.timm import IMAGENET_REF
 from vidcls.zoo.modeldir import InputSpec
@@ -741,6 +747,69 @@ def test_a_crash_between_the_checkpoint_renames_resumes_and_leftovers_are_cleane
     code, text = run_cli(*cli_args(small_motion, output, "--epochs", "2", "--resume"))
     assert code == 0, text
     assert checkpoint_epoch(output) == 2 and sorted(p.name for p in output.glob(".*")) == [".train.lock"]
+
+
+ENOSPC = OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def fill_the_disk(monkeypatch, where: str) -> None:
+    """Make the run's next write of `where` fail as it does on a full disk (measured on a 200 KiB tmpfs):
+    part of the file written, no space left, then torch.save's RuntimeError without an errno, safetensors'
+    own error, or, for the lines of metrics.jsonl and train.log, ENOSPC after a short write."""
+    def full(path: Path, data: bytes, error: Exception) -> None:
+        path.write_bytes(data)
+        monkeypatch.setattr(shutil, "disk_usage", lambda path: Usage(1 << 30, 1 << 30, 0))
+        raise error
+
+    if where == "last/trainer_state.pt":
+        monkeypatch.setattr(torch, "save", lambda obj, path: full(Path(path), b"PK partial", RuntimeError(
+            "[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534")))
+    elif where == "model.safetensors":  # the best weights or last/'s, whichever the epoch writes first
+        monkeypatch.setattr(modeldir, "save_file", lambda tensors, path, metadata=None: full(
+            Path(path), b"partial", SafetensorError("Error while serializing: I/O error: No space left on device "
+                                                    "(os error 28)")))
+    else:
+        class Full(io.FileIO):
+            def write(self, data):
+                if Path(self.name).name != where:
+                    return super().write(data)
+                if len(data) > 5:
+                    return super().write(bytes(data[:5]))  # a short write, as the disk fills
+                raise ENOSPC
+        monkeypatch.setattr(fileio, "open", lambda path, mode, buffering: Full(path, mode.replace("b", "")),
+                            raising=False)
+
+
+Usage = namedtuple("Usage", "total used free")
+
+
+@pytest.mark.parametrize("where", ["last/trainer_state.pt", "model.safetensors", "metrics.jsonl", "train.log"])
+def test_a_full_disk_ends_the_run_in_one_line_and_it_resumes(small_motion, finished_run, tmp_path, monkeypatch,
+                                                              where):
+    """Was `internal error: RuntimeError: [enforce fail at inline_container.cc:672] ...` (torch.save on a full
+    disk) or safetensors' error, and a half row in metrics.jsonl that a --resume could not read. Now one line
+    naming the run directory, the file and the full disk; last/ (epoch 1) intact, no temporaries left, and
+    --resume ends with the weights of a run that never stopped."""
+    output = tmp_path / "run"
+    shutil.copytree(finished_run, output)
+    fill_the_disk(monkeypatch, where)
+    code, text = run_cli(*cli_args(small_motion, output, "--epochs", "2", "--resume"))
+    monkeypatch.undo()
+    assert code == 1 and "Traceback" not in text and "internal error" not in text, text
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and re.fullmatch(
+        rf"error: {re.escape(str(output))}: cannot write (last/)?{re.escape(where)}: the disk is full \(No space "
+        r"left on device\); the run's last checkpoint \(last/\) is kept: free some space and continue with "
+        r"--resume", errors[0]), text
+    assert checkpoint_epoch(output) == 1 and sorted(p.name for p in output.glob(".*")) == [".train.lock"]
+    assert [json.loads(line)["epoch"] for line in (output / "metrics.jsonl").read_text().splitlines()][0] == 1
+
+    code, text = run_cli(*cli_args(small_motion, output, "--epochs", "2", "--resume"))
+    assert code == 0, text
+    assert run_cli(*cli_args(small_motion, tmp_path / "straight", "--epochs", "2"))[0] == 0
+    for name in ("last/model.safetensors", "model.safetensors"):
+        a, b = load_file(tmp_path / "straight" / name), load_file(output / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
 
 
 @pytest.mark.parametrize("moved", ["run directory", "project with its data"])

@@ -17,6 +17,7 @@ is refused naming the first's pid), and `file_digest`, a file's sha256 remembere
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -29,7 +30,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from vidcls.errors import UsageError, printable
+from vidcls.errors import UsageError, first_line, printable
 
 
 def _sibling(target: Path, kind: str) -> Path:
@@ -82,6 +83,45 @@ def write_text_atomic(target: str | Path, text: str) -> Path:
     with atomic_file(target) as tmp:
         Path(tmp).write_text(text, encoding="utf-8")
     return Path(target)
+
+
+def append_whole(target: str | Path, text: str) -> None:
+    """Append `text` (UTF-8) to a file, whole or not at all: a write cut short (a full disk) is cut back
+    off before the error goes on, so a reader of lines (metrics.jsonl) never meets half of one."""
+    with open(target, "ab", buffering=0) as file:
+        start = file.seek(0, os.SEEK_END)
+        data = memoryview(text.encode("utf-8", errors="backslashreplace"))
+        try:
+            while data:
+                data = data[file.write(data):]
+        except BaseException:
+            file.truncate(start)
+            raise
+
+
+FULL_DISK = 1 << 20  # bytes free under which a failed write is put down to a full disk
+
+
+def write_failure(exc: BaseException, where: str | Path) -> str:
+    """Why a write under `where` failed, in a few words, a full disk named as such.
+
+    torch.save loses the errno of a short write (its message is `[enforce fail at
+    inline_container.cc:672] . unexpected pos 576 vs 534`) and safetensors wraps it in its own error;
+    so besides ENOSPC, a failure on a filesystem with (almost) no space left is a full disk.
+    Call it before the failed write's temporary files are removed: they hold the space it tells by.
+    """
+    if isinstance(exc, OSError) and exc.errno not in (None, errno.ENOSPC):
+        return exc.strerror or first_line(exc)  # its own words: Disk quota exceeded, Permission denied, ...
+    if (isinstance(exc, OSError) and exc.errno == errno.ENOSPC) or _nearly_full(where):
+        return f"the disk is full ({os.strerror(errno.ENOSPC)})"
+    return first_line(exc)
+
+
+def _nearly_full(where: str | Path) -> bool:
+    try:
+        return shutil.disk_usage(where).free < FULL_DISK
+    except OSError:
+        return False
 
 
 def leftovers(target: str | Path) -> list[Path]:

@@ -29,7 +29,7 @@ from torch import nn
 
 from vidcls.errors import UsageError, VidclsError, first_line, printable, unreadable_reason
 from vidcls.fileio import atomic_directory, atomic_file, leftovers, write_text_atomic
-from vidcls.train.log import LOG_NAME, METRICS_NAME
+from vidcls.train.log import LOG_NAME, METRICS_NAME, run_writes
 from vidcls.zoo.cards import read_card
 from vidcls.zoo.modeldir import (
     CONFIG_NAME,
@@ -55,10 +55,11 @@ def run_lock(output: Path) -> Iterator[None]:
     The lock is filelock's (an OS lock, released when the process dies, even by kill -9); the
     pid is written beside it because filelock truncates the lock file on every attempt.
     """
-    output.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(output / LOCK_NAME))
     try:
-        lock.acquire(timeout=0)
+        with run_writes(output, LOCK_NAME):
+            output.mkdir(parents=True, exist_ok=True)
+            lock.acquire(timeout=0)
     except Timeout:
         try:
             pid = (output / PID_NAME).read_text().strip()
@@ -67,7 +68,8 @@ def run_lock(output: Path) -> Iterator[None]:
         raise UsageError(f"{printable(output)} is in use by another `vidcls train` (pid {printable(pid)}); "
                          f"wait for it to end or choose another --output") from None
     try:
-        write_text_atomic(output / PID_NAME, f"{os.getpid()}\n")
+        with run_writes(output, PID_NAME):
+            write_text_atomic(output / PID_NAME, f"{os.getpid()}\n")
         yield
     finally:
         with contextlib.suppress(FileNotFoundError):
@@ -105,23 +107,27 @@ def start_over(output: Path) -> list[str]:
     return names
 
 
-def write_model_files(directory: Path, card: ModelCard, module: nn.Module) -> None:
+def write_model_files(directory: Path, card: ModelCard, module: nn.Module, run: Path | None = None,
+                      place: str = "") -> None:
     """config.json + model.safetensors into an existing directory, each file replaced atomically.
 
     Unlike zoo.save_model_dir this leaves the rest of the directory alone (the run's logs
-    and `last/` live next to the best weights).
+    and `last/` live next to the best weights). A write that fails is one line naming the run
+    directory (`run`, default `directory`) and the file (`place` + its name; run_writes).
     """
-    with atomic_file(directory / CONFIG_NAME) as tmp:
+    with atomic_file(directory / CONFIG_NAME) as tmp, run_writes(run or directory, place + CONFIG_NAME):
         write_config(tmp, card)
-    with atomic_file(directory / WEIGHTS_NAME) as tmp:
+    with atomic_file(directory / WEIGHTS_NAME) as tmp, run_writes(run or directory, place + WEIGHTS_NAME):
         write_weights(tmp, module)
 
 
 def save_last(output: Path, card: ModelCard, module: nn.Module, state: dict[str, Any]) -> None:
-    """Replace DIR/last as a whole: weights and trainer state always belong to the same step."""
+    """Replace DIR/last as a whole: weights and trainer state always belong to the same step.
+    A write that fails (a full disk) leaves the previous DIR/last as it was, its temporary copy removed."""
     with atomic_directory(output / LAST) as tmp:
-        write_model_files(tmp, card, module)
-        torch.save(state, tmp / STATE_NAME)
+        write_model_files(tmp, card, module, run=output, place=f"{LAST}/")
+        with run_writes(output, f"{LAST}/{STATE_NAME}"):
+            torch.save(state, tmp / STATE_NAME)
 
 
 def run_files(output: Path) -> list[str]:

@@ -47,7 +47,7 @@ from vidcls.train.config import (
     schedule_steps,
 )
 from vidcls.train.data import Sample, VideoClipDataset, label_indices, read_samples, split_entry
-from vidcls.train.log import Bars
+from vidcls.train.log import Bars, run_writes
 from vidcls.train.loop import Trainer, make_optimizer, run_trainer, seed_everything
 from vidcls.train.teacher import (
     AttentionTransfer,
@@ -348,4 +348,5 @@ class DistillTrainer(Trainer):
         report = {"teacher": self.config.teacher, "student": self.config.model, "held_out_videos": len(self.val_set),
                   "stages": stages, "best_epoch": self.best_epoch, "cost": rows,
                   "cost_seconds": round(time.perf_counter() - began, 1)}
-        write_text_atomic(self.config.output / REPORT_NAME, json.dumps(report, indent=2) + "\n")
+        with run_writes(self.config.output, REPORT_NAME):
+            write_text_atomic(self.config.output / REPORT_NAME, json.dumps(report, indent=2) + "\n")

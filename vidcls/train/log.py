@@ -1,4 +1,5 @@
-"""Where a training run reports: console lines, live progress bars, DIR/train.log and DIR/metrics.jsonl.
+"""Where a training run reports: console lines, live progress bars, DIR/train.log and DIR/metrics.jsonl,
+and how it reports a file it cannot write into DIR (`run_writes`: one line, whatever the writer raised).
 
 Only the main process (rank 0) reports; on the other ranks every method is a no-op, so the
 loop calls them unconditionally.
@@ -25,14 +26,34 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from safetensors import SafetensorError
 
-from vidcls.errors import printable
-from vidcls.fileio import write_text_atomic
+from vidcls.errors import VidclsError, printable
+from vidcls.fileio import append_whole, write_failure, write_text_atomic
+from vidcls.zoo.modeldir import LAST
 
 LOG_NAME = "train.log"
 METRICS_NAME = "metrics.jsonl"
 STALL_EPOCHS = 3  # epochs at chance before the run says the model is not learning
 STALL_TOLERANCE = 0.02  # of ln(classes): how close to chance a loss counts as at chance
+
+
+@contextmanager
+def run_writes(output: Path, what: str) -> Iterator[None]:
+    """A write into the run directory that fails ends the run in one line naming DIR, the file, the cause
+    (a full disk said as such) and what is kept, not as an internal error in torch's or safetensors' words.
+
+    Checkpoints, best weights and metrics are written whole or not at all, so the last checkpoint is
+    intact and `--resume` continues from it once there is space. Use it inside an atomic write's block
+    (write_failure measures the free space before the temporary files are removed). Here rather than in
+    `checkpoint`, which imports this module: train.log and metrics.jsonl are written here.
+    """
+    try:
+        yield
+    except (OSError, RuntimeError, SafetensorError) as exc:  # torch.save: RuntimeError; safetensors: its own
+        then = ("the run's last checkpoint (last/) is kept: free some space and continue with --resume"
+                if (output / LAST).is_dir() else "no checkpoint yet: free some space and start the run again")
+        raise VidclsError(f"{printable(output)}: cannot write {what}: {write_failure(exc, output)}; {then}") from None
 
 
 def at_chance(losses: Sequence[float], classes: int) -> bool:
@@ -74,17 +95,17 @@ class RunLog:
         if not self.enabled:
             return
         self.console.print(styled, highlight=False, soft_wrap=True)
-        self.output.mkdir(parents=True, exist_ok=True)
-        with open(self.output / LOG_NAME, "a", encoding="utf-8", errors="backslashreplace") as log:
-            log.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {level} {message}\n")
+        with run_writes(self.output, LOG_NAME):
+            self.output.mkdir(parents=True, exist_ok=True)
+            append_whole(self.output / LOG_NAME, f"{time.strftime('%Y-%m-%d %H:%M:%S')} {level} {message}\n")
 
     # ---------------------------------------------------------------- metrics.jsonl
 
     def add_metrics(self, row: dict[str, Any]) -> None:
         """Append one epoch's row (flushed at once, so a killed run keeps its curve)."""
         if self.enabled:
-            with open(self.output / METRICS_NAME, "a", encoding="utf-8") as metrics:
-                metrics.write(json.dumps(row) + "\n")
+            with run_writes(self.output, METRICS_NAME):
+                append_whole(self.output / METRICS_NAME, json.dumps(row) + "\n")
 
     def read_metrics(self) -> list[dict[str, Any]]:
         path = self.output / METRICS_NAME
@@ -96,7 +117,8 @@ class RunLog:
         """On resume, drop rows of epochs after the checkpoint (they will be run again); return the rest."""
         rows = [row for row in self.read_metrics() if row["epoch"] <= epochs_done]
         if self.enabled:
-            write_text_atomic(self.output / METRICS_NAME, "".join(json.dumps(row) + "\n" for row in rows))
+            with run_writes(self.output, METRICS_NAME):
+                write_text_atomic(self.output / METRICS_NAME, "".join(json.dumps(row) + "\n" for row in rows))
         return rows
 
     # ---------------------------------------------------------------- progress
