@@ -6,6 +6,7 @@ scripts/bench_onnx.py.
 
 import json
 import random
+import re
 import sys
 
 import pytest
@@ -189,6 +190,39 @@ def test_export_refuses_bad_options(tmp_path):
         export_model("joint-tiny", tmp_path / "x.pt", allow_random=True)
     with pytest.raises(UsageError, match="no such file"):
         load_model(str(tmp_path / "missing.onnx"))
+
+
+@pytest.mark.parametrize("out, extra, expected", [
+    ("d.onnx", (), "--out {d.onnx} is a directory; an ONNX export is one .onnx file"),
+    ("ov", (), "--out {ov} is a directory; an ONNX export is one .onnx file (an OpenVINO IR in a directory: "
+               "--format openvino)"),
+    ("link.onnx", (), "--out {link.onnx} is a directory"),
+    ("d.xml", (), "--out {d.xml} is a directory; an OpenVINO IR is FILE.xml with FILE.bin beside it"),
+    ("e.xml", (), "--out {e.xml}: {e.bin} is a directory"),
+    ("file/x.onnx", (), "--out {file/x.onnx}: {file} is not a folder"),
+    ("file/ir", ("--format", "openvino"), "--out {file/ir}: {file} is not a folder"),
+    ("ov", ("--format", "openvino"), "--out {ov} exists and is not a vidcls export (the folder holds model.onnx)"),
+])
+def test_an_out_that_cannot_be_written_is_refused_before_the_export(tmp_path, monkeypatch, out, extra, expected):
+    """`--out DIR.onnx` (an existing directory) ran the whole export, then failed renaming the checked file onto
+    the directory: `internal error: IsADirectoryError` (23 s for demo-motion). Now refused first, exit 2, one
+    line, and the export (even the model's loading) never starts; the library call refuses the same."""
+    from vidcls.export import common
+
+    for folder in ("d.onnx", "ov", "d.xml", "e.bin"):
+        (tmp_path / folder).mkdir()
+    (tmp_path / "ov" / "model.onnx").write_bytes(b"an earlier ONNX export")
+    (tmp_path / "link.onnx").symlink_to(tmp_path / "ov")
+    (tmp_path / "file").write_text("a file, not a folder")
+    started = []
+    monkeypatch.setattr(common, "load_model", lambda *args, **kwargs: started.append(args))
+    result = runner.invoke(app, ["export", "demo-motion", "--out", str(tmp_path / out), *extra])
+    message = re.sub(r"\{(.*?)\}", lambda name: str(tmp_path / name.group(1)), expected)
+    assert result.exit_code == 2 and result.stderr.startswith(f"error: {message}"), result.output
+    assert len(result.stderr.splitlines()) == 1 and started == []
+    with pytest.raises(UsageError, match=re.escape(message)):
+        export_model("demo-motion", tmp_path / out, format=extra[1] if extra else None)
+    assert started == [] and (tmp_path / "ov" / "model.onnx").read_bytes() == b"an earlier ONNX export"
 
 
 def test_fixed_batch_and_shape(tmp_path):

@@ -13,6 +13,7 @@ from pathlib import Path
 from vidcls.choices import EXPORT_FORMATS
 from vidcls.errors import UsageError, VidclsError, printable
 from vidcls.export.common import ExportReport
+from vidcls.inference.options import check_writable
 
 
 def export_format(out: str | Path, format: str | None) -> str:
@@ -61,10 +62,11 @@ def check_replaceable(out: Path, chosen: str) -> None:
     """Refuse (UsageError, before any work) an --out that exists and is not an earlier vidcls export:
     writing would replace it without a word. A vidcls export (an .onnx with a vidcls card, an IR
     with its card in rt_info, a directory holding only such an IR) is replaced: that is exporting again."""
+    _check_place(out, chosen)
     if chosen == "onnx":
         if out.is_file() or out.is_symlink():
             _must_be_export(out, out, _onnx_card)
-        return  # a directory: refused where it is written
+        return
     if out.suffix.lower() == ".xml":
         weights = out.with_suffix(".bin")
         if out.exists() or out.is_symlink():
@@ -84,6 +86,23 @@ def check_replaceable(out: Path, chosen: str) -> None:
                          f"{', ...' if len(others) > 3 else ''}")
         if (out / IR_NAME).exists():
             _must_be_export(out, out / IR_NAME, _ir_card)
+
+
+def _check_place(out: Path, chosen: str) -> None:
+    """Refuse a directory where a file goes (ONNX's FILE.onnx, an IR's FILE.xml and FILE.bin) and a folder
+    this process cannot write in: found only when the checked file was renamed into place, each cost the
+    whole export and ended as an internal error."""
+    where = f"--out {printable(str(out))}"
+    if chosen == "onnx" and out.is_dir():
+        raise UsageError(f"{where} is a directory; an ONNX export is one .onnx file (an OpenVINO IR in a "
+                         f"directory: --format openvino)")
+    if chosen == "openvino" and out.suffix.lower() == ".xml":
+        for path in (out, out.with_suffix(".bin")):
+            if path.is_dir():
+                raise UsageError(f"{where}{'' if path == out else f': {printable(str(path))}'} is a directory; an "
+                                 f"OpenVINO IR is FILE.xml with FILE.bin beside it, or a directory named without .xml")
+    if not out.is_dir():
+        check_writable("--out", out)
 
 
 def _onnx_card(path: Path) -> None:
