@@ -2,18 +2,23 @@
 cut tails, zeroed and duplicated ranges, junk headers) between good clips. Whatever a mutant
 does, the call ends without a traceback, every failed input gets exactly one error line, and
 every good clip in the same call is classified. Hostile names (tests/hostile_names.py: rich
-markup, terminal escapes, bytes that are not UTF-8, in file names and a model's labels) go
-through the table, the timeline and a resumed -o in the same way."""
+markup, terminal escapes, bytes that are not UTF-8, in file names and a model's labels) and
+forged headers (tests/forged_headers.py) go through --timeline, -o, --json, a resumed -o and the
+table in one call beside good clips."""
 
 import json
 import os
 import random
 import re
+import resource
+import subprocess
+import sys
 
 import pytest
 from rich.text import Text
 from typer.testing import CliRunner
 
+from forged_headers import FRAMES, forge_all
 from hostile_names import HOSTILE_FILE_NAMES, HOSTILE_LABELS, HOSTILE_MODEL_NAME, hostile_copies, hostile_model
 from vidcls.cli import app
 from vidcls.errors import printable
@@ -89,97 +94,84 @@ def test_mutants_never_cost_the_good_clips(corpus):
     assert result.exit_code == (1 if failed else 0)
 
 
-def test_forged_headers_through_predict_timeline_and_output_beside_good_clips(corpus, tmp_path):
-    """Files whose headers promise 10^15 ms, a 10^12 ms timestamp, a frame every 100000 s or 2^31-1
-    samples (tests/forged_headers.py) grew memory without bound under --timeline (24 GB from one
-    16 KB file). Run in a subprocess under a 4 GiB address-space limit and a timeout, so a
-    regression fails here instead of taking the machine: every input is answered, in order, the
-    forged ones with a bounded timeline (at most one window per frame they hold) or one error line."""
-    import os
-    import resource
-    import subprocess
-    import sys
+RAW = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # what must never reach a terminal (newline aside)
+DIRECTION_LABELS = dict(zip(("left", "right", "up", "down"), HOSTILE_LABELS, strict=True))  # hostile_model's
 
-    from forged_headers import FRAMES, forge_all
 
-    goods, _ = corpus
-    forged = forge_all(tmp_path / "forged")
-    inputs = [str(goods[0][0]), *map(str, forged.values()), str(goods[1][0])]
-    output = tmp_path / "out.jsonl"
-
+def capped_predict(*args: str) -> subprocess.CompletedProcess:
+    """`vidcls predict ARGS` in a process under a 4 GiB address-space limit and a timeout: a file whose header
+    lies about its length grew memory without bound under --timeline (24 GB from one 16 KB file), and a
+    regression must fail here instead of taking the machine."""
     def cap() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 
-    done = subprocess.run([sys.executable, "-m", "vidcls", "predict", *inputs, "-m", "demo-motion", "--timeline",
-                           "-o", str(output), "--workers", "0", "--top-k", "1"], capture_output=True, text=True,
-                          timeout=180, preexec_fn=cap, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert done.returncode in (0, 1), done.stderr[-2000:]
-    assert "Traceback" not in done.stderr and "internal error" not in done.stderr
-    rows = [json.loads(line) for line in output.read_text().splitlines()]
-    assert [r["video"] for r in rows] == inputs
-    by_name = {r["video"]: r for r in rows}
-    for path, direction in goods[:2]:
-        assert by_name[str(path)]["error"] is None and by_name[str(path)]["top_k"][0]["label"] == direction
-    for path in forged.values():
-        row = by_name[str(path)]
-        assert row["error"] or 1 <= len(row["timeline"]) <= FRAMES, row
-    failed = [r["video"] for r in rows if r["error"]]
-    assert len(error_lines := [line for line in done.stderr.splitlines() if line.startswith("error:")]) == len(failed)
-    assert all(line.startswith(f"error: {video}: ") for line, video in zip(error_lines, failed, strict=True))
+    return subprocess.run([sys.executable, "-m", "vidcls", "predict", *args, "--workers", "0", "--top-k", "2"],
+                          capture_output=True, text=True, timeout=180, preexec_fn=cap,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
 
 
-RAW = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")  # what must never reach a terminal (newline aside)
-
-
-def test_hostile_names_and_labels_cost_no_output(corpus, tmp_path):
-    """The issue's names in one folder between good clips, classified by a model whose name and labels
-    are hostile too: the table (predict), the segments (--timeline), -o x.csv (then --resume, which
-    must find every record) and --json each answer every video once, show every name and label as
-    written (markup literal, escapes spelled out: errors.printable) and nothing raw reaches the terminal."""
+def test_hostile_names_and_forged_headers_in_one_call_beside_good_clips(corpus, tmp_path):
+    """The issue's hostile names (tests/hostile_names.py: markup, terminal escapes, bytes that are not UTF-8,
+    CSV quoting) on copies of a good clip and on a file that is no video, files whose headers promise 10^15 ms,
+    a 10^12 ms timestamp, a frame every 100000 s or 2^31-1 samples (tests/forged_headers.py), and good clips,
+    in one `predict --timeline -o out.csv --json` call of a model whose name and labels are hostile too.
+    Every input is answered once, in order (the forged ones with a bounded timeline: at most one window per
+    frame they hold, or one error line), each good clip is classified right, every name and label is shown as
+    written (escapes spelled out: errors.printable) and nothing raw reaches the terminal; then --resume finds
+    every record, and the segments table shows every name."""
     goods, _ = corpus
     folder = tmp_path / "names"
-    names = hostile_copies(folder, goods[0][0])
+    copies = hostile_copies(folder, goods[0][0])
     broken = os.path.join(os.fsencode(folder), b"[bold red]broken\x1b[2J\xff.mp4")
     with open(broken, "wb") as junk:
         junk.write(b"not a video")
     broken_name = os.fsdecode(broken)
+    forged = [str(path) for path in forge_all(tmp_path / "forged").values()]
     model = hostile_model(tmp_path / "model")
-    inputs = [str(goods[1][0]), str(folder), str(goods[2][0])]
-    videos = {str(goods[1][0]), str(goods[2][0]), broken_name, *names}
-    assert len(names) == len(HOSTILE_FILE_NAMES) + 1
-    shown_labels = {printable(label) for label in HOSTILE_LABELS}
-    base = ["predict", *inputs, "-m", str(model), "--workers", "0", "--top-k", "2"]
+    inputs = [str(goods[1][0]), str(folder), *forged, str(goods[2][0])]
+    listed = {*copies, broken_name}
+    videos = {str(goods[1][0]), str(goods[2][0]), *listed, *forged}
+    assert len(copies) == len(HOSTILE_FILE_NAMES) + 1
+    out = tmp_path / "out.csv"
+    base = [*inputs, "-m", str(model), "--timeline"]
 
-    def check(result, table: bool) -> None:
-        assert result.exit_code == 1, result.output[-3000:]
-        assert "Traceback" not in result.output and "internal error" not in result.output
-        assert not RAW.search(result.stdout) and not RAW.search(result.stderr)
-        (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-        assert line.startswith(f"error: {printable(broken_name)}: ")
-        if table:
-            for name in videos - {broken_name}:
-                assert printable(name) in result.stdout, name
-            assert any(label in result.stdout for label in shown_labels)
-            assert "[bold red]x.mp4" in result.stdout  # markup shown as written
+    done = capped_predict(*base, "-o", str(out), "--json")
+    assert done.returncode == 1, done.stderr[-3000:]
+    assert "Traceback" not in done.stderr and "internal error" not in done.stderr
+    assert not RAW.search(done.stdout) and not RAW.search(done.stderr)
+    rows = json.loads(done.stdout)
+    order = [r["video"] for r in rows]
+    assert order[0] == inputs[0] and order[-1 - len(forged):] == [*forged, inputs[-1]]
+    assert sorted(order) == sorted(videos)  # each once, the folder's listing in between
+    by_name = {r["video"]: r for r in rows}
+    right = {str(goods[1][0]): goods[1][1], str(goods[2][0]): goods[2][1], **dict.fromkeys(copies, goods[0][1])}
+    for video, direction in right.items():
+        assert by_name[video]["error"] is None and by_name[video]["top_k"][0]["label"] == DIRECTION_LABELS[direction]
+    for video in forged:
+        assert by_name[video]["error"] or 1 <= len(by_name[video]["timeline"]) <= FRAMES, by_name[video]
+    failed = [r["video"] for r in rows if r["error"]]
+    error_lines = [line for line in done.stderr.splitlines() if line.startswith("error:")]
+    assert broken_name in failed and len(error_lines) == len(failed)
+    assert all(line.startswith(f"error: {printable(video)}: ") for line, video in zip(error_lines, failed, strict=True))
 
-    check(runner.invoke(app, base), table=True)
-    check(runner.invoke(app, [*base, "--timeline"]), table=True)
-
-    out = tmp_path / "x.csv"
-    check(runner.invoke(app, [*base, "--timeline", "-o", str(out)]), table=False)
     records = read_records(out)
-    assert sorted(r["video"] for r in records) == sorted(videos)  # each once, the bytes of every name kept
+    assert sorted(r["video"] for r in records) == sorted(videos)  # the bytes of every name kept through CSV
     assert all(r["model"] == HOSTILE_MODEL_NAME for r in records)
     assert {item["label"] for r in records for item in r["top_k"]} <= set(HOSTILE_LABELS)
     before = out.read_bytes()
-    resumed = runner.invoke(app, [*base, "--timeline", "-o", str(out), "--resume"])
-    assert resumed.exit_code == 0, resumed.output[-3000:]
+    resumed = capped_predict(*base, "-o", str(out), "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"0 classified (0 failed), {len(videos)} already there" in resumed.stderr
     assert out.read_bytes() == before
 
-    as_json = runner.invoke(app, [*base, "--json"])
-    assert as_json.exit_code == 1 and not RAW.search(as_json.stderr)
-    assert sorted(r["video"] for r in json.loads(as_json.stdout)) == sorted(videos)
+    # the segments table, in this process: the names, not the forged headers, are what it is about
+    table = runner.invoke(app, ["predict", str(goods[1][0]), str(folder), "-m", str(model), "--timeline",
+                                "--workers", "0", "--top-k", "2"])
+    assert table.exit_code == 1 and not RAW.search(table.stdout) and not RAW.search(table.stderr)
+    for name in {*copies, str(goods[1][0])}:
+        assert printable(name) in table.stdout, name
+    assert any(printable(label) in table.stdout for label in HOSTILE_LABELS)
+    assert "[bold red]x.mp4" in table.stdout  # markup shown as written
 
     from vidcls.cli.render import bar_text
 
