@@ -55,12 +55,12 @@ def run_lock(output: Path) -> Iterator[None]:
     The lock is filelock's (an OS lock, released when the process dies, even by kill -9); the
     pid is written beside it because filelock truncates the lock file on every attempt.
     """
+    with run_writes(output, "the run directory"):
+        output.mkdir(parents=True, exist_ok=True)
     lock = FileLock(str(output / LOCK_NAME))
     try:
-        with run_writes(output, LOCK_NAME):
-            output.mkdir(parents=True, exist_ok=True)
-            lock.acquire(timeout=0)
-    except Timeout:
+        lock.acquire(timeout=0)
+    except Timeout:  # a TimeoutError, so an OSError: outside run_writes
         try:
             pid = (output / PID_NAME).read_text().strip()
         except OSError:

@@ -51,9 +51,11 @@ def run_writes(output: Path, what: str) -> Iterator[None]:
     try:
         yield
     except (OSError, RuntimeError, SafetensorError) as exc:  # torch.save: RuntimeError; safetensors: its own
-        then = ("the run's last checkpoint (last/) is kept: free some space and continue with --resume"
-                if (output / LAST).is_dir() else "no checkpoint yet: free some space and start the run again")
-        raise VidclsError(f"{printable(output)}: cannot write {what}: {write_failure(exc, output)}; {then}") from None
+        why = write_failure(exc, output)
+        fix = "free some space and " if why.startswith("the disk is full") else ""
+        then = (f"the run's last checkpoint (last/) is kept: {fix}continue with --resume" if (output / LAST).is_dir()
+                else f"no checkpoint yet: {fix}start the run again")
+        raise VidclsError(f"{printable(output)}: cannot write {what}: {why}; {then}") from None
 
 
 def at_chance(losses: Sequence[float], classes: int) -> bool:
