@@ -10,7 +10,8 @@ or the temporary-name machinery used: safetensors creates its files 0600, mkdtem
 A target that is a symbolic link stays one: the file it points to is replaced (written beside that
 file, so the rename stays on one filesystem), never the link.
 
-Also here: `single_writer`, which lets one process at a time write an output file (a second run
+Also here: `append_whole` (a line appended whole or not at all), `write_failure` (why a write failed,
+a full disk named as such), `single_writer`, which lets one process at a time write an output file (a second run
 is refused naming the first's pid), and `file_digest`, a file's sha256 remembered across runs.
 """
 
