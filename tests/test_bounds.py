@@ -303,23 +303,24 @@ def test_network_inputs_have_a_whole_input_deadline_and_do_not_hold_the_others(h
     assert took < 120, took  # the deadlines, not the server's 256 MiB or its 2 s per byte
 
 
-@pytest.mark.parametrize("stop, stalls, flags", [
-    (signal.SIGTERM, "opening", []),           # the file's first bytes: ffmpeg looks for its index (moov, at the end)
-    (signal.SIGINT, "reading", ["--json"]),    # faststart, cut in the middle: packets come, then the drip
-], ids=["SIGTERM-opening", "Ctrl-C-reading-json"])
-def test_a_stop_signal_ends_an_in_process_run_at_once_while_a_server_drips(stop, stalls, flags, hostile_server, clip,
-                                                                          make_video, tmp_path):
-    """--workers 0 decodes in the main thread, which sat in ffmpeg's C read (up to 30 s for each byte of a
-    drip) where Python runs no signal handler: SIGTERM and Ctrl-C waited for the 300 s deadline, and the
-    clip before the URL, its views waiting for a full batch, was lost. Now the run stops at once, exit 130,
-    with the clip's record kept."""
+@pytest.mark.parametrize("stop, stalls, command", [
+    (signal.SIGTERM, "opening", ["predict", "--workers", "0"]),  # the file's first bytes: ffmpeg seeks its index
+    (signal.SIGINT, "reading", ["predict", "--timeline", "--json"]),  # the index, then packets, then the drip
+    (signal.SIGTERM, "reading", ["embed", "--timeline"]),  # a timeline decodes here whatever --workers says
+], ids=["SIGTERM-opening", "Ctrl-C-reading-timeline-json", "SIGTERM-reading-embed-timeline"])
+def test_a_stop_signal_ends_an_in_process_run_at_once_while_a_server_drips(stop, stalls, command, hostile_server,
+                                                                          clip, make_video, tmp_path):
+    """--workers 0 and --timeline decode in the main thread, which sat in ffmpeg's C read (up to 30 s for
+    each byte of a drip) where Python runs no signal handler: SIGTERM and Ctrl-C waited for the 300 s
+    deadline, and the clip before the URL, its views waiting for a full batch, was lost. Now the run stops
+    at once, exit 130, with the clip's record kept."""
     video = clip.read_bytes() if stalls == "opening" else \
         make_video("faststart.mp4", 60, container_options={"movflags": "faststart"}).read_bytes()
-    hostile_server.head = video[:64] if stalls == "opening" else video[:len(video) // 2]
+    hostile_server.head = video[:64] if stalls == "opening" else video[:len(video) // 2]  # moov: at the end / first
     url, out = f"http://127.0.0.1:{hostile_server.server_address[1]}/head+drip.mp4", tmp_path / "out.jsonl"
-    process = subprocess.Popen([sys.executable, "-m", "vidcls", "predict", "--workers", "0", str(clip), url,
-                                "-m", "demo-motion", "-o", str(out), *flags], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    process = subprocess.Popen([sys.executable, "-m", "vidcls", *command, str(clip), url, "-m", "demo-motion",
+                                "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
     try:
         started = time.monotonic()
         while not hostile_server.requested and process.poll() is None and time.monotonic() - started < 120:
@@ -334,11 +335,10 @@ def test_a_stop_signal_ends_an_in_process_run_at_once_while_a_server_drips(stop,
             process.communicate()
     assert process.returncode == 130, stderr[-2000:]
     assert [r["video"] for r in map(json.loads, out.read_text().splitlines())] == [str(clip)]
-    assert stderr.splitlines() == [
+    assert stdout == "" and stderr.splitlines() == ([
         f"done: 1 classified (0 failed): {out}",
         f"error: interrupted after 1 of 2 videos: their results are in {out}; rerun the same command with --resume "
-        f"to continue"]
-    assert stdout == ""
+        f"to continue"] if command[0] == "predict" else ["error: interrupted"])
 
 
 def test_fifos_devices_and_file_urls(tmp_path, clip):
