@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import textwrap
@@ -175,7 +176,8 @@ SERVER_CAP = 256 << 20  # the most any response below sends, whatever happens: a
 
 class HostileHandler(BaseHTTPRequestHandler):
     """/endless: bytes without end (no Content-Length); /liar: Content-Length 10^15; /drip: one byte
-    every 2 s; /video+junk: a valid video then bytes without end. Every response stops at SERVER_CAP."""
+    every 2 s; /head+drip: the server's `head` bytes, then one byte every 2 s; /video+junk: a valid
+    video then bytes without end. Every response stops at SERVER_CAP; `requested` lists the paths asked for."""
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         video: bytes = self.server.video
@@ -183,8 +185,9 @@ class HostileHandler(BaseHTTPRequestHandler):
         if self.path == "/liar.pth":
             self.send_header("Content-Length", str(10**15))
         self.end_headers()
-        head, chunk, pause = {"/drip.mp4": (b"", b"\0", 2.0), "/video+junk.mp4": (video, b"\0" * 65536, 0.0)}.get(
-            self.path, (b"", b"\0" * 65536, 0.0))
+        head, chunk, pause = {"/drip.mp4": (b"", b"\0", 2.0), "/head+drip.mp4": (self.server.head, b"\0", 2.0),
+                              "/video+junk.mp4": (video, b"\0" * 65536, 0.0)}.get(self.path, (b"", b"\0" * 65536, 0.0))
+        self.server.requested.append(self.path)
         sent = 0
         try:
             self.wfile.write(head)
@@ -201,15 +204,20 @@ class HostileHandler(BaseHTTPRequestHandler):
 
 
 @pytest.fixture
-def hostile(clip):
+def hostile_server(clip):
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), HostileHandler)
     httpd.daemon_threads = True
-    httpd.video = clip.read_bytes()
+    httpd.video, httpd.head, httpd.requested = clip.read_bytes(), b"", []
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    yield httpd
     httpd.shutdown()
     httpd.server_close()
+
+
+@pytest.fixture
+def hostile(hostile_server):
+    return f"http://127.0.0.1:{hostile_server.server_address[1]}"
 
 
 # ----------------------------------------------------------------------------- 9: downloads are bounded
@@ -293,6 +301,44 @@ def test_network_inputs_have_a_whole_input_deadline_and_do_not_hold_the_others(h
     assert rows[2]["error"] is None or "VIDCLS_NETWORK_DEADLINE" in rows[2]["error"], rows[2]
     assert len(error_lines(done.stderr)) == sum(1 for r in rows if r["error"]) and "internal error" not in done.stderr
     assert took < 120, took  # the deadlines, not the server's 256 MiB or its 2 s per byte
+
+
+@pytest.mark.parametrize("stop, stalls, command", [
+    (signal.SIGTERM, "opening", ["predict", "--workers", "0"]),  # the file's first bytes: ffmpeg seeks its index
+    (signal.SIGINT, "reading", ["predict", "--timeline", "--json"]),  # the index, then packets, then the drip
+    (signal.SIGTERM, "reading", ["embed", "--timeline"]),  # a timeline decodes here whatever --workers says
+], ids=["SIGTERM-opening", "Ctrl-C-reading-timeline-json", "SIGTERM-reading-embed-timeline"])
+def test_a_stop_signal_ends_an_in_process_run_at_once_while_a_server_drips(stop, stalls, command, hostile_server,
+                                                                          clip, make_video, tmp_path):
+    """--workers 0 and --timeline decode in the main thread, which sat in ffmpeg's C read (up to 30 s for
+    each byte of a drip) where Python runs no signal handler: SIGTERM and Ctrl-C waited for the 300 s
+    deadline, and the clip before the URL, its views waiting for a full batch, was lost. Now the run stops
+    at once, exit 130, with the clip's record kept."""
+    video = clip.read_bytes() if stalls == "opening" else \
+        make_video("faststart.mp4", 60, container_options={"movflags": "faststart"}).read_bytes()
+    hostile_server.head = video[:64] if stalls == "opening" else video[:len(video) // 2]  # moov: at the end / first
+    url, out = f"http://127.0.0.1:{hostile_server.server_address[1]}/head+drip.mp4", tmp_path / "out.jsonl"
+    process = subprocess.Popen([sys.executable, "-m", "vidcls", *command, str(clip), url, "-m", "demo-motion",
+                                "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        started = time.monotonic()
+        while not hostile_server.requested and process.poll() is None and time.monotonic() - started < 120:
+            time.sleep(0.05)
+        time.sleep(1.0)  # ffmpeg has the head and waits in its read for the next byte
+        process.send_signal(stop)
+        # a stop at once takes well under a second on a quiet machine; a stop that waits on ffmpeg takes 30 s and more
+        stdout, stderr = process.communicate(timeout=15)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, stderr[-2000:]
+    assert [r["video"] for r in map(json.loads, out.read_text().splitlines())] == [str(clip)]
+    assert stdout == "" and stderr.splitlines() == ([
+        f"done: 1 classified (0 failed): {out}",
+        f"error: interrupted after 1 of 2 videos: their results are in {out}; rerun the same command with --resume "
+        f"to continue"] if command[0] == "predict" else ["error: interrupted"])
 
 
 def test_fifos_devices_and_file_urls(tmp_path, clip):

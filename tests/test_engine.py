@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -19,7 +20,8 @@ import vidcls
 from vidcls.choices import DIRECTIONS
 from vidcls.cli import app
 from vidcls.errors import UsageError
-from vidcls.inference.engine import EngineSettings, Recipe
+from vidcls.inference.engine import EngineSettings, Recipe, waited_on
+from vidcls.inference.options import TimelineOptions
 from vidcls.inference.predict import classify
 from vidcls.inference.results import ResultWriter, read_records
 from vidcls.video import decode as video_io
@@ -225,6 +227,9 @@ def test_url_input_through_a_local_http_server(folder, server):
     assert good.video == url and good.top_k[0]["label"] == "right"
     assert bad.video == missing and bad.error and "\n" not in bad.error
     assert server.served.requests  # it was fetched from 127.0.0.1
+    # over time too (each URL's timeline in a thread of its own, engine.waited_on): labels and errors come back
+    good, bad = vidcls.predict_run([url, missing], "demo-motion", device="cpu", timeline=TimelineOptions()).predictions
+    assert good.timeline and good.top_k[0]["label"] == "right" and bad.error and not bad.timeline
 
 
 def test_stdin_input(folder):
@@ -426,3 +431,15 @@ def test_refusals_come_before_torch_is_imported(tmp_path):
                               text=True, timeout=60)
         assert done.stdout.split() == ["exit", str(code), "False", "False"], (args, done.stdout, done.stderr)
         assert done.stderr.startswith("error: ") and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_a_network_input_is_handled_in_a_thread_that_hands_back_its_result_or_its_exception():
+    """waited_on: a URL's work runs in a daemon thread (so that the main thread can take a signal while
+    ffmpeg waits on a server); what it returns or raises comes back to the caller. No address is contacted."""
+    def where() -> tuple[str, bool]:
+        return threading.current_thread().name, threading.current_thread().daemon
+
+    assert waited_on("http://127.0.0.1:9/clip.mp4", where) == ("vidcls-network-input", True)
+    assert waited_on("clip.mp4", where) == (threading.current_thread().name, threading.current_thread().daemon)
+    with pytest.raises(ZeroDivisionError):
+        waited_on("rtsp://127.0.0.1:9/live", lambda: 1 / 0)

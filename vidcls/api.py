@@ -22,7 +22,7 @@ from vidcls.bench.cost import RunCost
 from vidcls.bench.memory import PeakMemory
 from vidcls.errors import UsageError
 from vidcls.inference.embed import Embedding, TextEmbedding, embed_texts, embed_videos, embedding_meta
-from vidcls.inference.engine import Recipe
+from vidcls.inference.engine import Recipe, waited_on
 from vidcls.inference.options import EmbedOptions, RunOptions, TimelineOptions, parse_labels, timeline_outputs
 from vidcls.inference.predict import (
     ModelRef,
@@ -103,9 +103,11 @@ def _prediction_sink(run: PredictRun, file: Path, top_k: int, resume: bool,
 def _timelines(videos: list[VideoInput], loaded: LoadedModel, target: torch.device, options: RunOptions,
                recipe: Recipe, over_time: TimelineOptions,
                targets: dict[str, dict[str, Path]]) -> Iterator[Prediction]:
-    """One Prediction per video, each with its timeline (timeline_prediction)."""
+    """One Prediction per video, each with its timeline (timeline_prediction; waited on so that a network
+    input does not keep a signal from stopping the run)."""
     for item in videos:
-        yield timeline_prediction(item, loaded, target, options, recipe, over_time, targets)
+        yield waited_on(item.source, functools.partial(timeline_prediction, item, loaded, target, options, recipe,
+                                                        over_time, targets))
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from vidcls.errors import UsageError
 from vidcls.inference.batcher import Batcher, Head, mean_rows
-from vidcls.inference.engine import EngineSettings, Recipe, Scored, score_videos
+from vidcls.inference.engine import EngineSettings, Recipe, Scored, score_videos, waited_on
 from vidcls.inference.options import EmbedOptions
 from vidcls.inference.timeline import failure_reason, window_pass
 from vidcls.video.container import DecodeStats
@@ -152,9 +152,9 @@ def embed_videos(videos: Sequence[VideoInput], model: LoadedModel, device: torch
     """Each video's Embedding, in input order, as soon as it is known: the engine's pipeline
     (workers, shared batches), or over time one video after another."""
     embedding_dim(model)
-    if options.over_time:
+    if options.over_time:  # each video waited on so that a network input does not keep a signal from stopping the run
         for item in videos:
-            yield embed_over_time(item, model, device, recipe, settings, options)
+            yield waited_on(item.source, partial(embed_over_time, item, model, device, recipe, settings, options))
         return
     for scored in score_videos(videos, model, device, recipe, settings, embedding_head(options)):
         yield embedding_of(scored, videos[scored.position], model)

@@ -7,7 +7,9 @@ stage of one video (opening, decoding, resizing, views, its share of a forward p
 softmax or pre-logits) is inside that video's failure boundary: it ends as an error on that video's
 Prediction, never as an exception that costs the others. So is the death of a decoding process (the
 kernel's OOM killer sends SIGKILL; a decoder can segfault): the video it held fails, the workers are
-started again, and every other video is still decoded (_decoded).
+started again, and every other video is still decoded (_decoded). A network input is never waited on
+with results ahead of it held back, and decoded in this process (--workers 0) it does not keep SIGTERM or
+Ctrl-C from stopping the run (waited_on).
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from functools import partial
+from typing import Any, TypeVar
 
 import torch
 from torch.utils.data import DataLoader, Dataset, get_worker_info
@@ -31,7 +35,7 @@ from vidcls.inference.planning import EnginePlan, model_core_seconds, plan_engin
 from vidcls.video import container as video_io
 from vidcls.video.container import DecodeStats
 from vidcls.video.decode import load_clips
-from vidcls.video.inputs import VideoInput
+from vidcls.video.inputs import VideoInput, is_url
 from vidcls.video.transforms import crop_views, fitted_frame
 from vidcls.zoo.modeldir import InputSpec
 from vidcls.zoo.resolve import LoadedModel
@@ -106,6 +110,41 @@ def decode_views(position: int, item: VideoInput, recipe: Recipe) -> Decoded:
     return result
 
 
+# How often the main thread looks up from waiting on a network input handled in this process: the
+# longest a signal's handler (SIGTERM, Ctrl-C) waits to run.
+SIGNAL_CHECK_S = 0.1
+T = TypeVar("T")
+
+
+def waited_on(source: str, work: Callable[[], T]) -> T:
+    """work() on one video: here, or for a network `source` in a daemon thread that this thread waits
+    on in SIGNAL_CHECK_S slices (its result or exception comes back here).
+
+    Python runs a signal's handler only when the main thread is back in bytecode, and ffmpeg reading
+    from a server that sends a byte every few seconds stays in C (av_read_frame) for up to the 30 s read
+    timeout per read: PyAV's interrupt callback (its timeout) checks the clock, not signals. Waiting in
+    slices, SIGTERM and Ctrl-C stop the run at once; the thread left behind ends at its read timeout or
+    deadline (video.container), and, a daemon, never holds up the interpreter's exit."""
+    if not is_url(source):
+        return work()
+    value: list[T] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            value.append(work())
+        except BaseException as exc:  # noqa: BLE001 - raised again in the waiting thread
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, name="vidcls-network-input", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(SIGNAL_CHECK_S)
+    if failure:
+        raise failure[0]
+    return value[0]
+
+
 class _VideoViews(Dataset):
     """The videos of a run as a map-style dataset whose items are Decoded (never an exception).
 
@@ -123,12 +162,12 @@ class _VideoViews(Dataset):
     def __getitem__(self, position: int) -> Decoded:
         if position in self.failed:
             return Decoded(position, error=self.failed[position])
-        worker = get_worker_info()
-        if self.holding is None or worker is None:
-            return decode_views(position, self.videos[position], self.recipe)
+        item, worker = self.videos[position], get_worker_info()
+        if self.holding is None or worker is None:  # in this process, where a network input must not hold off a signal
+            return waited_on(item.source, partial(decode_views, position, item, self.recipe))
         self.holding[worker.id] = position
         try:
-            return decode_views(position, self.videos[position], self.recipe)
+            return decode_views(position, item, self.recipe)
         finally:
             self.holding[worker.id] = -1
 
@@ -339,6 +378,9 @@ def score_videos(videos: Sequence[VideoInput], model: LoadedModel, device: torch
     try:
         for decoded in decoded_videos:
             yield from _add(batcher, decoded)
+            if decoded.position + 1 < len(videos) and is_url(videos[decoded.position + 1].source):
+                # a server can stall the next video for minutes: the videos before it are not held back
+                yield from map(scored_of, batcher.flush())
         yield from map(scored_of, batcher.flush())
     finally:
         torch.set_num_threads(previous)
