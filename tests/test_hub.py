@@ -319,3 +319,15 @@ def test_a_refusal_the_transfer_swallows_still_fails_the_download(hub_zoo, fake_
 def test_a_hub_entry_size_that_is_not_a_byte_count_is_a_usage_error(hub_zoo):
     result = runner.invoke(app, ["download", hub_zoo(size="5000")])
     assert result.exit_code == 2 and "weights size must be the file's size in bytes" in result.output, result.output
+
+
+def test_convert_from_the_hub_is_bounded_too(hub_zoo, fake_hub, tmp_path):
+    convert = ["convert", "hf://someone/tiny-vivit", "--family", "joint", "-o", str(tmp_path / "out")]
+    fake_hub.announced["someone/tiny-vivit/config.json"] = 10 << 30
+    result = runner.invoke(app, convert)
+    assert result.exit_code == 1 and error_lines(result.output) == [
+        "error: hf://someone/tiny-vivit: config.json: the server announces 10,737,418,240 bytes, more than the "
+        "67,108,864 expected of this file"], result.output
+    del fake_hub.announced["someone/tiny-vivit/config.json"]
+    result = runner.invoke(app, convert)
+    assert result.exit_code == 0 and (tmp_path / "out" / "model.safetensors").is_file(), result.output

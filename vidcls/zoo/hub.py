@@ -165,9 +165,9 @@ def _drop_partials(ref: HubRef) -> None:
     """Delete the partial files of a repository's downloads that nobody is writing now.
 
     huggingface_hub writes a download to blobs/<etag>[.<id>].incomplete under the lock
-    .locks/<repo>/<etag>.lock. Recent versions (2.4 here) name that file per download and delete
-    it when the download fails, but keep for good the one of a download killed on the way (never
-    resumed: the next download picks a new name); older ones keep it and resume it, so a refused
+    .locks/<repo>/<etag>.lock. From 1.18 on it names that file per download and deletes it when
+    the download fails, but keeps for good the one of a download killed on the way (never resumed:
+    the next download picks a new name); before 1.18 it keeps it and resumes it, so a refused
     partial would only be refused again. A partial whose lock is held belongs to a download under
     way (another process) and is left alone.
     """
