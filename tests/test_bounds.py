@@ -273,10 +273,10 @@ def test_a_download_that_would_not_end_is_stopped_and_its_partial_dropped(path, 
 def test_a_full_disk_drops_the_partial(hostile, url_zoo, tmp_path, monkeypatch):
     from collections import namedtuple
 
-    from vidcls.zoo import web
+    from vidcls.zoo import bounded
 
     usage = namedtuple("usage", "total used free")
-    monkeypatch.setattr(web.shutil, "disk_usage", lambda path: usage(10**9, 10**9, 1 << 20))
+    monkeypatch.setattr(bounded.shutil, "disk_usage", lambda path: usage(10**9, 10**9, 1 << 20))
     result = runner.invoke(app, ["download", url_zoo(hostile + "/endless.pth")])
     assert result.exit_code == 1 and "is full" in result.output, result.output
     assert downloads(tmp_path) == []

@@ -1,6 +1,7 @@
 """Hub models: hf:// refs through huggingface_hub's cache, offline; sha256 checks and the lock file."""
 
 import json
+import re
 
 import pytest
 import torch
@@ -201,3 +202,132 @@ def test_unreachable_hub_still_serves_the_cache(vivit_repo, monkeypatch):
     finally:
         hub.unreachable.cache_clear()
     assert loaded.labels == ["run", "jump", "swim"]
+
+
+# ---------------------------------------------------------------- downloads bounded as they stream (issue 26, item 9)
+
+
+@pytest.fixture
+def hub_zoo(hub_cache, fake_hub, tmp_path, monkeypatch):
+    """The tiny ViViT on a fake Hub on 127.0.0.1 as someone/tiny-vivit; zoo(**weights) names a user zoo
+    entry pinned to it (weights: its repo and filename, plus `weights`)."""
+    reference = tiny_transformers_model("vivit", labels=["run", "jump", "swim"])
+    source = save_transformers(reference, tmp_path / "src", preprocessor={"crop_size": {"height": 32, "width": 32}})
+    for path in source.iterdir():
+        fake_hub.files[f"someone/tiny-vivit/{path.name}"] = path.read_bytes()
+
+    def zoo(**weights) -> str:
+        entry = {"family": "joint", "attention": "quadratic",
+                 "weights": {"repo": "someone/tiny-vivit", "filename": "model.safetensors", **weights}}
+        (tmp_path / "zoo.yaml").write_text(yaml.safe_dump({"models": {"remote": entry}}))
+        monkeypatch.setenv("VIDCLS_ZOO", str(tmp_path / "zoo.yaml"))
+        return "remote"
+
+    return zoo
+
+
+def blobs(hub_cache):
+    return sorted(p.name for p in (hub_cache / "models--someone--tiny-vivit" / "blobs").iterdir())
+
+
+def error_lines(output: str) -> list[str]:
+    return [" ".join(line.split()) for line in output.splitlines() if line.startswith("error:")]
+
+
+@pytest.mark.parametrize("filename, weights, problem", [
+    ("config.json", {}, r"config\.json: the server announces 10,737,418,240 bytes, more than the 67,108,864 "
+                        r"expected of this file"),  # a side file's bound
+    ("model.safetensors", {}, r"model\.safetensors: the server announces 10,737,418,240 bytes, more than the "
+                              r"[0-9,]+ expected of this file"),  # from the architecture
+    ("model.safetensors", {"size": 5000}, r"model\.safetensors: the server announces 10,737,418,240 bytes, "
+                                          r"more than the 5,000 expected of this file"),  # the entry's own size
+])
+def test_a_hub_file_announced_above_its_bound_is_refused_before_the_first_byte(filename, weights, problem, hub_zoo,
+                                                                              fake_hub, hub_cache):
+    """huggingface_hub checked the size only after the transfer, and its disk-space check only warns."""
+    fake_hub.announced[f"someone/tiny-vivit/{filename}"] = 10 << 30
+    result = runner.invoke(app, ["download", hub_zoo(**weights)])
+    assert result.exit_code == 1, result.output
+    lines = error_lines(result.output)
+    assert len(lines) == 1 and re.fullmatch(rf"error: hf://someone/tiny-vivit: {problem}", lines[0]), lines
+    assert not [name for name in blobs(hub_cache) if name.endswith(".incomplete")]
+    assert ("GET /someone/tiny-vivit/resolve/main/" + filename, None) in fake_hub.requests  # refused on its headers
+
+
+def test_a_hub_file_that_streams_past_its_bound_is_stopped_and_partials_dropped(hub_zoo, fake_hub, hub_cache):
+    """A Hub (or mirror, or proxy) that announces a small file and streams forever filled the disk."""
+    from filelock import FileLock
+
+    from http_helpers import HUB_CAP
+
+    fake_hub.announced["someone/tiny-vivit/model.safetensors"] = 1000
+    fake_hub.endless.add("someone/tiny-vivit/model.safetensors")
+    folder = hub_cache / "models--someone--tiny-vivit"
+    (folder / "blobs").mkdir(parents=True)
+    stale = folder / "blobs" / f"{'a' * 64}.0badc0de.incomplete"  # a download killed on the way
+    stale.write_bytes(b"\0" * 100)
+    busy = folder / "blobs" / f"{'b' * 64}.incomplete"  # one another process is writing now
+    busy.write_bytes(b"\0" * 100)
+    (hub_cache / ".locks" / folder.name).mkdir(parents=True)
+    with FileLock(str(hub_cache / ".locks" / folder.name / f"{'b' * 64}.lock")):
+        result = runner.invoke(app, ["download", hub_zoo(size=5000)])
+    assert result.exit_code == 1, result.output
+    assert error_lines(result.output) == ["error: hf://someone/tiny-vivit: model.safetensors: the server sent more "
+                                          "than the 5,000 bytes expected of this file; stopped there"]
+    assert fake_hub.bytes_sent < HUB_CAP  # the client hung up: nothing near the cap reached the disk
+    assert [name for name in blobs(hub_cache) if name.endswith(".incomplete")] == [busy.name]
+
+
+def test_a_hub_file_within_its_bounds_downloads_and_verifies(hub_zoo, fake_hub, hub_cache):
+    size = len(fake_hub.files["someone/tiny-vivit/model.safetensors"])
+    result = runner.invoke(app, ["download", hub_zoo(size=size)])  # the bound is the file's exact size
+    assert result.exit_code == 0, result.output
+    assert "recorded in" in result.output
+    assert runner.invoke(app, ["download", "hf://someone/tiny-vivit"]).exit_code == 0  # bound: MAX_BYTES
+    assert not [name for name in blobs(hub_cache) if name.endswith(".incomplete")]
+    assert load_model("remote").labels == ["run", "jump", "swim"]
+
+
+def test_a_refusal_the_transfer_swallows_still_fails_the_download(hub_zoo, fake_hub, hub_cache, monkeypatch):
+    """hf_xet logs an exception raised in a progress update and goes on writing: the file that came of
+    it is then refused and removed once the call returns."""
+    import huggingface_hub
+
+    real = huggingface_hub.hf_hub_download
+
+    def like_xet(repo, filename, *, tqdm_class, **kwargs):
+        if filename != "model.safetensors":
+            return real(repo, filename, tqdm_class=tqdm_class, **kwargs)
+        bar = tqdm_class(total=1000, disable=True)  # the size the HEAD answer announced
+        try:
+            bar.update(20_000)
+        except VidclsError:
+            pass  # what hf_xet does with it
+        snapshot = add_to_hub_cache(hub_cache, "someone/tiny-vivit", hub_cache.parent / "xet", commit="d" * 40)
+        return str(snapshot / "model.safetensors")
+
+    (hub_cache.parent / "xet").mkdir()
+    (hub_cache.parent / "xet" / "model.safetensors").write_bytes(b"\0" * 20_000)
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", like_xet)
+    result = runner.invoke(app, ["download", hub_zoo(size=5000)])
+    assert result.exit_code == 1, result.output
+    assert error_lines(result.output) == ["error: hf://someone/tiny-vivit: model.safetensors: the server sent more "
+                                          "than the 5,000 bytes expected of this file; stopped there"], result.output
+    assert not (hub_cache / "models--someone--tiny-vivit" / "snapshots" / ("d" * 40) / "model.safetensors").exists()
+
+
+def test_a_hub_entry_size_that_is_not_a_byte_count_is_a_usage_error(hub_zoo):
+    result = runner.invoke(app, ["download", hub_zoo(size="5000")])
+    assert result.exit_code == 2 and "weights size must be the file's size in bytes" in result.output, result.output
+
+
+def test_convert_from_the_hub_is_bounded_too(hub_zoo, fake_hub, tmp_path):
+    convert = ["convert", "hf://someone/tiny-vivit", "--family", "joint", "-o", str(tmp_path / "out")]
+    fake_hub.announced["someone/tiny-vivit/config.json"] = 10 << 30
+    result = runner.invoke(app, convert)
+    assert result.exit_code == 1 and error_lines(result.output) == [
+        "error: hf://someone/tiny-vivit: config.json: the server announces 10,737,418,240 bytes, more than the "
+        "67,108,864 expected of this file"], result.output
+    del fake_hub.announced["someone/tiny-vivit/config.json"]
+    result = runner.invoke(app, convert)
+    assert result.exit_code == 0 and (tmp_path / "out" / "model.safetensors").is_file(), result.output

@@ -20,6 +20,7 @@ from vidcls.errors import UsageError
 from vidcls.models import build_model, make_config
 from vidcls.models.base import VideoClassifier
 from vidcls.zoo import hub
+from vidcls.zoo.bounded import MAX_BYTES
 from vidcls.zoo.convert import to_vidcls
 from vidcls.zoo.convert.timm import FAMILIES as IMAGENET_FAMILIES
 from vidcls.zoo.convert.timm import IMAGENET_REF, init_from_image_state
@@ -119,5 +120,5 @@ def _imagenet_state() -> dict[str, torch.Tensor]:
     """`--init imagenet`: timm's ViT-B/16 IN-21k from the Hub (or its cache), verified. Downloading is
     the zoo's job and mapping the convert package's; this is where training brings the two together."""
     weights = hub.fetch_verified(hub.parse_hf_ref(IMAGENET_REF), WEIGHTS_NAME,
-                                 how_to_fetch=f"vidcls download {IMAGENET_REF}")
+                                 how_to_fetch=f"vidcls download {IMAGENET_REF}", limit=MAX_BYTES)
     return read_safetensors(weights.path)

@@ -166,6 +166,9 @@ def entry_problem(entry: Any) -> str | None:
     sources = [key for key in SOURCES if isinstance(weights, dict) and key in weights]
     if len(sources) != 1:
         return f"weights must be null or a mapping with one of {', '.join(SOURCES)}"
+    size = weights.get("size")  # the download's bound (vidcls.zoo.bounded), from the Hub or a URL
+    if size is not None and not (isinstance(size, int) and not isinstance(size, bool) and size > 0):
+        return "weights size must be the file's size in bytes (an integer > 0) or absent"
     return url_problem(entry) if sources == ["url"] else None
 
 
@@ -181,9 +184,6 @@ def url_problem(entry: dict[str, Any]) -> str | None:
     family = AUTHOR_LAYOUT_FAMILIES.get(layout)
     if family is not None and family != entry["family"]:
         return f"a checkpoint in the {layout} layout converts to family {family}, not {entry['family']}"
-    size = weights.get("size")
-    if size is not None and not (isinstance(size, int) and not isinstance(size, bool) and size > 0):
-        return "weights size must be the file's size in bytes (an integer > 0) or absent"
     digest = weights.get("sha256")
     if digest is not None and not (isinstance(digest, str) and len(digest) == 64
                                    and all(c in "0123456789abcdefABCDEF" for c in digest)):

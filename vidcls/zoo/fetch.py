@@ -11,6 +11,7 @@ from vidcls.errors import UsageError, VidclsError
 from vidcls.models import build_model
 from vidcls.zoo import cache, hub, web
 from vidcls.zoo import entries as zoofile
+from vidcls.zoo.bounded import MAX_BYTES, SIDE_FILE_BYTES
 from vidcls.zoo.cards import pickle_only_message, read_card
 from vidcls.zoo.catalog import catalog_entry, hub_weights, url_weights, zoo_card, zoo_entries, zoo_origin
 from vidcls.zoo.convert import (
@@ -100,7 +101,7 @@ def _hub_pin(ref: str) -> tuple[hub.HubRef, str, str | None, str]:
 def _repo_card(hub_ref: hub.HubRef, ref: str, how: str) -> ModelCard:
     """A Hub repository's card from its config files (a text side's tokenizer files come along), named by
     the REF; a zoo entry adds models.yaml's recipe and, for X-CLIP, its default label set (dataset)."""
-    config = hub.download(hub_ref, CONFIG_NAME, how_to_fetch=how)
+    config = hub.download(hub_ref, CONFIG_NAME, how_to_fetch=how, limit=SIDE_FILE_BYTES)
     hub.download_optional(hub_ref, PREPROCESSOR_NAME, how_to_fetch=how)
     entry = catalog_entry(ref) if ref in zoo_entries() else {}
     labels = None
@@ -123,9 +124,20 @@ def hub_card(ref: str) -> ModelCard:
     return _repo_card(hub_ref, ref, how)
 
 
-def _fetch_weights(ref: str) -> cache.VerifiedFile:
+def _fetch_weights(ref: str, card: ModelCard | None) -> cache.VerifiedFile:
+    """The REF's weight file from the Hub, verified, bounded by its pinned size, else by `card`'s
+    architecture (checkpoint_bound), else (a repository with no card, such as timm's) by MAX_BYTES."""
     hub_ref, filename, sha256, how = _hub_pin(ref)
-    return hub.fetch_verified(hub_ref, filename, sha256=sha256, how_to_fetch=how)
+    pin = hub_weights(ref) if ref in zoo_entries() else None
+    return hub.fetch_verified(hub_ref, filename, sha256=sha256, how_to_fetch=how,
+                              limit=_weights_bound(pin or {}, card))
+
+
+def _weights_bound(pin: dict[str, Any], card: ModelCard | None) -> int:
+    """The most bytes a weight file may take: its pin's `size`, else checkpoint_bound(card), else MAX_BYTES."""
+    if pin.get("size") is not None:
+        return pin["size"]
+    return min(checkpoint_bound(card), MAX_BYTES) if card is not None else MAX_BYTES
 
 
 def _fallback_pin(ref: str) -> dict[str, Any] | None:
@@ -141,7 +153,7 @@ def _fetch_converted(ref: str, fallback: dict[str, Any]) -> Fetched:
     hub_ref, how = hub.HubRef(pin["repo"], fallback.get("revision")), f"vidcls download {ref}"
     card = _repo_card(hub_ref, ref, how)
     pickle = hub.fetch_verified(hub_ref, fallback.get("filename", PICKLE_NAME), sha256=fallback.get("sha256"),
-                                how_to_fetch=how)
+                                how_to_fetch=how, limit=_weights_bound(fallback, card))
     return Fetched(card, keep_converted(pickle, card, layout=None))
 
 
@@ -152,7 +164,8 @@ def fetch_hub(ref: str) -> Fetched:
     Hub (or, offline, from the cache while the fallback is cached).
     """
     try:
-        return Fetched(hub_card(ref), _fetch_weights(ref))
+        card = hub_card(ref)
+        return Fetched(card, _fetch_weights(ref, card))
     except (hub.FileNotOnHub, hub.NotCached) as primary:
         fallback = _fallback_pin(ref)
         if fallback is None:
@@ -235,6 +248,6 @@ def download(ref: str) -> cache.VerifiedFile:
     for name in (CONFIG_NAME, PREPROCESSOR_NAME):
         hub.download_optional(hub_ref, name, how_to_fetch=how)
     try:
-        return _fetch_weights(ref)
+        return _fetch_weights(ref, None)
     except hub.FileNotOnHub:
         raise VidclsError(pickle_only_message(str(hub_ref))) from None

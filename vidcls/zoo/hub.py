@@ -14,6 +14,7 @@ false alarm. A file that fails is deleted from the cache (blob and snapshot link
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import re
 import socket
@@ -23,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vidcls.errors import UsageError, VidclsError, first_line
+from vidcls.zoo.bounded import SIDE_FILE_BYTES, DownloadRefused, bounded_bar
 from vidcls.zoo.cache import Digest, VerifiedFile
 from vidcls.zoo.cache import verify as verify_digest
 
@@ -99,10 +101,13 @@ def unreachable(endpoint: str) -> str | None:
     return None
 
 
-def download(ref: HubRef, filename: str, *, how_to_fetch: str) -> Path:
+def download(ref: HubRef, filename: str, *, how_to_fetch: str, limit: int) -> Path:
     """One file of a Hub repository into the Hub cache (or found there); one-line errors.
 
     how_to_fetch: the command that would put the file in the cache, for the offline message.
+    limit: the most bytes the file may have; the download is refused before its first byte when
+    the Hub (or a mirror, a proxy) announces more, or more than the free disk space, and stopped
+    when it streams past it (vidcls.zoo.bounded), its partial file deleted.
     When the Hub cannot be reached the cache alone is used, at once, instead of retrying.
     """
     from huggingface_hub import _CACHED_NO_EXIST, constants, hf_hub_download, try_to_load_from_cache
@@ -119,8 +124,13 @@ def download(ref: HubRef, filename: str, *, how_to_fetch: str) -> Path:
     if try_to_load_from_cache(ref.repo, filename, revision=ref.revision) is _CACHED_NO_EXIST:
         raise FileNotOnHub(f"{ref}: the repository has no file {filename}")
     why = None if offline() else unreachable(constants.ENDPOINT)
+    bar = bounded_bar(limit, Path(_hub_cache()), f"{ref}: {filename}")
     try:
-        return Path(hf_hub_download(ref.repo, filename, revision=ref.revision, local_files_only=why is not None))
+        path = Path(hf_hub_download(ref.repo, filename, revision=ref.revision, local_files_only=why is not None,
+                                    tqdm_class=bar))
+    except DownloadRefused:
+        _drop_partials(ref)
+        raise
     except LocalEntryNotFoundError:
         if why is not None:
             raise NotCached(f"{ref}: the network is unreachable ({why}) and {filename} is not in the local Hub "
@@ -145,15 +155,44 @@ def download(ref: HubRef, filename: str, *, how_to_fetch: str) -> Path:
         raise FileNotOnHub(f"{ref}: the repository has no file {filename}") from None
     except (HfHubHTTPError, OSError) as exc:
         raise VidclsError(f"{ref}: downloading {filename} failed ({first_line(exc)})") from None
+    if bar.refused and path.stat().st_size > limit:  # raised in a transfer that went on (hf_xet)
+        _evict(path)
+        raise bar.refused[0]
+    return path
 
 
-def download_optional(ref: HubRef, filename: str, *, how_to_fetch: str) -> Path | None:
+def _drop_partials(ref: HubRef) -> None:
+    """Delete the partial files of a repository's downloads that nobody is writing now.
+
+    huggingface_hub writes a download to blobs/<etag>[.<id>].incomplete under the lock
+    .locks/<repo>/<etag>.lock. From 1.18 on it names that file per download and deletes it when
+    the download fails, but keeps for good the one of a download killed on the way (never resumed:
+    the next download picks a new name); before 1.18 it keeps it and resumes it, so a refused
+    partial would only be refused again. A partial whose lock is held belongs to a download under
+    way (another process) and is left alone.
+    """
+    from filelock import FileLock, Timeout
+    from huggingface_hub.file_download import repo_folder_name
+
+    folder = repo_folder_name(repo_id=ref.repo, repo_type="model")
+    for partial in (Path(_hub_cache()) / folder / "blobs").glob("*.incomplete"):
+        lock = Path(_hub_cache()) / ".locks" / folder / f"{partial.name.split('.')[0]}.lock"
+        try:
+            with FileLock(str(lock), timeout=0) if lock.parent.is_dir() else contextlib.nullcontext():
+                partial.unlink(missing_ok=True)
+        except Timeout:
+            continue
+
+
+def download_optional(ref: HubRef, filename: str, *, how_to_fetch: str,
+                      limit: int = SIDE_FILE_BYTES) -> Path | None:
     """Like `download`, but None when the repository lacks the file or, offline, the cache does.
 
-    For side files such as preprocessor_config.json, whose absence has a sensible default.
+    For side files such as preprocessor_config.json, whose absence has a sensible default
+    (bounded by SIDE_FILE_BYTES unless told otherwise).
     """
     try:
-        return download(ref, filename, how_to_fetch=how_to_fetch)
+        return download(ref, filename, how_to_fetch=how_to_fetch, limit=limit)
     except FileNotOnHub:
         return None
     except VidclsError:
@@ -170,9 +209,11 @@ def commit_of(path: Path) -> str:
     return parts[parts.index("snapshots") + 1]
 
 
-def fetch_verified(ref: HubRef, filename: str, *, sha256: str | None = None, how_to_fetch: str) -> VerifiedFile:
-    """Download a weight file and check its sha256 (pinned, locked, or the Hub's LFS checksum)."""
-    path = download(ref, filename, how_to_fetch=how_to_fetch)
+def fetch_verified(ref: HubRef, filename: str, *, sha256: str | None = None, how_to_fetch: str,
+                   limit: int) -> VerifiedFile:
+    """Download a weight file of at most `limit` bytes and check its sha256 (pinned, locked, or the
+    Hub's LFS checksum)."""
+    path = download(ref, filename, how_to_fetch=how_to_fetch, limit=limit)
     return verify(path, ref, filename, pinned=sha256, how_to_fetch=how_to_fetch)
 
 

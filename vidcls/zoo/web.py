@@ -7,9 +7,9 @@ downloads, HF_HUB_DOWNLOAD_TIMEOUT, HF_HUB_DISABLE_PROGRESS_BARS. No Hub token i
 
 A download goes to `$VIDCLS_HOME/downloads/<url digest>/<name>.partial`; an interrupted
 one (Ctrl-C, a dropped connection) is resumed from the bytes already there by the next
-call. Every download is bounded while it streams: never past the file's expected size (a
-zoo entry's `size`, else a bound from its architecture, at most MAX_BYTES), refused before the
-first byte when the server's Content-Length is above that or above the free disk space, and a
+call. Every download is bounded while it streams (vidcls.zoo.bounded): never past the file's expected
+size (a zoo entry's `size`, else a bound from its architecture, at most MAX_BYTES), refused before
+the first byte when the server's Content-Length is above that or above the free disk space, and a
 partial that cannot be resumed (too large, the disk full) is deleted rather than kept.
 The file gets its final name only after its sha256 was checked (cache.verify, keyed by the
 URL); one that fails is deleted. Callers serialise fetches of one URL across processes with
@@ -22,63 +22,16 @@ import dataclasses
 import errno
 import hashlib
 import os
-import shutil
 import urllib.parse
 from pathlib import Path
-from typing import Any, BinaryIO
 
 from vidcls.errors import VidclsError, first_line
 from vidcls.zoo import cache, hub
+from vidcls.zoo.bounded import MAX_BYTES, DownloadRefused, bounded_bar
 from vidcls.zoo.cache import Digest, VerifiedFile
 
 PARTIAL = ".partial"
 RANGE_NOT_SATISFIABLE = 416  # what a server answers a resume of a file already complete
-MAX_BYTES = 16 << 30  # the largest file fetched from a URL (the zoo's largest checkpoints: about 1 GB)
-SPARE_BYTES = 64 << 20  # left free on the disk, beside what a download is expected to take
-
-
-class DownloadRefused(VidclsError):
-    """A download stopped because it would break a bound; its partial file cannot be resumed."""
-
-
-class _Bounded:
-    """The partial file as http_get writes it, refusing any write that would take it past `limit`
-    bytes, or leave less than SPARE_BYTES free on its disk: checked on every chunk, as it streams."""
-
-    def __init__(self, handle: BinaryIO, limit: int, url: str) -> None:
-        self.handle, self.limit, self.url = handle, limit, url
-
-    def write(self, chunk: bytes) -> int:
-        size = self.handle.tell() + len(chunk)
-        if size > self.limit:
-            raise DownloadRefused(f"{self.url}: the server sent more than the {self.limit:,} bytes expected of "
-                                  f"this file; stopped there")
-        if shutil.disk_usage(Path(self.handle.name).parent).free - len(chunk) < SPARE_BYTES:
-            raise DownloadRefused(f"{self.url}: the disk of {cache.home()} is full ({size:,} bytes written)")
-        return self.handle.write(chunk)
-
-    def __getattr__(self, name: str) -> Any:  # tell, seek, truncate, flush: the file's own
-        return getattr(self.handle, name)
-
-
-def _size_checked_bar(limit: int, done: int, folder: Path, url: str) -> type:
-    """huggingface_hub's progress bar, refusing the download when the size the server announces
-    (http_get makes the bar with it, before the first byte is written) is above `limit` or above
-    the free space of `folder`."""
-    from huggingface_hub.utils import tqdm
-
-    class SizeCheckedBar(tqdm):
-        def __init__(self, *args: Any, total: int | None = None, **kwargs: Any) -> None:
-            if total is not None and total > limit:
-                raise DownloadRefused(f"{url}: the server announces {total:,} bytes, more than the {limit:,} "
-                                      f"expected of this file")
-            free = shutil.disk_usage(folder).free
-            if total is not None and total - done > free - SPARE_BYTES:
-                raise DownloadRefused(f"{url}: the server announces {total:,} bytes and {folder} has "
-                                      f"{free:,} bytes free")
-            super().__init__(*args, total=total, **kwargs)
-
-    return SizeCheckedBar
 
 
 def download_path(url: str) -> Path:
@@ -146,9 +99,8 @@ def _transfer(url: str, partial: Path, how_to_fetch: str, limit: int) -> None:
         done = 0
     with open(partial, "ab") as handle:
         try:
-            http_get(url, _Bounded(handle, limit, url), resume_size=done,
-                     displayed_filename=partial.name.removesuffix(PARTIAL),
-                     tqdm_class=_size_checked_bar(limit, done, partial.parent, url))
+            http_get(url, handle, resume_size=done, displayed_filename=partial.name.removesuffix(PARTIAL),
+                     tqdm_class=bounded_bar(limit, partial.parent, url))
         except Exception as exc:  # noqa: BLE001 - the HTTP stack raises many types (and other ones across versions)
             if done and _status(exc) == RANGE_NOT_SATISFIABLE:
                 return  # the partial file is already whole: its digest decides

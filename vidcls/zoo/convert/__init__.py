@@ -224,15 +224,16 @@ def _local_source(path: Path) -> _Source:
 def _hub_source(ref: str) -> _Source:
     """A Hub repository: its safetensors when it has one, else its pytorch_model.bin."""
     from vidcls.zoo import hub
+    from vidcls.zoo.bounded import MAX_BYTES, SIDE_FILE_BYTES
 
     hub_ref = hub.parse_hf_ref(ref)
     how = f"vidcls convert {ref} ..."
-    config = read_json(hub.download(hub_ref, CONFIG_NAME, how_to_fetch=how))
+    config = read_json(hub.download(hub_ref, CONFIG_NAME, how_to_fetch=how, limit=SIDE_FILE_BYTES))
     pre_path = hub.download_optional(hub_ref, PREPROCESSOR_NAME, how_to_fetch=how)
     try:
-        weights = hub.fetch_verified(hub_ref, WEIGHTS_NAME, how_to_fetch=how)
+        weights = hub.fetch_verified(hub_ref, WEIGHTS_NAME, how_to_fetch=how, limit=MAX_BYTES)
     except hub.FileNotOnHub:
-        weights = hub.fetch_verified(hub_ref, PICKLE_NAME, how_to_fetch=how)
+        weights = hub.fetch_verified(hub_ref, PICKLE_NAME, how_to_fetch=how, limit=MAX_BYTES)
     text = [p for n in TOKENIZER_FILES if (p := hub.download_optional(hub_ref, n, how_to_fetch=how))] \
         if xclip.is_xclip_config(config) else []
     return _Source(read_checkpoint(weights.path), name=hub_ref.repo.split("/")[1], config=config,
