@@ -12,7 +12,8 @@ class Served:
     """What the test server holds (path -> bytes) and what it was asked: (path, Range header), bytes sent.
 
     For the fake Hub: `announced` (path -> the size its headers claim instead of the real one) and
-    `endless` (paths whose body, sent without a Content-Length, never ends: it stops at HUB_CAP).
+    `endless` (paths whose body, sent without a Content-Length, never ends: it stops at HUB_CAP) and
+    `cut` (paths whose body ends, the connection closed, halfway through the size announced).
     """
 
     def __init__(self) -> None:
@@ -21,6 +22,7 @@ class Served:
         self.bytes_sent = 0
         self.announced: dict[str, int] = {}
         self.endless: set[str] = set()
+        self.cut: set[str] = set()
 
 
 class RangeHandler(BaseHTTPRequestHandler):
@@ -110,6 +112,10 @@ class HubHandler(BaseHTTPRequestHandler):
         self._headers(key, data, body=True)
         endless = key in served.endless or served.announced.get(key, len(data)) > len(data)
         try:
+            if key in served.cut:
+                self.wfile.write(data[:len(data) // 2])
+                self.close_connection = True
+                return
             if not endless:
                 self.wfile.write(data)
                 served.bytes_sent += len(data)

@@ -278,6 +278,18 @@ def test_a_hub_file_that_streams_past_its_bound_is_stopped_and_partials_dropped(
     assert [name for name in blobs(hub_cache) if name.endswith(".incomplete")] == [busy.name]
 
 
+def test_a_hub_download_cut_short_is_one_line(hub_zoo, fake_hub, hub_cache):
+    """A Hub (or a proxy) that closes the connection before the size it announced: huggingface_hub
+    retries, then raises its HTTP client's own error (neither OSError nor HfHubHTTPError)."""
+    fake_hub.cut.add("someone/tiny-vivit/model.safetensors")
+    result = runner.invoke(app, ["download", hub_zoo()])
+    assert result.exit_code == 1, result.output
+    lines = error_lines(result.output)
+    assert len(lines) == 1 and lines[0].startswith(
+        "error: hf://someone/tiny-vivit: downloading model.safetensors failed ("), lines
+    assert "internal error" not in result.output
+
+
 def test_a_hub_file_within_its_bounds_downloads_and_verifies(hub_zoo, fake_hub, hub_cache):
     size = len(fake_hub.files["someone/tiny-vivit/model.safetensors"])
     result = runner.invoke(app, ["download", hub_zoo(size=size)])  # the bound is the file's exact size

@@ -114,7 +114,6 @@ def download(ref: HubRef, filename: str, *, how_to_fetch: str, limit: int) -> Pa
     from huggingface_hub.errors import (
         EntryNotFoundError,
         GatedRepoError,
-        HfHubHTTPError,
         LocalEntryNotFoundError,
         RepositoryNotFoundError,
         RevisionNotFoundError,
@@ -153,7 +152,7 @@ def download(ref: HubRef, filename: str, *, how_to_fetch: str, limit: int) -> Pa
         raise FileNotOnHub(f"{ref}: the repository has no revision {ref.revision!r}") from None
     except EntryNotFoundError:
         raise FileNotOnHub(f"{ref}: the repository has no file {filename}") from None
-    except (HfHubHTTPError, OSError) as exc:
+    except Exception as exc:  # noqa: BLE001 - HfHubHTTPError, OSError, and its HTTP client's own (httpx2 today)
         raise VidclsError(f"{ref}: downloading {filename} failed ({first_line(exc)})") from None
     if bar.refused and path.stat().st_size > limit:  # raised in a transfer that went on (hf_xet)
         _evict(path)
