@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from vidcls.video import inputs
-from vidcls.video.container import open_video
+from vidcls.video.container import VideoDecodeError, open_video
 from vidcls.video.probe import HEAD_BYTES, NOT_A_VIDEO, refusal_of_head
 from vidcls.video.synthetic import make_sample_clip
 
@@ -139,7 +139,6 @@ NON_VIDEOS = {
     "zeros": (lambda p: p.write_bytes(bytes(3 << 20)), NOT_A_VIDEO),
     "text": (lambda p: p.write_text(Path(inputs.__file__).read_text() * 200), NOT_A_VIDEO),
     "tarball": (_tarball, NOT_A_VIDEO),
-    "wav": (_wav, "no video stream (audio-only file?)"),
     "png": (_png, "still image, not a video"),
 }
 
@@ -191,6 +190,49 @@ def test_an_endless_non_video_on_stdin_is_refused_and_the_others_classified(tmp_
     assert [line for line in stderr.splitlines() if line.startswith("error:")] == [f"error: -: {NOT_A_VIDEO}{JUDGED}"]
     records = {row["video"]: row for row in json.loads(stdout)}
     assert records[str(good)]["top_k"] and not records[str(good)].get("error")
+
+
+def _audio_first_mpeg_ps(path: Path) -> None:
+    """An MPEG-PS file whose first 6 s are audio alone, then 60 frames of noise video (2.6 MB)."""
+    rng = np.random.default_rng(4)
+    with av.open(str(path), "w", format="mpeg") as container:
+        audio = container.add_stream("mp2", rate=48000, layout="stereo")
+        video = container.add_stream("mpeg2video", rate=25)
+        video.width, video.height, video.pix_fmt = 320, 240, "yuv420p"
+        video.options = {"b": "8M", "maxrate": "8M", "bufsize": "1M"}
+        for start in range(0, 6 * 48000, 1152):
+            sound = av.AudioFrame.from_ndarray(rng.standard_normal((2, 1152)).astype(np.float32) / 10,
+                                               format="fltp", layout="stereo")
+            sound.sample_rate, sound.pts = 48000, start
+            container.mux(audio.encode(sound))
+        for index in range(6 * 25, 6 * 25 + 60):
+            picture = av.VideoFrame.from_ndarray(rng.integers(0, 256, (240, 320, 3), dtype=np.uint8), format="rgb24")
+            picture.pts = index
+            container.mux(video.encode(picture))
+        container.mux(video.encode())
+        container.mux(audio.encode())
+
+
+@pytest.mark.parametrize("name, make, decoded", [
+    ("audio-first.mpg", _audio_first_mpeg_ps, "video"),  # a pipe shows audio alone; the file's end has the video
+    ("sound.wav", _wav, "no video stream (audio-only file?)"),
+])
+def test_an_input_that_opens_without_video_is_copied_for_the_decoder_to_judge(name, make, decoded, tmp_path,
+                                                                             monkeypatch):
+    """Was (while it was written): an MPEG-PS file whose first seconds are audio refused from its head,
+    which the decoder plays from the whole file. Audio alone is then the decoder's verdict, as before."""
+    path = tmp_path / name
+    make(path)
+    assert path.stat().st_size > HEAD_BYTES
+    (tmp_path / "spool").mkdir()
+    video, read = through_stdin(path, tmp_path / "spool", monkeypatch)
+    assert video.error is None and read == path.stat().st_size
+    try:
+        with open_video(video.source) as (container, stream):
+            found = next(container.decode(stream)).format.name and "video"
+    except VideoDecodeError as err:
+        found = str(err)
+    assert found == decoded
 
 
 def test_the_head_opens_nothing_it_names(tmp_path, monkeypatch):

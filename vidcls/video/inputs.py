@@ -119,7 +119,7 @@ def spool_stdin(directory: Path) -> VideoInput:
     of it (an endless or huge stream is refused as soon as it passes that, not once it is whole).
 
     Its first HEAD_BYTES are judged before anything is written: what ffmpeg refuses from those alone
-    (random bytes, text, an archive, audio) fails `-` at once, and the rest of stdin is never read."""
+    (random bytes, text, an archive, a picture) fails `-` at once, and the rest of stdin is never read."""
     if sys.stdin is None or sys.stdin.isatty():
         raise UsageError("input '-' reads a video from stdin, but stdin is a terminal; pipe a file in")
     stream = _Capped(sys.stdin.buffer, MAX_STDIN_BYTES)

@@ -7,9 +7,9 @@ time. ffmpeg's own probing judges the head instead, not a table of magic numbers
 ffmpeg knows far more formats (and their low-scoring, hard-to-identify variants such as raw H.264
 or MPEG-TS) than any such table. ffmpeg picks a demuxer from at most its first 1 MiB
 (PROBE_BUF_MAX), so a head larger than that gives the same verdict on the format as the whole file
-would. What a demuxer or `find_stream_info` decides later counts only when it needed no byte past
-the head: one that ran out (an MP4 whose index is at the end, a pipe cannot skip to it) is no
-verdict, and the input is copied and decoded as any other.
+would. A demuxer that refuses the data later counts only when it needed no byte past the head: one
+that ran out (an MP4 whose index is at the end, a pipe cannot skip to it) is no verdict, and the
+input is copied and decoded as any other.
 """
 
 from __future__ import annotations
@@ -85,15 +85,17 @@ class _Head:
 
 def refusal_of_head(head: bytes) -> str | None:
     """Why ffmpeg refuses any input that starts with `head` (at least HEAD_BYTES of it), or None when
-    it may be a video or only the rest could tell."""
+    it may be a video or only the rest could tell.
+
+    Only what the head alone decides is a verdict: no demuxer takes the data, or the one taken is
+    refused by its name (text, a still picture). An input that opens without a video stream is not:
+    ffmpeg finds streams in a file that a pipe does not show it (it reads the end of an MPEG-PS file
+    to time it, and so meets the video of one whose first seconds are audio alone)."""
     reader = _Head(head)
     try:
         with av.open(reader, metadata_errors="ignore", options=dict(_OPEN_NOTHING_ELSE)) as container:
-            if by_name := _format_refusal(container.format.name):
-                return by_name  # the format is chosen within the head, whatever the rest holds
-            reason = refusal(container, lambda: head)
+            return _format_refusal(container.format.name)  # chosen within the head, whatever the rest holds
     except av.error.InvalidDataError:
-        reason = unparsable(head)
+        return None if reader.exhausted else unparsable(head)
     except (av.error.FFmpegError, OSError, ValueError):
         return None  # not a verdict on the data: the decoder opens the copy and says what it finds
-    return None if reader.exhausted else reason
