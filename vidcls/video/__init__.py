@@ -2,6 +2,7 @@
 
     sampling    which frame indices a clip takes (segment or dense), pure arithmetic
     container   opening files and URLs with PyAV, the frame clock, rotation, one-line errors
+    probe       what ffmpeg makes of an input: the refusals every video shares, stdin judged from its head
     decode      probing and decoding only the frames wanted, fitted to the model as decoded
     transforms  resize, crop and normalise frames into views
     inputs      what the user named (files, folders, URLs, stdin, @LIST) as a list of videos

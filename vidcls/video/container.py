@@ -26,12 +26,8 @@ from av.video.stream import VideoStream
 
 from vidcls.errors import VidclsError
 from vidcls.video.inputs import is_url
+from vidcls.video.probe import refusal, unparsable, video_streams
 
-# Demuxers that read a single still picture: "image2" plus the "<codec>_pipe" family
-# (png_pipe, jpeg_pipe, webp_pipe, bmp_pipe, ...).
-_STILL_IMAGE_FORMATS = ("image2", "image2pipe")
-# ffmpeg's "tty" demuxer renders .txt/.nfo/.ans files as ANSI-art video; never what a user means.
-_TEXT_FORMATS = ("tty",)
 _DEFAULT_FPS = Fraction(25)  # ffmpeg's own fallback when a stream states no rate at all
 # Network inputs are handed to ffmpeg as they are; a stalled server must not hang a run.
 NETWORK_TIMEOUT_S = 30  # what a URL may stall for, per read (vidcls serve --allow-urls fetches with the same)
@@ -108,15 +104,12 @@ class Clock:
 # ----------------------------------------------------------------------------- opening files
 
 
-def _unparsable(source: str | Path) -> str:
-    """Why ffmpeg finds no usable container: name the common cut-off MP4 (it starts with 'ftyp')."""
+def _head(source: str | Path) -> bytes:
+    """The first bytes of a local file (b"" for a URL): enough to name a cut-off MP4."""
     if is_url(source):
-        return "not a video file or unsupported format"
+        return b""
     with Path(source).open("rb") as f:
-        head = f.read(12)
-    if head[4:8] == b"ftyp":
-        return "incomplete MP4 (index missing or cut off: truncated download or unfinished recording?)"
-    return "not a video file or unsupported format"
+        return f.read(12)
 
 
 def _open_failure(err: Exception, path: Path) -> str:
@@ -124,7 +117,7 @@ def _open_failure(err: Exception, path: Path) -> str:
     if isinstance(err, PermissionError):
         return "permission denied"
     if isinstance(err, (av.error.InvalidDataError, av.error.EOFError)):
-        return _unparsable(path)
+        return unparsable(_head(path))
     if isinstance(err, av.error.FFmpegError):
         return f"cannot open: {err.strerror}"
     return f"cannot read file: {getattr(err, 'strerror', None) or err}"
@@ -132,17 +125,10 @@ def _open_failure(err: Exception, path: Path) -> str:
 
 def _video_stream(container: InputContainer, path: str | Path) -> VideoStream:
     """The first real video stream; cover art (attached pictures), still images and text are refused."""
-    fmt = container.format.name
-    if fmt in _TEXT_FORMATS:
-        raise VideoDecodeError("not a video file (looks like text)")
-    if fmt in _STILL_IMAGE_FORMATS or fmt.endswith("_pipe"):
-        raise VideoDecodeError("still image, not a video")
-    for stream in container.streams.video:
-        if not stream.disposition & av.stream.Disposition.attached_pic:
-            return stream
-    if container.streams.audio:
-        raise VideoDecodeError("no video stream (audio-only file?)")
-    raise VideoDecodeError(_unparsable(path))  # subtitles, data, or a header cut short
+    reason = refusal(container, lambda: _head(path))
+    if reason:
+        raise VideoDecodeError(reason)
+    return video_streams(container)[0]
 
 
 _decoder_threads = 0  # 0: ffmpeg's choice (one per core)

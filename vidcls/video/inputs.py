@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from vidcls.errors import UsageError
+from vidcls.video.probe import HEAD_BYTES, refusal_of_head
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg",
                               ".wmv", ".flv", ".ts", ".mts", ".m2ts", ".3gp", ".ogv", ".gif",
@@ -113,15 +114,25 @@ def _list_file(item: str) -> list[str]:
     return [e if is_url(e) else str(resolve_path(e, path.parent)) for e in entries]
 
 
-def spool_stdin(directory: Path) -> Path:
-    """Copy the video on stdin to a file: decoding seeks, and a pipe cannot. At most MAX_STDIN_BYTES
-    are copied: an endless or huge stream is refused as soon as it passes that, not once it is whole."""
+def spool_stdin(directory: Path) -> VideoInput:
+    """`-` as a video: stdin copied to a file (decoding seeks, and a pipe cannot), at most MAX_STDIN_BYTES
+    of it (an endless or huge stream is refused as soon as it passes that, not once it is whole).
+
+    Its first HEAD_BYTES are judged before anything is written: what ffmpeg refuses from those alone
+    (random bytes, text, an archive, a picture) fails `-` at once, and the rest of stdin is never read."""
     if sys.stdin is None or sys.stdin.isatty():
         raise UsageError("input '-' reads a video from stdin, but stdin is a terminal; pipe a file in")
+    stream = _Capped(sys.stdin.buffer, MAX_STDIN_BYTES)
+    head = stream.read(HEAD_BYTES)
+    reason = refusal_of_head(head) if len(head) == HEAD_BYTES else None  # a shorter stream is decoded whole
+    if reason:
+        return VideoInput(STDIN, STDIN, f"{reason} (judged from the first {HEAD_BYTES >> 20} MiB of stdin; "
+                                        f"the rest was not read)")
     target = directory / "stdin-video"
     with target.open("wb") as out:
-        shutil.copyfileobj(_Capped(sys.stdin.buffer, MAX_STDIN_BYTES), out, 1 << 20)
-    return target
+        out.write(head)
+        shutil.copyfileobj(stream, out, 1 << 20)
+    return VideoInput(STDIN, str(target))
 
 
 class _Capped:
@@ -181,7 +192,7 @@ def _stdin_input(stdin_dir: Path | StdinSpool) -> VideoInput:
     try:
         folder = stdin_dir.directory() if isinstance(stdin_dir, StdinSpool) else stdin_dir
         target = folder / "stdin-video"
-        return VideoInput(STDIN, str(spool_stdin(folder)))
+        return spool_stdin(folder)
     except OSError as exc:
         if target is not None:
             target.unlink(missing_ok=True)
