@@ -1,6 +1,7 @@
 """A local HTTP server on 127.0.0.1 for the download and URL-input tests, and a fake Hub on it; no other
 address is contacted."""
 
+import contextlib
 import hashlib
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -54,16 +55,27 @@ class RangeHandler(BaseHTTPRequestHandler):
         pass
 
 
+@contextlib.contextmanager
+def local_server(handler: type[BaseHTTPRequestHandler], **state):
+    """A threaded HTTP server on 127.0.0.1 (a free port) answering with `handler`, `state` set as its
+    attributes (what the handler reads and records), served from a daemon thread until the block ends."""
+    httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    httpd.daemon_threads = True
+    for name, value in state.items():
+        setattr(httpd, name, value)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        yield httpd
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+
+
 @pytest.fixture
 def server():
     """An HTTP server on 127.0.0.1 (a free port) serving Served.files."""
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), RangeHandler)
-    httpd.served = Served()
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with local_server(RangeHandler, served=Served()) as httpd:
+        yield httpd
 
 
 HUB_COMMIT = "c0ffee" * 6 + "c0ff"  # the one commit the fake Hub has (40 hex digits)
@@ -137,20 +149,14 @@ def fake_hub(monkeypatch):
 
     from vidcls.zoo import hub
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), HubHandler)
-    httpd.daemon_threads = True
-    httpd.served = Served()
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    endpoint = f"http://127.0.0.1:{httpd.server_address[1]}"
-    monkeypatch.setattr(constants, "ENDPOINT", endpoint)  # what vidcls probes; the URLs come from the template,
-    monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",  # made from HF_ENDPOINT at import
-                        endpoint + "/{repo_id}/resolve/{revision}/{filename}")
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
-    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
-    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    hub.unreachable.cache_clear()
-    yield httpd.served
-    hub.unreachable.cache_clear()
-    httpd.shutdown()
-    httpd.server_close()
+    with local_server(HubHandler, served=Served()) as httpd:
+        endpoint = f"http://127.0.0.1:{httpd.server_address[1]}"
+        monkeypatch.setattr(constants, "ENDPOINT", endpoint)  # what vidcls probes; the URLs come from the
+        monkeypatch.setattr(constants, "HUGGINGFACE_CO_URL_TEMPLATE",  # template, made from HF_ENDPOINT at import
+                            endpoint + "/{repo_id}/resolve/{revision}/{filename}")
+        monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        hub.unreachable.cache_clear()
+        yield httpd.served
+        hub.unreachable.cache_clear()

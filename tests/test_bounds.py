@@ -16,14 +16,14 @@ import signal
 import subprocess
 import sys
 import textwrap
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
+from http_helpers import local_server
 from vidcls.cli import app
 from vidcls.video.inputs import gather
 
@@ -205,14 +205,8 @@ class HostileHandler(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def hostile_server(clip):
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), HostileHandler)
-    httpd.daemon_threads = True
-    httpd.video, httpd.head, httpd.requested = clip.read_bytes(), b"", []
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield httpd
-    httpd.shutdown()
-    httpd.server_close()
+    with local_server(HostileHandler, video=clip.read_bytes(), head=b"", requested=[]) as httpd:
+        yield httpd
 
 
 @pytest.fixture

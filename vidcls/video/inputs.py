@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import BinaryIO
 
 from vidcls.errors import UsageError
-from vidcls.video.probe import HEAD_BYTES, refusal_of_head
 
 VIDEO_EXTENSIONS = frozenset({".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg",
                               ".wmv", ".flv", ".ts", ".mts", ".m2ts", ".3gp", ".ogv", ".gif",
@@ -120,6 +119,8 @@ def spool_stdin(directory: Path) -> VideoInput:
 
     Its first HEAD_BYTES are judged before anything is written: what ffmpeg refuses from those alone
     (random bytes, text, an archive, a picture) fails `-` at once, and the rest of stdin is never read."""
+    from vidcls.video.probe import HEAD_BYTES, refusal_of_head  # PyAV, imported only when stdin is read:
+    # listing the inputs imports neither av nor torch, so a bad command line is answered at once
     if sys.stdin is None or sys.stdin.isatty():
         raise UsageError("input '-' reads a video from stdin, but stdin is a terminal; pipe a file in")
     stream = _Capped(sys.stdin.buffer, MAX_STDIN_BYTES)
