@@ -27,6 +27,7 @@ from vidcls.cli.predict import (
     WeightsOption,
     WindowOption,
     WorkersOption,
+    reporting_interrupts,
     terminate_as_interrupt,
 )
 from vidcls.cli.render import VideoProgress, embedding_table, input_line, out, run_done_line
@@ -109,7 +110,7 @@ def embed_command(
     if not videos:
         raise UsageError("give the videos to embed (or --text NAMES)")
     terminate_as_interrupt()
-    with VideoProgress("embedded") as progress:
+    with VideoProgress("embedded") as progress, reporting_interrupts(progress, output):
         run = embed_run(videos, model, weights=weights, views=views, normalize=normalize, timeline=timeline,
                         window_s=window, hop_s=hop, clips=clips, crops=crops, frames=frames, stride=stride,
                         sampling=sampling, device=device, precision=precision, batch_size=batch_size,
