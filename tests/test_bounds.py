@@ -177,7 +177,8 @@ SERVER_CAP = 256 << 20  # the most any response below sends, whatever happens: a
 class HostileHandler(BaseHTTPRequestHandler):
     """/endless: bytes without end (no Content-Length); /liar: Content-Length 10^15; /drip: one byte
     every 2 s; /head+drip: the server's `head` bytes, then one byte every 2 s; /video+junk: a valid
-    video then bytes without end. Every response stops at SERVER_CAP; `requested` lists the paths asked for."""
+    video then bytes without end (a query string names another input with the same answer). Every response
+    stops at SERVER_CAP; `requested` lists the paths asked for."""
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         video: bytes = self.server.video
@@ -186,7 +187,8 @@ class HostileHandler(BaseHTTPRequestHandler):
             self.send_header("Content-Length", str(10**15))
         self.end_headers()
         head, chunk, pause = {"/drip.mp4": (b"", b"\0", 2.0), "/head+drip.mp4": (self.server.head, b"\0", 2.0),
-                              "/video+junk.mp4": (video, b"\0" * 65536, 0.0)}.get(self.path, (b"", b"\0" * 65536, 0.0))
+                              "/video+junk.mp4": (video, b"\0" * 65536, 0.0)}.get(self.path.split("?")[0],  # ?N: same
+                                                                                   (b"", b"\0" * 65536, 0.0))
         self.server.requested.append(self.path)
         sent = 0
         try:
@@ -333,6 +335,34 @@ def test_a_stop_signal_ends_an_in_process_run_at_once_while_a_server_drips(stop,
         f"done: 1 {'classified' if command[0] == 'predict' else 'embedded'} (0 failed): {out}",
         f"error: interrupted after 1 of 2 videos: their results are in {out}; rerun the same command with --resume "
         f"to continue"]
+
+
+def test_a_stop_ends_workers_stuck_on_servers_together(hostile_server, clip, tmp_path):
+    """torch's shutdown joined each decoding worker for 5 s before terminating it, one after the other:
+    three workers stuck on dripping servers held a stopped run for 16 s. They are ended together now."""
+    hostile_server.head = clip.read_bytes()[:64]
+    base, out = f"http://127.0.0.1:{hostile_server.server_address[1]}/head+drip.mp4", tmp_path / "out.jsonl"
+    urls = [f"{base}?{n}" for n in range(3)]
+    process = subprocess.Popen([sys.executable, "-m", "vidcls", "predict", "--workers", "3", str(clip), *urls,
+                                "-m", "demo-motion", "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        started = time.monotonic()
+        while len(hostile_server.requested) < 3 and process.poll() is None and time.monotonic() - started < 120:
+            time.sleep(0.05)
+        time.sleep(1.0)  # each worker has the head and waits in ffmpeg for the next byte
+        process.send_signal(signal.SIGTERM)
+        stopping = time.monotonic()
+        _, stderr = process.communicate(timeout=60)
+        took = time.monotonic() - stopping
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 130, stderr[-2000:]
+    assert [r["video"] for r in map(json.loads, out.read_text().splitlines())] == [str(clip)]
+    assert "internal error" not in stderr and "Traceback" not in stderr
+    assert took < 10, took  # one join of 5 s per stuck worker took 15 s and more; ending them together, about 1 s
 
 
 def test_fifos_devices_and_file_urls(tmp_path, clip):

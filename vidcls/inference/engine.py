@@ -247,6 +247,20 @@ def _dead_workers(iterator: Any, wait_s: float = 2.0) -> list[tuple[int, int | N
         time.sleep(0.05)
 
 
+def _end_workers(iterator: Any) -> None:
+    """End a loader's workers at once when the run stops early.
+
+    torch's shutdown asks each worker to exit and joins it for up to 5 s (MP_STATUS_CHECK_INTERVAL)
+    before terminating it, one worker after the other: a worker stuck in ffmpeg on a server that drips
+    cost 5 s each (16 s for three). With nothing left to receive, SIGTERM (SIG_DFL in a worker:
+    init_worker) ends them together. Not when memory is pinned: torch's pinning thread still reads
+    the workers' queue until its shutdown stops it, and a worker killed halfway through a message
+    could leave that thread waiting for the rest."""
+    for worker in getattr(iterator, "_workers", None) or []:
+        if worker.is_alive():
+            worker.terminate()
+
+
 def _decoded(videos: Sequence[VideoInput], recipe: Recipe, workers: int, prefetch: int,
              pin: bool) -> Iterator[Decoded]:
     """Each video's Decoded, in input order, from `workers` processes (a torch DataLoader; 0: here).
@@ -288,6 +302,10 @@ def _decoded(videos: Sequence[VideoInput], recipe: Recipe, workers: int, prefetc
                     break
                 received += 1
                 yield decoded
+        except BaseException:  # a stop (Ctrl-C, SIGTERM, the consumer closed) or an error: no more videos wanted
+            if workers and not pin:
+                _end_workers(iterator)
+            raise
         finally:
             stop = getattr(iterator, "_shutdown_workers", None)
             if stop is not None:
