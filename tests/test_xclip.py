@@ -172,6 +172,31 @@ def test_predict_with_labels_and_prompt(tiny, clips, tmp_path):
     assert {w["top_k"][0]["label"] for w in record["timeline"]} <= {"cooking", "bike"}
 
 
+def test_runtime_openvino_scores_each_label_set_as_torch_does(tiny, clips, monkeypatch):
+    """--runtime openvino converts the model with the run's label set folded in: each set (and prompt) gets
+    its own graph, never the cached graph of another set, and its scores are torch's."""
+    pytest.importorskip("openvino")
+    from vidcls.zoo.openvino import OpenVinoModule
+
+    _, directory, _ = tiny
+    calls = []
+    run = OpenVinoModule.run
+    monkeypatch.setattr(OpenVinoModule, "run", lambda self, feed: calls.append(len(feed)) or run(self, feed))
+    for labels, prompt in (("cooking,bike,dance", []), ("running,jumping", []), ("cooking,bike,dance", []),
+                           ("running,jumping", ["--prompt", "a video of {}"])):
+        answers = {}
+        for runtime in ("torch", "openvino"):
+            before = len(calls)
+            result = runner.invoke(app, ["predict", *map(str, clips), "--model", str(directory), "--labels", labels,
+                                         *prompt, "--runtime", runtime, "--json"])
+            assert result.exit_code == 0, result.output
+            assert (len(calls) > before) == (runtime == "openvino")  # the runtime asked for is the one that ran
+            answers[runtime] = [{t["label"]: t["score"] for t in r["top_k"]} for r in json.loads(result.stdout)]
+        for torch_scores, openvino_scores in zip(answers["torch"], answers["openvino"], strict=True):
+            assert set(torch_scores) == set(openvino_scores) == set(labels.split(","))
+            assert all(abs(torch_scores[name] - openvino_scores[name]) < 1e-4 for name in torch_scores), labels
+
+
 def test_a_text_model_without_labels_asks_for_them(tiny, clips):
     _, directory, _ = tiny  # a transformers directory outside the zoo: no default label set
     result = runner.invoke(app, ["predict", str(clips[0]), "--model", str(directory)])

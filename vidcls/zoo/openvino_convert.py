@@ -34,9 +34,14 @@ CACHE_FORMAT = 1  # part of the key: a change in how vidcls converts invalidates
 
 
 def state_digest(module: nn.Module) -> str:
-    """sha256 over the module's tensors (names, dtypes, shapes and bytes): the weights' digest."""
+    """sha256 over the module's tensors (names, dtypes, shapes and bytes): the weights' digest.
+
+    Buffers a checkpoint does not keep (persistent=False) are in it too: the graph holds them as
+    constants, and X-CLIP's label embeddings are one (the same names with another prompt are other
+    embeddings: without them a run with a prompt got the graph converted without it)."""
     digest = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
+    tensors = {**module.state_dict(), **dict(module.named_buffers())}
+    for name, tensor in tensors.items():
         flat = tensor.detach().to("cpu").contiguous().reshape(-1)
         digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)};".encode())
         digest.update(flat.view(torch.uint8).numpy())
