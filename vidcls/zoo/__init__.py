@@ -3,6 +3,7 @@
     modeldir   model directories: config.json (the ModelCard) + model.safetensors, read and written
     labels     packaged label sets (Kinetics-400, ...)
     cache      vidcls's cache, digests and verified files
+    bounded    downloads bounded as they stream (the progress-bar hook both hub and web use)
     hub        the Hugging Face Hub: downloads, offline mode, pins
     web        weights at a plain URL: resumable download, checksums
     convert    foreign checkpoints (transformers, timm, the X-ViT and VidTr authors') to vidcls
