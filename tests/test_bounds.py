@@ -299,6 +299,28 @@ def test_network_inputs_have_a_whole_input_deadline_and_do_not_hold_the_others(h
     assert took < 120, took  # the deadlines, not the server's 256 MiB or its 2 s per byte
 
 
+def stopped_while_dripping(server, args: list[str], *, requests: int, stop: int):
+    """Run `vidcls ARGS`, send it `stop` once `requests` of its inputs hang on the dripping `server` (ffmpeg
+    has their first bytes and waits in its read for the next); the finished process, and the seconds it
+    took to stop."""
+    process = subprocess.Popen([sys.executable, "-m", "vidcls", *args], stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        started = time.monotonic()
+        while len(server.requested) < requests and process.poll() is None and time.monotonic() - started < 120:
+            time.sleep(0.05)
+        time.sleep(1.0)
+        process.send_signal(stop)
+        stopping = time.monotonic()
+        stdout, stderr = process.communicate(timeout=60)
+        took = time.monotonic() - stopping
+        return subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr), took
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+
+
 @pytest.mark.parametrize("stop, stalls, command", [
     (signal.SIGTERM, "opening", ["predict", "--workers", "0"]),  # the file's first bytes: ffmpeg seeks its index
     (signal.SIGINT, "reading", ["predict", "--timeline", "--json"]),  # the index, then packets, then the drip
@@ -314,22 +336,11 @@ def test_a_stop_signal_ends_an_in_process_run_at_once_while_a_server_drips(stop,
         make_video("faststart.mp4", 60, container_options={"movflags": "faststart"}).read_bytes()
     hostile_server.head = video[:64] if stalls == "opening" else video[:len(video) // 2]  # moov: at the end / first
     url, out = f"http://127.0.0.1:{hostile_server.server_address[1]}/head+drip.mp4", tmp_path / "out.jsonl"
-    process = subprocess.Popen([sys.executable, "-m", "vidcls", *command, str(clip), url, "-m", "demo-motion",
-                                "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "OMP_NUM_THREADS": "1"})
-    try:
-        started = time.monotonic()
-        while not hostile_server.requested and process.poll() is None and time.monotonic() - started < 120:
-            time.sleep(0.05)
-        time.sleep(1.0)  # ffmpeg has the head and waits in its read for the next byte
-        process.send_signal(stop)
-        # a stop at once takes well under a second on a quiet machine; a stop that waits on ffmpeg takes 30 s and more
-        stdout, stderr = process.communicate(timeout=15)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 130, stderr[-2000:]
+    done, took = stopped_while_dripping(hostile_server, [*command, str(clip), url, "-m", "demo-motion", "-o", str(out)],
+                                        requests=1, stop=stop)
+    stdout, stderr = done.stdout, done.stderr
+    assert took < 10, took  # at once: well under a second on a quiet machine; waiting on ffmpeg, 30 s and more
+    assert done.returncode == 130, stderr[-2000:]
     assert [r["video"] for r in map(json.loads, out.read_text().splitlines())] == [str(clip)]
     assert stdout == "" and stderr.splitlines() == [  # embed says what it kept as predict does
         f"done: 1 {'classified' if command[0] == 'predict' else 'embedded'} (0 failed): {out}",
@@ -343,25 +354,11 @@ def test_a_stop_ends_workers_stuck_on_servers_together(hostile_server, clip, tmp
     hostile_server.head = clip.read_bytes()[:64]
     base, out = f"http://127.0.0.1:{hostile_server.server_address[1]}/head+drip.mp4", tmp_path / "out.jsonl"
     urls = [f"{base}?{n}" for n in range(3)]
-    process = subprocess.Popen([sys.executable, "-m", "vidcls", "predict", "--workers", "3", str(clip), *urls,
-                                "-m", "demo-motion", "-o", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    try:
-        started = time.monotonic()
-        while len(hostile_server.requested) < 3 and process.poll() is None and time.monotonic() - started < 120:
-            time.sleep(0.05)
-        time.sleep(1.0)  # each worker has the head and waits in ffmpeg for the next byte
-        process.send_signal(signal.SIGTERM)
-        stopping = time.monotonic()
-        _, stderr = process.communicate(timeout=60)
-        took = time.monotonic() - stopping
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.communicate()
-    assert process.returncode == 130, stderr[-2000:]
+    args = ["predict", "--workers", "3", str(clip), *urls, "-m", "demo-motion", "-o", str(out)]
+    done, took = stopped_while_dripping(hostile_server, args, requests=3, stop=signal.SIGTERM)
+    assert done.returncode == 130, done.stderr[-2000:]
     assert [r["video"] for r in map(json.loads, out.read_text().splitlines())] == [str(clip)]
-    assert "internal error" not in stderr and "Traceback" not in stderr
+    assert "internal error" not in done.stderr and "Traceback" not in done.stderr
     assert took < 10, took  # one join of 5 s per stuck worker took 15 s and more; ending them together, about 1 s
 
 
