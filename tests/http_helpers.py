@@ -26,7 +26,14 @@ class Served:
         self.cut: set[str] = set()
 
 
-class RangeHandler(BaseHTTPRequestHandler):
+class QuietHandler(BaseHTTPRequestHandler):
+    """A request handler that keeps the test's output clean: no access log line per request."""
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+class RangeHandler(QuietHandler):
     """GET with `Range: bytes=N-` support (206, or 416 past the end), as S3 and web servers answer."""
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
@@ -50,9 +57,6 @@ class RangeHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data[start:])
         served.bytes_sent += len(data) - start
-
-    def log_message(self, *args) -> None:
-        pass
 
 
 @contextlib.contextmanager
@@ -82,7 +86,7 @@ HUB_COMMIT = "c0ffee" * 6 + "c0ff"  # the one commit the fake Hub has (40 hex di
 HUB_CAP = 32 << 20  # the most an endless body sends: a client that does not stop ends there, never fills the disk
 
 
-class HubHandler(BaseHTTPRequestHandler):
+class HubHandler(QuietHandler):
     """HEAD and GET /OWNER/REPO/resolve/REVISION/FILE as hf_hub_download asks the Hub (HF_ENDPOINT): the
     HEAD answer carries the commit (X-Repo-Commit), an ETag that is the file's sha256 (as for an LFS file)
     and its size; a missing file is a 404 with X-Error-Code EntryNotFound. Files are keyed by the path
@@ -137,9 +141,6 @@ class HubHandler(BaseHTTPRequestHandler):
                 served.bytes_sent += 65536
         except OSError:  # the client hung up: what a bounded client does
             pass
-
-    def log_message(self, *args) -> None:
-        pass
 
 
 @pytest.fixture

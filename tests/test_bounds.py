@@ -17,13 +17,12 @@ import subprocess
 import sys
 import textwrap
 import time
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from http_helpers import local_server
+from http_helpers import QuietHandler, local_server
 from vidcls.cli import app
 from vidcls.video.inputs import gather
 
@@ -174,7 +173,7 @@ def test_an_onnx_graph_that_loops_forever_is_stopped_per_batch(clip, tmp_path):
 SERVER_CAP = 256 << 20  # the most any response below sends, whatever happens: a regression cannot fill the disk
 
 
-class HostileHandler(BaseHTTPRequestHandler):
+class HostileHandler(QuietHandler):
     """/endless: bytes without end (no Content-Length); /liar: Content-Length 10^15; /drip: one byte
     every 2 s; /head+drip: the server's `head` bytes, then one byte every 2 s; /video+junk: a valid
     video then bytes without end (a query string names another input with the same answer). Every response
@@ -200,9 +199,6 @@ class HostileHandler(BaseHTTPRequestHandler):
                 time.sleep(pause)
         except OSError:  # the client hung up: what a bounded client does
             pass
-
-    def log_message(self, *args) -> None:
-        pass
 
 
 @pytest.fixture
