@@ -155,6 +155,21 @@ def test_a_bad_upload_fails_alone_and_the_next_is_fine(served, clips):
     assert served.spooled() == []
 
 
+def test_labels_for_a_graph_say_where_labels_are_taken(tmp_path):
+    """A graph (exported, or X-CLIP converted for --runtime openvino) keeps the classes it was made with:
+    a request's labels are refused naming that, not as a model without a text side."""
+    from onnx_graphs import tiny_onnx
+    from vidcls.errors import UsageError
+    from vidcls.serve.service import labelled
+    from vidcls.zoo.resolve import load_model
+
+    card = json.loads((ROOT / "vidcls" / "assets" / "demo-motion" / "config.json").read_text())
+    graph = load_model(str(tiny_onnx(tmp_path / "model.onnx", card, 4)))
+    assert labelled(graph, None) is graph
+    with pytest.raises(UsageError, match=r"classes are fixed in it.*X-CLIP, takes them per request on --runtime torch"):
+        labelled(graph, ("cat", "dog"))
+
+
 def test_a_playlist_upload_opens_nothing_it_names(served, server):
     """An HLS playlist or a concat list would have ffmpeg open the URLs and paths written in it: refused."""
     url = f"http://127.0.0.1:{server.server_address[1]}/segment.ts"

@@ -45,6 +45,10 @@ def labelled(model: LoadedModel, labels: tuple[str, ...] | None) -> LoadedModel:
     views against them (engine.predict_key). A model without a text side given labels is a 400."""
     if labels is None:
         return model
+    if model.exported:  # an ONNX/OpenVINO file, or `--runtime openvino`'s conversion: the label set is in the graph
+        raise UsageError(f"model {model.name} runs as a graph whose classes are fixed in it: it cannot score labels "
+                         "of your own (leave out `labels`; a model that reads label names, X-CLIP, takes them "
+                         "per request on --runtime torch)")
     if not model.has_text:
         raise UsageError(f"model {model.name} has no text side: it cannot score labels of your own "
                          "(leave out `labels` to get its own classes)")
