@@ -10,7 +10,8 @@
 
 Modules, in the order a run uses them: data (samples, Dataset, loaders), weights (the
 starting model), distributed (torchrun / DDP), optim (optimizer, seeding), loop (optimise,
-evaluate, resume, signals), checkpoint (what DIR holds), log (console, train.log, metrics.jsonl).
+evaluate, resume, signals), validation (the held-out pass train and distill share),
+checkpoint (what DIR holds), log (console, train.log, metrics.jsonl).
 Distillation: transfer (teacher -> student weights), teacher (what is read from the teacher, the
 losses, the cost comparison), distill (the stages, on loop's Trainer).
 """

@@ -58,6 +58,7 @@ from vidcls.train.teacher import (
     report_frames,
 )
 from vidcls.train.transfer import STUDENT_FAMILY, attention_parameters, check_families, student_arch, transfer
+from vidcls.train.validation import train_means, val_sums, view_probs
 from vidcls.video.inputs import resolve_path
 from vidcls.zoo.modeldir import ModelCard
 from vidcls.zoo.resolve import load_model, resolve
@@ -256,32 +257,18 @@ class DistillTrainer(Trainer):
     def evaluate(self, bars: Bars) -> dict[str, float] | None:
         """Agreement of the student's top-1 with the teacher's, and KL(teacher || student), of the softmax
         averaged over each held-out video's test views; None when a stop was requested part-way."""
-        device, precision = self.info.device, self.config.precision
-        self.net.eval()
-        sums = torch.zeros(3, dtype=torch.float64)  # agreements, KL, videos
-        bars.start("comparing with the teacher", len(self.val_loader), transient=True)
-        for done, batch in enumerate(self.val_loader, 1):
-            self.note_failures(self.val_set, "val", batch.failures)
-            if batch.videos is not None:
-                views = batch.videos.to(device)
-                with autocast_context(device, precision):
-                    student = self.net(views.flatten(0, 1)).float().softmax(-1).unflatten(0, views.shape[:2]).mean(1)
-                teacher = self.held_out_probs(views, batch.labels).to(device)
-                kl = (teacher * (teacher.clamp_min(1e-12).log() - student.clamp_min(1e-12).log())).sum(-1)
-                agree = (student.argmax(-1) == teacher.argmax(-1)).sum().item()
-                sums += torch.tensor([agree, kl.sum().item(), len(views)], dtype=torch.float64)
-            bars.update(done)
-            if self.stop.requested:
-                break
-        bars.finish()
-        self.net.train()
-        if self.stop.requested:
+
+        def batch_sums(views: torch.Tensor, indices: torch.Tensor) -> list[float]:
+            student = view_probs(self.net, views, self.config.precision)
+            teacher = self.held_out_probs(views, indices).to(views.device)
+            kl = (teacher * (teacher.clamp_min(1e-12).log() - student.clamp_min(1e-12).log())).sum(-1)
+            return [(student.argmax(-1) == teacher.argmax(-1)).sum().item(), kl.sum().item(), len(views)]
+
+        sums = val_sums(self, bars, "comparing with the teacher", 3, batch_sums)  # agreements, KL, videos
+        if sums is None:
             return None
-        agree, kl, videos = distributed.sum_across(sums, self.info).tolist()
-        train_loss, train_clips = distributed.sum_across(self.train_sums, self.info).tolist()
-        videos = max(1.0, videos)
-        return {"train_loss": train_loss / max(1.0, train_clips), "agreement": agree / videos, "kl": kl / videos,
-                "train_clips": train_clips}
+        (agree, kl, videos), (train_loss, train_clips) = sums, train_means(self)
+        return {"train_loss": train_loss, "agreement": agree / videos, "kl": kl / videos, "train_clips": train_clips}
 
     def held_out_probs(self, views: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
         """The teacher's view-averaged probabilities of held-out videos, computed once per video."""

@@ -51,6 +51,7 @@ from vidcls.train.data import (
 from vidcls.train.log import Bars, RunLog, stall_hint
 from vidcls.train.optim import make_optimizer, parameter_groups, seed_everything  # noqa: F401 - re-exported
 from vidcls.train.stop import GracefulStop
+from vidcls.train.validation import train_means, val_sums, view_probs
 from vidcls.train.weights import starting_model
 from vidcls.zoo.modeldir import LAST, WEIGHTS_NAME, load_strict
 
@@ -332,34 +333,20 @@ class Trainer:
 
         None when a stop was requested part-way (the run resumes at this evaluation).
         """
-        device, classes = self.info.device, len(self.card.labels)
-        self.net.eval()
-        sums = torch.zeros(4, dtype=torch.float64)  # loss, top-1 hits, top-5 hits, videos
-        bars.start("validating", len(self.val_loader), transient=True)
-        for done, batch in enumerate(self.val_loader, 1):
-            self.note_failures(self.val_set, "val", batch.failures)
-            if batch.videos is not None:
-                videos, labels = batch.videos.to(device), batch.labels.to(device)
-                with autocast_context(device, self.config.precision):
-                    logits = self.net(videos.flatten(0, 1))
-                probs = logits.float().softmax(-1).unflatten(0, videos.shape[:2]).mean(1)
-                top = probs.topk(min(5, classes), dim=-1).indices
-                sums += torch.tensor([F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum").item(),
-                                      (top[:, 0] == labels).sum().item(),
-                                      (top == labels[:, None]).any(-1).sum().item(), len(labels)],
-                                     dtype=torch.float64)
-            bars.update(done)
-            if self.stop.requested:
-                break
-        bars.finish()
-        self.net.train()
-        if self.stop.requested:
+        classes = len(self.card.labels)
+
+        def batch_sums(videos: torch.Tensor, labels: torch.Tensor) -> list[float]:
+            labels, probs = labels.to(videos.device), view_probs(self.net, videos, self.config.precision)
+            top = probs.topk(min(5, classes), dim=-1).indices
+            return [F.nll_loss(probs.clamp_min(1e-12).log(), labels, reduction="sum").item(),
+                    (top[:, 0] == labels).sum().item(), (top == labels[:, None]).any(-1).sum().item(), len(labels)]
+
+        sums = val_sums(self, bars, "validating", 4, batch_sums)  # loss, top-1 hits, top-5 hits, videos
+        if sums is None:
             return None
-        loss, top1, top5, videos = distributed.sum_across(sums, self.info).tolist()
-        train_loss, train_clips = distributed.sum_across(self.train_sums, self.info).tolist()
-        videos = max(1.0, videos)
-        return {"train_loss": train_loss / max(1.0, train_clips), "val_loss": loss / videos,
-                "val_top1": top1 / videos, "val_top5": top5 / videos, "train_clips": train_clips}
+        (loss, top1, top5, videos), (train_loss, train_clips) = sums, train_means(self)
+        return {"train_loss": train_loss, "val_loss": loss / videos, "val_top1": top1 / videos,
+                "val_top5": top5 / videos, "train_clips": train_clips}
 
     def end_epoch(self, metrics: dict[str, float], seconds: float) -> None:
         """Record the epoch: metrics row, best weights if top-1 improved, then DIR/last."""
