@@ -28,10 +28,13 @@ import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 from filelock import FileLock, Timeout
 
 from vidcls.errors import UsageError, first_line, printable
+
+T = TypeVar("T")
 
 
 def _sibling(target: Path, kind: str) -> Path:
@@ -170,14 +173,19 @@ def home() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vidcls"
 
 
-def memo(table: str, key: object, compute: Callable[[], float]) -> float:
+def _is_number(value: object) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def memo(table: str, key: object, compute: Callable[[], T], valid: Callable[[object], bool] = _is_number) -> T:
     """compute(), remembered on disk across processes under `key` (any JSON-able description of what
     determines the value, e.g. a model's config and input shape).
 
-    For counts that are exact but slow to take and only change with the model (its MACs, its largest
-    activation): a command that starts many times, `vidcls predict` on one clip, pays for them once.
-    The table is rewritten atomically; two processes racing only compute a value twice. A home that
-    cannot be written to costs the speed-up, never the value.
+    For values that are exact but slow to take and only change with what the key describes (a model's
+    MACs, its largest activation, a file's digest): a command that starts many times, `vidcls predict`
+    on one clip, pays for them once. A remembered value is used only if `valid` accepts it (the table is
+    a file anyone could edit). The table is rewritten atomically; two processes racing only compute a
+    value twice. A home that cannot be written to costs the speed-up, never the value.
     """
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:32]
     path = home() / "memo" / f"{table}.json"
@@ -188,7 +196,7 @@ def memo(table: str, key: object, compute: Callable[[], float]) -> float:
     if not isinstance(values, dict):
         values = {}
     found = values.get(digest)
-    if isinstance(found, (int, float)) and not isinstance(found, bool):
+    if valid(found):
         return found
     value = compute()
     with contextlib.suppress(OSError):
@@ -336,24 +344,13 @@ def file_digest(path: str | Path) -> str:
     not on every run that records which weights made its results."""
     path = Path(os.path.realpath(path))
     info = path.stat()
-    key = hashlib.sha256(json.dumps([str(path), info.st_dev, info.st_ino, info.st_size,
-                                     info.st_mtime_ns]).encode()).hexdigest()[:32]
-    table = home() / "memo" / "file_sha256.json"
-    try:
-        known = json.loads(table.read_text())
-    except (OSError, ValueError):
-        known = {}
-    if not isinstance(known, dict):
-        known = {}
-    found = known.get(key)
-    if isinstance(found, str) and len(found) == 64:
-        return found
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    value = digest.hexdigest()
-    with contextlib.suppress(OSError):
-        table.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(table, json.dumps({**known, key: value}))
-    return value
+
+    def sha256() -> str:
+        digest = hashlib.sha256()
+        with path.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+
+    return memo("file_sha256", [str(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns], sha256,
+                valid=lambda value: isinstance(value, str) and len(value) == 64)
